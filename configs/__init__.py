@@ -1,0 +1,1 @@
+"""Experiment YAML files (installed as `tfgcrf.configs`)."""

@@ -1,0 +1,1 @@
+"""TF Serving client and local development server (installed as `tfgcrf.serving`)."""

@@ -1,0 +1,74 @@
+"""The `tfgcrf` command line: one sub-command per module.
+
+Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Command modules import TensorFlow inside `run`, so `tfgcrf --help` does not load it.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+from tfgcrf import __version__
+from tfgcrf.errors import UserError
+
+# name -> module; the order is the order of `tfgcrf --help`.
+COMMANDS = {
+    "demo": "tfgcrf.commands.demo",
+    "colorize": "tfgcrf.commands.colorize",
+    "edit": "tfgcrf.commands.edit",
+    "train": "tfgcrf.trainers.cli",
+    "evaluate": "tfgcrf.commands.evaluate",
+    "export": "tfgcrf.export.cli",
+    "serve": "tfgcrf.serving.cli",
+    "data": "tfgcrf.commands.data",
+}
+
+
+def _load_commands():
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            # A command whose module is not written yet is simply not offered.
+            if err.name != module_name:
+                raise
+    return modules
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="tfgcrf",
+        description="Diverse, structurally consistent and controllable image colorization "
+        "(G-CRF VAE-MDN, Messaoud et al., ECCV 2018).",
+    )
+    parser.add_argument("--version", action="version", version=f"tfgcrf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _load_commands().items():
+        command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except UserError as err:
+        print(f"tfgcrf: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("tfgcrf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

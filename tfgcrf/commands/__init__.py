@@ -1,0 +1,1 @@
+"""Sub-command modules of the `tfgcrf` CLI (see tfgcrf/cli.py)."""

@@ -1,0 +1,1 @@
+"""Bundled model presets (weights shipped inside the package; no download)."""
