@@ -1,9 +1,10 @@
-"""tfgcrf.color against skimage.color (float64 numpy reference) on real photos.
+"""tfgcrf.color against skimage.color (float64 numpy reference) on the fixture photos.
 
 Every check runs for float32 and float64 inputs, with static shapes (eager) and with dynamic shapes
 (a tf.function whose input signature has only None dimensions), in the style of TFP's test suites.
 """
 
+import pathlib
 import warnings
 
 import numpy as np
@@ -13,23 +14,24 @@ import skimage.data
 import tensorflow as tf
 
 from tfgcrf import color
+from tfgcrf.imageio import read_image
 
-PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket")
-CROP = 96
+FIXTURE_PHOTOS = pathlib.Path(__file__).parent / "data" / "photos"
+CROP = 64
 
 
 def _photo_crops():
-    """A [N, CROP, CROP, 3] uint8 batch of crops from real photos, plus the colorwheel's gamut."""
+    """[N, CROP, CROP, 3] uint8: a random crop of every fixture photo, plus the colorwheel's gamut."""
     rng = np.random.default_rng(0)
     crops = []
-    for name in PHOTO_NAMES:
-        photo = getattr(skimage.data, name)()
-        for _ in range(2):
-            y = rng.integers(0, photo.shape[0] - CROP)
-            x = rng.integers(0, photo.shape[1] - CROP)
-            crops.append(photo[y : y + CROP, x : x + CROP])
+    for path in sorted(FIXTURE_PHOTOS.glob("*.png")):
+        photo = read_image(path)
+        y = rng.integers(0, photo.shape[0] - CROP + 1)
+        x = rng.integers(0, photo.shape[1] - CROP + 1)
+        crops.append(photo[y : y + CROP, x : x + CROP])
+    assert len(crops) >= 20, f"fixture photos missing under {FIXTURE_PHOTOS}"
     wheel = skimage.data.colorwheel()
-    crops.append(wheel[::3, ::3][:CROP, :CROP])
+    crops.append(wheel[::5, ::5][:CROP, :CROP])
     return np.stack(crops)
 
 
