@@ -1,0 +1,112 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tfgcrf.evaluation import metrics
+
+
+def test_eob_takes_the_best_sample_per_pixel():
+    truth = np.zeros((1, 2, 2))
+    samples = np.zeros((2, 1, 2, 2))
+    samples[0, 0, 0] = [0.2, 0.0]  # sample 0: error 0.02 at pixel 0, 0.05 at pixel 1
+    samples[0, 0, 1] = [0.1, 0.3]
+    samples[1, 0, 0] = [0.4, 0.0]  # sample 1: error 0.08 at pixel 0, 0.005 at pixel 1
+    samples[1, 0, 1] = [0.1, 0.0]
+    # best per pixel: 0.02 and 0.005 -> mean 0.0125 (no single sample is best everywhere)
+    assert metrics.eob(samples, truth) == pytest.approx(0.0125)
+
+
+def test_eob_is_zero_when_a_sample_matches():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(-1, 1, (4, 5, 2))
+    samples = np.stack([truth + 0.3, truth])
+    assert metrics.eob(samples, truth) == 0.0
+
+
+def test_eob_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="does not match"):
+        metrics.eob(np.zeros((2, 4, 4, 2)), np.zeros((4, 3, 2)))
+
+
+def test_variance_hand_computed():
+    samples = np.zeros((2, 1, 1, 2))
+    samples[:, 0, 0, 0] = [0.1, 0.3]  # variance 0.01
+    samples[:, 0, 0, 1] = [0.0, 0.0]  # variance 0
+    assert metrics.variance(samples) == pytest.approx(0.005)
+
+
+def test_ssim_of_identical_samples_is_one():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0, 1, (16, 16, 3))
+    assert metrics.ssim_pairwise(np.stack([image, image, image])) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ssim_pairwise_averages_all_pairs():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    images = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    expected = np.mean([float(tf.image.ssim(images[i], images[j], 1.0)) for i, j in pairs])
+    assert metrics.ssim_pairwise(images) == pytest.approx(expected, rel=1e-5)
+    assert metrics.ssim_pairwise(images) < 0.5
+
+
+def test_ssim_needs_two_samples():
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.ssim_pairwise(np.zeros((1, 16, 16, 3)))
+
+
+def test_chroma_gradient_energy_hand_computed():
+    ab = np.zeros((2, 3, 2))
+    ab[:, 1, 0] = 0.5  # a jumps by 0.5 between columns 0 and 1, and back between 1 and 2
+    # [H-1, W-1] = [1, 2] grid: position (0,0): dx = 0.5 -> 0.25; (0,1): dx = -0.5 -> 0.25
+    assert metrics.chroma_gradient_energy(ab) == pytest.approx(0.25)
+    ab[1, 0, 1] = 0.2  # b: dy at (0,0) = 0.2 -> adds 0.04 there
+    assert metrics.chroma_gradient_energy(ab) == pytest.approx((0.29 + 0.25) / 2)
+    region = np.array([[True, False]])
+    assert metrics.chroma_gradient_energy(ab, region) == pytest.approx(0.29)
+    assert metrics.chroma_gradient_energy(ab, np.zeros((1, 2), bool)) == 0.0
+
+
+def test_flat_region_excludes_the_neighbourhood_of_edges():
+    l = np.zeros((8, 8))
+    l[:, 4:] = 0.5  # vertical edge between columns 3 and 4: gradient at grid column 3
+    flat = metrics.flat_region(l)
+    assert flat.shape == (7, 7)
+    assert flat[:, :2].all() and flat[:, 5:].all()
+    assert not flat[:, 2:5].any()  # the edge column and its 3x3 neighbours
+    assert metrics.flat_region(l[..., None]).tolist() == flat.tolist()
+
+
+def test_colorfulness_matches_numpy_reference():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    expected = np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
+    assert metrics.colorfulness(rgb) == pytest.approx(expected)
+    assert metrics.colorfulness(rgb / 255.0) == pytest.approx(expected)
+    assert metrics.colorfulness(np.full((4, 4, 3), 90, np.uint8)) == 0.0
+
+
+def test_psnr_hand_computed():
+    truth = np.zeros((2, 2, 3), np.uint8)
+    image = truth.copy()
+    image[0, 0, 0] = 12  # MSE = 144 / 12 = 12
+    assert metrics.psnr(image, truth) == pytest.approx(10 * math.log10(255**2 / 12))
+
+
+def test_psnr_of_identical_images_is_finite_cap():
+    truth = np.full((4, 4, 3), 7, np.uint8)
+    value = metrics.psnr(truth, truth)
+    assert value == metrics.PSNR_CAP_DB
+    assert math.isfinite(value) and value == pytest.approx(58.92, abs=0.01)
+    json.dumps({"psnr": value}, allow_nan=False)
+
+
+def test_psnr_requires_uint8():
+    with pytest.raises(ValueError, match="uint8"):
+        metrics.psnr(np.zeros((2, 2, 3)), np.zeros((2, 2, 3), np.uint8))
