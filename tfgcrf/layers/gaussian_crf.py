@@ -1,0 +1,403 @@
+"""The fully connected Gaussian CRF of the paper (Eq. 6) and its solvers.
+
+Inference solves, for every image of the batch,
+
+    A x = weights * unary,   A = (I - S)^T (I - S) + diag(weights) + ridge * I,
+
+where S [P, P] is the row-stochastic similarity of the structure branch, `weights` [P] is beta * h
+(the per-pixel confidence of the unary colors `unary` [P, K]) and the K columns are the two chroma
+channels of every sample: all of them share S and the weights, so each image is factored once (or
+runs one batched conjugate-gradient loop) for all K columns.
+
+Three solvers give the same answer:
+  * "lu": `tf.linalg.lu` + `tf.linalg.lu_solve` on the dense A (the paper's method, the reference);
+  * "cholesky": A is symmetric positive definite, so Cholesky gives the same x for about half the
+    factorization flops;
+  * "cg": matrix-free conjugate gradients; A is never formed, each iteration multiplies by S and
+    S^T only, O(P^2 K) instead of O(P^3).
+
+Gradients of all three are computed by implicit differentiation (`tf.custom_gradient`): with
+g = A^{-1} dL/dx (one more solve with the same factors / the same CG operator),
+    dL/dunary = weights * g,
+    dL/dweights = sum_k g_k * (unary_k - x_k),
+    dL/dS = (I - S) g x^T + (I - S) x g^T        (rank 2K, never a P^3 product).
+TensorFlow 2.21 registers no gradient for the `Lu` op, so autodiff through `tf.linalg.lu` is not
+available; the implicit gradient is also what makes the backward pass O(P^2 K).
+
+Everything is plain TensorFlow (tf.while_loop for CG), usable in a SavedModel signature. `tf.linalg.lu`
+has no XLA kernel: never `jit_compile` a function that calls the "lu" solver.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tfgcrf.errors import UserError
+
+SOLVERS = ("lu", "cholesky", "cg")
+PRECONDITIONERS = ("none", "jacobi")
+
+# Why a ridge: S is row-stochastic, so (I - S) 1 = 0 and the constant color field is in the null
+# space of (I - S)^T (I - S). With no revealed pixel (all weights 0) A would be singular; the ridge
+# makes A symmetric positive definite always, keeps Cholesky from failing on float32 round-off in
+# (I - S)^T (I - S) (about 1e-7 * ||I - S||^2 <= 5e-7, far below 1e-4), and bounds the condition
+# number by about 4 / ridge. Its effect on the answer is a faint pull toward 0 (neutral gray chroma)
+# for pixels that no revealed pixel reaches; with any revealed pixel of weight ~1 it is negligible.
+DEFAULT_RIDGE = 1e-4
+DEFAULT_CG_TOL = 1e-5
+DEFAULT_CG_MAX_ITER = 500
+
+
+def _solve_dtype(dtype):
+    """float64 stays float64; everything else (including half precision) is solved in float32."""
+    return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
+
+
+def apply_precision(similarity, weights, ridge, v):
+    """Matrix-free A @ v for v [B, P, K]: two products with S, never forming A."""
+    residual = v - tf.linalg.matmul(similarity, v)
+    smooth = residual - tf.linalg.matmul(similarity, residual, adjoint_a=True)
+    return smooth + (weights + ridge)[..., None] * v
+
+
+def precision_matrix(similarity, weights, ridge):
+    """The dense A [B, P, P] (O(P^3) to form)."""
+    size = tf.shape(similarity)[-1]
+    complement = tf.eye(size, dtype=similarity.dtype) - similarity
+    gram = tf.linalg.matmul(complement, complement, adjoint_a=True)
+    return tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + weights + ridge)
+
+
+def precision_diagonal(similarity, weights, ridge):
+    """diag(A) [B, P] from S in O(P^2): sum_j (delta_ji - S_ji)^2 + weights + ridge."""
+    column_energy = tf.reduce_sum(tf.square(similarity), axis=-2)
+    return 1.0 - 2.0 * tf.linalg.diag_part(similarity) + column_energy + weights + ridge
+
+
+def _column_norm(v):
+    return tf.norm(v, axis=-2, keepdims=True)
+
+
+def _relative_residual(similarity, weights, ridge, rhs, x):
+    """Per-image max over columns of ||rhs - A x|| / ||rhs|| (0 for an all-zero column)."""
+    residual = _column_norm(rhs - apply_precision(similarity, weights, ridge, x))
+    relative = tf.math.divide_no_nan(residual, _column_norm(rhs))
+    return tf.reduce_max(relative, axis=[-2, -1])
+
+
+class _DenseSolver:
+    """Factor A once per image (LU or Cholesky); every solve reuses the factors."""
+
+    def __init__(self, similarity, weights, ridge, method):
+        precision = precision_matrix(similarity, weights, ridge)
+        if method == "lu":
+            self._lu, self._perm = tf.linalg.lu(precision)
+            diagonal = tf.linalg.diag_part(self._lu)
+            # A is SPD, so det A > 0 and |det U| = det A whatever the pivot signs are.
+            self.logdet = tf.reduce_sum(tf.math.log(tf.abs(diagonal)), axis=-1)
+        else:
+            self._chol = tf.linalg.cholesky(precision)
+            diagonal = tf.linalg.diag_part(self._chol)
+            self.logdet = 2.0 * tf.reduce_sum(tf.math.log(diagonal), axis=-1)
+        self._method = method
+        self._similarity, self._weights, self._ridge = similarity, weights, ridge
+
+    def solve(self, rhs, initial=None):
+        del initial  # exact solve: nothing to warm-start
+        if self._method == "lu":
+            x = tf.linalg.lu_solve(self._lu, self._perm, rhs)
+        else:
+            x = tf.linalg.cholesky_solve(self._chol, rhs)
+        batch = tf.shape(rhs)[0]
+        info = {
+            "iterations": tf.zeros([batch], tf.int32),
+            "residual": _relative_residual(self._similarity, self._weights, self._ridge, rhs, x),
+            "converged": tf.ones([batch], tf.bool),
+        }
+        return x, info
+
+    def inverse(self):
+        """A^{-1} [B, P, P] (for the log-determinant gradient), from the same factors."""
+        size = tf.shape(self._weights)[-1]
+        batch = tf.shape(self._weights)[0]
+        identity = tf.eye(size, batch_shape=[batch], dtype=self._weights.dtype)
+        return self.solve(identity)[0]
+
+
+class _ConjugateGradientSolver:
+    """Batched (preconditioned) conjugate gradients on all B*K columns at once, matrix-free."""
+
+    def __init__(self, similarity, weights, ridge, tol, max_iter, preconditioner):
+        self._similarity, self._weights, self._ridge = similarity, weights, ridge
+        self._tol, self._max_iter = tol, max_iter
+        if preconditioner == "jacobi":
+            self._inverse_diagonal = (1.0 / precision_diagonal(similarity, weights, ridge))[..., None]
+        else:
+            self._inverse_diagonal = None
+
+    def _precondition(self, r):
+        return r if self._inverse_diagonal is None else r * self._inverse_diagonal
+
+    def _apply(self, v):
+        return apply_precision(self._similarity, self._weights, self._ridge, v)
+
+    def solve(self, rhs, initial=None):
+        rhs_norm = _column_norm(rhs)
+        threshold = tf.cast(self._tol, rhs.dtype) * rhs_norm
+        if initial is None:
+            x = tf.zeros_like(rhs)
+        else:
+            # An all-zero right-hand side has the exact answer 0 whatever the warm start says.
+            x = tf.where(rhs_norm > 0, tf.cast(initial, rhs.dtype), tf.zeros_like(rhs))
+        r = rhs - self._apply(x)
+        z = self._precondition(r)
+        rz = tf.reduce_sum(r * z, axis=-2, keepdims=True)
+        active = _column_norm(r) > threshold
+        iterations = tf.zeros([tf.shape(rhs)[0]], tf.int32)
+
+        def keep_going(x, r, p, rz, active, iterations):
+            del x, r, p, rz, iterations
+            return tf.reduce_any(active)
+
+        def step(x, r, p, rz, active, iterations):
+            ap = self._apply(p)
+            curvature = tf.reduce_sum(p * ap, axis=-2, keepdims=True)
+            # Finished columns take zero steps (no 0/0 once their residual is exactly zero).
+            alpha = tf.where(active, tf.math.divide_no_nan(rz, curvature), tf.zeros_like(rz))
+            x = x + alpha * p
+            r = r - alpha * ap
+            z = self._precondition(r)
+            rz_next = tf.reduce_sum(r * z, axis=-2, keepdims=True)
+            beta = tf.where(active, tf.math.divide_no_nan(rz_next, rz), tf.zeros_like(rz))
+            iterations += tf.cast(tf.reduce_any(active, axis=[-2, -1]), tf.int32)
+            return x, r, z + beta * p, rz_next, _column_norm(r) > threshold, iterations
+
+        x, _, _, _, active, iterations = tf.while_loop(
+            keep_going, step, (x, r, z, rz, active, iterations),
+            maximum_iterations=self._max_iter)
+        residual = _relative_residual(self._similarity, self._weights, self._ridge, rhs, x)
+        converged = tf.logical_and(tf.logical_not(tf.reduce_any(active, axis=[-2, -1])),
+                                   tf.math.is_finite(residual))
+        return x, {"iterations": iterations, "residual": residual, "converged": converged}
+
+
+def _warn_if_not_converged(info, what):
+    """Print a warning (also from inside a SavedModel) when some image did not converge."""
+    def warn():
+        tf.print("tfgcrf: warning:", what, "did not reach the CG tolerance for",
+                 tf.reduce_sum(tf.cast(tf.logical_not(info["converged"]), tf.int32)),
+                 "image(s); relative residuals", info["residual"], "after", info["iterations"],
+                 "iterations (raise cg_max_iter or use solver='cholesky')",
+                 output_stream="file://stderr")
+        return tf.constant(True)
+
+    return tf.cond(tf.reduce_all(info["converged"]), lambda: tf.constant(False), warn)
+
+
+def _make_solver(similarity, weights, ridge, solver, cg_tol, cg_max_iter, preconditioner):
+    if solver == "cg":
+        return _ConjugateGradientSolver(similarity, weights, ridge, cg_tol, cg_max_iter,
+                                        preconditioner)
+    return _DenseSolver(similarity, weights, ridge, solver)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_shapes(similarity, unary, weights):
+    """Static rank/size checks with one-line messages (dynamic sizes are checked by the ops)."""
+    for name, tensor, rank in (("similarity", similarity, 3), ("unary", unary, 3),
+                               ("weights", weights, 2)):
+        if tensor.shape.rank is not None and tensor.shape.rank != rank:
+            raise UserError(f"GaussianCRF: {name} must have rank {rank}, got shape {tensor.shape}")
+    pixels = [similarity.shape[-1], similarity.shape[-2], unary.shape[-2], weights.shape[-1]]
+    known = {p for p in pixels if p is not None}
+    if len(known) > 1:
+        raise UserError(f"GaussianCRF: pixel counts disagree: similarity {similarity.shape}, "
+                        f"unary {unary.shape}, weights {weights.shape}")
+
+
+def _prepare(similarity, unary, weights):
+    similarity, unary, weights = (tf.convert_to_tensor(t) for t in (similarity, unary, weights))
+    _check_shapes(similarity, unary, weights)
+    dtype = _solve_dtype(similarity.dtype)
+    return tf.cast(similarity, dtype), tf.cast(unary, dtype), tf.cast(weights, dtype)
+
+
+def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=DEFAULT_RIDGE,
+               cg_tol=DEFAULT_CG_TOL, cg_max_iter=DEFAULT_CG_MAX_ITER, preconditioner="none"):
+    """Solves the G-CRF for all columns of `unary`, differentiably.
+
+    Args:
+      similarity: [B, P, P] row-stochastic similarity S.
+      unary: [B, P, K] unary colors (K = 2 channels x N samples).
+      weights: [B, P] per-pixel weights beta * h (>= 0, fractional allowed).
+      initial: optional [B, P, K] warm start for "cg" (ignored by the exact solvers).
+      solver: "lu", "cholesky" or "cg".
+      ridge: eps of the eps * I term (see DEFAULT_RIDGE).
+      cg_tol: CG stops when ||b - A x|| <= cg_tol * ||b|| for every column.
+      cg_max_iter: CG iteration cap (forward and backward solve each).
+      preconditioner: "none" or "jacobi" (diagonal of A, O(P^2) from S) for "cg".
+
+    Returns:
+      `(x, info)`: x [B, P, K] in float32 (float64 if `similarity` is float64) and info, a dict of
+      [B] tensors: "iterations" (CG iterations, 0 for exact solvers), "residual" (max relative
+      residual ||b - A x|| / ||b|| over the columns) and "converged". A CG run that does not reach
+      the tolerance also prints a warning to stderr.
+    """
+    _check_choice("solver", solver, SOLVERS)
+    _check_choice("preconditioner", preconditioner, PRECONDITIONERS)
+    similarity, unary, weights = _prepare(similarity, unary, weights)
+    if initial is not None:
+        initial = tf.cast(initial, unary.dtype)
+
+    @tf.custom_gradient
+    def solve(similarity, unary, weights):
+        operator = _make_solver(similarity, weights, ridge, solver, cg_tol, cg_max_iter,
+                                preconditioner)
+        x, info = operator.solve(weights[..., None] * unary, initial)
+        if solver == "cg":
+            with tf.control_dependencies([_warn_if_not_converged(info, "G-CRF solve")]):
+                x = tf.identity(x)
+
+        def grad(dx, *unused_info_grads):
+            g, back_info = operator.solve(dx, None)
+            if solver == "cg":
+                with tf.control_dependencies(
+                        [_warn_if_not_converged(back_info, "G-CRF gradient solve")]):
+                    g = tf.identity(g)
+            d_unary = weights[..., None] * g
+            d_weights = tf.reduce_sum(g * (unary - x), axis=-1)
+            smooth_g = g - tf.linalg.matmul(similarity, g)
+            smooth_x = x - tf.linalg.matmul(similarity, x)
+            d_similarity = (tf.linalg.matmul(smooth_g, x, adjoint_b=True)
+                            + tf.linalg.matmul(smooth_x, g, adjoint_b=True))
+            return d_similarity, d_unary, d_weights
+
+        return (x, info), grad
+
+    return solve(similarity, unary, weights)
+
+
+def gaussian_nll(similarity, unary, weights, target, *, ridge=DEFAULT_RIDGE, solver="lu"):
+    """Negative log-likelihood of `target` under the G-CRF Gaussian N(mu = A^{-1} b, A^{-1}).
+
+    Per image, averaged over the P pixels and K columns:
+        (1 / (P K)) sum_k [ 1/2 (t_k - mu_k)^T A (t_k - mu_k) - 1/2 log det A + P/2 log 2 pi ],
+    with log det A from the LU (or Cholesky) factors that also give mu (one factorization).
+
+    Args:
+      similarity: [B, P, P] row-stochastic similarity S.
+      unary: [B, P, K] unary colors.
+      weights: [B, P] per-pixel weights beta * h.
+      target: [B, P, K] ground-truth colors.
+      ridge: eps of the eps * I term.
+      solver: "lu" or "cholesky" (CG has no log-determinant).
+
+    Returns:
+      [B] per-image mean NLL, differentiable w.r.t. similarity, unary and weights.
+    """
+    _check_choice("gaussian_nll solver", solver, ("lu", "cholesky"))
+    similarity, unary, weights = _prepare(similarity, unary, weights)
+    target = tf.cast(target, unary.dtype)
+
+    @tf.custom_gradient
+    def solve_and_logdet(similarity, unary, weights):
+        operator = _DenseSolver(similarity, weights, ridge, solver)
+        mean, _ = operator.solve(weights[..., None] * unary)
+
+        def grad(d_mean, d_logdet):
+            g, _ = operator.solve(d_mean)
+            # d logdet A / dA = A^{-1}; chained through A = (I - S)^T (I - S) + diag(weights).
+            inverse = d_logdet[:, None, None] * operator.inverse()
+            d_unary = weights[..., None] * g
+            d_weights = tf.reduce_sum(g * (unary - mean), axis=-1) + tf.linalg.diag_part(inverse)
+            smooth_g = g - tf.linalg.matmul(similarity, g)
+            smooth_mean = mean - tf.linalg.matmul(similarity, mean)
+            complement_inverse = inverse - tf.linalg.matmul(similarity, inverse)
+            d_similarity = (tf.linalg.matmul(smooth_g, mean, adjoint_b=True)
+                            + tf.linalg.matmul(smooth_mean, g, adjoint_b=True)
+                            - 2.0 * complement_inverse)
+            return d_similarity, d_unary, d_weights
+
+        return (mean, operator.logdet), grad
+
+    mean, logdet = solve_and_logdet(similarity, unary, weights)
+    error = target - mean
+    quadratic = tf.reduce_sum(error * apply_precision(similarity, weights, ridge, error), axis=[1, 2])
+    pixels = tf.cast(tf.shape(unary)[1], unary.dtype)
+    columns = tf.cast(tf.shape(unary)[2], unary.dtype)
+    total = 0.5 * quadratic + columns * (0.5 * pixels * math.log(2.0 * math.pi) - 0.5 * logdet)
+    return total / (pixels * columns)
+
+
+@keras.saving.register_keras_serializable(package="tfgcrf")
+class GaussianCRF(keras.layers.Layer):
+    """Fully connected Gaussian CRF inference (paper Eq. 6) with a choice of solver.
+
+    Solves ((I - S)^T (I - S) + diag(weights) + ridge I) x = weights * unary per image, with one
+    factorization (or one batched CG run) shared by all K right-hand-side columns. Computes in the
+    layer's dtype: float32 by default (also under a mixed-precision global policy), or float64
+    with `dtype="float64"`.
+
+    Args:
+      solver: "lu" (reference, the paper's method), "cholesky" (same answer, faster factorization)
+        or "cg" (matrix-free conjugate gradients, O(P^2 K) per iteration).
+      ridge: eps of the eps * I term that keeps A positive definite when no pixel is revealed
+        (S is row-stochastic, so constant fields are in the null space of (I - S)); see
+        `DEFAULT_RIDGE` for the reasoning behind 1e-4.
+      cg_tol: relative residual tolerance of "cg" (per column).
+      cg_max_iter: iteration cap of "cg" (forward and gradient solve each).
+      preconditioner: "none" or "jacobi" for "cg".
+      **kwargs: standard Keras layer arguments (name, dtype, ...).
+
+    Call args:
+      similarity: [B, P, P] row-stochastic S.
+      unary: [B, P, K] unary colors alpha.
+      weights: [B, P] per-pixel weights beta * h.
+      initial: optional [B, P, K] warm start for "cg" (e.g. the previous edit's answer).
+      return_info: if True, return `(x, info)` with the per-image "iterations", "residual" and
+        "converged" tensors (see `gcrf_solve`).
+
+    Returns:
+      x [B, P, K] (and info if `return_info`).
+    """
+
+    def __init__(self, solver="lu", ridge=DEFAULT_RIDGE, cg_tol=DEFAULT_CG_TOL,
+                 cg_max_iter=DEFAULT_CG_MAX_ITER, preconditioner="none", **kwargs):
+        # The solve needs at least float32 even under a mixed-precision global policy; pass
+        # dtype="float64" for a float64 solve (Keras casts the inputs to the layer's dtype).
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        _check_choice("solver", solver, SOLVERS)
+        _check_choice("preconditioner", preconditioner, PRECONDITIONERS)
+        if not ridge > 0:
+            raise UserError(f"GaussianCRF: ridge must be > 0, got {ridge!r}")
+        if not cg_tol > 0 or int(cg_max_iter) < 1:
+            raise UserError(f"GaussianCRF: need cg_tol > 0 and cg_max_iter >= 1, "
+                            f"got {cg_tol!r} and {cg_max_iter!r}")
+        self.solver = solver
+        self.ridge = float(ridge)
+        self.cg_tol = float(cg_tol)
+        self.cg_max_iter = int(cg_max_iter)
+        self.preconditioner = preconditioner
+
+    def call(self, similarity, unary, weights, initial=None, return_info=False):
+        x, info = gcrf_solve(similarity, unary, weights, initial, solver=self.solver,
+                             ridge=self.ridge, cg_tol=self.cg_tol, cg_max_iter=self.cg_max_iter,
+                             preconditioner=self.preconditioner)
+        return (x, info) if return_info else x
+
+    def gaussian_nll(self, similarity, unary, weights, target):
+        """`gaussian_nll` with this layer's ridge; a "cg" layer uses Cholesky for it."""
+        solver = "cholesky" if self.solver == "cg" else self.solver
+        return gaussian_nll(similarity, unary, weights, target, ridge=self.ridge, solver=solver)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(solver=self.solver, ridge=self.ridge, cg_tol=self.cg_tol,
+                      cg_max_iter=self.cg_max_iter, preconditioner=self.preconditioner)
+        return config
