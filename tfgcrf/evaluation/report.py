@@ -1,0 +1,142 @@
+"""Presentation of evaluation results: markdown tables in the paper's layout, PNG sheets, a plot.
+
+The plot is drawn with Pillow (matplotlib is not a dependency of the package).
+"""
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from tfgcrf.evaluation.control import POINT_COUNTS
+
+METHOD_LABELS = {
+    "gcrf": "G-CRF (ours)",
+    "vae_mdn": "VAE-MDN (G-CRF bypassed)",
+    "levin": "Levin et al. 2004",
+    "gray": "gray (ab = 0)",
+}
+# (key, column title) of the diversity/consistency table, in the paper's Table 2 order first.
+DIVERSITY_COLUMNS = (
+    ("eob", "eob."),
+    ("variance", "Var."),
+    ("ssim_pairwise", "SSIM."),
+    ("speckle", "speckle"),
+    ("speckle_flat", "speckle (flat)"),
+    ("colorfulness", "colorfulness"),
+)
+_PLOT_COLORS = {"gcrf": (200, 40, 40), "vae_mdn": (230, 140, 20), "levin": (40, 90, 200), "gray": (110, 110, 110)}
+
+
+def _number(value):
+    if value is None:
+        return ""
+    if value != 0 and abs(value) < 1e-2:
+        return f"{value:.2e}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def markdown_tables(results):
+    """The two tables (paper Tables 2 and 3) as markdown, from the `evaluate` results dict."""
+    methods = results["methods"]
+    header = "| Method | " + " | ".join(title for _, title in DIVERSITY_COLUMNS) + " |"
+    lines = [
+        f"Diversity and consistency ({results['images']} images, {results['samples']} samples each, "
+        "model resolution; speckle = chroma gradient energy / ground truth's):",
+        "",
+        header,
+        "|" + " --- |" * (len(DIVERSITY_COLUMNS) + 1),
+    ]
+    for name, metrics in methods.items():
+        if any(key in metrics for key, _ in DIVERSITY_COLUMNS):
+            cells = [_number(metrics.get(key)) for key, _ in DIVERSITY_COLUMNS]
+            lines.append(f"| {METHOD_LABELS[name]} | " + " | ".join(cells) + " |")
+    truth = results.get("ground_truth", {})
+    if "colorfulness" in truth:
+        cells = ["", "", "", "1", "1", _number(truth["colorfulness"])]
+        lines.append("| ground truth | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Control: PSNR (dB, RGB, 256x256) vs number of revealed 7x7 points |H|:",
+        "",
+        "| Method | " + " | ".join(f"\\|H\\|={count}" for count in POINT_COUNTS) + " |",
+        "|" + " --- |" * (len(POINT_COUNTS) + 1),
+    ]
+    for name, metrics in methods.items():
+        if "psnr_points" in metrics:
+            cells = [f"{metrics['psnr_points'][str(count)]:.2f}" for count in POINT_COUNTS]
+            lines.append(f"| {METHOD_LABELS[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _font(size):
+    return ImageFont.load_default(size=size)
+
+
+def image_sheet(rows, tile=128, label_width=170):
+    """Tiles labelled rows of uint8 images into one sheet.
+
+    Args:
+      rows: list of `(label, [images])`, each image `[H, W, 3]` uint8 (resized to `tile`).
+      tile: side of each tile in pixels.
+      label_width: width of the label column.
+
+    Returns:
+      A PIL image.
+    """
+    columns = max(len(images) for _, images in rows)
+    sheet = Image.new("RGB", (label_width + columns * (tile + 2), len(rows) * (tile + 2)), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = _font(13)
+    for row, (label, images) in enumerate(rows):
+        top = row * (tile + 2)
+        draw.multiline_text((4, top + 4), label, fill="black", font=font)
+        for column, image in enumerate(images):
+            picture = Image.fromarray(np.asarray(image, np.uint8)).resize((tile, tile), Image.BICUBIC)
+            sheet.paste(picture, (label_width + column * (tile + 2), top))
+    return sheet
+
+
+def psnr_plot(results, size=(640, 420)):
+    """PSNR vs |H| (log axis) for every method with a control curve, as a PIL image."""
+    curves = {
+        name: [metrics["psnr_points"][str(count)] for count in POINT_COUNTS]
+        for name, metrics in results["methods"].items()
+        if "psnr_points" in metrics
+    }
+    values = [value for curve in curves.values() for value in curve]
+    low, high = math.floor(min(values)) - 1, math.ceil(max(values)) + 1
+    width, height = size
+    left, right, top, bottom = 60, 190, 36, 50
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = _font(13)
+    log_low, log_high = math.log10(POINT_COUNTS[0]), math.log10(POINT_COUNTS[-1])
+
+    def to_pixel(count, psnr):
+        x = left + (math.log10(count) - log_low) / (log_high - log_low) * (width - left - right)
+        y = height - bottom - (psnr - low) / (high - low) * (height - top - bottom)
+        return x, y
+
+    step = max(1, round((high - low) / 8))
+    for tick in range(low, high + 1, step):
+        _, y = to_pixel(POINT_COUNTS[0], tick)
+        draw.line([(left, y), (width - right, y)], fill=(225, 225, 225))
+        draw.text((left - 8, y), str(tick), fill="black", font=font, anchor="rm")
+    for count in POINT_COUNTS:
+        x, _ = to_pixel(count, low)
+        draw.line([(x, top), (x, height - bottom)], fill=(225, 225, 225))
+        draw.text((x, height - bottom + 6), str(count), fill="black", font=font, anchor="mt")
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    draw.text(((left + width - right) / 2, height - 18), "revealed 7x7 points |H|", fill="black", font=font, anchor="mm")
+    draw.text((8, 8), "PSNR (dB)", fill="black", font=font)
+    for row, (name, curve) in enumerate(curves.items()):
+        color = _PLOT_COLORS[name]
+        points = [to_pixel(count, value) for count, value in zip(POINT_COUNTS, curve)]
+        draw.line(points, fill=color, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        legend_y = top + 10 + row * 20
+        draw.line([(width - right + 12, legend_y), (width - right + 32, legend_y)], fill=color, width=2)
+        draw.text((width - right + 38, legend_y), METHOD_LABELS[name], fill="black", font=font, anchor="lm")
+    return image
