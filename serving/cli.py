@@ -1,0 +1,72 @@
+"""`tfgcrf serve`: TF Serving's gRPC and REST APIs for an exported model, for development."""
+
+import logging
+import os
+import signal
+
+from tfgcrf.errors import UserError
+
+HELP = "serve an exported model with TF Serving's gRPC and REST APIs (local development server)"
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--model-dir",
+        default="models/tfgcrf",
+        help="model base path holding numeric version folders; the newest is served and a newer "
+        "one is picked up without a restart (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-name", help="model name in requests (default: the model dir's folder name)"
+    )
+    parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port, 0 = any free port")
+    parser.add_argument("--rest-port", type=int, default=8501, help="REST port, 0 = any free port")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default: loopback only; use 0.0.0.0 to expose it)",
+    )
+    parser.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="how often to look for a new version"
+    )
+
+
+def run(args):
+    for flag in ("grpc_port", "rest_port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            raise UserError(f"--{flag.replace('_', '-')} must be in 0..65535")
+    if args.poll_seconds < 0:
+        raise UserError("--poll-seconds must be >= 0")
+    if not os.path.isdir(args.model_dir):
+        raise UserError(f"model dir {args.model_dir} does not exist (export a model with `tfgcrf export`)")
+    model_name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.model_dir)))
+
+    from tfgcrf.serving.server import ModelServer
+
+    logging.basicConfig(level=logging.INFO, format="tfgcrf serve: %(message)s")
+    server = ModelServer(
+        args.model_dir,
+        model_name,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        rest_port=args.rest_port,
+        poll_seconds=args.poll_seconds,
+    )
+    try:
+        server.start()
+    except OSError as err:
+        raise UserError(f"cannot start the server: {err}") from None
+    version = server.repository.refresh()
+    waiting = "" if version is not None else f" (no version under {args.model_dir} yet: waiting)"
+    # One parseable line with the bound ports (useful with port 0).
+    print(
+        f"serving model {model_name} version {version} on grpc={args.host}:{server.grpc_port} "
+        f"rest=http://{args.host}:{server.rest_port}{waiting}",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.wait()
+    finally:
+        server.stop()
+    return 0
