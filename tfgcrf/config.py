@@ -1,0 +1,309 @@
+"""Typed experiment configuration: dataclasses loaded from (and written back to) YAML.
+
+An experiment file (`configs/NAME.yaml`) has four sections, each a dataclass below:
+
+    name: default64
+    model: {image_size: 64, latent_dim: 64, ...}      # ModelConfig: architecture + objectives
+    data: {source: offline, batch_size: 32, ...}      # DataConfig
+    stages: {vae: {epochs: 15, ...}, hoc: {...}, mdn: {...}}   # StageConfig per training stage
+    seed: 0
+
+`load_config("default64")` reads the packaged `configs/default64.yaml`; a path reads that file.
+Unknown keys and wrongly typed values raise `UserError` naming the offending key.
+"""
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+
+import yaml
+
+from tfgcrf.errors import UserError
+
+STAGES = ("vae", "hoc", "mdn")
+SOLVERS = ("lu", "cholesky", "cg")
+HOC_LOSSES = ("l2", "nll")
+MDN_LOSSES = ("nearest", "nll")
+
+# The paper's H schedule (Sec. 4, "Controllability"): reveal 100 % of the unary pixels, then 75, 50,
+# 25 and finally 10 % after epochs 2, 4, 6 and 8 (the text also names epochs 10 and 12 but lists no
+# further levels, so 10 % is kept from epoch 8 on). Pairs of (first epoch, revealed fraction).
+PAPER_HOC_SCHEDULE = ((0, 1.0), (2, 0.75), (4, 0.5), (6, 0.25), (8, 0.1))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture, inference constants and training objectives of `GCRFColorizer`.
+
+    Attributes:
+        image_size: side of the square model grid (P = image_size**2 G-CRF variables).
+        latent_dim: size of the VAE latent z.
+        embed_dim: D, size of the structure branch's per-pixel embeddings.
+        num_components: M, Gaussian components of the mixture density network.
+        mdn_sigma: fixed standard deviation of every mixture component.
+        beta_train: weight of revealed unary pixels in the G-CRF during training and sampling.
+        beta_edit: weight of user-edited pixels in `edit` (the paper uses 5 at test time).
+        prior_weight: weight that keeps a chosen sample's colors where no edit was made.
+        ridge: epsilon * I added to the G-CRF matrix so that it stays invertible when no pixel
+            is revealed ((I - S) has the constant vector in its null space).
+        solver: G-CRF linear solver, "lu" (exact, the paper's), "cholesky" or "cg".
+        trunk_widths: channels of the gray trunk at full, 1/2, 1/4, ... resolution.
+        encoder_widths: channels of the stride-2 convolutions of the color encoder.
+        decoder_widths: channels of the decoder at each trunk scale, coarsest first
+            (same length as trunk_widths); the last one is also the width of its top layer.
+        structure_width: hidden channels of the structure branch.
+        mdn_hidden: hidden units of the mixture density head.
+        kl_weight: weight of KL(q(z|x,g) || N(0, I)) in the VAE stage after warm-up.
+        kl_warmup_steps: training steps over which the KL weight ramps up linearly from 0.
+        hoc_loss: "l2" (squared error of the G-CRF mean) or "nll" (G-CRF Gaussian NLL).
+        mdn_loss: "nearest" (paper Eq. 9) or "nll" (full mixture negative log-likelihood).
+    """
+
+    image_size: int = 64
+    latent_dim: int = 64
+    embed_dim: int = 32
+    num_components: int = 8
+    mdn_sigma: float = 0.1
+    beta_train: float = 1.0
+    beta_edit: float = 5.0
+    prior_weight: float = 0.05
+    ridge: float = 1e-4
+    solver: str = "lu"
+    trunk_widths: tuple = (16, 32, 64, 128)
+    encoder_widths: tuple = (16, 32, 64, 128)
+    decoder_widths: tuple = (128, 64, 32, 16)
+    structure_width: int = 32
+    mdn_hidden: int = 256
+    kl_weight: float = 1.0
+    kl_warmup_steps: int = 1000
+    hoc_loss: str = "l2"
+    mdn_loss: str = "nearest"
+
+    def __post_init__(self):
+        _check_choice("model.solver", self.solver, SOLVERS)
+        _check_choice("model.hoc_loss", self.hoc_loss, HOC_LOSSES)
+        _check_choice("model.mdn_loss", self.mdn_loss, MDN_LOSSES)
+        for name in ("trunk_widths", "encoder_widths", "decoder_widths"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.decoder_widths) != len(self.trunk_widths):
+            raise UserError(
+                "model.decoder_widths must have one entry per trunk scale "
+                f"({len(self.trunk_widths)}), got {len(self.decoder_widths)}"
+            )
+        factor = 2 ** max(len(self.trunk_widths) - 1, len(self.encoder_widths))
+        if self.image_size < factor or self.image_size % factor:
+            raise UserError(
+                f"model.image_size must be a positive multiple of {factor} for these widths, "
+                f"got {self.image_size}"
+            )
+        for name in ("latent_dim", "embed_dim", "num_components", "structure_width", "mdn_hidden"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("mdn_sigma", "beta_train", "beta_edit"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"model.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("prior_weight", "ridge", "kl_weight", "kl_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise UserError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the training images come from.
+
+    Attributes:
+        source: a folder of images, `tfds:NAME[/CONFIG]`, or `offline` (the offline collection).
+        train_split: split used for training.
+        val_split: split used for validation and the TensorBoard previews ("" for none).
+        batch_size: global batch size (split across replicas under a distribution strategy).
+        num_preview: images shown in the TensorBoard image summaries.
+    """
+
+    source: str = "offline"
+    train_split: str = "train"
+    val_split: str = "validation"
+    batch_size: int = 32
+    num_preview: int = 4
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise UserError(f"data.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """How one training stage runs.
+
+    Attributes:
+        epochs: number of epochs of the stage.
+        learning_rate: Adam learning rate (a fresh optimizer per stage).
+        steps_per_epoch: batches per epoch; 0 means one pass over the training split.
+        validation_steps: validation batches per epoch; 0 means the whole validation split.
+        batch_size: overrides data.batch_size for this stage (0 keeps it); the HOC stage holds
+            B x P x P similarity matrices, so it usually needs a smaller batch.
+        hoc_schedule: HOC stage only: (first epoch, revealed fraction) pairs.
+    """
+
+    epochs: int = 1
+    learning_rate: float = 1e-3
+    steps_per_epoch: int = 0
+    validation_steps: int = 0
+    batch_size: int = 0
+    hoc_schedule: tuple = PAPER_HOC_SCHEDULE
+
+    def __post_init__(self):
+        schedule = tuple((int(epoch), float(fraction)) for epoch, fraction in self.hoc_schedule)
+        object.__setattr__(self, "hoc_schedule", schedule)
+        if not schedule or schedule[0][0] != 0:
+            raise UserError("hoc_schedule must start with an entry for epoch 0")
+        if any(b[0] <= a[0] for a, b in zip(schedule, schedule[1:])):
+            raise UserError("hoc_schedule epochs must be strictly increasing")
+        if any(not 0.0 <= fraction <= 1.0 for _, fraction in schedule):
+            raise UserError("hoc_schedule fractions must be in [0, 1]")
+        if self.epochs < 1:
+            raise UserError(f"stage epochs must be >= 1, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise UserError(f"stage learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("steps_per_epoch", "validation_steps", "batch_size"):
+            if getattr(self, name) < 0:
+                raise UserError(f"stage {name} must be >= 0, got {getattr(self, name)}")
+
+
+def _default_stages():
+    return {stage: StageConfig() for stage in STAGES}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A complete training experiment.
+
+    Attributes:
+        name: experiment name (used in logs).
+        model: the `ModelConfig`.
+        data: the `DataConfig`.
+        stages: a `StageConfig` for each of "vae", "hoc" and "mdn".
+        seed: global random seed of the run.
+        strategy: "auto" (MirroredStrategy over all GPUs when there are several, else the
+            default strategy), "mirrored" (always MirroredStrategy) or "default".
+    """
+
+    name: str = "experiment"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    stages: dict = dataclasses.field(default_factory=_default_stages)
+    seed: int = 0
+    strategy: str = "auto"
+
+    def __post_init__(self):
+        _check_choice("strategy", self.strategy, ("auto", "mirrored", "default"))
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if unknown:
+            raise UserError(f"unknown stage(s) {unknown} in stages (expected {list(STAGES)})")
+        stages = {stage: self.stages.get(stage, StageConfig()) for stage in STAGES}
+        object.__setattr__(self, "stages", stages)
+
+    def to_dict(self):
+        """Plain-Python (YAML-ready) form of the configuration."""
+        return as_plain_dict(self)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise UserError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def as_plain_dict(config):
+    """A config dataclass as nested plain dicts and lists (YAML / JSON ready)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _coerce(name, value, annotation):
+    """Checks a YAML value against a dataclass field type (ints are accepted for floats)."""
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {int: int, float: float, str: str, tuple: (list, tuple)}.get(annotation)
+    if expected is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, expected):
+        type_name = "list" if annotation is tuple else annotation.__name__
+        raise UserError(f"{name} must be a {type_name}, got {value!r}")
+    return value
+
+
+def build_dataclass(cls, values, prefix):
+    """Builds dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise UserError(f"{prefix} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise UserError(f"unknown key(s) {unknown} in {prefix} (valid: {sorted(fields)})")
+    kwargs = {key: _coerce(f"{prefix}.{key}", value, hints[key]) for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(values):
+    """Builds an `ExperimentConfig` from the parsed YAML mapping."""
+    if not isinstance(values, dict):
+        raise UserError("an experiment config must be a YAML mapping")
+    values = dict(values)
+    known = {"name", "model", "data", "stages", "seed", "strategy"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown top-level key(s) {unknown} (valid: {sorted(known)})")
+    stages = values.pop("stages", None) or {}
+    if not isinstance(stages, dict):
+        raise UserError("stages must be a mapping of stage name to settings")
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise UserError(f"unknown stage(s) {unknown} in stages (expected {list(STAGES)})")
+    return ExperimentConfig(
+        name=_coerce("name", values.get("name", "experiment"), str),
+        model=build_dataclass(ModelConfig, values.get("model"), "model"),
+        data=build_dataclass(DataConfig, values.get("data"), "data"),
+        stages={s: build_dataclass(StageConfig, stages.get(s), f"stages.{s}") for s in STAGES},
+        seed=_coerce("seed", values.get("seed", 0), int),
+        strategy=_coerce("strategy", values.get("strategy", "auto"), str),
+    )
+
+
+def packaged_config_dir():
+    """The folder holding the packaged experiment YAML files (`tfgcrf.configs`)."""
+    from tfgcrf import configs
+
+    return Path(configs.__file__).parent
+
+
+def load_config(path_or_name):
+    """Loads an experiment from a YAML path or the name of a packaged config (e.g. "smoke")."""
+    path = Path(path_or_name)
+    if not path.is_file() and os.sep not in str(path_or_name) and path.suffix == "":
+        path = packaged_config_dir() / f"{path_or_name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in packaged_config_dir().glob("*.yaml"))
+        raise UserError(f"config {path_or_name!r} not found (packaged configs: {available})")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        return config_from_dict(values)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def save_config(config, path):
+    """Writes `config` as YAML (the copy kept in a run directory)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,41 @@
+"""Small building blocks shared by the model's layers."""
+
+import keras
+
+
+def conv(filters, name, kernel_size=3, strides=1, activation="relu"):
+    """A 'same'-padded Conv2D (ReLU by default) with He initialization."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        activation=activation,
+        kernel_initializer="he_normal" if activation == "relu" else "glorot_uniform",
+        name=name,
+    )
+
+
+def build_chain(layers, shape):
+    """Builds `layers` applied one after the other to inputs of `shape`; returns the output shape."""
+    for layer in layers:
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+    return shape
+
+
+def apply_chain(layers, x):
+    """Applies `layers` in order."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def concat_shape(*shapes):
+    """Shape of the channel concatenation of NHWC tensors of the given shapes."""
+    return tuple(shapes[0][:-1]) + (sum(shape[-1] for shape in shapes),)
+
+
+def downsampled(size, scale):
+    """Spatial size after `scale` halvings (None stays None)."""
+    return None if size is None else size // 2**scale

@@ -1,0 +1,111 @@
+"""The mixture density network p(z | g) of the second training stage."""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+
+from tfgcrf.layers.blocks import build_chain, conv
+
+tfd = tfp.distributions
+
+
+@keras.saving.register_keras_serializable(package="tfgcrf")
+class MixtureDensityHead(keras.layers.Layer):
+    """Predicts a Gaussian mixture over the latent code z from the coarsest gray feature.
+
+    Every component has the same fixed isotropic standard deviation `sigma`; the network predicts
+    the M means and the M mixture logits.
+
+    Args:
+        latent_dim: size of z.
+        num_components: M, number of mixture components.
+        sigma: fixed standard deviation of each component.
+        hidden: hidden units of the dense layer.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call args:
+        gray_features: the `GrayTrunk` outputs, finest first (only the coarsest is used).
+
+    Returns:
+        `(logits [B, M], means [B, M, latent_dim])`.
+    """
+
+    def __init__(self, latent_dim=64, num_components=8, sigma=0.1, hidden=256, **kwargs):
+        super().__init__(**kwargs)
+        self.latent_dim = int(latent_dim)
+        self.num_components = int(num_components)
+        self.sigma = float(sigma)
+        self.hidden = int(hidden)
+        self.body = [
+            conv(self.hidden // 2, "reduce", strides=2),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(self.hidden, activation="relu", name="hidden"),
+        ]
+        self.means_out = keras.layers.Dense(self.num_components * self.latent_dim, name="means")
+        self.logits_out = keras.layers.Dense(self.num_components, name="logits")
+
+    def build(self, gray_features_shape):
+        shape = build_chain(self.body, gray_features_shape[-1])
+        self.means_out.build(shape)
+        self.logits_out.build(shape)
+        self.built = True
+
+    def call(self, gray_features):
+        x = gray_features[-1]
+        for layer in self.body:
+            x = layer(x)
+        means = ops.reshape(self.means_out(x), (-1, self.num_components, self.latent_dim))
+        return self.logits_out(x), means
+
+    def distribution(self, logits, means):
+        """The mixture as a `tfp.distributions.MixtureSameFamily` over `[latent_dim]` events."""
+        return mixture_distribution(logits, means, self.sigma)
+
+    def compute_output_shape(self, gray_features_shape):
+        batch = gray_features_shape[-1][0]
+        return (batch, self.num_components), (batch, self.num_components, self.latent_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "latent_dim": self.latent_dim,
+            "num_components": self.num_components,
+            "sigma": self.sigma,
+            "hidden": self.hidden,
+        }
+
+
+def mixture_distribution(logits, means, sigma):
+    """Gaussian mixture with mixture `logits [B, M]`, `means [B, M, Z]` and fixed `sigma`."""
+    return tfd.MixtureSameFamily(
+        mixture_distribution=tfd.Categorical(logits=logits),
+        components_distribution=tfd.MultivariateNormalDiag(
+            loc=means, scale_diag=tf.fill(tf.shape(means), tf.cast(sigma, means.dtype))
+        ),
+    )
+
+
+def mdn_loss(z, logits, means, sigma, kind="nearest"):
+    """Per-example loss of latent codes `z [B, Z]` under the mixture.
+
+    Args:
+        z: latent codes `[B, Z]` (samples of the frozen encoder).
+        logits: mixture logits `[B, M]`.
+        means: component means `[B, M, Z]`.
+        sigma: fixed component standard deviation.
+        kind: "nearest" for the paper's Eq. 9, -log pi_m + ||z - mu_m||^2 / (2 sigma^2) with m the
+            component whose mean is closest to z; "nll" for the full mixture negative
+            log-likelihood -log sum_i pi_i N(z | mu_i, sigma^2 I).
+
+    Returns:
+        The loss per example, `[B]`.
+    """
+    if kind == "nll":
+        return -mixture_distribution(logits, means, sigma).log_prob(z)
+    if kind != "nearest":
+        raise ValueError(f"unknown MDN loss {kind!r}")
+    squared = tf.reduce_sum(tf.square(z[:, None, :] - means), axis=-1)
+    nearest = tf.argmin(squared, axis=-1)
+    log_pi = tf.gather(tf.nn.log_softmax(logits, axis=-1), nearest, batch_dims=1)
+    return -log_pi + tf.gather(squared, nearest, batch_dims=1) / (2.0 * sigma**2)

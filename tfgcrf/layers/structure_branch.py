@@ -1,0 +1,116 @@
+"""The HOC (structure) branch: pixel embeddings of the gray image and their similarity matrix S."""
+
+import math
+
+import keras
+from keras import ops
+
+from tfgcrf.layers.blocks import build_chain, concat_shape, conv
+
+# Added to the diagonal logits so that a pixel never attends to itself (see StructureBranch).
+_SELF_LOGIT = -1e9
+
+
+@keras.saving.register_keras_serializable(package="tfgcrf")
+class StructureBranch(keras.layers.Layer):
+    """Low-rank pixel embeddings E `[B, P, D]` and the row-stochastic similarity S.
+
+    Every trunk scale is projected by a 1x1 convolution, upsampled to the model grid (bilinear)
+    and summed; the gray image and the normalized (x, y) coordinates of each pixel are appended
+    (so that S can express spatial proximity as well as intensity similarity), and a 3x3 + 1x1
+    convolution gives D-dimensional embeddings, L2-normalized per pixel. Then
+
+        S = row_softmax(tau * E E^T)   with the diagonal excluded,
+
+    where tau = exp(log_temperature) is learned. Excluding the diagonal makes S[i] a weighted
+    average over the *other* pixels: otherwise S = I would trivially satisfy x = S x and the
+    smoothness prior ||(I - S) x||^2 of the G-CRF would vanish.
+
+    Args:
+        embed_dim: D, size of the embeddings.
+        width: hidden channels.
+        num_scales: number of trunk scales it reads (scale s is at 1 / 2**s resolution).
+        initial_temperature: starting value of tau.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call args:
+        l: gray image `[B, H, W, 1]`.
+        gray_features: the `GrayTrunk` outputs for the same images, finest first.
+
+    Returns:
+        S `[B, P, P]` with P = H * W (row-major pixel order), rows summing to 1.
+    """
+
+    def __init__(self, embed_dim=32, width=32, num_scales=4, initial_temperature=10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.embed_dim = int(embed_dim)
+        self.width = int(width)
+        self.num_scales = int(num_scales)
+        self.initial_temperature = float(initial_temperature)
+        self.lateral = [
+            conv(self.width, f"lateral{s}", kernel_size=1, activation=None)
+            for s in range(self.num_scales)
+        ]
+        self.upsample = [
+            keras.layers.UpSampling2D(2**s, interpolation="bilinear", name=f"upsample{s}")
+            for s in range(self.num_scales)
+        ]
+        self.hidden = conv(self.width, "hidden")
+        self.embed_out = conv(self.embed_dim, "embed", kernel_size=1, activation=None)
+
+    def build(self, l_shape, gray_features_shape):
+        for lateral, shape in zip(self.lateral, gray_features_shape):
+            lateral.build(shape)
+        fused = concat_shape(tuple(l_shape[:3]) + (self.width,), l_shape, l_shape[:3] + (2,))
+        build_chain([self.hidden, self.embed_out], fused)
+        self.log_temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(self.initial_temperature)),
+            name="log_temperature",
+        )
+        self.built = True
+
+    def embed(self, l, gray_features):
+        """The L2-normalized pixel embeddings `[B, P, D]`."""
+        fused = sum(
+            up(lateral(feature))
+            for lateral, up, feature in zip(self.lateral, self.upsample, gray_features)
+        )
+        x = ops.concatenate([fused, l, _coordinates(l)], axis=-1)
+        embeddings = self.embed_out(self.hidden(x))
+        shape = ops.shape(embeddings)
+        embeddings = ops.reshape(embeddings, (shape[0], shape[1] * shape[2], self.embed_dim))
+        return embeddings / ops.sqrt(ops.sum(embeddings**2, axis=-1, keepdims=True) + 1e-12)
+
+    def call(self, l, gray_features):
+        embeddings = self.embed(l, gray_features)
+        logits = ops.exp(self.log_temperature) * ops.matmul(
+            embeddings, ops.transpose(embeddings, (0, 2, 1))
+        )
+        num_pixels = ops.shape(logits)[-1]
+        logits = logits + _SELF_LOGIT * ops.eye(num_pixels, dtype=logits.dtype)
+        return ops.softmax(logits, axis=-1)
+
+    def compute_output_shape(self, l_shape, gray_features_shape):
+        pixels = None if l_shape[1] is None or l_shape[2] is None else l_shape[1] * l_shape[2]
+        return (l_shape[0], pixels, pixels)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "embed_dim": self.embed_dim,
+            "width": self.width,
+            "num_scales": self.num_scales,
+            "initial_temperature": self.initial_temperature,
+        }
+
+
+def _coordinates(l):
+    """Normalized pixel coordinates `[B, H, W, 2]` (x, y in [0, 1]) for a `[B, H, W, C]` image."""
+    shape = ops.shape(l)
+    height, width = shape[1], shape[2]
+    ys = ops.linspace(0.0, 1.0, height)
+    xs = ops.linspace(0.0, 1.0, width)
+    grid_y, grid_x = ops.meshgrid(ys, xs, indexing="ij")
+    grid = ops.cast(ops.stack([grid_x, grid_y], axis=-1), l.dtype)
+    return ops.broadcast_to(grid[None], (shape[0], height, width, 2))

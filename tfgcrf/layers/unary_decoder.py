@@ -1,0 +1,76 @@
+"""The VAE decoder p(x | z, g): the unary colors alpha of the G-CRF."""
+
+import keras
+from keras import ops
+
+from tfgcrf.layers.blocks import build_chain, concat_shape, conv
+
+
+@keras.saving.register_keras_serializable(package="tfgcrf")
+class UnaryDecoder(keras.layers.Layer):
+    """Decodes a latent color code into a chroma field, conditioned on the gray features.
+
+    z is projected to a map at the coarsest trunk scale and concatenated with the coarsest gray
+    feature; then, scale by scale, the map is upsampled x2, concatenated with the gray feature of
+    that scale and convolved (skip connections as in the VAE-MDN of Deshpande et al.). Two top
+    layers (3x3 conv + ReLU, 1x1 conv + tanh) output alpha; they are the only decoder layers the
+    HOC stage trains (`top_layers`).
+
+    Args:
+        grid_size: side of the model grid (the finest trunk scale).
+        widths: channels at each trunk scale, coarsest first (one entry per trunk scale).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call args:
+        z: latent codes `[B, latent_dim]`.
+        gray_features: the `GrayTrunk` outputs for the same B images, finest first.
+
+    Returns:
+        alpha `[B, grid_size, grid_size, 2]` in (-1, 1) (ab / 110 units).
+    """
+
+    def __init__(self, grid_size=64, widths=(128, 64, 32, 16), **kwargs):
+        super().__init__(**kwargs)
+        self.grid_size = int(grid_size)
+        self.widths = tuple(int(w) for w in widths)
+        self.coarse_size = self.grid_size // 2 ** (len(self.widths) - 1)
+        self.project = keras.layers.Dense(
+            self.coarse_size**2 * self.widths[0], activation="relu", name="project"
+        )
+        self.fuse = [conv(w, f"fuse{i}") for i, w in enumerate(self.widths)]
+        self.upsample = keras.layers.UpSampling2D(2, name="upsample")
+        self.top_conv = conv(self.widths[-1], "top_conv")
+        self.top_out = conv(2, "top_out", kernel_size=1, activation="tanh")
+
+    @property
+    def top_layers(self):
+        """The two top-most layers (trainable in the HOC stage)."""
+        return [self.top_conv, self.top_out]
+
+    def build(self, z_shape, gray_features_shape):
+        self.project.build(z_shape)
+        coarse = (z_shape[0], self.coarse_size, self.coarse_size, self.widths[0])
+        feature_shapes = list(reversed(gray_features_shape))
+        shape = concat_shape(coarse, feature_shapes[0])
+        for i, fuse in enumerate(self.fuse):
+            if i:
+                shape = concat_shape(self.upsample.compute_output_shape(shape), feature_shapes[i])
+            fuse.build(shape)
+            shape = fuse.compute_output_shape(shape)
+        build_chain(self.top_layers, shape)
+        self.built = True
+
+    def call(self, z, gray_features):
+        features = list(reversed(gray_features))
+        x = ops.reshape(self.project(z), (-1, self.coarse_size, self.coarse_size, self.widths[0]))
+        for i, fuse in enumerate(self.fuse):
+            if i:
+                x = self.upsample(x)
+            x = fuse(ops.concatenate([x, features[i]], axis=-1))
+        return self.top_out(self.top_conv(x))
+
+    def compute_output_shape(self, z_shape, gray_features_shape):
+        return (z_shape[0], self.grid_size, self.grid_size, 2)
+
+    def get_config(self):
+        return {**super().get_config(), "grid_size": self.grid_size, "widths": list(self.widths)}

@@ -1,0 +1,412 @@
+"""The G-CRF VAE-MDN colorization model (Messaoud et al., ECCV 2018, Sec. 3) as one Keras model.
+
+Components (all on the model grid of `image_size`^2 = P pixels):
+  * `GrayTrunk`: multi-scale features of the gray image g, shared by the parts below;
+  * `ColorEncoder` q(z | x, g) and `UnaryDecoder` p(x | z, g) -> unary colors alpha (the VAE);
+  * `StructureBranch`: pixel embeddings -> row-stochastic similarity S (the HOC term);
+  * `GaussianCRF`: x = A^{-1} beta H alpha with A = (I - S)^T (I - S) + beta H (+ ridge);
+  * `MixtureDensityHead` p(z | g): M Gaussian components, used at test time instead of q.
+
+Training has three stages (`stage` = "vae", "hoc", "mdn"), each with its own `train_step` branch
+and its own trainable variables; `compile_stage(stage)` sets the trainable flags and compiles with
+a fresh optimizer (changing `trainable` without recompiling is silently ignored by Keras).
+"""
+
+import keras
+import tensorflow as tf
+
+from tfgcrf.config import STAGES, ModelConfig, as_plain_dict
+from tfgcrf.errors import InputError, UserError
+from tfgcrf.layers.color_encoder import ColorEncoder
+from tfgcrf.layers.gaussian_crf import GaussianCRF
+from tfgcrf.layers.gray_trunk import GrayTrunk
+from tfgcrf.layers.mixture_density import MixtureDensityHead, mdn_loss
+from tfgcrf.layers.structure_branch import StructureBranch
+from tfgcrf.layers.unary_decoder import UnaryDecoder
+
+SAMPLE_MODES = ("top", "draw")
+# Seed of the reveal masks used by `test_step`, so validation losses are comparable across epochs.
+_VALIDATION_SEED = (20180908, 0)
+
+_METRICS = {
+    "vae": ("loss", "recon", "kl"),
+    "hoc": ("loss", "crf_l2", "unary_l2", "reveal"),
+    "mdn": ("loss", "mixture_nll"),
+}
+
+
+def reveal_mask(batch, pixels, fraction, seed=None):
+    """Random H: exactly round(fraction * pixels) revealed pixels per image, as `[B, P]` 0/1.
+
+    Args:
+        batch: number of images B (int or scalar tensor).
+        pixels: P.
+        fraction: revealed fraction in [0, 1] (float or scalar tensor).
+        seed: optional stateless seed `[2]`; None draws from the global generator.
+    """
+    shape = tf.stack([batch, pixels])
+    if seed is None:
+        noise = tf.random.uniform(shape)
+    else:
+        noise = tf.random.stateless_uniform(shape, seed=tf.cast(seed, tf.int64))
+    count = tf.cast(tf.round(tf.cast(fraction, tf.float32) * tf.cast(pixels, tf.float32)), tf.int32)
+    ranks = tf.argsort(tf.argsort(noise, axis=-1), axis=-1)
+    return tf.cast(ranks < count, tf.float32)
+
+
+def _stateless_seed(seed):
+    """An int or `[2]` seed -> the `[2]` int64 seed of TensorFlow's stateless random ops."""
+    seed = tf.cast(seed, tf.int64)
+    if seed.shape.rank == 0:
+        return tf.stack([seed, tf.zeros_like(seed)])
+    return seed
+
+
+def _flatten_pixels(field):
+    """`[B, H, W, C]` -> `[B, H * W, C]` (row-major pixels)."""
+    shape = tf.shape(field)
+    return tf.reshape(field, [shape[0], shape[1] * shape[2], -1])
+
+
+@keras.saving.register_keras_serializable(package="tfgcrf")
+class GCRFColorizer(keras.Model):
+    """Diverse, structurally consistent and controllable colorization (G-CRF VAE-MDN).
+
+    The model is built on construction. All inference methods work on the model grid, take a
+    dynamic batch size, are deterministic for a given seed and use TensorFlow ops only (they can
+    be traced into SavedModel signatures).
+
+    Args:
+        config: a `ModelConfig` (or its dict form).
+        stage: the training stage, "vae", "hoc" or "mdn"; decides the trainable variables.
+        **kwargs: standard `keras.Model` arguments (name, ...).
+    """
+
+    def __init__(self, config=None, stage="vae", **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = ModelConfig()
+        elif isinstance(config, dict):
+            config = ModelConfig(**config)
+        self.model_config = config
+        self.trunk = GrayTrunk(config.trunk_widths, name="gray_trunk")
+        self.encoder = ColorEncoder(config.latent_dim, config.encoder_widths, name="color_encoder")
+        self.decoder = UnaryDecoder(config.image_size, config.decoder_widths, name="unary_decoder")
+        self.structure = StructureBranch(
+            config.embed_dim,
+            config.structure_width,
+            num_scales=len(config.trunk_widths),
+            name="structure_branch",
+        )
+        self.mdn = MixtureDensityHead(
+            config.latent_dim,
+            config.num_components,
+            config.mdn_sigma,
+            config.mdn_hidden,
+            name="mixture_density",
+        )
+        self.crf = GaussianCRF(solver=config.solver, ridge=config.ridge, name="gaussian_crf")
+        self.trackers = {
+            stage_name: {name: keras.metrics.Mean(name=name) for name in names}
+            for stage_name, names in _METRICS.items()
+        }
+        self.build((None, config.image_size, config.image_size, 1))
+        self.set_stage(stage)
+
+    # ----------------------------------------------------------------------------- structure
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        size = self.model_config.image_size
+        l_shape = (None, size, size, 1)
+        if tuple(input_shape)[1:] != l_shape[1:]:
+            raise UserError(f"GCRFColorizer expects gray inputs of shape {l_shape}, got {input_shape}")
+        self.trunk.build(l_shape)
+        feature_shapes = self.trunk.compute_output_shape(l_shape)
+        self.encoder.build(l_shape, (None, size, size, 2))
+        self.decoder.build((None, self.model_config.latent_dim), feature_shapes)
+        self.structure.build(l_shape, feature_shapes)
+        self.mdn.build(feature_shapes)
+        # Fraction of unary pixels revealed to the G-CRF in the HOC stage (set by the schedule).
+        self.reveal_fraction = self.add_weight(
+            shape=(), initializer="ones", trainable=False, name="reveal_fraction"
+        )
+
+    def stage_layers(self, stage):
+        """The layers whose variables `stage` trains."""
+        return {
+            "vae": [self.trunk, self.encoder, self.decoder],
+            "hoc": [self.structure, *self.decoder.top_layers],
+            "mdn": [self.mdn],
+        }[stage]
+
+    def set_stage(self, stage):
+        """Sets the stage and the trainable flags of exactly that stage's layers.
+
+        Call `compile_stage` (or `compile` with a new optimizer) before training afterwards.
+        """
+        if stage not in STAGES:
+            raise UserError(f"stage must be one of {list(STAGES)}, got {stage!r}")
+        self.stage = stage
+        for layer in (self.trunk, self.encoder, self.decoder, self.structure, self.mdn):
+            layer.trainable = False
+        if stage == "hoc":
+            # The decoder container stays trainable so that its two top layers can be.
+            self.decoder.trainable = True
+            for layer in self.decoder._layers:
+                layer.trainable = False
+        for layer in self.stage_layers(stage):
+            layer.trainable = True
+
+    def compile_stage(self, stage, optimizer=None, learning_rate=1e-3, **compile_kwargs):
+        """Switches to `stage` and compiles with a new optimizer (Adam by default).
+
+        Args:
+            stage: "vae", "hoc" or "mdn".
+            optimizer: a fresh optimizer instance; None builds `Adam(learning_rate)`.
+            learning_rate: learning rate of the default optimizer.
+            **compile_kwargs: further `keras.Model.compile` arguments (e.g. `steps_per_execution`).
+        """
+        self.set_stage(stage)
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate)
+        # tf.linalg.lu has no XLA kernel: never jit-compile the steps.
+        self.compile(optimizer=optimizer, jit_compile=False, **compile_kwargs)
+
+    @property
+    def metrics(self):
+        return list(self.trackers[self.stage].values())
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "config": as_plain_dict(self.model_config),
+            "stage": self.stage,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # ----------------------------------------------------------------------------- inference
+
+    def _check_gray(self, l):
+        l = tf.convert_to_tensor(l, tf.float32)
+        size = self.model_config.image_size
+        if l.shape.rank != 4 or tuple(l.shape[1:]) not in ((size, size, 1), (None, None, 1)):
+            raise InputError(f"gray input must have shape [B, {size}, {size}, 1], got {l.shape}")
+        return l
+
+    def posterior(self, l, ab):
+        """q(z | x, g): `(mean, log_var)`, each `[B, latent_dim]`."""
+        return self.encoder(self._check_gray(l), tf.convert_to_tensor(ab, tf.float32))
+
+    def unary(self, l, z):
+        """The decoder's unary colors alpha `[B, H, W, 2]` for latent codes `z [B, latent_dim]`."""
+        return self.decoder(tf.convert_to_tensor(z, tf.float32), self.trunk(self._check_gray(l)))
+
+    def similarity(self, l):
+        """The HOC similarity S `[B, P, P]`; row i is pixel i's attention map over the image."""
+        l = self._check_gray(l)
+        return self.structure(l, self.trunk(l))
+
+    def mixture(self, l):
+        """p(z | g) as a `tfp.distributions.MixtureSameFamily` (batch [B], event [latent_dim])."""
+        return self.mdn.distribution(*self.mdn(self.trunk(self._check_gray(l))))
+
+    def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True):
+        """N diverse colorizations per gray image, best first.
+
+        Args:
+            l: gray images `[B, H, W, 1]` in [0, 1] on the model grid.
+            num_samples: N (int or scalar int tensor); in "top" mode at most `num_components`.
+            seed: int or `[2]` stateless seed (only "draw" mode is random).
+            mode: "top" decodes the means of the N most probable mixture components; "draw"
+                draws N codes from the mixture.
+            use_gcrf: pass the unary colors through the G-CRF (False gives the VAE-MDN baseline:
+                the decoder's alpha directly).
+
+        Returns:
+            `(ab [B, N, H, W, 2], scores [B, N])`: scores are the mixture weights of the
+            component each sample comes from, in decreasing order.
+        """
+        if mode not in SAMPLE_MODES:
+            raise InputError(f"mode must be one of {list(SAMPLE_MODES)}, got {mode!r}")
+        if isinstance(num_samples, int):
+            if num_samples < 1:
+                raise InputError(f"num_samples must be >= 1, got {num_samples}")
+            if mode == "top" and num_samples > self.model_config.num_components:
+                raise InputError(
+                    f"mode 'top' gives at most {self.model_config.num_components} samples "
+                    f"(the mixture components), got num_samples={num_samples}; use mode 'draw'"
+                )
+        l = self._check_gray(l)
+        features = self.trunk(l)
+        logits, means = self.mdn(features)
+        codes, scores = self._pick_codes(logits, means, num_samples, seed, mode)
+        batch = tf.shape(l)[0]
+        count = tf.shape(codes)[1]
+        repeated = [tf.repeat(feature, count, axis=0) for feature in features]
+        alpha = self.decoder(tf.reshape(codes, [batch * count, -1]), repeated)
+        size = self.model_config.image_size
+        alpha = tf.reshape(alpha, [batch, count, size, size, 2])
+        if not use_gcrf:
+            return alpha, scores
+        # All N samples share S and H: the G-CRF solves them as 2N columns of one system.
+        unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [batch, size * size, count * 2])
+        weights = tf.fill([batch, size * size], self.model_config.beta_train)
+        x = self.crf(self.structure(l, features), unary, weights, initial=unary)
+        x = tf.reshape(x, [batch, size, size, count, 2])
+        return tf.transpose(x, [0, 3, 1, 2, 4]), scores
+
+    def _pick_codes(self, logits, means, num_samples, seed, mode):
+        """Latent codes `[B, N, Z]` and their component weights `[B, N]`, best first."""
+        weights = tf.nn.softmax(logits, axis=-1)
+        if mode == "top":
+            with tf.control_dependencies(
+                [
+                    tf.debugging.assert_less_equal(
+                        tf.cast(num_samples, tf.int32),
+                        tf.shape(logits)[-1],
+                        message="mode 'top' gives at most num_components samples",
+                    )
+                ]
+            ):
+                scores, components = tf.math.top_k(weights, k=num_samples)
+            return tf.gather(means, components, batch_dims=1), scores
+        component_seed, noise_seed = tf.unstack(
+            tf.random.experimental.stateless_split(_stateless_seed(seed), 2)
+        )
+        components = tf.random.stateless_categorical(
+            logits, num_samples, seed=component_seed, dtype=tf.int32
+        )
+        centers = tf.gather(means, components, batch_dims=1)
+        codes = centers + self.model_config.mdn_sigma * tf.random.stateless_normal(
+            tf.shape(centers), seed=noise_seed
+        )
+        scores = tf.gather(weights, components, batch_dims=1)
+        order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
+        return tf.gather(codes, order, batch_dims=1), tf.gather(scores, order, batch_dims=1)
+
+    def edit(self, l, mask, target_ab, base_ab=None, prior_weight=None):
+        """Propagates user edits with the G-CRF (paper Sec. 3.2 / Fig. 4).
+
+        Args:
+            l: gray images `[B, H, W, 1]` on the model grid.
+            mask: `[B, H, W]`, > 0 at edited pixels (values are clipped to [0, 1] and act as the
+                per-pixel confidence h).
+            target_ab: `[B, H, W, 2]` edit colors (read where mask > 0).
+            base_ab: optional `[B, H, W, 2]` colorization (e.g. a chosen sample) kept elsewhere
+                with the weak weight `prior_weight`; without it, unedited pixels only follow
+                the edits through S.
+            prior_weight: weight of `base_ab` (default `config.prior_weight`).
+
+        Returns:
+            ab `[B, H, W, 2]`: edited pixels get weight `beta_edit`.
+        """
+        l = self._check_gray(l)
+        edited = _flatten_pixels(tf.clip_by_value(tf.cast(mask, tf.float32), 0.0, 1.0)[..., None])
+        edited = edited[..., 0]
+        target = _flatten_pixels(tf.cast(target_ab, tf.float32))
+        beta = self.model_config.beta_edit
+        if base_ab is None:
+            weights, unary, initial = beta * edited, target, None
+        else:
+            if prior_weight is None:
+                prior_weight = self.model_config.prior_weight
+            base = _flatten_pixels(tf.cast(base_ab, tf.float32))
+            edit_weight = beta * edited
+            prior = prior_weight * (1.0 - edited)
+            weights = edit_weight + prior
+            # A x = weights * unary must equal beta h target + prior (1 - h) base.
+            unary = tf.math.divide_no_nan(
+                edit_weight[..., None] * target + prior[..., None] * base, weights[..., None]
+            )
+            initial = base
+        x = self.crf(self.similarity(l), unary, weights, initial=initial)
+        return tf.reshape(x, tf.shape(target_ab))
+
+    def call(self, l, training=False):
+        """The most probable colorization `[B, H, W, 2]` (top mixture component + G-CRF)."""
+        return self.sample(l, 1, mode="top")[0][:, 0]
+
+    # ----------------------------------------------------------------------------- training
+
+    def _stage_losses(self, l, ab, training):
+        """Per-batch loss and monitored values of the current stage.
+
+        Training draws z from q(z | x, g) and random reveal masks; evaluation uses the posterior
+        mean and fixed-seed masks so that validation numbers are deterministic.
+        """
+        features = self.trunk(l)
+        mean, log_var = self.encoder(l, ab)
+        if training:
+            z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
+        else:
+            z = mean
+        if self.stage == "mdn":
+            logits, means = self.mdn(features)
+            z = tf.stop_gradient(z)
+            sigma = self.model_config.mdn_sigma
+            loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, self.model_config.mdn_loss))
+            nll = tf.reduce_mean(mdn_loss(z, logits, means, sigma, "nll"))
+            return loss, {"loss": loss, "mixture_nll": nll}
+        alpha = self.decoder(z, features)
+        if self.stage == "vae":
+            recon = tf.reduce_mean(tf.reduce_sum(tf.square(alpha - ab), axis=[1, 2, 3]))
+            kl = tf.reduce_mean(
+                0.5 * tf.reduce_sum(tf.exp(log_var) + tf.square(mean) - 1.0 - log_var, axis=-1)
+            )
+            loss = recon + self._kl_weight() * kl
+            return loss, {"loss": loss, "recon": recon, "kl": kl}
+        return self._hoc_losses(l, ab, features, alpha, training)
+
+    def _kl_weight(self):
+        """KL weight with linear warm-up over `kl_warmup_steps` optimizer steps."""
+        config = self.model_config
+        if not config.kl_warmup_steps or self.optimizer is None:
+            return config.kl_weight
+        progress = tf.cast(self.optimizer.iterations + 1, tf.float32) / config.kl_warmup_steps
+        return config.kl_weight * tf.minimum(progress, 1.0)
+
+    def _hoc_losses(self, l, ab, features, alpha, training):
+        config = self.model_config
+        similarity = self.structure(l, features)
+        unary = _flatten_pixels(alpha)
+        target = _flatten_pixels(ab)
+        seed = None if training else _VALIDATION_SEED
+        revealed = reveal_mask(tf.shape(l)[0], tf.shape(unary)[1], self.reveal_fraction, seed)
+        weights = config.beta_train * revealed
+        x = self.crf(similarity, unary, weights, initial=unary)
+        crf_l2 = tf.reduce_mean(tf.reduce_sum(tf.square(x - target), axis=[1, 2]))
+        unary_l2 = tf.reduce_mean(tf.reduce_sum(tf.square(unary - target), axis=[1, 2]))
+        if config.hoc_loss == "nll":
+            loss = tf.reduce_mean(self.crf.gaussian_nll(similarity, unary, weights, target))
+        else:
+            loss = crf_l2
+        values = {"loss": loss, "crf_l2": crf_l2, "unary_l2": unary_l2}
+        return loss, {**values, "reveal": tf.identity(self.reveal_fraction)}
+
+    def _update_trackers(self, values):
+        for name, value in values.items():
+            self.trackers[self.stage][name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers[self.stage].items()}
+
+    def train_step(self, data):
+        l, ab = data[:2]
+        with tf.GradientTape() as tape:
+            loss, values = self._stage_losses(l, ab, training=True)
+            # Gradients are summed over replicas: scale the per-replica mean accordingly.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._update_trackers(values)
+
+    def test_step(self, data):
+        l, ab = data[:2]
+        _, values = self._stage_losses(l, ab, training=False)
+        return self._update_trackers(values)
+
