@@ -52,3 +52,11 @@ def test_image_sheet_tiles_rows():
     assert sheet.shape == (2 * 18, 20 + 3 * 18, 3)
     assert (sheet[18 + 5, 20 + 2 * 18 + 5] == [255, 0, 0]).all()
     assert (sheet[5, 20 + 2 * 18 + 5] == [255, 255, 255]).all()  # row "a" has one image only
+
+
+def test_image_sheet_column_titles_add_a_header():
+    gray = np.full((8, 8, 3), 128, np.uint8)
+    plain = report.image_sheet([("a", [gray])], tile=16, label_width=20)
+    titled = report.image_sheet([("a", [gray])], tile=16, label_width=20, column_titles=["x"])
+    assert titled.size == (plain.size[0], plain.size[1] + 20)
+    assert (np.asarray(titled)[20 + 5, 25] == 128).all()

@@ -73,23 +73,29 @@ def _font(size):
     return ImageFont.load_default(size=size)
 
 
-def image_sheet(rows, tile=128, label_width=170):
+def image_sheet(rows, tile=128, label_width=200, column_titles=()):
     """Tiles labelled rows of uint8 images into one sheet.
 
     Args:
       rows: list of `(label, [images])`, each image `[H, W, 3]` uint8 (resized to `tile`).
       tile: side of each tile in pixels.
       label_width: width of the label column.
+      column_titles: optional titles drawn above the columns.
 
     Returns:
       A PIL image.
     """
     columns = max(len(images) for _, images in rows)
-    sheet = Image.new("RGB", (label_width + columns * (tile + 2), len(rows) * (tile + 2)), "white")
+    header = 20 if column_titles else 0
+    sheet = Image.new(
+        "RGB", (label_width + columns * (tile + 2), header + len(rows) * (tile + 2)), "white"
+    )
     draw = ImageDraw.Draw(sheet)
     font = _font(13)
+    for column, title in enumerate(column_titles):
+        draw.text((label_width + column * (tile + 2) + 2, 3), title, fill="black", font=font)
     for row, (label, images) in enumerate(rows):
-        top = row * (tile + 2)
+        top = header + row * (tile + 2)
         draw.multiline_text((4, top + 4), label, fill="black", font=font)
         for column, image in enumerate(images):
             picture = Image.fromarray(np.asarray(image, np.uint8)).resize((tile, tile), Image.BICUBIC)
