@@ -1,0 +1,82 @@
+"""Loading a trained `GCRFColorizer` from a `.keras` file, a folder or a bundled preset.
+
+A preset is a folder `tfgcrf/presets/<name>/` of the installed package holding `model.keras` (and a
+model card); it loads with no download. The one resolver below serves the Python API
+(`tfgcrf.Colorizer`), the CLI commands, evaluation and export.
+"""
+
+import importlib.resources
+import os
+
+from tfgcrf.errors import UserError
+
+MODEL_FILENAME = "model.keras"
+_PRESETS_PACKAGE = "tfgcrf.presets"
+
+
+def preset_names():
+    """Names of the presets installed with the package (folders holding a `model.keras`)."""
+    root = importlib.resources.files(_PRESETS_PACKAGE)
+    return sorted(entry.name for entry in root.iterdir() if entry.joinpath(MODEL_FILENAME).is_file())
+
+
+def preset_path(name):
+    """Filesystem path of preset `name`'s `model.keras`.
+
+    Raises:
+      UserError: no such preset is installed.
+    """
+    if not name or os.sep in name or "/" in name or name.startswith("."):
+        raise UserError(f"invalid preset name {name!r}")
+    model_file = importlib.resources.files(_PRESETS_PACKAGE).joinpath(name, MODEL_FILENAME)
+    if not model_file.is_file():
+        available = ", ".join(preset_names()) or "none"
+        raise UserError(
+            f"preset {name!r} is not installed (no tfgcrf/presets/{name}/{MODEL_FILENAME} in the "
+            f"package; installed presets: {available}); pass a .keras file instead"
+        )
+    # The package is installed as plain files (setup.cfg), so the resource is a real path.
+    return os.fspath(model_file)
+
+
+def resolve_model_path(path_or_preset):
+    """A `.keras` file, a folder containing `model.keras`, or a preset name -> the `.keras` path."""
+    spec = os.fspath(path_or_preset)
+    if os.path.isdir(spec):
+        candidate = os.path.join(spec, MODEL_FILENAME)
+        if not os.path.isfile(candidate):
+            raise UserError(f"model folder {spec} has no {MODEL_FILENAME}")
+        return candidate
+    if os.path.exists(spec):
+        return spec
+    if spec.endswith(".keras") or os.sep in spec or "/" in spec:
+        raise UserError(f"no such model file: {spec}")
+    return preset_path(spec)
+
+
+def load_model(path_or_preset):
+    """Loads a trained `GCRFColorizer`.
+
+    Args:
+      path_or_preset: a `.keras` file, a folder containing `model.keras`, or the name of an
+        installed preset such as "default".
+
+    Returns:
+      The `GCRFColorizer`.
+
+    Raises:
+      UserError: the file or preset does not exist, cannot be read, or is not a GCRFColorizer.
+    """
+    import keras
+
+    from tfgcrf.models.gcrf_colorizer import GCRFColorizer  # registers the serializable classes
+
+    path = resolve_model_path(path_or_preset)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
+        message = " ".join(str(err).split())[:200] or type(err).__name__
+        raise UserError(f"cannot load model {path}: {message}") from None
+    if not isinstance(model, GCRFColorizer):
+        raise UserError(f"{path} holds a {type(model).__name__}, not a GCRFColorizer")
+    return model
