@@ -1,0 +1,93 @@
+"""Image folder trees: listing the photos and the deterministic train/validation/test split.
+
+No TensorFlow here, so the offline collection builder and the CLI can use it cheaply.
+
+Split rule: a file belongs to a split by the SHA-256 of its path relative to the folder root
+('/'-separated), read as a number in [0, 1) and compared with the cumulative split ratios. The
+assignment of a file never depends on the other files, on the machine or on the listing order, so
+adding photos to a folder does not move existing ones between splits.
+"""
+
+import hashlib
+import os
+
+from tfgcrf.errors import UserError
+from tfgcrf.imageio import IMAGE_EXTENSIONS
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"val": "validation"}
+DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
+
+# The offline photo collection (`tfgcrf data build-offline`), relative to the working directory.
+DEFAULT_OFFLINE_DIR = os.path.join("data", "offline")
+OFFLINE_DIR_ENV = "TFGCRF_OFFLINE_DIR"
+
+
+def offline_dir(override=None):
+    """The offline collection folder: `override`, else $TFGCRF_OFFLINE_DIR, else data/offline."""
+    return os.fspath(override or os.environ.get(OFFLINE_DIR_ENV) or DEFAULT_OFFLINE_DIR)
+
+
+def canonical_split(split):
+    """'train' | 'validation' (alias 'val') | 'test'; raises UserError otherwise."""
+    name = SPLIT_ALIASES.get(split, split)
+    if name not in SPLITS:
+        raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)} (or 'val')")
+    return name
+
+
+def check_split_ratios(ratios):
+    """Validates (train, validation, test) ratios and returns them normalized to sum to 1."""
+    ratios = tuple(float(r) for r in ratios)
+    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise UserError(f"split ratios must be 3 non-negative numbers (train, validation, test), got {ratios}")
+    total = sum(ratios)
+    return tuple(r / total for r in ratios)
+
+
+def list_images(folder):
+    """All image files below `folder` (recursive), sorted by their relative path.
+
+    Image files are those with an extension in `tfgcrf.imageio.IMAGE_EXTENSIONS` (any case).
+    Hidden files and folders (name starting with '.') are ignored.
+
+    Returns:
+      List of paths (str), each `os.path.join(folder, relative_path)`.
+
+    Raises:
+      UserError: `folder` does not exist or is not a folder.
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise UserError(f"image folder not found: {folder}")
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.join(root, name))
+    return sorted(found, key=lambda path: relative_key(path, folder))
+
+
+def relative_key(path, folder):
+    """The '/'-separated path of `path` relative to `folder`: what the split hash reads."""
+    return os.path.relpath(path, folder).replace(os.sep, "/")
+
+
+def split_of(relative_path, ratios=DEFAULT_SPLIT_RATIOS):
+    """The split ('train', 'validation' or 'test') a relative path belongs to."""
+    ratios = check_split_ratios(ratios)
+    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
+    position = int.from_bytes(digest[:8], "big") / 2.0**64
+    cumulative = 0.0
+    for name, ratio in zip(SPLITS, ratios):
+        cumulative += ratio
+        if position < cumulative:
+            return name
+    return next(name for name, ratio in reversed(list(zip(SPLITS, ratios))) if ratio > 0)
+
+
+def split_images(folder, split, ratios=DEFAULT_SPLIT_RATIOS):
+    """The image files of `folder` that belong to `split`, sorted by relative path."""
+    split = canonical_split(split)
+    return [path for path in list_images(folder) if split_of(relative_key(path, folder), ratios) == split]
