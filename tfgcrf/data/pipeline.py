@@ -79,14 +79,16 @@ def make_dataset(
     split = folders.canonical_split(split)
     ratios = folders.check_split_ratios(split_ratios)
     source = os.fspath(source)
+    shuffle_seed = seed if training else None
     if source.startswith(tfds_source.TFDS_PREFIX):
         name = source[len(tfds_source.TFDS_PREFIX) :]
         images = tfds_source.load_images(
-            name, split, ratios, data_dir=data_dir, manual_dir=manual_dir, download=download
+            name, split, ratios, data_dir=data_dir, manual_dir=manual_dir, download=download,
+            shuffle_seed=shuffle_seed,
         )
     else:
         folder = folders.offline_dir(data_dir) if source == OFFLINE_SOURCE else source
-        images = _folder_images(folder, split, ratios, shuffle_seed=seed if training else None, max_pixels=max_pixels)
+        images = _folder_images(folder, split, ratios, shuffle_seed=shuffle_seed, max_pixels=max_pixels)
     return _batches(images, image_size, batch_size, training, crops_per_image, cache, seed)
 
 

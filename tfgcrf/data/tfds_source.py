@@ -63,29 +63,35 @@ def image_feature_key(builder):
 def split_spec(builder, split, ratios):
     """TFDS split string for our split name, carving missing splits out of 'train'."""
     available = builder.info.splits
-    if split in available:
+    carved = [name for name in ("validation", "test") if name not in available]
+    if split in available and not (split == "train" and carved):
         return split
     if "train" not in available:
         raise UserError(f"TFDS dataset {builder.info.full_name} has no {split!r} or 'train' split")
-    names = ["train"] + [name for name in ("validation", "test") if name not in available]
+    names = ["train"] + carved
     weights = {"train": ratios[0], "validation": ratios[1], "test": ratios[2]}
     total = sum(weights[name] for name in names)
     count = available["train"].num_examples
-    start = 0.0
-    for name in names:
-        end = start + weights[name] / total * count
-        if name == split:
-            return f"train[{round(start)}:{round(end)}]"
-        start = end
-    raise AssertionError(split)  # unreachable: 'train' is in available, other names carved above
+    index = names.index(split)
+    start = round(count * sum(weights[name] for name in names[:index]) / total)
+    end = round(count * sum(weights[name] for name in names[: index + 1]) / total)
+    return f"train[{start}:{end}]"
 
 
-def load_images(name, split, ratios, data_dir=None, manual_dir=None, download=True, shuffle_files=False):
-    """A dataset of uint8 `[H, W, 3]` images from the TFDS dataset `name`."""
+def load_images(name, split, ratios, data_dir=None, manual_dir=None, download=True, shuffle_seed=None):
+    """A dataset of uint8 `[H, W, 3]` images from the TFDS dataset `name`.
+
+    With `shuffle_seed`, the order of the dataset's files is shuffled with that seed.
+    """
+    tfds = _tfds()
     builder = load_builder(name, data_dir=data_dir, manual_dir=manual_dir, download=download)
     key = image_feature_key(builder)
     spec = split_spec(builder, split, ratios)
-    examples = builder.as_dataset(split=spec, shuffle_files=shuffle_files)
+    examples = builder.as_dataset(
+        split=spec,
+        shuffle_files=shuffle_seed is not None,
+        read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
+    )
     return examples.map(lambda example: to_rgb_uint8(example[key]), num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -95,6 +101,7 @@ def to_rgb_uint8(image):
     Gray is repeated to RGB, alpha is composited on white, 16-bit values are scaled to 8 bits:
     the same conventions as `tfgcrf.imageio.read_image`.
     """
+    image = tf.convert_to_tensor(image)
     if image.dtype == tf.uint16:
         image = tf.cast(tf.round(tf.cast(image, tf.float32) / 257.0), tf.uint8)
     elif image.dtype != tf.uint8:
