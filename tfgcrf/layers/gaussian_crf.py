@@ -29,6 +29,7 @@ has no XLA kernel: never `jit_compile` a function that calls the "lu" solver.
 """
 
 import math
+import sys
 
 import keras
 import tensorflow as tf
@@ -91,13 +92,16 @@ class _DenseSolver:
 
     def __init__(self, similarity, weights, ridge, method):
         precision = precision_matrix(similarity, weights, ridge)
+        # The factors are constants for autodiff: gradients come from the implicit formulas, and
+        # inside a differentiated tf.function TensorFlow would otherwise look for a gradient of the
+        # `Lu` op (there is none) or back-propagate zeros through the Cholesky factorization.
         if method == "lu":
-            self._lu, self._perm = tf.linalg.lu(precision)
+            self._lu, self._perm = (tf.stop_gradient(t) for t in tf.linalg.lu(precision))
             diagonal = tf.linalg.diag_part(self._lu)
             # A is SPD, so det A > 0 and |det U| = det A whatever the pivot signs are.
             self.logdet = tf.reduce_sum(tf.math.log(tf.abs(diagonal)), axis=-1)
         else:
-            self._chol = tf.linalg.cholesky(precision)
+            self._chol = tf.stop_gradient(tf.linalg.cholesky(precision))
             diagonal = tf.linalg.diag_part(self._chol)
             self.logdet = 2.0 * tf.reduce_sum(tf.math.log(diagonal), axis=-1)
         self._method = method
@@ -176,6 +180,8 @@ class _ConjugateGradientSolver:
         x, _, _, _, active, iterations = tf.while_loop(
             keep_going, step, (x, r, z, rz, active, iterations),
             maximum_iterations=self._max_iter)
+        # Gradients come from the implicit formulas, never through the iterations (see _DenseSolver).
+        x = tf.stop_gradient(x)
         residual = _relative_residual(self._similarity, self._weights, self._ridge, rhs, x)
         converged = tf.logical_and(tf.logical_not(tf.reduce_any(active, axis=[-2, -1])),
                                    tf.math.is_finite(residual))
@@ -189,7 +195,7 @@ def _warn_if_not_converged(info, what):
                  tf.reduce_sum(tf.cast(tf.logical_not(info["converged"]), tf.int32)),
                  "image(s); relative residuals", info["residual"], "after", info["iterations"],
                  "iterations (raise cg_max_iter or use solver='cholesky')",
-                 output_stream="file://stderr")
+                 output_stream=sys.stderr)
         return tf.constant(True)
 
     return tf.cond(tf.reduce_all(info["converged"]), lambda: tf.constant(False), warn)
@@ -225,6 +231,21 @@ def _prepare(similarity, unary, weights):
     _check_shapes(similarity, unary, weights)
     dtype = _solve_dtype(similarity.dtype)
     return tf.cast(similarity, dtype), tf.cast(unary, dtype), tf.cast(weights, dtype)
+
+
+def _solve_gradients(similarity, unary, weights, x, g):
+    """Implicit-function gradients of x = A^{-1} (weights * unary), given g = A^{-1} dL/dx.
+
+    dA = -g x^T (summed over columns) chained through A = (I - S)^T (I - S) + diag(weights):
+    dL/dS = (I - S)(g x^T + x g^T), a rank-2K product; b = weights * unary gives the rest.
+    """
+    d_unary = weights[..., None] * g
+    d_weights = tf.reduce_sum(g * (unary - x), axis=-1)
+    smooth_g = g - tf.linalg.matmul(similarity, g)
+    smooth_x = x - tf.linalg.matmul(similarity, x)
+    d_similarity = (tf.linalg.matmul(smooth_g, x, adjoint_b=True)
+                    + tf.linalg.matmul(smooth_x, g, adjoint_b=True))
+    return d_similarity, d_unary, d_weights
 
 
 def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=DEFAULT_RIDGE,
@@ -269,13 +290,7 @@ def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=D
                 with tf.control_dependencies(
                         [_warn_if_not_converged(back_info, "G-CRF gradient solve")]):
                     g = tf.identity(g)
-            d_unary = weights[..., None] * g
-            d_weights = tf.reduce_sum(g * (unary - x), axis=-1)
-            smooth_g = g - tf.linalg.matmul(similarity, g)
-            smooth_x = x - tf.linalg.matmul(similarity, x)
-            d_similarity = (tf.linalg.matmul(smooth_g, x, adjoint_b=True)
-                            + tf.linalg.matmul(smooth_x, g, adjoint_b=True))
-            return d_similarity, d_unary, d_weights
+            return _solve_gradients(similarity, unary, weights, x, g)
 
         return (x, info), grad
 
@@ -313,15 +328,9 @@ def gaussian_nll(similarity, unary, weights, target, *, ridge=DEFAULT_RIDGE, sol
             g, _ = operator.solve(d_mean)
             # d logdet A / dA = A^{-1}; chained through A = (I - S)^T (I - S) + diag(weights).
             inverse = d_logdet[:, None, None] * operator.inverse()
-            d_unary = weights[..., None] * g
-            d_weights = tf.reduce_sum(g * (unary - mean), axis=-1) + tf.linalg.diag_part(inverse)
-            smooth_g = g - tf.linalg.matmul(similarity, g)
-            smooth_mean = mean - tf.linalg.matmul(similarity, mean)
-            complement_inverse = inverse - tf.linalg.matmul(similarity, inverse)
-            d_similarity = (tf.linalg.matmul(smooth_g, mean, adjoint_b=True)
-                            + tf.linalg.matmul(smooth_mean, g, adjoint_b=True)
-                            - 2.0 * complement_inverse)
-            return d_similarity, d_unary, d_weights
+            d_similarity, d_unary, d_weights = _solve_gradients(similarity, unary, weights, mean, g)
+            d_similarity -= 2.0 * (inverse - tf.linalg.matmul(similarity, inverse))
+            return d_similarity, d_unary, d_weights + tf.linalg.diag_part(inverse)
 
         return (mean, operator.logdet), grad
 

@@ -1,0 +1,376 @@
+"""GaussianCRF: the three solvers against numpy/scipy float64 references, gradients, robustness."""
+
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import scipy.stats
+import skimage.color
+import tensorflow as tf
+from absl.testing import parameterized
+from PIL import Image
+
+from tfgcrf.errors import UserError
+from tfgcrf.layers.gaussian_crf import GaussianCRF, gaussian_nll, gcrf_solve
+
+PHOTO = pathlib.Path(__file__).parents[1] / "data" / "photos" / "skimage_astronaut.png"
+RIDGE = 1e-4
+CG_TOL = 1e-6
+
+
+def _random_similarity(rng, batch, pixels, scale=2.0):
+    logits = scale * rng.normal(size=(batch, pixels, pixels))
+    return _row_softmax(logits)
+
+
+def _row_softmax(logits):
+    logits = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _photo_similarity(size=24):
+    """S of a real photo: row-softmax of a bilateral (L, x, y) affinity, like a learned S."""
+    rgb = np.asarray(Image.open(PHOTO).convert("RGB").resize((size, size), Image.BILINEAR))
+    lightness = skimage.color.rgb2lab(rgb)[..., 0].reshape(-1)
+    y, x = np.mgrid[0:size, 0:size]
+    features = np.stack([lightness / 8.0, x.reshape(-1) / 4.0, y.reshape(-1) / 4.0], axis=-1)
+    squared = ((features[:, None, :] - features[None, :, :]) ** 2).sum(-1)
+    return _row_softmax(-0.5 * squared)[None]
+
+
+def _reference(similarity, unary, weights, ridge=RIDGE):
+    """numpy float64 dense solve, image by image."""
+    out = []
+    for s, u, w in zip(similarity, unary, weights):
+        complement = np.eye(len(w)) - s
+        precision = complement.T @ complement + np.diag(w + ridge)
+        out.append(np.linalg.solve(precision, w[:, None] * u))
+    return np.stack(out)
+
+
+def _reference_residual(similarity, unary, weights, x, ridge=RIDGE):
+    """Max relative residual ||b - A x|| / ||b|| per image, in float64."""
+    out = []
+    for s, u, w, xi in zip(similarity, unary, weights, np.asarray(x, np.float64)):
+        complement = np.eye(len(w)) - s
+        precision = complement.T @ complement + np.diag(w + ridge)
+        rhs = w[:, None] * u
+        out.append((np.linalg.norm(rhs - precision @ xi, axis=0) / np.linalg.norm(rhs, axis=0)).max())
+    return np.array(out)
+
+
+def _relative_error(x, reference):
+    return np.linalg.norm(np.asarray(x, np.float64) - reference) / np.linalg.norm(reference)
+
+
+def _run(fn, arrays, dtype, dynamic):
+    """Calls fn eagerly (static shapes) or as a tf.function with all dimensions unknown."""
+    tensors = [tf.constant(a, dtype=dtype) for a in arrays]
+    if dynamic:
+        signature = [tf.TensorSpec([None] * t.shape.rank, dtype) for t in tensors]
+        fn = tf.function(fn, input_signature=signature, jit_compile=False)
+    return fn(*tensors)
+
+
+REGIMES = [
+    dict(testcase_name=f"_{solver}_{np.dtype(dtype).name}_{'dynamic' if dynamic else 'static'}",
+         solver=solver, dtype=dtype, dynamic=dynamic)
+    for solver in ("lu", "cholesky", "cg")
+    for dtype in (np.float32, np.float64)
+    for dynamic in (False, True)
+]
+
+
+class GaussianCRFSolveTest(tf.test.TestCase, parameterized.TestCase):
+
+    def _solve(self, solver, dtype, dynamic, similarity, unary, weights, **kwargs):
+        layer = GaussianCRF(solver=solver, ridge=RIDGE, cg_tol=CG_TOL, cg_max_iter=1000,
+                            dtype=np.dtype(dtype).name, **kwargs)
+        return _run(lambda s, u, w: layer(s, u, w, return_info=True),
+                    (similarity, unary, weights), dtype, dynamic)
+
+    def _check_against_numpy(self, solver, dtype, x, info, similarity, unary, weights):
+        reference = _reference(similarity, unary, weights)
+        self.assertEqual(x.dtype, tf.as_dtype(dtype))
+        self.assertEqual(x.shape, unary.shape)
+        self.assertTrue(np.all(info["converged"]))
+        residual = _reference_residual(similarity, unary, weights, x)
+        if solver == "cg":
+            # Within the tolerance it was given (float32 round-off in A x adds ~1e-7 * cond).
+            slack = 1.0 if dtype == np.float64 else 2.0
+            self.assertLessEqual(residual.max(), slack * CG_TOL)
+            self.assertAllClose(info["residual"], residual, rtol=0.5, atol=1e-7)
+            self.assertLessEqual(_relative_error(x, reference), 1e-4)
+        else:
+            self.assertLessEqual(_relative_error(x, reference), 1e-4 if dtype == np.float32 else 1e-10)
+
+    @parameterized.named_parameters(*REGIMES)
+    def test_matches_numpy_on_random_systems(self, solver, dtype, dynamic):
+        rng = np.random.default_rng(0)
+        similarity = _random_similarity(rng, batch=3, pixels=40)
+        revealed = rng.uniform(size=(3, 40)) < 0.6
+        weights = revealed * rng.uniform(0.3, 5.0, size=(3, 40))  # fractional weights too
+        unary = rng.normal(size=(3, 40, 6))
+        x, info = self._solve(solver, dtype, dynamic, similarity, unary, weights)
+        self._check_against_numpy(solver, dtype, x, info, similarity, unary, weights)
+
+    @parameterized.named_parameters(*REGIMES)
+    def test_matches_numpy_on_photo_similarity(self, solver, dtype, dynamic):
+        similarity = _photo_similarity()
+        pixels = similarity.shape[-1]
+        rng = np.random.default_rng(1)
+        unary = rng.uniform(-0.5, 0.5, size=(1, pixels, 4))
+        # The training regime (beta = 1, half of the pixels revealed) and the sampling regime
+        # (beta = 5 everywhere) of the paper.
+        for weights in ((rng.uniform(size=(1, pixels)) < 0.5) * 1.0, np.full((1, pixels), 5.0)):
+            x, info = self._solve(solver, dtype, dynamic, similarity, unary, weights)
+            self._check_against_numpy(solver, dtype, x, info, similarity, unary, weights)
+
+    @parameterized.named_parameters(
+        dict(testcase_name="_lu", solver="lu"),
+        dict(testcase_name="_cholesky", solver="cholesky"),
+        dict(testcase_name="_cg", solver="cg"),
+        dict(testcase_name="_cg_jacobi", solver="cg", preconditioner="jacobi"))
+    def test_photo_edits_propagate(self, solver, preconditioner="none"):
+        """Three user edits (beta = 5) on the photo's S: float32 solve matches numpy float64."""
+        similarity = _photo_similarity()
+        pixels = similarity.shape[-1]
+        weights = np.zeros((1, pixels))
+        weights[0, [30, 300, 500]] = 5.0
+        unary = np.zeros((1, pixels, 2))
+        unary[0, [30, 300, 500]] = [[0.4, -0.2], [-0.3, 0.3], [0.1, 0.5]]
+        x, info = self._solve(solver, np.float32, False, similarity, unary, weights,
+                              preconditioner=preconditioner)
+        self.assertTrue(np.all(info["converged"]))
+        self.assertLessEqual(_relative_error(x, _reference(similarity, unary, weights)), 1e-3)
+
+
+class GaussianCRFGradientTest(tf.test.TestCase, parameterized.TestCase):
+
+    def _inputs(self, pixels=7, columns=3):
+        rng = np.random.default_rng(2)
+        logits = rng.normal(size=(2, pixels, pixels))
+        unary = rng.normal(size=(2, pixels, columns))
+        weights = rng.uniform(0.2, 2.0, size=(2, pixels)) * (rng.uniform(size=(2, pixels)) < 0.7)
+        coefficients = tf.constant(rng.normal(size=(2, pixels, columns)))
+        return logits, unary, weights, coefficients
+
+    @parameterized.named_parameters(
+        dict(testcase_name="_lu", solver="lu"),
+        dict(testcase_name="_cholesky", solver="cholesky"),
+        dict(testcase_name="_cg", solver="cg"),
+        dict(testcase_name="_cg_jacobi", solver="cg", preconditioner="jacobi"))
+    def test_gradients_match_finite_differences(self, solver, preconditioner="none"):
+        logits, unary, weights, coefficients = self._inputs()
+
+        @tf.function(jit_compile=False)
+        def loss(logits, unary, weights):
+            similarity = tf.nn.softmax(logits, axis=-1)  # as the structure branch builds S
+            x, _ = gcrf_solve(similarity, unary, weights, solver=solver, cg_tol=1e-12,
+                              preconditioner=preconditioner)
+            return tf.reduce_sum(x * coefficients)
+
+        theoretical, numerical = tf.test.compute_gradient(
+            loss, [tf.constant(a) for a in (logits, unary, weights)], delta=1e-6)
+        for t, n in zip(theoretical, numerical):
+            self.assertAllClose(t, n, atol=1e-7, rtol=1e-6)
+
+    def test_cg_gradients_match_lu_gradients(self):
+        similarity = _photo_similarity(size=16)
+        pixels = similarity.shape[-1]
+        rng = np.random.default_rng(3)
+        logits = tf.constant(np.log(similarity), tf.float32)
+        unary = tf.constant(rng.uniform(-0.5, 0.5, size=(1, pixels, 4)), tf.float32)
+        weights = tf.constant((rng.uniform(size=(1, pixels)) < 0.25) * 1.0, tf.float32)
+        target = tf.constant(rng.uniform(-0.5, 0.5, size=(1, pixels, 4)), tf.float32)
+        gradients = {}
+        for solver in ("lu", "cg"):
+            layer = GaussianCRF(solver=solver, cg_tol=1e-6)
+            with tf.GradientTape() as tape:
+                tape.watch([logits, unary, weights])
+                x = layer(tf.nn.softmax(logits, axis=-1), unary, weights)
+                loss = tf.reduce_mean(tf.square(x - target))
+            gradients[solver] = tape.gradient(loss, [logits, unary, weights])
+        for lu_grad, cg_grad in zip(gradients["lu"], gradients["cg"]):
+            scale = np.abs(lu_grad).max()
+            self.assertLessEqual(np.abs(cg_grad - lu_grad).max() / scale, 1e-3)
+
+    def test_gaussian_nll_matches_scipy(self):
+        logits, unary, weights, _ = self._inputs()
+        target = np.random.default_rng(4).normal(size=unary.shape)
+        similarity = _row_softmax(logits)
+        for solver in ("lu", "cholesky"):
+            nll = gaussian_nll(similarity, unary, weights, target, ridge=RIDGE, solver=solver)
+            for b in range(2):
+                complement = np.eye(7) - similarity[b]
+                precision = complement.T @ complement + np.diag(weights[b] + RIDGE)
+                mean = np.linalg.solve(precision, weights[b][:, None] * unary[b])
+                density = [scipy.stats.multivariate_normal(mean[:, k], np.linalg.inv(precision))
+                           for k in range(3)]
+                expected = -sum(d.logpdf(target[b][:, k]) for k, d in enumerate(density)) / 21
+                self.assertAllClose(nll[b], expected, rtol=1e-9)
+
+    @parameterized.named_parameters(dict(testcase_name="_lu", solver="lu"),
+                                    dict(testcase_name="_cholesky", solver="cholesky"))
+    def test_gaussian_nll_gradients_match_finite_differences(self, solver):
+        logits, unary, weights, _ = self._inputs(pixels=6)
+        target = tf.constant(np.random.default_rng(5).normal(size=unary.shape))
+
+        @tf.function(jit_compile=False)
+        def loss(logits, unary, weights):
+            similarity = tf.nn.softmax(logits, axis=-1)
+            nll = gaussian_nll(similarity, unary, weights, target, solver=solver)
+            return nll[0] + 2.0 * nll[1]
+
+        theoretical, numerical = tf.test.compute_gradient(
+            loss, [tf.constant(a) for a in (logits, unary, weights)], delta=1e-6)
+        for t, n in zip(theoretical, numerical):
+            self.assertAllClose(t, n, atol=1e-7, rtol=1e-6)
+
+
+class GaussianCRFRobustnessTest(tf.test.TestCase, parameterized.TestCase):
+
+    @parameterized.named_parameters(
+        dict(testcase_name=f"_{solver}_{name}", solver=solver, revealed=revealed)
+        for solver in ("lu", "cholesky", "cg")
+        for name, revealed in (("none", 0), ("one", 1), ("all", 30)))
+    def test_no_nan_with_zero_one_or_all_pixels_revealed(self, solver, revealed):
+        rng = np.random.default_rng(6)
+        similarity = tf.constant(_random_similarity(rng, 2, 30), tf.float32)
+        unary = tf.constant(rng.uniform(-1, 1, size=(2, 30, 4)), tf.float32)
+        weights = np.zeros((2, 30), np.float32)
+        weights[:, :revealed] = 1.0
+        weights = tf.constant(weights)
+        layer = GaussianCRF(solver=solver)
+        with tf.GradientTape() as tape:
+            tape.watch([similarity, unary, weights])
+            x, info = layer(similarity, unary, weights, return_info=True)
+            loss = tf.reduce_sum(tf.square(x - 0.3))
+        gradients = tape.gradient(loss, [similarity, unary, weights])
+        self.assertTrue(np.all(np.isfinite(x)))
+        self.assertTrue(np.all(info["converged"]))
+        for gradient in gradients:
+            self.assertTrue(np.all(np.isfinite(gradient)))
+        if revealed == 0:
+            self.assertAllEqual(x, np.zeros_like(x))  # nothing revealed: neutral chroma
+        else:
+            self.assertLessEqual(_relative_error(
+                x, _reference(similarity.numpy().astype(np.float64), unary.numpy(),
+                              weights.numpy().astype(np.float64))), 1e-3)
+
+    @parameterized.named_parameters(dict(testcase_name="_lu", solver="lu", op_type="Lu"),
+                                    dict(testcase_name="_cholesky", solver="cholesky",
+                                         op_type="Cholesky"))
+    def test_one_factorization_per_image_regardless_of_samples(self, solver, op_type):
+        """The traced graph factors a [B, P, P] batch exactly once for K = 2 and K = 16."""
+        layer = GaussianCRF(solver=solver)
+        for columns in (2, 16):
+            fn = tf.function(lambda s, u, w: layer(s, u, w), jit_compile=False)
+            graph = fn.get_concrete_function(
+                tf.TensorSpec([3, 20, 20]), tf.TensorSpec([3, 20, columns]),
+                tf.TensorSpec([3, 20])).graph
+            factorizations = [op for op in graph.get_operations() if op.type == op_type]
+            self.assertLen(factorizations, 1)
+            self.assertEqual(factorizations[0].inputs[0].shape.as_list(), [3, 20, 20])
+
+    def test_cg_runs_one_batched_loop_for_all_columns(self):
+        layer = GaussianCRF(solver="cg")
+        for columns in (2, 16):
+            fn = tf.function(lambda s, u, w: layer(s, u, w))
+            graph = fn.get_concrete_function(
+                tf.TensorSpec([3, 20, 20]), tf.TensorSpec([3, 20, columns]),
+                tf.TensorSpec([3, 20])).graph
+            loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+            self.assertLen(loops, 1)
+
+    def test_ill_conditioned_cg_converges_or_reports(self):
+        """One revealed pixel and a tiny ridge: CG either meets the tolerance or says it did not."""
+        similarity = _photo_similarity(size=16)
+        pixels = similarity.shape[-1]
+        weights = np.zeros((1, pixels))
+        weights[0, 100] = 5.0
+        unary = np.zeros((1, pixels, 2))
+        unary[0, 100] = [0.5, -0.5]
+        for max_iter in (3, 2000):
+            layer = GaussianCRF(solver="cg", ridge=1e-8, cg_tol=1e-6, cg_max_iter=max_iter,
+                                dtype="float64")
+            x, info = layer(similarity, unary, weights, return_info=True)
+            self.assertTrue(np.all(np.isfinite(x)))
+            true_residual = _reference_residual(similarity, unary, weights, x, ridge=1e-8)
+            self.assertAllClose(info["residual"], true_residual, rtol=1e-6)
+            self.assertEqual(bool(info["converged"][0]), bool(true_residual[0] <= 1e-6))
+            if max_iter == 3:
+                self.assertFalse(info["converged"][0])
+                self.assertEqual(int(info["iterations"][0]), 3)
+
+    def test_warm_start_reduces_iterations(self):
+        """Adding one edit point re-solves from the previous answer in fewer CG iterations."""
+        similarity = _photo_similarity()
+        pixels = similarity.shape[-1]
+        weights = np.zeros((1, pixels))
+        unary = np.zeros((1, pixels, 2))
+        weights[0, [40, 200, 410]] = 5.0
+        unary[0, [40, 200, 410]] = [[0.4, -0.2], [-0.3, 0.3], [0.1, 0.5]]
+        layer = GaussianCRF(solver="cg", cg_tol=1e-5)
+        previous, _ = layer(similarity, unary, weights, return_info=True)
+        weights[0, 520] = 5.0
+        unary[0, 520] = [0.2, 0.2]
+        cold, cold_info = layer(similarity, unary, weights, return_info=True)
+        warm, warm_info = layer(similarity, unary, weights, initial=previous, return_info=True)
+        self.assertLess(int(warm_info["iterations"][0]), int(cold_info["iterations"][0]))
+        reference = _reference(similarity, unary, weights)
+        self.assertLessEqual(_relative_error(warm, reference), 1e-3)
+
+
+class GaussianCRFLayerTest(tf.test.TestCase):
+
+    def test_keras_round_trip(self):
+        layer = GaussianCRF(solver="cg", ridge=2e-4, cg_tol=3e-5, cg_max_iter=77,
+                            preconditioner="jacobi", name="gcrf")
+        config = layer.get_config()
+        clone = GaussianCRF.from_config(config)
+        self.assertEqual(clone.get_config(), config)
+        for key, value in dict(solver="cg", ridge=2e-4, cg_tol=3e-5, cg_max_iter=77,
+                               preconditioner="jacobi").items():
+            self.assertEqual(config[key], value)
+
+        inputs = [keras.Input((None, None)), keras.Input((None, 4)), keras.Input((None,))]
+        model = keras.Model(inputs, layer(*inputs))
+        rng = np.random.default_rng(7)
+        arrays = [_random_similarity(rng, 2, 25).astype(np.float32),
+                  rng.normal(size=(2, 25, 4)).astype(np.float32),
+                  rng.uniform(0, 2, size=(2, 25)).astype(np.float32)]
+        path = self.get_temp_dir() + "/gcrf.keras"
+        model.save(path)
+        restored = keras.saving.load_model(path)
+        restored_layer = restored.get_layer("gcrf")
+        self.assertIsInstance(restored_layer, GaussianCRF)
+        self.assertEqual(restored_layer.get_config(), config)
+        self.assertAllClose(restored(arrays), model(arrays), atol=0, rtol=0)
+
+    def test_bad_arguments_raise_user_errors(self):
+        with pytest.raises(UserError, match="solver must be one of"):
+            GaussianCRF(solver="qr")
+        with pytest.raises(UserError, match="preconditioner"):
+            GaussianCRF(solver="cg", preconditioner="ilu")
+        with pytest.raises(UserError, match="ridge"):
+            GaussianCRF(ridge=0.0)
+        layer = GaussianCRF()
+        with pytest.raises(UserError, match="rank 3"):
+            layer(tf.zeros([4, 4]), tf.zeros([1, 4, 2]), tf.zeros([1, 4]))
+        with pytest.raises(UserError, match="pixel counts disagree"):
+            layer(tf.eye(4, batch_shape=[1]), tf.zeros([1, 5, 2]), tf.zeros([1, 4]))
+        with pytest.raises(UserError, match="needs|one of"):
+            gaussian_nll(tf.eye(4, batch_shape=[1]), tf.zeros([1, 4, 2]), tf.zeros([1, 4]),
+                         tf.zeros([1, 4, 2]), solver="cg")
+
+
+def test_non_convergence_prints_a_warning(capfd):
+    similarity = _photo_similarity(size=16)
+    weights = np.zeros((1, similarity.shape[-1]))
+    weights[0, 10] = 1.0
+    unary = np.ones((1, similarity.shape[-1], 2))
+    GaussianCRF(solver="cg", cg_max_iter=2)(similarity, unary, weights)
+    assert "did not reach the CG tolerance" in capfd.readouterr().err
