@@ -82,6 +82,13 @@ REGIMES = [
     for dynamic in (False, True)
 ]
 
+SOLVER_VARIANTS = [
+    dict(testcase_name="_lu", solver="lu"),
+    dict(testcase_name="_cholesky", solver="cholesky"),
+    dict(testcase_name="_cg", solver="cg"),
+    dict(testcase_name="_cg_jacobi", solver="cg", preconditioner="jacobi"),
+]
+
 
 class GaussianCRFSolveTest(tf.test.TestCase, parameterized.TestCase):
 
@@ -128,11 +135,7 @@ class GaussianCRFSolveTest(tf.test.TestCase, parameterized.TestCase):
             x, info = self._solve(solver, dtype, dynamic, similarity, unary, weights)
             self._check_against_numpy(solver, dtype, x, info, similarity, unary, weights)
 
-    @parameterized.named_parameters(
-        dict(testcase_name="_lu", solver="lu"),
-        dict(testcase_name="_cholesky", solver="cholesky"),
-        dict(testcase_name="_cg", solver="cg"),
-        dict(testcase_name="_cg_jacobi", solver="cg", preconditioner="jacobi"))
+    @parameterized.named_parameters(*SOLVER_VARIANTS)
     def test_photo_edits_propagate(self, solver, preconditioner="none"):
         """Three user edits (beta = 5) on the photo's S: float32 solve matches numpy float64."""
         similarity = _photo_similarity()
@@ -157,11 +160,7 @@ class GaussianCRFGradientTest(tf.test.TestCase, parameterized.TestCase):
         coefficients = tf.constant(rng.normal(size=(2, pixels, columns)))
         return logits, unary, weights, coefficients
 
-    @parameterized.named_parameters(
-        dict(testcase_name="_lu", solver="lu"),
-        dict(testcase_name="_cholesky", solver="cholesky"),
-        dict(testcase_name="_cg", solver="cg"),
-        dict(testcase_name="_cg_jacobi", solver="cg", preconditioner="jacobi"))
+    @parameterized.named_parameters(*SOLVER_VARIANTS)
     def test_gradients_match_finite_differences(self, solver, preconditioner="none"):
         logits, unary, weights, coefficients = self._inputs()
 
