@@ -41,11 +41,13 @@ def prepare(rgb, size):
 
     Returns:
       `(L_full, l_small)`: `L_full` `[H, W]` float32 CIE L* in [0, 100], and `l_small`
-      `[1, size, size, 1]` the model input `L / L_SCALE` resized to the grid.
+      `[1, size, size, 1]` the model input `L / L_SCALE` of the photo squeezed to the square
+      grid (the aspect ratio is restored by `upsample_chroma`).
     """
-    lightness = color.lightness(rgb)  # [H, W, 1]
-    l_small = _resize(lightness[tf.newaxis] / color.L_SCALE, size, size)
-    return lightness[..., 0], l_small
+    rgb = tf.image.convert_image_dtype(tf.convert_to_tensor(rgb), tf.float32)
+    # The model input is resized in RGB, exactly as the training pipeline resizes its crops.
+    small = tf.clip_by_value(_resize(rgb[tf.newaxis], size, size), 0.0, 1.0)
+    return color.lightness(rgb)[..., 0], color.lightness(small) / color.L_SCALE
 
 
 def _box(images, radius):

@@ -1,0 +1,268 @@
+"""`tfgcrf.Colorizer`: colorize and edit real photos at their own resolution (the user API).
+
+A task object in the keras-hub style: it wraps a trained `GCRFColorizer` (which works on its small
+square grid) with everything a photo needs around it: decoding, the lightness/grid split,
+edge-aware chroma upsampling and recombination with the photo's own lightness (`tfgcrf.fullres`).
+
+    colorizer = tfgcrf.Colorizer.from_preset("default")
+    samples = colorizer.colorize("photo.jpg", num_samples=8)           # uint8 [8, H, W, 3]
+    edited = colorizer.edit("photo.jpg", [(120, 40)], [(255, 140, 0)])  # uint8 [H, W, 3]
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfgcrf import color, fullres, imageio
+from tfgcrf.errors import InputError
+from tfgcrf.models.gcrf_colorizer import SAMPLE_MODES
+from tfgcrf.models.loading import load_model
+from tfgcrf.models.points import points_to_grid
+
+# Full-resolution pixels (samples x H x W) upsampled and composed at once: bounds the memory of
+# big photos (a chunk of 8M pixels needs roughly 1 GB of float temporaries).
+_CHUNK_PIXELS = 8_000_000
+# Colorizations per photo unless asked otherwise (API and CLI).
+DEFAULT_SAMPLES = 8
+
+
+def _as_rgb(image):
+    """A path, PIL image or uint8 numpy array (gray or RGB) -> uint8 `[H, W, 3]` numpy RGB."""
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        return imageio.read_image(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image.Image
+        from PIL import ImageOps
+
+        width, height = image.size
+        _check_pixels(height, width)
+        # The decoder's own mode conversion (alpha on white, 16-bit, palettes) for PIL input too.
+        return imageio._to_rgb_array(ImageOps.exif_transpose(image))
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3))
+    ):
+        raise InputError(
+            "expected an image path, a PIL image or a uint8 array of shape [H, W], [H, W, 1] or "
+            f"[H, W, 3]; got a {array.dtype} array of shape {array.shape}"
+        )
+    _check_pixels(array.shape[0], array.shape[1])
+    if array.ndim == 2:
+        array = array[..., None]
+    return np.ascontiguousarray(np.broadcast_to(array, array.shape[:2] + (3,)))
+
+
+def _check_pixels(height, width):
+    if height == 0 or width == 0:
+        raise InputError(f"image has no pixels ({width}x{height})")
+    if height * width > imageio.MAX_PIXELS:
+        raise InputError(
+            f"image too large: {width}x{height} = {height * width / 1e6:.1f} megapixels, the "
+            f"limit is {imageio.MAX_PIXELS / 1e6:g} megapixels"
+        )
+
+
+class Colorizer:
+    """Diverse and user-controllable colorization of photos of any size with a `GCRFColorizer`.
+
+    Outputs keep the input's resolution and its lightness: the model predicts chroma on its grid
+    from the squeezed lightness, the chroma is upsampled guided by the full-resolution lightness
+    and recombined with it.
+
+    Args:
+      model: a trained `tfgcrf.models.GCRFColorizer`.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.grid_size = model.model_config.image_size
+        size = self.grid_size
+        self._prepare = tf.function(
+            lambda rgb: fullres.prepare(rgb, size),
+            input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
+        )
+        self._finish = tf.function(
+            lambda ab, lightness: fullres.compose(lightness, fullres.upsample_chroma(ab, lightness)),
+            input_signature=[
+                tf.TensorSpec([None, size, size, 2], tf.float32),
+                tf.TensorSpec([None, None], tf.float32),
+            ],
+        )
+        # Python arguments (num_samples, mode) are part of the trace; the seed is a tensor so
+        # that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no jit_compile.
+        self._sample = tf.function(model.sample, jit_compile=False, autograph=False)
+        self._edit = tf.function(model.edit, jit_compile=False, autograph=False)
+        self._similarity = tf.function(model.similarity, jit_compile=False, autograph=False)
+
+    @classmethod
+    def from_preset(cls, name="default"):
+        """Loads a preset bundled with the package (no network), e.g. "default"."""
+        return cls(load_model(name))
+
+    @classmethod
+    def load(cls, path):
+        """Loads a trained model from a `.keras` file (or a folder holding `model.keras`)."""
+        return cls(load_model(path))
+
+    def check_sampling(self, num_samples, mode="top"):
+        """Raises `InputError` unless `num_samples` samples can be drawn in `mode`."""
+        if mode not in SAMPLE_MODES:
+            raise InputError(f"mode must be one of {', '.join(SAMPLE_MODES)}; got {mode!r}")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+            raise InputError(f"the number of samples must be an integer, got {num_samples!r}")
+        if num_samples < 1:
+            raise InputError(f"the number of samples must be at least 1, got {num_samples}")
+        components = self.model.model_config.num_components
+        if mode == "top" and num_samples > components:
+            raise InputError(
+                f"mode 'top' gives at most {components} samples (the model's mixture components), "
+                f"got {num_samples}; use mode 'draw' for more"
+            )
+
+    def colorize(self, image, num_samples=DEFAULT_SAMPLES, seed=0, mode="top", return_scores=False):
+        """Diverse colorizations of a photo at its own resolution, most probable first.
+
+        Args:
+          image: path, PIL image, or uint8 numpy array `[H, W]`, `[H, W, 1]` or `[H, W, 3]`.
+            A color photo is reduced to its lightness first.
+          num_samples: N, the number of colorizations.
+          seed: seed of the random draws ("draw" mode; "top" mode is deterministic).
+          mode: "top" decodes the N most probable mixture components (at most the model's
+            number of components), "draw" samples N latent codes from the mixture.
+          return_scores: also return each sample's mixture weight.
+
+        Returns:
+          uint8 `[N, H, W, 3]` sRGB images (and float `[N]` scores if `return_scores`).
+
+        Raises:
+          InputError: unreadable image or invalid `num_samples` / `mode`.
+        """
+        self.check_sampling(num_samples, mode)
+        lightness, l_small = self._prepare(_as_rgb(image))
+        ab_small, scores = self._sample(l_small, int(num_samples), self._seed(seed), mode)
+        images = self._to_full(ab_small[0], lightness)
+        return (images, scores[0].numpy()) if return_scores else images
+
+    def edit(self, image, points, colors, from_sample=None, seed=0, num_samples=None, mode="top"):
+        """Colorizes a photo from a few user color points, propagated by the learned structure.
+
+        Args:
+          image: as for `colorize`.
+          points: `(x, y)` pixel positions in the input image (x = column, y = row).
+          colors: one `(r, g, b)` color (0-255) per point. Only its chroma is used: the output
+            keeps the photo's lightness.
+          from_sample: None to colorize from the points alone (the paper's Fig. 6); K to apply
+            the edits on top of sample K of `colorize(image, num_samples, seed, mode)`, keeping
+            that sample's colors where the edits do not reach.
+          seed, num_samples, mode: the `colorize` arguments sample K comes from. In "top" mode
+            sample K does not depend on them; in "draw" mode `num_samples` defaults to
+            `DEFAULT_SAMPLES`, as in `colorize`.
+
+        Returns:
+          uint8 `[H, W, 3]` sRGB image.
+
+        Raises:
+          InputError: unreadable image, a point outside the image, a malformed color, or an
+            invalid `from_sample`.
+        """
+        rgb = _as_rgb(image)
+        height, width = rgb.shape[:2]
+        points_rel = self._relative_points(points, height, width)
+        chroma = self._point_chroma(colors, len(points_rel))
+        lightness, l_small = self._prepare(rgb)
+        mask, target = points_to_grid(
+            points_rel[None], chroma[None], [len(points_rel)], self.grid_size
+        )
+        base = None
+        if from_sample is not None:
+            num_samples = self._check_from_sample(from_sample, num_samples, mode)
+            samples, _ = self._sample(l_small, int(num_samples), self._seed(seed), mode)
+            base = samples[:, int(from_sample)]
+        ab_small = self._edit(l_small, mask, target, base)
+        return self._to_full(ab_small, lightness)[0]
+
+    def explain(self, image, point):
+        """The attention map of one pixel: its row of the learned similarity S.
+
+        Args:
+          image: as for `colorize`.
+          point: `(x, y)` pixel position in the input image.
+
+        Returns:
+          float32 `[H, W]`: the weights with which the G-CRF ties every pixel's color to the
+          point's grid pixel (a row of S, summing to 1 over the grid), resized bilinearly to the
+          input resolution.
+        """
+        rgb = _as_rgb(image)
+        height, width = rgb.shape[:2]
+        points_rel = self._relative_points([point], height, width)
+        _, l_small = self._prepare(rgb)
+        # The point's grid pixel, located exactly as `edit` places its points.
+        mask, _ = points_to_grid(points_rel[None], np.zeros([1, 1, 2], np.float32), [1], self.grid_size)
+        index = tf.argmax(tf.reshape(mask, [-1]))
+        row = tf.gather(self._similarity(l_small)[0], index)
+        attention = tf.reshape(row, [1, self.grid_size, self.grid_size, 1])
+        return tf.image.resize(attention, [height, width], method="bilinear")[0, ..., 0].numpy()
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _check_from_sample(self, from_sample, num_samples, mode):
+        """Validates `edit`'s sample choice; returns the number of samples to draw."""
+        if isinstance(from_sample, bool) or not isinstance(from_sample, (int, np.integer)) or from_sample < 0:
+            raise InputError(f"from_sample must be a sample index >= 0, got {from_sample!r}")
+        components = self.model.model_config.num_components
+        if num_samples is None:
+            if mode == "top" and from_sample >= components:
+                raise InputError(
+                    f"there is no sample {from_sample}: mode 'top' gives samples 0..{components - 1} "
+                    "(the model's mixture components)"
+                )
+            # Top-mode samples are the components by decreasing weight: K + 1 of them suffice.
+            num_samples = from_sample + 1 if mode == "top" else DEFAULT_SAMPLES
+        self.check_sampling(num_samples, mode)
+        if from_sample >= num_samples:
+            raise InputError(
+                f"there is no sample {from_sample} among {num_samples} samples (0..{num_samples - 1})"
+            )
+        return num_samples
+
+    @staticmethod
+    def _seed(seed):
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise InputError(f"seed must be an integer, got {seed!r}")
+        return tf.constant(seed, tf.int64)
+
+    @staticmethod
+    def _relative_points(points, height, width):
+        """Pixel `(x, y)` points -> `[K, 2]` positions of the pixel centers relative to the image."""
+        try:
+            array = np.asarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"points must be (x, y) pairs of numbers, got {points!r}") from None
+        if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
+            raise InputError(f"points must be a non-empty list of (x, y) pairs, got {points!r}")
+        for x, y in array:
+            if not (0 <= x < width and 0 <= y < height):
+                raise InputError(
+                    f"point ({x:g}, {y:g}) is outside the {width}x{height} image "
+                    f"(x must be in 0..{width - 1}, y in 0..{height - 1})"
+                )
+        return ((array + 0.5) / [width, height]).astype(np.float32)
+
+    @staticmethod
+    def _point_chroma(colors, count):
+        """`(r, g, b)` colors -> `[K, 2]` chroma in model units."""
+        try:
+            array = np.asarray(colors, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"colors must be (r, g, b) triples, got {colors!r}") from None
+        if array.shape != (count, 3):
+            raise InputError(f"expected one (r, g, b) color per point ({count}), got {colors!r}")
+        if not (np.all(array >= 0) and np.all(array <= 255) and np.all(array == np.round(array))):
+            raise InputError(f"color channels must be integers in 0..255, got {colors!r}")
+        return color.rgb_to_model(array.astype(np.uint8))[1].numpy()
+
+    def _to_full(self, ab_small, lightness):
+        """Grid chroma `[N, h, w, 2]` -> uint8 `[N, H, W, 3]`, in chunks that bound memory."""
+        count = int(ab_small.shape[0])
+        chunk = max(1, _CHUNK_PIXELS // int(tf.size(lightness)))
+        parts = [self._finish(ab_small[start : start + chunk], lightness) for start in range(0, count, chunk)]
+        return np.concatenate([part.numpy() for part in parts], axis=0)

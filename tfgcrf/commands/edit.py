@@ -1,0 +1,106 @@
+"""`tfgcrf edit`: colorize a photo from a few color points, propagated by the learned structure."""
+
+import os
+import re
+
+from tfgcrf.commands.colorize import add_model_argument, check_samples, load_colorizer, make_folder
+from tfgcrf.errors import InputError
+
+HELP = "colorize a photo from a few user color points (optionally on top of a sample)"
+
+_HEX_COLOR = re.compile(r"#([0-9a-fA-F]{6})")
+_POINT_FORMAT = "X,Y,#rrggbb or X,Y,R,G,B (X, Y in input pixels; R, G, B in 0..255)"
+
+
+def add_arguments(parser):
+    parser.add_argument("input", metavar="INPUT", help="the photo (gray or color)")
+    parser.add_argument("--point", action="append", required=True, metavar="X,Y,COLOR",
+                        help=f"a color point: {_POINT_FORMAT}; repeat for several points")
+    parser.add_argument("--from-sample", type=int, default=None, metavar="K",
+                        help="apply the points on top of sample K of `tfgcrf colorize` (0-based, "
+                        "as in <stem>_s<K>.png) instead of colorizing from the points alone")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="the seed sample K was colorized with (matters for --mode draw)")
+    parser.add_argument("--samples", type=int, default=None, metavar="N",
+                        help="the --samples sample K was colorized with (matters for --mode draw; "
+                        "default: 8)")
+    parser.add_argument("--mode", choices=("top", "draw"), default="top",
+                        help="the --mode sample K was colorized with (default: top)")
+    parser.add_argument("--out", default=None, metavar="FILE",
+                        help="output image (default: out/<stem>_edit.png)")
+    add_model_argument(parser)
+    parser.add_argument("--show-points", action="store_true",
+                        help="draw the points as markers of their color on the output")
+    parser.add_argument("--explain", action="store_true",
+                        help="also write each point's attention map (its row of the similarity S) "
+                        "as <out stem>_explain<i>.png")
+
+
+def _channel(text, spec):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 255:
+        raise InputError(f"malformed color in --point {spec!r}: {text!r} is not an integer in 0..255")
+    return value
+
+
+def parse_point(spec):
+    """`X,Y,#rrggbb` or `X,Y,R,G,B` -> `((x, y), (r, g, b))`."""
+    parts = [part.strip() for part in spec.split(",")]
+    if len(parts) not in (3, 5):
+        raise InputError(f"malformed --point {spec!r}: expected {_POINT_FORMAT}")
+    try:
+        x, y = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise InputError(f"malformed --point {spec!r}: X and Y must be integers (pixels)") from None
+    if len(parts) == 5:
+        return (x, y), tuple(_channel(part, spec) for part in parts[2:])
+    match = _HEX_COLOR.fullmatch(parts[2])
+    if not match:
+        raise InputError(f"malformed color in --point {spec!r}: {parts[2]!r} is not #rrggbb")
+    value = int(match.group(1), 16)
+    return (x, y), (value >> 16, (value >> 8) & 255, value & 255)
+
+
+def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, num_samples=None,
+              mode="top", show_points=False, explain=False):
+    """Edits one photo and writes the result (and attention maps); returns the written paths."""
+    from tfgcrf import imageio, render
+
+    rgb = imageio.read_image(path)
+    edited = colorizer.edit(rgb, points, colors, from_sample=from_sample, seed=seed,
+                            num_samples=num_samples, mode=mode)
+    if show_points:
+        edited = render.draw_points(edited, points, colors)
+    parent = os.path.dirname(out)
+    if parent:
+        make_folder(parent)
+    imageio.write_image(out, edited)
+    written = [out]
+    if explain:
+        lightness = imageio.luminance(rgb)
+        stem, _ = os.path.splitext(out)
+        for index, point in enumerate(points):
+            written.append(f"{stem}_explain{index}.png")
+            overlay = render.attention_overlay(lightness, colorizer.explain(rgb, point), point)
+            imageio.write_image(written[-1], overlay)
+    return written
+
+
+def run(args):
+    parsed = [parse_point(spec) for spec in args.point]
+    points = [point for point, _ in parsed]
+    colors = [rgb for _, rgb in parsed]
+    if args.from_sample is not None and args.from_sample < 0:
+        raise InputError(f"--from-sample must be a sample index >= 0, got {args.from_sample}")
+    check_samples(args.samples)
+    out = args.out
+    if out is None:
+        out = os.path.join("out", os.path.splitext(os.path.basename(args.input))[0] + "_edit.png")
+    colorizer = load_colorizer(args.model)
+    written = edit_file(colorizer, args.input, out, points, colors, args.from_sample, args.seed,
+                        args.samples, args.mode, args.show_points, args.explain)
+    print("wrote " + ", ".join(written))
+    return 0
