@@ -18,12 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfgcrf import color, fullres
+from tfgcrf.errors import UserError
 from tfgcrf.evaluation import control, levin, metrics
+from tfgcrf.evaluation.report import SHEET_POINTS
 from tfgcrf.models import points_to_grid
 
 DIVERSE_METHODS = {"gcrf": True, "vae_mdn": False}  # name -> use_gcrf
-# |H| shown in the report's control sheet.
-SHEET_POINTS = 10
 
 
 def _rgb_uint8(l, ab):
@@ -155,6 +155,22 @@ def _summary(totals, num_samples, seed):
     }
 
 
+def image_pairs(source, split, size, limit=None):
+    """The `pairs` of `evaluate` from a data source (folder, `tfds:NAME`, `offline`).
+
+    Both resolutions come from `tfgcrf.data.make_dataset` in evaluation mode: the same centered
+    square crop of each photo, resized to the model size as in training and to 256x256.
+    """
+    from tfgcrf.data import make_dataset
+
+    datasets = [
+        make_dataset(source, split, image_size=side, batch_size=1, training=False)
+        for side in (size, control.CONTROL_SIZE)
+    ]
+    pairs = tf.data.Dataset.zip(tuple(datasets))
+    return pairs.take(limit) if limit else pairs
+
+
 def evaluate(model, pairs, num_samples, seed, mode="top", keep_images=0, on_image=None):
     """Runs every method on every image and aggregates the metrics.
 
@@ -173,7 +189,7 @@ def evaluate(model, pairs, num_samples, seed, mode="top", keep_images=0, on_imag
       per-image renderings for the first `keep_images` images.
     """
     if num_samples < 2:
-        raise ValueError("evaluation needs at least 2 samples per image (diversity metrics)")
+        raise UserError(f"evaluation needs at least 2 samples per image, got {num_samples}")
     totals = _Totals()
     kept = []
     for index, ((l, ab), (l_full, ab_full)) in enumerate(pairs):
@@ -190,5 +206,5 @@ def evaluate(model, pairs, num_samples, seed, mode="top", keep_images=0, on_imag
         if on_image:
             on_image(index, seconds)
     if not totals.count:
-        raise ValueError("no images to evaluate")
+        raise UserError("the data source has no images to evaluate (check --data and --split)")
     return _summary(totals, num_samples, seed), kept

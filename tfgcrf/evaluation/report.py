@@ -4,6 +4,7 @@ The plot is drawn with Pillow (matplotlib is not a dependency of the package).
 """
 
 import math
+import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -16,6 +17,8 @@ METHOD_LABELS = {
     "levin": "Levin et al. 2004",
     "gray": "gray (ab = 0)",
 }
+# |H| shown in the control sheet.
+SHEET_POINTS = 10
 # (key, column title) of the diversity/consistency table, in the paper's Table 2 order first.
 DIVERSITY_COLUMNS = (
     ("eob", "eob."),
@@ -146,3 +149,28 @@ def psnr_plot(results, size=(640, 420)):
         draw.line([(width - right + 12, legend_y), (width - right + 32, legend_y)], fill=color, width=2)
         draw.text((width - right + 38, legend_y), METHOD_LABELS[name], fill="black", font=font, anchor="lm")
     return image
+
+
+def write_report(folder, results, kept):
+    """Sheets of the kept images (samples per method; control at |H| = 10) and the PSNR plot."""
+    from tfgcrf import color, fullres
+
+    os.makedirs(folder, exist_ok=True)
+    sample_rows, control_rows = [], []
+    for number, image in enumerate(kept, 1):
+        lightness = image["l_full"][0, ..., 0] * color.L_SCALE
+        shown = image["control"]
+        sample_rows.append((f"image {number}\nground truth", [shown["truth"]]))
+        for name, ab in image["samples"].items():
+            rendered = fullres.compose(lightness, fullres.upsample_chroma(ab, lightness)).numpy()
+            sample_rows.append((f"{METHOD_LABELS[name]}", list(rendered)))
+        control_rows.append(
+            (f"image {number}", [shown[key] for key in ("hints", "levin", "gcrf", "gray", "truth")])
+        )
+    image_sheet(sample_rows).save(os.path.join(folder, "samples.png"))
+    titles = [f"{SHEET_POINTS} hints", "Levin et al.", "G-CRF (ours)", "gray", "ground truth"]
+    sheet = image_sheet(control_rows, tile=256, label_width=80, column_titles=titles)
+    sheet.save(os.path.join(folder, "control.png"))
+    psnr_plot(results).save(os.path.join(folder, "psnr_points.png"))
+    with open(os.path.join(folder, "results.md"), "w") as handle:
+        handle.write(markdown_tables(results))
