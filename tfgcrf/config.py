@@ -47,16 +47,29 @@ class ModelConfig:
         prior_weight: weight that keeps a chosen sample's colors where no edit was made.
         ridge: epsilon * I added to the G-CRF matrix so that it stays invertible when no pixel
             is revealed ((I - S) has the constant vector in its null space).
-        solver: G-CRF linear solver, "lu" (exact, the paper's), "cholesky" or "cg".
+        solver: G-CRF solver of inference (`sample`, `edit`): "lu" (exact, the paper's),
+            "cholesky" or "cg".
+        train_solver: G-CRF solver of the HOC training stage; "cg" (matrix-free, O(P^2) per
+            iteration instead of O(P^3)) by default, the only affordable one at 64 x 64 on a CPU.
+        train_cg_tol: relative residual tolerance of "cg" in training (gradient noise dominates
+            well above the 1e-5 of inference).
+        cg_max_iter: iteration cap of "cg" solves.
         trunk_widths: channels of the gray trunk at full, 1/2, 1/4, ... resolution.
         encoder_widths: channels of the stride-2 convolutions of the color encoder.
         decoder_widths: channels of the decoder at each trunk scale, coarsest first
             (same length as trunk_widths); the last one is also the width of its top layer.
         structure_width: hidden channels of the structure branch.
         mdn_hidden: hidden units of the mixture density head.
+        recon_sigma: standard deviation of the Gaussian likelihood p(x | z, g) in ab / 110 units:
+            squared color errors are divided by 2 recon_sigma^2 (VAE and HOC stages). With a unit
+            sigma the likelihood is too weak against the KL term and the posterior collapses
+            (the decoder ignores z and samples lose their diversity).
         kl_weight: weight of KL(q(z|x,g) || N(0, I)) in the VAE stage after warm-up.
         kl_warmup_steps: training steps over which the KL weight ramps up linearly from 0.
-        hoc_loss: "l2" (squared error of the G-CRF mean) or "nll" (G-CRF Gaussian NLL).
+        hoc_loss: "l2" (squared error of the G-CRF mean, the default: it supervises exactly what
+            inference returns and trains with the matrix-free "cg" solver) or "nll" (G-CRF
+            Gaussian NLL; its log-determinant needs a dense O(P^3) factorization per image,
+            Cholesky when train_solver is "cg").
         mdn_loss: "nearest" (paper Eq. 9) or "nll" (full mixture negative log-likelihood).
     """
 
@@ -70,11 +83,15 @@ class ModelConfig:
     prior_weight: float = 0.05
     ridge: float = 1e-4
     solver: str = "lu"
+    train_solver: str = "cg"
+    train_cg_tol: float = 1e-3
+    cg_max_iter: int = 500
     trunk_widths: tuple = (16, 32, 64, 128)
     encoder_widths: tuple = (16, 32, 64, 128)
     decoder_widths: tuple = (128, 64, 32, 16)
     structure_width: int = 32
     mdn_hidden: int = 256
+    recon_sigma: float = 0.1
     kl_weight: float = 1.0
     kl_warmup_steps: int = 1000
     hoc_loss: str = "l2"
@@ -82,6 +99,7 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_choice("model.solver", self.solver, SOLVERS)
+        _check_choice("model.train_solver", self.train_solver, SOLVERS)
         _check_choice("model.hoc_loss", self.hoc_loss, HOC_LOSSES)
         _check_choice("model.mdn_loss", self.mdn_loss, MDN_LOSSES)
         for name in ("trunk_widths", "encoder_widths", "decoder_widths"):
@@ -100,7 +118,8 @@ class ModelConfig:
         for name in ("latent_dim", "embed_dim", "num_components", "structure_width", "mdn_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("mdn_sigma", "beta_train", "beta_edit"):
+        positive = ("mdn_sigma", "beta_train", "beta_edit", "recon_sigma", "train_cg_tol")
+        for name in positive + ("cg_max_iter",):
             if getattr(self, name) <= 0:
                 raise UserError(f"model.{name} must be > 0, got {getattr(self, name)}")
         for name in ("prior_weight", "ridge", "kl_weight", "kl_warmup_steps"):
@@ -117,6 +136,9 @@ class DataConfig:
         train_split: split used for training.
         val_split: split used for validation and the TensorBoard previews ("" for none).
         batch_size: global batch size (split across replicas under a distribution strategy).
+        crops_per_image: random training crops taken from each photo per epoch.
+        data_dir: TFDS data folder for `tfds:` sources, collection folder for `offline`
+            ("" for the default).
         num_preview: images shown in the TensorBoard image summaries.
     """
 
@@ -124,11 +146,14 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "validation"
     batch_size: int = 32
+    crops_per_image: int = 4
+    data_dir: str = ""
     num_preview: int = 4
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise UserError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        for name in ("batch_size", "crops_per_image"):
+            if getattr(self, name) < 1:
+                raise UserError(f"data.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,15 +3,17 @@
 import keras
 
 
-def conv(filters, name, kernel_size=3, strides=1, activation="relu"):
-    """A 'same'-padded Conv2D (ReLU by default) with He initialization."""
+def conv(filters, name, kernel_size=3, strides=1, activation="relu", kernel_initializer=None):
+    """A 'same'-padded Conv2D (ReLU by default; He initialization for ReLU, else Glorot)."""
+    if kernel_initializer is None:
+        kernel_initializer = "he_normal" if activation == "relu" else "glorot_uniform"
     return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
         padding="same",
         activation=activation,
-        kernel_initializer="he_normal" if activation == "relu" else "glorot_uniform",
+        kernel_initializer=kernel_initializer,
         name=name,
     )
 

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from tfgcrf.layers.blocks import build_chain, concat_shape, conv
+from tfgcrf.layers.blocks import concat_shape, conv
 
 # Added to the diagonal logits so that a pixel never attends to itself (see StructureBranch).
 _SELF_LOGIT = -1e9
@@ -17,8 +17,9 @@ class StructureBranch(keras.layers.Layer):
 
     Every trunk scale is projected by a 1x1 convolution, upsampled to the model grid (bilinear)
     and summed; the gray image and the normalized (x, y) coordinates of each pixel are appended
-    (so that S can express spatial proximity as well as intensity similarity), and a 3x3 + 1x1
-    convolution gives D-dimensional embeddings, L2-normalized per pixel. Then
+    (so that S can express spatial proximity as well as intensity similarity); a 3x3 convolution
+    + ReLU, concatenated with its own input, and a 1x1 convolution give D-dimensional
+    embeddings, L2-normalized per pixel. Then
 
         S = row_softmax(tau * E E^T)   with the diagonal excluded,
 
@@ -61,8 +62,10 @@ class StructureBranch(keras.layers.Layer):
     def build(self, l_shape, gray_features_shape):
         for lateral, shape in zip(self.lateral, gray_features_shape):
             lateral.build(shape)
-        fused = concat_shape(tuple(l_shape[:3]) + (self.width,), l_shape, l_shape[:3] + (2,))
-        build_chain([self.hidden, self.embed_out], fused)
+        grid = tuple(l_shape[:3])
+        fused = concat_shape(grid + (self.width,), l_shape, grid + (2,))
+        self.hidden.build(fused)
+        self.embed_out.build(concat_shape(self.hidden.compute_output_shape(fused), fused))
         self.log_temperature = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(math.log(self.initial_temperature)),
@@ -77,7 +80,8 @@ class StructureBranch(keras.layers.Layer):
             for lateral, up, feature in zip(self.lateral, self.upsample, gray_features)
         )
         x = ops.concatenate([fused, l, _coordinates(l)], axis=-1)
-        embeddings = self.embed_out(self.hidden(x))
+        # The linear inputs skip the ReLU layer, so no pixel gets an all-zero embedding.
+        embeddings = self.embed_out(ops.concatenate([self.hidden(x), x], axis=-1))
         shape = ops.shape(embeddings)
         embeddings = ops.reshape(embeddings, (shape[0], shape[1] * shape[2], self.embed_dim))
         return embeddings / ops.sqrt(ops.sum(embeddings**2, axis=-1, keepdims=True) + 1e-12)

@@ -40,7 +40,10 @@ class UnaryDecoder(keras.layers.Layer):
         self.fuse = [conv(w, f"fuse{i}") for i, w in enumerate(self.widths)]
         self.upsample = keras.layers.UpSampling2D(2, name="upsample")
         self.top_conv = conv(self.widths[-1], "top_conv")
-        self.top_out = conv(2, "top_out", kernel_size=1, activation="tanh")
+        # Zero-initialized: training starts from neutral gray (alpha = 0), not saturated colors.
+        self.top_out = conv(
+            2, "top_out", kernel_size=1, activation="tanh", kernel_initializer="zeros"
+        )
 
     @property
     def top_layers(self):

@@ -105,7 +105,19 @@ class GCRFColorizer(keras.Model):
             config.mdn_hidden,
             name="mixture_density",
         )
-        self.crf = GaussianCRF(solver=config.solver, ridge=config.ridge, name="gaussian_crf")
+        self.crf = GaussianCRF(
+            solver=config.solver,
+            ridge=config.ridge,
+            cg_max_iter=config.cg_max_iter,
+            name="gaussian_crf",
+        )
+        self.train_crf = GaussianCRF(
+            solver=config.train_solver,
+            ridge=config.ridge,
+            cg_tol=config.train_cg_tol,
+            cg_max_iter=config.cg_max_iter,
+            name="train_gaussian_crf",
+        )
         self.trackers = {
             stage_name: {name: keras.metrics.Mean(name=name) for name in names}
             for stage_name, names in _METRICS.items()
@@ -327,6 +339,41 @@ class GCRFColorizer(keras.Model):
         x = self.crf(self.similarity(l), unary, weights, initial=initial)
         return tf.reshape(x, tf.shape(target_ab))
 
+    def reconstruct(self, l, ab, reveal_fraction=1.0, seed=0, use_gcrf=True):
+        """Colors of the posterior mean code, optionally through the G-CRF with a random H.
+
+        This is the HOC stage's task (a fraction of the unary pixels revealed to the G-CRF, the
+        rest restored through S), used for previews and diagnostics.
+
+        Args:
+            l: gray images `[B, H, W, 1]`.
+            ab: their true chroma `[B, H, W, 2]` (encoded by q(z | x, g)).
+            reveal_fraction: fraction of unary pixels given to the G-CRF.
+            seed: stateless seed of the reveal mask.
+            use_gcrf: False returns the unary colors alpha.
+
+        Returns:
+            ab `[B, H, W, 2]`.
+        """
+        l = self._check_gray(l)
+        features = self.trunk(l)
+        mean, _ = self.encoder(l, tf.convert_to_tensor(ab, tf.float32))
+        alpha = self.decoder(mean, features)
+        if not use_gcrf:
+            return alpha
+        unary = _flatten_pixels(alpha)
+        x, _ = self._reveal_and_solve(
+            self.crf, l, features, unary, reveal_fraction, _stateless_seed(seed)
+        )
+        return tf.reshape(x, tf.shape(alpha))
+
+    def _reveal_and_solve(self, crf, l, features, unary, reveal_fraction, seed):
+        """G-CRF solution `[B, P, 2]` with a random fraction of `unary` revealed; also (S, weights)."""
+        similarity = self.structure(l, features)
+        revealed = reveal_mask(tf.shape(unary)[0], tf.shape(unary)[1], reveal_fraction, seed)
+        weights = self.model_config.beta_train * revealed
+        return crf(similarity, unary, weights, initial=unary), (similarity, weights)
+
     def call(self, l, training=False):
         """The most probable colorization `[B, H, W, 2]` (top mixture component + G-CRF)."""
         return self.sample(l, 1, mode="top")[0][:, 0]
@@ -354,13 +401,19 @@ class GCRFColorizer(keras.Model):
             return loss, {"loss": loss, "mixture_nll": nll}
         alpha = self.decoder(z, features)
         if self.stage == "vae":
-            recon = tf.reduce_mean(tf.reduce_sum(tf.square(alpha - ab), axis=[1, 2, 3]))
+            recon = self._color_nll(alpha, ab)
             kl = tf.reduce_mean(
                 0.5 * tf.reduce_sum(tf.exp(log_var) + tf.square(mean) - 1.0 - log_var, axis=-1)
             )
             loss = recon + self._kl_weight() * kl
             return loss, {"loss": loss, "recon": recon, "kl": kl}
         return self._hoc_losses(l, ab, features, alpha, training)
+
+    def _color_nll(self, predicted, target):
+        """Batch mean of sum ||predicted - target||^2 / (2 recon_sigma^2) over pixels and channels."""
+        squared = tf.square(predicted - target)
+        per_image = tf.reduce_sum(tf.reshape(squared, [tf.shape(squared)[0], -1]), axis=-1)
+        return tf.reduce_mean(per_image) / (2.0 * self.model_config.recon_sigma**2)
 
     def _kl_weight(self):
         """KL weight with linear warm-up over `kl_warmup_steps` optimizer steps."""
@@ -371,18 +424,16 @@ class GCRFColorizer(keras.Model):
         return config.kl_weight * tf.minimum(progress, 1.0)
 
     def _hoc_losses(self, l, ab, features, alpha, training):
-        config = self.model_config
-        similarity = self.structure(l, features)
         unary = _flatten_pixels(alpha)
         target = _flatten_pixels(ab)
         seed = None if training else _VALIDATION_SEED
-        revealed = reveal_mask(tf.shape(l)[0], tf.shape(unary)[1], self.reveal_fraction, seed)
-        weights = config.beta_train * revealed
-        x = self.crf(similarity, unary, weights, initial=unary)
-        crf_l2 = tf.reduce_mean(tf.reduce_sum(tf.square(x - target), axis=[1, 2]))
-        unary_l2 = tf.reduce_mean(tf.reduce_sum(tf.square(unary - target), axis=[1, 2]))
-        if config.hoc_loss == "nll":
-            loss = tf.reduce_mean(self.crf.gaussian_nll(similarity, unary, weights, target))
+        x, (similarity, weights) = self._reveal_and_solve(
+            self.train_crf, l, features, unary, self.reveal_fraction, seed
+        )
+        crf_l2 = self._color_nll(x, target)
+        unary_l2 = self._color_nll(unary, target)
+        if self.model_config.hoc_loss == "nll":
+            loss = tf.reduce_mean(self.train_crf.gaussian_nll(similarity, unary, weights, target))
         else:
             loss = crf_l2
         values = {"loss": loss, "crf_l2": crf_l2, "unary_l2": unary_l2}

@@ -1,0 +1,165 @@
+"""The model's Keras layers: shapes, math against numpy references, get_config and .keras round trips."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgcrf.layers.color_encoder import LOG_VAR_RANGE, ColorEncoder
+from tfgcrf.layers.gray_trunk import GrayTrunk
+from tfgcrf.layers.mixture_density import MixtureDensityHead, mdn_loss, mixture_distribution
+from tfgcrf.layers.structure_branch import StructureBranch
+from tfgcrf.layers.unary_decoder import UnaryDecoder
+
+SIZE = 16
+WIDTHS = (4, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def gray_batch():
+    """Three real photos (fixture PNGs) on a 16x16 grid: l [3, 16, 16, 1], ab [3, 16, 16, 2]."""
+    from pathlib import Path
+
+    from tfgcrf.color import rgb_to_model
+    from tfgcrf.imageio import read_image
+
+    paths = sorted((Path(__file__).parents[1] / "data" / "photos").glob("*.png"))[:3]
+    rgb = np.stack([tf.image.resize(read_image(p), [SIZE, SIZE]).numpy() / 255.0 for p in paths])
+    l, ab = rgb_to_model(tf.constant(rgb, tf.float32))
+    return l, ab
+
+
+def _features(l):
+    return GrayTrunk(WIDTHS)(l)
+
+
+def _roundtrip(model, inputs, tmp_path):
+    """Saves a functional model as .keras, reloads it and checks identical outputs and config."""
+    path = tmp_path / "layer.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for before, after in zip(tf.nest.flatten(model(inputs)), tf.nest.flatten(loaded(inputs))):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
+    for layer, other in zip(model.layers, loaded.layers):
+        assert layer.get_config() == other.get_config()
+    return loaded
+
+
+def test_gray_trunk_scales_and_roundtrip(gray_batch, tmp_path):
+    l, _ = gray_batch
+    trunk = GrayTrunk(WIDTHS, name="trunk")
+    features = trunk(l)
+    assert [tuple(f.shape) for f in features] == [(3, 16, 16, 4), (3, 8, 8, 8), (3, 4, 4, 8)]
+    assert trunk.compute_output_shape((3, 16, 16, 1)) == [tuple(f.shape) for f in features]
+    assert all(float(tf.reduce_min(f)) >= 0.0 for f in features)  # ReLU features
+    inputs = keras.Input((SIZE, SIZE, 1))
+    _roundtrip(keras.Model(inputs, trunk(inputs)), l, tmp_path)
+
+
+def test_color_encoder_gaussian_parameters(gray_batch, tmp_path):
+    l, ab = gray_batch
+    encoder = ColorEncoder(latent_dim=5, widths=(4, 8))
+    mean, log_var = encoder(l, ab)
+    assert mean.shape == (3, 5) and log_var.shape == (3, 5)
+    assert np.all(log_var.numpy() >= LOG_VAR_RANGE[0]) and np.all(log_var.numpy() <= LOG_VAR_RANGE[1])
+    # q(z | x, g) depends on the colors, not only on the gray image.
+    other_mean, _ = encoder(l, -ab)
+    assert not np.allclose(mean.numpy(), other_mean.numpy())
+    gray, chroma = keras.Input((SIZE, SIZE, 1)), keras.Input((SIZE, SIZE, 2))
+    _roundtrip(keras.Model([gray, chroma], encoder(gray, chroma)), [l, ab], tmp_path)
+
+
+def test_unary_decoder_starts_gray_and_uses_z(gray_batch, tmp_path):
+    l, _ = gray_batch
+    features = _features(l)
+    decoder = UnaryDecoder(grid_size=SIZE, widths=(8, 8, 4))
+    z = tf.random.stateless_normal([3, 6], seed=[1, 2])
+    alpha = decoder(z, features)
+    assert alpha.shape == (3, SIZE, SIZE, 2)
+    # The output layer starts at zero: neutral gray chroma before training.
+    np.testing.assert_array_equal(alpha.numpy(), 0.0)
+    assert decoder.top_layers == [decoder.top_conv, decoder.top_out]
+    decoder.top_out.kernel.assign(tf.random.stateless_normal(decoder.top_out.kernel.shape, [3, 4]))
+    alpha = decoder(z, features).numpy()
+    assert np.all(np.abs(alpha) < 1.0) and np.abs(alpha).max() > 0.01
+    assert not np.allclose(alpha, decoder(z + 1.0, features).numpy())
+    inputs = [keras.Input((6,))] + [keras.Input(tuple(f.shape[1:])) for f in features]
+    model = keras.Model(inputs, decoder(inputs[0], inputs[1:]))
+    _roundtrip(model, [z, *features], tmp_path)
+
+
+def test_structure_branch_similarity_matches_numpy(gray_batch, tmp_path):
+    l, _ = gray_batch
+    features = _features(l)
+    branch = StructureBranch(embed_dim=6, width=8, num_scales=len(WIDTHS), initial_temperature=4.0)
+    similarity = branch(l, features).numpy()
+    pixels = SIZE * SIZE
+    assert similarity.shape == (3, pixels, pixels)
+    embeddings = branch.embed(l, features).numpy().astype(np.float64)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=-1), 1.0, rtol=1e-5)
+    # Reference: row softmax of tau * E E^T over the other pixels (the diagonal excluded).
+    logits = 4.0 * embeddings @ embeddings.transpose(0, 2, 1)
+    logits[:, np.arange(pixels), np.arange(pixels)] = -np.inf
+    expected = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    expected /= expected.sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(similarity, expected, atol=1e-6)
+    np.testing.assert_allclose(similarity.sum(axis=-1), 1.0, rtol=1e-5)
+    assert np.all(np.diagonal(similarity, axis1=1, axis2=2) == 0.0)
+    inputs = [keras.Input((SIZE, SIZE, 1))] + [keras.Input(tuple(f.shape[1:])) for f in features]
+    model = keras.Model(inputs, branch(inputs[0], inputs[1:]))
+    loaded = _roundtrip(model, [l, *features], tmp_path)
+    assert float(loaded.layers[-1].log_temperature.numpy()) == pytest.approx(np.log(4.0))
+
+
+def test_mixture_head_distribution_and_roundtrip(gray_batch, tmp_path):
+    l, _ = gray_batch
+    features = _features(l)
+    head = MixtureDensityHead(latent_dim=5, num_components=3, sigma=0.2, hidden=16)
+    logits, means = head(features)
+    assert logits.shape == (3, 3) and means.shape == (3, 3, 5)
+    z = tf.random.stateless_normal([3, 5], seed=[5, 6])
+    log_prob = head.distribution(logits, means).log_prob(z).numpy()
+    expected = -_numpy_mixture_nll(z.numpy(), logits.numpy(), means.numpy(), 0.2)
+    np.testing.assert_allclose(log_prob, expected, rtol=1e-5)
+    inputs = [keras.Input(tuple(f.shape[1:])) for f in features]
+    _roundtrip(keras.Model(inputs, head(inputs)), features, tmp_path)
+
+
+def _numpy_mixture_nll(z, logits, means, sigma):
+    z, logits, means = (np.asarray(a, np.float64) for a in (z, logits, means))
+    log_pi = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    squared = ((z[:, None, :] - means) ** 2).sum(-1)
+    dim = z.shape[-1]
+    log_normal = -squared / (2 * sigma**2) - dim * np.log(sigma) - 0.5 * dim * np.log(2 * np.pi)
+    joint = log_pi + log_normal
+    top = joint.max(-1)
+    return -(top + np.log(np.exp(joint - top[:, None]).sum(-1)))
+
+
+def test_mdn_nearest_loss_matches_hand_computation():
+    # Two images, three components in 2-D, sigma 0.5.
+    z = np.array([[0.9, 1.1], [-2.0, 0.0]], np.float32)
+    means = np.array(
+        [[[0.0, 0.0], [1.0, 1.0], [3.0, 3.0]], [[-1.0, 0.0], [2.0, 2.0], [-2.5, 0.5]]], np.float32
+    )
+    logits = np.array([[0.0, 1.0, 2.0], [0.5, 0.0, -0.5]], np.float32)
+    loss = mdn_loss(tf.constant(z), tf.constant(logits), tf.constant(means), 0.5).numpy()
+    # Image 0: nearest mean is component 1 (distance^2 0.02); log pi_1 = 1 - logsumexp(0, 1, 2).
+    log_pi_0 = 1.0 - np.log(np.exp(0.0) + np.exp(1.0) + np.exp(2.0))
+    expected_0 = -log_pi_0 + 0.02 / (2 * 0.25)
+    # Image 1: distances^2 are 1.0, 20.0 and 0.5 -> component 2.
+    log_pi_1 = -0.5 - np.log(np.exp(0.5) + np.exp(0.0) + np.exp(-0.5))
+    expected_1 = -log_pi_1 + 0.5 / (2 * 0.25)
+    np.testing.assert_allclose(loss, [expected_0, expected_1], rtol=1e-5)
+    nll = mdn_loss(tf.constant(z), tf.constant(logits), tf.constant(means), 0.5, kind="nll")
+    np.testing.assert_allclose(nll.numpy(), _numpy_mixture_nll(z, logits, means, 0.5), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown MDN loss"):
+        mdn_loss(tf.constant(z), tf.constant(logits), tf.constant(means), 0.5, kind="bogus")
+
+
+def test_mixture_distribution_is_tfp_mixture():
+    import tensorflow_probability as tfp
+
+    dist = mixture_distribution(tf.zeros([2, 3]), tf.zeros([2, 3, 4]), 0.1)
+    assert isinstance(dist, tfp.distributions.MixtureSameFamily)
+    assert dist.batch_shape == (2,) and dist.event_shape == (4,)
