@@ -3,3 +3,57 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+import collections  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+SmokeRun = collections.namedtuple("SmokeRun", ["run_dir", "model", "config"])
+
+# The tiny model of the session fixtures: 16x16 grid, a few thousand parameters.
+TINY_MODEL = dict(
+    image_size=16, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
+    encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
+    kl_warmup_steps=4,
+)
+
+
+def tiny_experiment(epochs=1, steps_per_epoch=4):
+    """configs/smoke.yaml shrunk to the tiny model and a few steps per stage (seconds per stage)."""
+    import dataclasses
+
+    from tfgcrf.config import ModelConfig, load_config
+
+    config = load_config("smoke")
+    stages = {
+        name: dataclasses.replace(stage, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                  validation_steps=1)
+        for name, stage in config.stages.items()
+    }
+    data = dataclasses.replace(config.data, source=os.path.join(os.path.dirname(__file__),
+                                                                 "data", "photos"))
+    return dataclasses.replace(config, model=ModelConfig(**TINY_MODEL), data=data, stages=stages)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The tiny model trained through all three stages on tests/data/photos, once per session.
+
+    Runs the real trainer (`tfgcrf.trainers.training.train`): `run_dir` holds the stage
+    checkpoints, TensorBoard logs and `model.keras`; `model` is the trained `GCRFColorizer`
+    (stage "mdn"); `config` the `ExperimentConfig`.
+    """
+    from tfgcrf.trainers.training import train
+
+    config = tiny_experiment()
+    run_dir = tmp_path_factory.mktemp("smoke_run")
+    model = train(config, run_dir, verbose=0, log=lambda message: None)
+    return SmokeRun(run_dir, model, config)
+
+
+@pytest.fixture(scope="session")
+def smoke_model(smoke_run):
+    """The trained tiny `GCRFColorizer` of `smoke_run` (16x16 model grid, 4 components)."""
+    return smoke_run.model
