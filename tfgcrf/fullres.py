@@ -19,7 +19,7 @@ from tfgcrf import color
 # Guided-filter parameters, chosen on real photos (see the README's full-resolution section):
 # box radius in model-grid pixels, and the regularizer on the local variance of l = L / 100.
 GUIDE_RADIUS = 1
-GUIDE_EPSILON = 1e-3
+GUIDE_EPSILON = 3e-3
 
 # Out-of-gamut colors: a color whose gamut-clipped RGB changes L by more than this is desaturated.
 _GAMUT_TOLERANCE = 0.25  # in L units (0-100)
@@ -62,7 +62,8 @@ def upsample_chroma(ab_small, L_full, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON
     by ridge regression; the slopes are averaged over the windows, and the offset of each grid
     pixel is set so that the model reproduces its chroma exactly. Slope and offset are interpolated
     bilinearly to full resolution and applied to the full-resolution lightness, so chroma changes
-    follow the photo's luminance edges between grid pixels.
+    follow the photo's luminance edges between grid pixels. The result is bounded by the chroma
+    range of the grid window around each pixel.
 
     Args:
       ab_small: `[N, h, w, 2]` chroma in model units (ab / AB_SCALE).
@@ -78,13 +79,23 @@ def upsample_chroma(ab_small, L_full, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON
     guide_full = tf.convert_to_tensor(L_full, tf.float32)[tf.newaxis, :, :, tf.newaxis] / color.L_SCALE
     grid = tf.shape(ab_small)
     full = tf.shape(guide_full)
+
+    def upsample(field):
+        return _resize(field, full[1], full[2])
+
     guide = _resize(guide_full, grid[1], grid[2])  # [1, h, w, 1], broadcasts over the N samples
     mean_guide = _box(guide, radius)
     covariance = _box(guide * ab_small, radius) - mean_guide * _box(ab_small, radius)
     variance = _box(guide * guide, radius) - mean_guide * mean_guide
     slope = _box(covariance / (variance + epsilon), radius)
     offset = ab_small - slope * guide
-    return _resize(slope, full[1], full[2]) * guide_full + _resize(offset, full[1], full[2])
+    ab_full = upsample(slope) * guide_full + upsample(offset)
+    # Full-resolution detail (texture, thin highlights) far outside a window's lightness range
+    # would extrapolate the slope: keep each pixel within the chroma range of its grid window.
+    window = 2 * radius + 1
+    highest = tf.nn.max_pool2d(ab_small, window, strides=1, padding="SAME")
+    lowest = -tf.nn.max_pool2d(-ab_small, window, strides=1, padding="SAME")
+    return tf.clip_by_value(ab_full, upsample(lowest), upsample(highest))
 
 
 def _to_rgb(lightness, ab):
