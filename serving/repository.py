@@ -9,6 +9,7 @@ that fails to load is reported and skipped while the current version keeps servi
 
 import logging
 import os
+import re
 import threading
 
 import numpy as np
@@ -21,6 +22,7 @@ from tfgcrf.serving.status import CODE_NAMES, ServingError
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,25 @@ def read_signature_defs(saved_model_dir):
     raise ValueError(f"{saved_model_dir} has no MetaGraph tagged '{SERVE_TAG}'")
 
 
+def read_warmup_file(path):
+    """Parses TF Serving's warm-up file (TFRecord of PredictionLog protos with predict_log).
+
+    Returns:
+      `[(signature name, {input name: numpy array})]` in file order.
+    """
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = []
+    for record in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if not log.HasField("predict_log"):
+            raise ValueError(f"{path}: only predict_log warm-up records are supported")
+        request = log.predict_log.request
+        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        requests.append((request.model_spec.signature_name, inputs))
+    return requests
+
+
 class Servable:
     """One loaded version: its signatures as callables and as SignatureDef protos.
 
@@ -63,6 +84,11 @@ class Servable:
         self.signature_defs = read_signature_defs(path)
         self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         self._functions = dict(self._loaded.signatures)
+        # Like TF Serving: replay the warm-up requests before serving; a failing one fails the load.
+        warmup = os.path.join(path, WARMUP_FILE)
+        if os.path.exists(warmup):
+            for signature_name, inputs in read_warmup_file(warmup):
+                self.predict(signature_name, inputs)
 
     def input_dtypes(self, signature_name):
         """`{input name: numpy dtype}` of a signature ('' means serving_default)."""
@@ -118,9 +144,19 @@ class Servable:
         try:
             outputs = self._functions[name](**tensors)
         except tf.errors.OpError as err:
-            raise ServingError(CODE_NAMES[err.error_code], err.message) from None
+            raise ServingError(CODE_NAMES[err.error_code], op_error_message(err)) from None
         keep = set(output_filter) or set(signature.outputs)
         return {key: value.numpy() for key, value in outputs.items() if key in keep}
+
+
+# Lines of eager-mode error text that only locate the failing graph node.
+_NODE_LINE = re.compile(r"^\s*(\[\[\{\{.*\}\}\]\].*|Graph execution error:|Detected at node .*|<stack traces unavailable>)$")
+
+
+def op_error_message(error):
+    """The message of a TensorFlow error without the graph-node locations around it."""
+    lines = [line for line in error.message.splitlines() if line.strip() and not _NODE_LINE.match(line)]
+    return " ".join(line.strip() for line in lines) or error.message
 
 
 def _numpy_dtype(dtype_enum):

@@ -9,6 +9,29 @@ import collections  # noqa: E402
 
 import pytest  # noqa: E402
 
+ExportedModel = collections.namedtuple("ExportedModel", ["base", "path", "model", "num_samples"])
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory):
+    """The test model exported once per session as TF Serving version `<base>/tfgcrf/1`."""
+    import keras
+
+    from tfgcrf.config import ModelConfig
+    from tfgcrf.export.saved_model import export_saved_model
+    from tfgcrf.models import GCRFColorizer
+
+    # Stand-in until the smoke-trained session model lands: a tiny model with fixed weights.
+    keras.utils.set_random_seed(0)
+    model = GCRFColorizer(ModelConfig(
+        image_size=16, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
+        encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
+    ))
+    base = tmp_path_factory.mktemp("models") / "tfgcrf"
+    num_samples = 3
+    path = export_saved_model(model, str(base / "1"), num_samples=num_samples)
+    return ExportedModel(str(base), path, model, num_samples)
+
 
 SmokeRun = collections.namedtuple("SmokeRun", ["run_dir", "model", "config"])
 

@@ -25,7 +25,7 @@ from tfgcrf.layers.structure_branch import StructureBranch
 from tfgcrf.layers.unary_decoder import UnaryDecoder
 
 SAMPLE_MODES = ("top", "draw")
-# Seed of the reveal masks used by `test_step`, so validation losses are comparable across epochs.
+# Seed of the latent noise and reveal masks of `test_step` (deterministic validation losses).
 _VALIDATION_SEED = (20180908, 0)
 
 _METRICS = {
@@ -383,15 +383,17 @@ class GCRFColorizer(keras.Model):
     def _stage_losses(self, l, ab, training):
         """Per-batch loss and monitored values of the current stage.
 
-        Training draws z from q(z | x, g) and random reveal masks; evaluation uses the posterior
-        mean and fixed-seed masks so that validation numbers are deterministic.
+        Training draws z from q(z | x, g) and the reveal masks at random; evaluation draws them
+        from fixed stateless seeds, so that validation numbers are deterministic and comparable
+        across epochs while estimating the same objective.
         """
         features = self.trunk(l)
         mean, log_var = self.encoder(l, ab)
         if training:
-            z = mean + tf.exp(0.5 * log_var) * tf.random.normal(tf.shape(mean))
+            noise = tf.random.normal(tf.shape(mean))
         else:
-            z = mean
+            noise = tf.random.stateless_normal(tf.shape(mean), seed=_VALIDATION_SEED)
+        z = mean + tf.exp(0.5 * log_var) * noise
         if self.stage == "mdn":
             logits, means = self.mdn(features)
             z = tf.stop_gradient(z)

@@ -1,0 +1,49 @@
+"""`tfgcrf export`: a trained model -> a TF Serving model version folder (SavedModel)."""
+
+HELP = "export a trained model as a TF Serving SavedModel with `sample` and `edit` signatures"
+
+
+def add_arguments(parser):
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="a .keras file, a folder holding model.keras, or a preset name (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="version folder to create, BASE/VERSION with an integer VERSION, e.g. models/tfgcrf/1",
+    )
+    parser.add_argument(
+        "--num-samples", type=int, default=8, help="N, samples per `sample` request (default: 8)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("top", "draw"),
+        default="top",
+        help="'top': the N most probable mixture components (seed unused); 'draw': N codes drawn "
+        "from the mixture with the request's seed (default: top)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest request image accepted, in pixels (default: 2048*2048)",
+    )
+
+
+def run(args):
+    from tfgcrf.colorizer import Colorizer
+    from tfgcrf.export.saved_model import export_saved_model, saved_model_bytes, version_folder
+    from tfgcrf.export.signatures import DEFAULT_MAX_PIXELS
+    from tfgcrf.models.loading import load_model
+
+    version_folder(args.out)  # fail on a bad --out before the slow model load
+    model = load_model(args.model)
+    Colorizer(model).check_sampling(args.num_samples, args.mode)
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels)
+    size_mb = saved_model_bytes(out) / 2**20
+    print(f"exported {out} ({size_mb:.1f} MiB): signatures sample (= serving_default), edit, "
+          f"sample_tensor; N={args.num_samples}, mode={args.mode}, max {max_pixels} pixels")
+    return 0

@@ -1,0 +1,259 @@
+"""The serving signatures: the whole colorization pipeline as TensorFlow ops.
+
+`ServingModule` wraps a trained `GCRFColorizer` in a `tf.Module` whose `tf.function`s become
+the SavedModel signatures (the contract is documented in the README, "Export and serving"):
+
+- `sample` (also `serving_default`): `image_bytes` string [B], `seed` int64 [B] ->
+  `colorized_bytes` string [B, N] (PNG, input size, best first), `scores` float32 [B, N].
+- `edit`: `image_bytes` string [B], `points` float32 [B, K, 2] (x, y relative), `colors` uint8
+  [B, K, 3] (RGB), `num_points` int32 [B], `seed` int64 [B], `from_sample` int32 [B] ->
+  `colorized_bytes` string [B].
+- `sample_tensor`: `image` uint8 [B, H, W, 3], `seed` int64 [B] -> `colorized` uint8
+  [B, N, H, W, 3], `scores` float32 [B, N] (no image coding, one size per batch).
+
+Each image goes through decode -> size check -> lightness -> resize to the model grid -> model
+(MDN codes, decoder, G-CRF LU solve) -> edge-aware chroma upsampling to the input size ->
+recombination with the input's lightness -> PNG. Images of one batch may differ in size, so the
+examples are processed one by one with `tf.map_fn`. Bad requests fail with InvalidArgument
+errors whose messages say what is wrong (graph assertions), never by crashing the server.
+"""
+
+import tensorflow as tf
+
+from tfgcrf import color, fullres
+from tfgcrf.models.points import points_to_grid
+
+# Default limit on the pixels of a request image: the full-resolution upsampling holds N float
+# chroma planes of this size, so the limit bounds the memory of one request.
+DEFAULT_MAX_PIXELS = 2048 * 2048
+
+# Image signatures that tell the decoder which format a request holds (first bytes of the file).
+_PNG_MAGIC = (0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A)
+_GIF_MAGIC = (0x47, 0x49, 0x46, 0x38)  # "GIF8"
+_BMP_MAGIC = (0x42, 0x4D)  # "BM"
+_JPEG_MAGIC = (0xFF, 0xD8, 0xFF)
+_HEADER_BYTES = 32
+
+
+def _starts_with(header, magic):
+    return tf.reduce_all(tf.equal(header[: len(magic)], tf.constant(magic, tf.int64)))
+
+
+def _unsigned(header, offsets):
+    """Unsigned integer from header bytes at `offsets`, most significant byte first."""
+    value = tf.constant(0, tf.int64)
+    for offset in offsets:
+        value = value * 256 + header[offset]
+    return value
+
+
+def header_size(image_bytes):
+    """(height, width) of a PNG, GIF, BMP or JPEG read from its header without decoding it.
+
+    Unknown formats give (0, 0): the decoder rejects them afterwards with its own message.
+    This lets a request be refused before a small file expands into a huge pixel buffer.
+    """
+    head = tf.strings.substr(image_bytes, 0, _HEADER_BYTES)
+    head = tf.strings.substr(tf.strings.join([head, "\0" * _HEADER_BYTES]), 0, _HEADER_BYTES)
+    header = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+    bmp_height = _unsigned(header, (25, 24, 23, 22))
+    # BMP stores a signed height (negative: top-down rows).
+    bmp_height = tf.abs(tf.where(bmp_height >= 2**31, bmp_height - 2**32, bmp_height))
+    sizes = [
+        (_starts_with(header, _PNG_MAGIC), lambda: tf.stack([_unsigned(header, (20, 21, 22, 23)),
+                                                            _unsigned(header, (16, 17, 18, 19))])),
+        (_starts_with(header, _GIF_MAGIC), lambda: tf.stack([_unsigned(header, (9, 8)),
+                                                            _unsigned(header, (7, 6))])),
+        (_starts_with(header, _BMP_MAGIC), lambda: tf.stack([bmp_height,
+                                                            _unsigned(header, (21, 20, 19, 18))])),
+        (_starts_with(header, _JPEG_MAGIC),
+         lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)),
+    ]
+    return tf.case(sizes, default=lambda: tf.zeros([2], tf.int64))
+
+
+def _assert_pixels(height, width, max_pixels, name):
+    return tf.debugging.assert_less_equal(
+        tf.cast(height, tf.int64) * tf.cast(width, tf.int64),
+        tf.constant(max_pixels, tf.int64),
+        message=f"{name}: the image has more pixels than the {max_pixels} this model accepts",
+    )
+
+
+def decode(image_bytes, max_pixels):
+    """Encoded image (PNG/JPEG/BMP/GIF; gray, palette, RGBA, 16-bit) -> uint8 RGB [H, W, 3].
+
+    Raises (at run time) InvalidArgumentError for undecodable bytes and for images with more
+    than `max_pixels` pixels, checked on the header before decoding and again on the result.
+    Animated GIFs give their first frame.
+    """
+    height, width = tf.unstack(header_size(image_bytes))
+    with tf.control_dependencies([_assert_pixels(height, width, max_pixels, "image_bytes")]):
+        rgb = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    rgb.set_shape([None, None, 3])
+    shape = tf.shape(rgb)
+    with tf.control_dependencies([_assert_pixels(shape[0], shape[1], max_pixels, "image_bytes")]):
+        return tf.identity(rgb)
+
+
+def _same_batch(*tensors):
+    """Asserts that all inputs share their first (batch) dimension."""
+    batch = tf.shape(tensors[0])[0]
+    return [
+        tf.debugging.assert_equal(
+            tf.shape(t)[0], batch, message="all inputs must have the same batch size (first dimension)"
+        )
+        for t in tensors[1:]
+    ]
+
+
+class ServingModule(tf.Module):
+    """A trained `GCRFColorizer` with the serving signatures as `tf.function`s.
+
+    Args:
+      model: the trained `GCRFColorizer` (its variables are saved with the module).
+      num_samples: N, the samples per `sample` request (fixed at export).
+      mode: the model's sampling mode, "top" (the N most probable mixture components, seed not
+        used) or "draw" (N codes drawn from the mixture with the request's seed).
+      max_pixels: the largest accepted request image, in pixels.
+    """
+
+    def __init__(self, model, num_samples, mode="top", max_pixels=DEFAULT_MAX_PIXELS):
+        super().__init__(name="tfgcrf_serving")
+        self.model = model
+        # Keras 3 models do not expose their variables to tf.Module tracking: list the
+        # underlying tf.Variables (not the Keras wrappers, whose exported copies TF1-style
+        # session loaders such as TF Serving and `saved_model_cli run` cannot find).
+        self.model_variables = [variable.value for variable in model.variables]
+        self.num_samples = int(num_samples)
+        self.mode = mode
+        self.max_pixels = int(max_pixels)
+        self.grid_size = int(model.model_config.image_size)
+
+    def _colorize(self, rgb, seed):
+        """uint8 RGB [H, W, 3] -> (uint8 [N, H, W, 3], scores [N]) at the input size."""
+        lightness, l_small = fullres.prepare(rgb, self.grid_size)
+        ab_small, scores = self.model.sample(l_small, self.num_samples, seed=seed, mode=self.mode)
+        ab_full = fullres.upsample_chroma(ab_small[0], lightness)
+        return fullres.compose(lightness, ab_full), scores[0]
+
+    def _edit(self, rgb, points, colors, num_points, seed, from_sample):
+        """One edit request -> uint8 RGB [H, W, 3]."""
+        count = tf.shape(points)[0]
+        valid = points[:num_points]
+        checks = [
+            tf.debugging.assert_non_negative(num_points, message="num_points must be >= 0"),
+            tf.debugging.assert_less_equal(
+                num_points, count, message="num_points must be <= K, the length of the points axis"
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all((valid >= 0.0) & (valid <= 1.0)),
+                ["points must be (x, y) relative to the image width/height, in [0, 1]; got", valid],
+            ),
+            tf.debugging.assert_greater_equal(
+                from_sample, -1, message="from_sample must be -1 (points only) or a sample index"
+            ),
+            tf.debugging.assert_less(
+                from_sample,
+                self.num_samples,
+                message=f"from_sample must be < num_samples = {self.num_samples}",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            lightness, l_small = fullres.prepare(rgb, self.grid_size)
+        _, colors_ab = color.rgb_to_model(colors)
+        mask, target_ab = points_to_grid(
+            points[tf.newaxis], colors_ab[tf.newaxis], num_points[tf.newaxis], self.grid_size
+        )
+
+        def on_sample():
+            samples, _ = self.model.sample(l_small, self.num_samples, seed=seed, mode=self.mode)
+            base = tf.gather(samples, from_sample, axis=1)
+            return self.model.edit(l_small, mask, target_ab, base_ab=base)
+
+        def points_only():
+            return self.model.edit(l_small, mask, target_ab)
+
+        ab_small = tf.cond(from_sample >= 0, on_sample, points_only)
+        return fullres.compose(lightness, fullres.upsample_chroma(ab_small, lightness))[0]
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes"),
+        tf.TensorSpec([None], tf.int64, name="seed"),
+    ])
+    def sample(self, image_bytes, seed):
+        def one(args):
+            data, example_seed = args
+            images, scores = self._colorize(decode(data, self.max_pixels), example_seed)
+            pngs = tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.string)
+            return pngs, scores
+
+        with tf.control_dependencies(_same_batch(image_bytes, seed)):
+            pngs, scores = tf.map_fn(
+                one,
+                (image_bytes, seed),
+                fn_output_signature=(
+                    tf.TensorSpec([self.num_samples], tf.string),
+                    tf.TensorSpec([self.num_samples], tf.float32),
+                ),
+                parallel_iterations=1,
+            )
+        return {"colorized_bytes": pngs, "scores": scores}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes"),
+        tf.TensorSpec([None, None, 2], tf.float32, name="points"),
+        tf.TensorSpec([None, None, 3], tf.uint8, name="colors"),
+        tf.TensorSpec([None], tf.int32, name="num_points"),
+        tf.TensorSpec([None], tf.int64, name="seed"),
+        tf.TensorSpec([None], tf.int32, name="from_sample"),
+    ])
+    def edit(self, image_bytes, points, colors, num_points, seed, from_sample):
+        checks = _same_batch(image_bytes, points, colors, num_points, seed, from_sample)
+        checks.append(
+            tf.debugging.assert_equal(
+                tf.shape(points)[1], tf.shape(colors)[1],
+                message="points and colors must have the same K (one color per point)",
+            )
+        )
+
+        def one(args):
+            data, *rest = args
+            return tf.io.encode_png(self._edit(decode(data, self.max_pixels), *rest))
+
+        with tf.control_dependencies(checks):
+            pngs = tf.map_fn(
+                one,
+                (image_bytes, points, colors, num_points, seed, from_sample),
+                fn_output_signature=tf.TensorSpec([], tf.string),
+                parallel_iterations=1,
+            )
+        return {"colorized_bytes": pngs}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name="image"),
+        tf.TensorSpec([None], tf.int64, name="seed"),
+    ])
+    def sample_tensor(self, image, seed):
+        shape = tf.shape(image)
+        checks = _same_batch(image, seed) + [_assert_pixels(shape[1], shape[2], self.max_pixels, "image")]
+        with tf.control_dependencies(checks):
+            images, scores = tf.map_fn(
+                lambda args: self._colorize(*args),
+                (image, seed),
+                fn_output_signature=(
+                    tf.TensorSpec([self.num_samples, None, None, 3], tf.uint8),
+                    tf.TensorSpec([self.num_samples], tf.float32),
+                ),
+                parallel_iterations=1,
+            )
+        return {"colorized": images, "scores": scores}
+
+    def signatures(self):
+        """The signature map for `tf.saved_model.save`."""
+        return {
+            "serving_default": self.sample,
+            "sample": self.sample,
+            "edit": self.edit,
+            "sample_tensor": self.sample_tensor,
+        }

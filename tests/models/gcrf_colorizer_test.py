@@ -1,0 +1,237 @@
+"""GCRFColorizer: stage variables, losses, sampling/editing against numpy float64 G-CRF solves."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgcrf.color import rgb_to_model
+from tfgcrf.config import ModelConfig
+from tfgcrf.errors import InputError, UserError
+from tfgcrf.imageio import read_image
+from tfgcrf.models import GCRFColorizer, reveal_mask
+
+SIZE = 16
+CONFIG = ModelConfig(
+    image_size=SIZE, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
+    encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
+    kl_warmup_steps=0,
+)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Four real fixture photos on the model grid: (l [4, 16, 16, 1], ab [4, 16, 16, 2])."""
+    paths = sorted((Path(__file__).parents[1] / "data" / "photos").glob("*.png"))[4:8]
+    rgb = np.stack([tf.image.resize(read_image(p), [SIZE, SIZE]).numpy() / 255.0 for p in paths])
+    return rgb_to_model(tf.constant(rgb, tf.float32))
+
+
+def _random_model(stage="mdn", seed=0):
+    """A fresh model whose zero-initialized output layer is randomized (non-trivial colors)."""
+    keras.utils.set_random_seed(seed)
+    model = GCRFColorizer(CONFIG, stage=stage)
+    kernel = model.decoder.top_out.kernel
+    kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[seed, 1]))
+    bias = model.mdn.logits_out.bias
+    bias.assign(tf.random.stateless_normal(bias.shape, seed=[seed, 2]))
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _random_model()
+
+
+def _weights(model):
+    return {v.path: v.numpy().copy() for v in model.weights}
+
+
+STAGE_PREFIXES = {
+    "vae": ("gray_trunk/", "color_encoder/", "unary_decoder/"),
+    "hoc": ("structure_branch/", "unary_decoder/top_conv/", "unary_decoder/top_out/"),
+    "mdn": ("mixture_density/",),
+}
+
+
+@pytest.mark.parametrize("stage", ["vae", "hoc", "mdn"])
+def test_stage_trains_exactly_its_variables_and_lowers_its_loss(stage, photos):
+    keras.utils.set_random_seed(1)
+    model = GCRFColorizer(CONFIG)
+    model.compile_stage(stage, learning_rate=3e-3)
+    model.reveal_fraction.assign(0.5)
+    batch = tf.data.Dataset.from_tensors(photos)
+    expected = {
+        v.path for v in model.weights if v.trainable and any(p in v.path for p in STAGE_PREFIXES[stage])
+    }
+    assert {v.path for v in model.trainable_variables} == expected
+    before_loss = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
+    before = _weights(model)
+    model.fit(batch.repeat(), steps_per_epoch=12, epochs=1, shuffle=False, verbose=0)
+    after = _weights(model)
+    changed = {path for path in before if not np.array_equal(before[path], after[path])}
+    assert changed == expected
+    after_loss = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
+    assert np.isfinite(after_loss) and after_loss < before_loss
+
+
+def test_stage_switch_needs_and_gets_a_new_optimizer(photos):
+    model = GCRFColorizer(CONFIG)
+    model.compile_stage("vae")
+    first = model.optimizer
+    model.compile_stage("mdn")
+    assert model.optimizer is not first and model.stage == "mdn"
+    with pytest.raises(UserError, match="stage must be one of"):
+        model.compile_stage("gan")
+
+
+def _numpy_gcrf(similarity, unary, weights, ridge=CONFIG.ridge):
+    """float64 reference of ((I - S)^T (I - S) + diag(w) + ridge I) x = w * unary, per image."""
+    similarity, unary, weights = (np.asarray(a, np.float64) for a in (similarity, unary, weights))
+    out = []
+    for s, u, w in zip(similarity, unary, weights):
+        complement = np.eye(len(s)) - s
+        a = complement.T @ complement + np.diag(w + ridge)
+        out.append(np.linalg.solve(a, w[:, None] * u))
+    return np.stack(out)
+
+
+def test_top_samples_match_mixture_and_numpy_gcrf(model, photos):
+    l, _ = photos
+    ab, scores = model.sample(l, 3, mode="top")
+    unary_ab, unary_scores = model.sample(l, 3, mode="top", use_gcrf=False)
+    assert ab.shape == (4, 3, SIZE, SIZE, 2) and scores.shape == (4, 3)
+    np.testing.assert_array_equal(scores.numpy(), unary_scores.numpy())
+    # Scores are the three largest mixture weights, best first; samples decode those means.
+    probs = model.mixture(l).mixture_distribution.probs_parameter().numpy()
+    top = np.argsort(-probs, axis=-1)[:, :3]
+    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(probs, top, -1), rtol=1e-6)
+    _, means = model.mdn(model.trunk(l))
+    for k in range(3):
+        codes = np.take_along_axis(means.numpy(), top[:, k, None, None], axis=1)[:, 0]
+        np.testing.assert_allclose(unary_ab[:, k].numpy(), model.unary(l, codes).numpy(), atol=1e-6)
+    # The G-CRF with every pixel revealed at beta_train, against numpy float64.
+    similarity = model.similarity(l).numpy()
+    unary = unary_ab.numpy().transpose(0, 2, 3, 1, 4).reshape(4, SIZE * SIZE, 6)
+    weights = np.full((4, SIZE * SIZE), CONFIG.beta_train)
+    expected = _numpy_gcrf(similarity, unary, weights).reshape(4, SIZE, SIZE, 3, 2)
+    np.testing.assert_allclose(ab.numpy(), expected.transpose(0, 3, 1, 2, 4), atol=2e-5)
+
+
+def test_draws_are_deterministic_per_seed(model, photos):
+    l, _ = photos
+    first, first_scores = model.sample(l, 6, seed=7, mode="draw")
+    again, again_scores = model.sample(l, 6, seed=7, mode="draw")
+    other, _ = model.sample(l, 6, seed=8, mode="draw")
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    np.testing.assert_array_equal(first_scores.numpy(), again_scores.numpy())
+    assert not np.allclose(first.numpy(), other.numpy())
+    # More draws than components is fine; scores are component weights, best first.
+    scores = first_scores.numpy()
+    assert np.all(np.diff(scores, axis=-1) <= 0)
+    probs = model.mixture(l).mixture_distribution.probs_parameter().numpy()
+    assert all(np.isclose(probs[i], s).any() for i in range(4) for s in scores[i])
+    # Top mode does not depend on the seed; [2] seeds are accepted.
+    top_a, _ = model.sample(l, 2, seed=1)
+    top_b, _ = model.sample(l, 2, seed=tf.constant([9, 9]))
+    np.testing.assert_array_equal(top_a.numpy(), top_b.numpy())
+
+
+def test_edit_matches_numpy_gcrf(model, photos):
+    l, ab = photos
+    mask = np.zeros((4, SIZE, SIZE), np.float32)
+    mask[:, 3, 4] = 1.0
+    mask[:, 12, 10] = 1.0
+    mask[0, 8, 8] = 1.0
+    target = np.broadcast_to(np.array([0.4, -0.3], np.float32), (4, SIZE, SIZE, 2)).copy()
+    similarity = model.similarity(l).numpy()
+    h = mask.reshape(4, -1)
+    flat_target = target.reshape(4, -1, 2)
+
+    edited = model.edit(l, mask, target).numpy()
+    expected = _numpy_gcrf(similarity, flat_target, CONFIG.beta_edit * h)
+    np.testing.assert_allclose(edited.reshape(4, -1, 2), expected, atol=2e-5)
+
+    base = ab.numpy()
+    on_base = model.edit(l, mask, target, base_ab=base, prior_weight=0.2).numpy()
+    weights = CONFIG.beta_edit * h + 0.2 * (1 - h)
+    rhs = CONFIG.beta_edit * h[..., None] * flat_target + 0.2 * (1 - h[..., None]) * base.reshape(4, -1, 2)
+    expected = _numpy_gcrf(similarity, rhs / weights[..., None], weights)
+    np.testing.assert_allclose(on_base.reshape(4, -1, 2), expected, atol=2e-5)
+
+    # No edit and no base: the ridge keeps the system regular; the answer is neutral gray.
+    nothing = model.edit(l, np.zeros_like(mask), target).numpy()
+    assert np.all(np.isfinite(nothing)) and np.abs(nothing).max() < 1e-6
+
+
+def test_keras_roundtrip_identical_outputs_and_stage(tmp_path, photos):
+    l, ab = photos
+    model = _random_model(stage="hoc", seed=3)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, GCRFColorizer) and loaded.stage == "hoc"
+    assert loaded.model_config == model.model_config
+    trainable = [v.path for v in model.trainable_variables]
+    assert [v.path for v in loaded.trainable_variables] == trainable
+    for fn in (
+        lambda m: m.sample(l, 3, seed=5, mode="draw")[0],
+        lambda m: m.edit(l, np.ones((4, SIZE, SIZE)) * 0.0 + (np.arange(SIZE) == 3), ab),
+        lambda m: m.similarity(l),
+        lambda m: m.reconstruct(l, ab, reveal_fraction=0.3, seed=2),
+    ):
+        np.testing.assert_array_equal(fn(model).numpy(), fn(loaded).numpy())
+
+
+def test_traced_signature_takes_any_batch_size(model, photos):
+    l, ab = photos
+    spec_l = tf.TensorSpec([None, SIZE, SIZE, 1], tf.float32)
+
+    @tf.function(input_signature=[spec_l, tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)])
+    def draw(gray, count, seed):
+        return model.sample(gray, count, seed, mode="draw")
+
+    @tf.function(input_signature=[spec_l, tf.TensorSpec([None, SIZE, SIZE], tf.float32),
+                                  tf.TensorSpec([None, SIZE, SIZE, 2], tf.float32)])
+    def edit(gray, mask, target):
+        return model.edit(gray, mask, target)
+
+    seed = tf.constant([4, 2], tf.int64)
+    for batch in (1, 3):
+        traced, traced_scores = draw(l[:batch], tf.constant(5), seed)
+        eager, eager_scores = model.sample(l[:batch], 5, seed, mode="draw")
+        assert traced.shape == (batch, 5, SIZE, SIZE, 2)
+        np.testing.assert_allclose(traced.numpy(), eager.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(traced_scores.numpy(), eager_scores.numpy())
+        mask = np.zeros((batch, SIZE, SIZE), np.float32)
+        mask[:, 5, 5] = 1
+        np.testing.assert_allclose(
+            edit(l[:batch], mask, ab[:batch]).numpy(), model.edit(l[:batch], mask, ab[:batch]).numpy(),
+            atol=1e-6,
+        )
+    assert len(draw._list_all_concrete_functions()) == 1
+
+
+def test_bad_inputs_give_clear_errors(model, photos):
+    l, _ = photos
+    with pytest.raises(InputError, match=r"shape \[B, 16, 16, 1\]"):
+        model.sample(tf.zeros([1, 32, 32, 1]), 2)
+    with pytest.raises(InputError, match="at most 4 samples"):
+        model.sample(l, 5, mode="top")
+    with pytest.raises(InputError, match="mode must be one of"):
+        model.sample(l, 2, mode="best")
+    with pytest.raises(InputError, match="num_samples must be >= 1"):
+        model.sample(l, 0)
+
+
+def test_reveal_mask_reveals_exact_counts():
+    mask = reveal_mask(3, 100, 0.25, seed=[1, 2]).numpy()
+    np.testing.assert_array_equal(mask.sum(axis=-1), [25, 25, 25])
+    assert not np.array_equal(mask[0], mask[1])
+    np.testing.assert_array_equal(reveal_mask(2, 10, 0.0).numpy(), 0.0)
+    np.testing.assert_array_equal(reveal_mask(2, 10, 1.0).numpy(), 1.0)
+    np.testing.assert_array_equal(
+        reveal_mask(3, 100, 0.25, seed=[1, 2]).numpy(), mask
+    )
