@@ -9,30 +9,6 @@ import collections  # noqa: E402
 
 import pytest  # noqa: E402
 
-ExportedModel = collections.namedtuple("ExportedModel", ["base", "path", "model", "num_samples"])
-
-
-@pytest.fixture(scope="session")
-def exported_model(tmp_path_factory):
-    """The test model exported once per session as TF Serving version `<base>/tfgcrf/1`."""
-    import keras
-
-    from tfgcrf.config import ModelConfig
-    from tfgcrf.export.saved_model import export_saved_model
-    from tfgcrf.models import GCRFColorizer
-
-    # Stand-in until the smoke-trained session model lands: a tiny model with fixed weights.
-    keras.utils.set_random_seed(0)
-    model = GCRFColorizer(ModelConfig(
-        image_size=16, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
-        encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
-    ))
-    base = tmp_path_factory.mktemp("models") / "tfgcrf"
-    num_samples = 3
-    path = export_saved_model(model, str(base / "1"), num_samples=num_samples)
-    return ExportedModel(str(base), path, model, num_samples)
-
-
 SmokeRun = collections.namedtuple("SmokeRun", ["run_dir", "model", "config"])
 
 # The tiny model of the session fixtures: 16x16 grid, a few thousand parameters.
@@ -60,6 +36,12 @@ def tiny_experiment(epochs=1, steps_per_epoch=4):
     return dataclasses.replace(config, model=ModelConfig(**TINY_MODEL), data=data, stages=stages)
 
 
+@pytest.fixture(scope="session", name="tiny_experiment")
+def tiny_experiment_fixture():
+    """`tiny_experiment(epochs=1, steps_per_epoch=4)` -> a tiny `ExperimentConfig` on the photos."""
+    return tiny_experiment
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """The tiny model trained through all three stages on tests/data/photos, once per session.
@@ -80,3 +62,22 @@ def smoke_run(tmp_path_factory):
 def smoke_model(smoke_run):
     """The trained tiny `GCRFColorizer` of `smoke_run` (16x16 model grid, 4 components)."""
     return smoke_run.model
+
+
+ExportedModel = collections.namedtuple("ExportedModel", ["base", "path", "model", "num_samples"])
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, smoke_run):
+    """`smoke_run`'s model.keras exported once per session by `tfgcrf export` as `<base>/tfgcrf/1`.
+
+    `model` is the in-process trained model, for comparisons with the Python API.
+    """
+    from tfgcrf import cli
+
+    base = tmp_path_factory.mktemp("models") / "tfgcrf"
+    num_samples = 3
+    code = cli.main(["export", "--model", str(smoke_run.run_dir / "model.keras"),
+                     "--out", str(base / "1"), "--num-samples", str(num_samples)])
+    assert code == 0, "tfgcrf export failed"
+    return ExportedModel(str(base), str(base / "1"), smoke_run.model, num_samples)
