@@ -70,9 +70,20 @@ def precision_matrix(similarity, weights, ridge):
     return tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + weights + ridge)
 
 
-def precision_diagonal(similarity, weights, ridge):
-    """diag(A) [B, P] from S in O(P^2): sum_j (delta_ji - S_ji)^2 + weights + ridge."""
-    column_energy = tf.reduce_sum(tf.square(similarity), axis=-2)
+def precision_diagonal(similarity, weights, ridge, block_rows=512):
+    """diag(A) [B, P] from S in O(P^2): sum_j (delta_ji - S_ji)^2 + weights + ridge.
+
+    The column sums of S^2 are accumulated over blocks of rows, so the temporary is
+    block_rows x P instead of a second P x P matrix (1 GiB per image at 128 x 128).
+    """
+    size = tf.shape(similarity)[-2]
+
+    def add_block(start, energy):
+        rows = similarity[:, start:start + block_rows, :]
+        return start + block_rows, energy + tf.reduce_sum(tf.square(rows), axis=-2)
+
+    _, column_energy = tf.while_loop(lambda start, _: start < size, add_block,
+                                     (tf.constant(0), tf.zeros_like(weights)))
     return 1.0 - 2.0 * tf.linalg.diag_part(similarity) + column_energy + weights + ridge
 
 
