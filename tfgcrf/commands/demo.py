@@ -27,7 +27,9 @@ def run(args):
     with importlib.resources.as_file(examples.joinpath(EXAMPLE)) as photo:
         stem = os.path.splitext(EXAMPLE)[0]
         print(f"colorizing {photo} ({NUM_SAMPLES} samples) ...")
-        colorized = colorize_file(colorizer, photo, args.out, stem, NUM_SAMPLES, seed=0, mode="top")
+        # The most probable components; random draws if the model has fewer components.
+        mode = "top" if NUM_SAMPLES <= colorizer.model.model_config.num_components else "draw"
+        colorized = colorize_file(colorizer, photo, args.out, stem, NUM_SAMPLES, seed=0, mode=mode)
         print("editing it from two color points ...")
         edited = edit_file(colorizer, photo, os.path.join(args.out, f"{stem}_edit.png"),
                            EDIT_POINTS, EDIT_COLORS, show_points=True, explain=True)

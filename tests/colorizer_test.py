@@ -1,0 +1,164 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import color as skcolor
+
+from tfgcrf import Colorizer
+from tfgcrf.errors import InputError, UserError
+from tfgcrf.imageio import read_image
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+# 384x256: non-square, 24x the 16x16 grid of the smoke model.
+PHOTO = os.path.join(DATA, "fullres", "sklearn_china.jpg")
+
+
+@pytest.fixture(scope="module")
+def colorizer(smoke_run):
+    return Colorizer.load(os.path.join(smoke_run.run_dir, "model.keras"))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return read_image(PHOTO)
+
+
+def _lab(rgb):
+    return skcolor.rgb2lab(np.asarray(rgb))
+
+
+def in_gamut_color(lightness, a, b):
+    """An sRGB color (0-255) with the given Lab values, so that the pixel's L can keep it."""
+    rgb = skcolor.lab2rgb(np.array([[[lightness, a, b]]], np.float64))[0, 0]
+    return tuple(int(round(c * 255)) for c in rgb)
+
+
+def test_colorize_at_input_resolution_with_input_lightness(colorizer, photo):
+    samples, scores = colorizer.colorize(PHOTO, num_samples=3, return_scores=True)
+    assert samples.shape == (3, 256, 384, 3) and samples.dtype == np.uint8
+    assert scores.shape == (3,) and np.all(np.diff(scores) <= 0)
+    lightness = _lab(photo)[..., 0]
+    for sample in samples:
+        assert np.abs(_lab(sample)[..., 0] - lightness).mean() <= 1.0
+    assert_samples_differ(samples)
+
+
+def assert_samples_differ(samples, min_fraction=0.05):
+    """Every pair of samples differs on a good part of the image.
+
+    (The session's smoke model is trained for a few steps only: its samples differ little.)
+    """
+    for first in range(len(samples)):
+        for second in range(first + 1, len(samples)):
+            differing = np.any(samples[first] != samples[second], axis=-1)
+            assert differing.mean() > min_fraction, (first, second, differing.mean())
+
+
+def test_image_kinds_give_the_same_result(colorizer, photo):
+    gray = np.round(skcolor.rgb2gray(photo) * 255).astype(np.uint8)
+    from_gray = colorizer.colorize(gray, num_samples=1)
+    np.testing.assert_array_equal(from_gray, colorizer.colorize(gray[..., None], num_samples=1))
+    np.testing.assert_array_equal(from_gray, colorizer.colorize(np.repeat(gray[..., None], 3, -1), 1))
+    np.testing.assert_array_equal(from_gray, colorizer.colorize(Image.fromarray(gray), num_samples=1))
+    np.testing.assert_array_equal(
+        colorizer.colorize(PHOTO, num_samples=1), colorizer.colorize(Image.open(PHOTO), num_samples=1)
+    )
+
+
+def test_draw_mode_follows_the_seed(colorizer):
+    first = colorizer.colorize(PHOTO, num_samples=6, seed=3, mode="draw")
+    assert first.shape[0] == 6  # more than the 4 components
+    np.testing.assert_array_equal(first, colorizer.colorize(PHOTO, num_samples=6, seed=3, mode="draw"))
+    assert np.any(first != colorizer.colorize(PHOTO, num_samples=6, seed=4, mode="draw"))
+
+
+def _far_mask(shape, point, fraction=0.3):
+    """Pixels farther than `fraction` of the image diagonal from `point`."""
+    rows, columns = np.mgrid[: shape[0], : shape[1]]
+    distance = np.hypot(columns - point[0], rows - point[1])
+    return distance > fraction * np.hypot(*shape[:2])
+
+
+def test_edit_honors_the_point_and_propagates(colorizer, photo):
+    point = (60, 30)  # the sky
+    lightness = _lab(photo)[point[1], point[0], 0]
+    requested = np.array([-20.0, 35.0])
+    rgb = in_gamut_color(lightness, *requested)
+    edited = colorizer.edit(photo, [point], [rgb])
+    assert edited.shape == photo.shape
+    lab = _lab(edited)
+    assert np.abs(lab[..., 0] - _lab(photo)[..., 0]).mean() <= 1.0
+    assert np.linalg.norm(lab[point[1], point[0], 1:] - requested) < 8.0
+    # From a single point, the color spreads through the learned similarity: far pixels are
+    # colored in the same direction (the input has no colors of its own here).
+    far = lab[_far_mask(photo.shape, point)][:, 1:]
+    cosine = far @ requested / (np.linalg.norm(far, axis=1) * np.linalg.norm(requested) + 1e-9)
+    assert np.median(np.linalg.norm(far, axis=1)) > 3.0 and np.median(cosine) > 0.7
+
+
+def test_edit_on_a_sample_keeps_the_sample_elsewhere(colorizer, photo):
+    point = (300, 200)
+    lightness = _lab(photo)[point[1], point[0], 0]
+    requested = np.array([30.0, -25.0])
+    sample = colorizer.colorize(photo, num_samples=2)[1]
+    edited = colorizer.edit(photo, [point], [in_gamut_color(lightness, *requested)], from_sample=1)
+    lab, sample_lab = _lab(edited), _lab(sample)
+    # The sample's other colors pull on the edited pixel (weak prior everywhere else), so the
+    # point gets most of the way to the requested color rather than all of it.
+    before = np.linalg.norm(sample_lab[point[1], point[0], 1:] - requested)
+    assert np.linalg.norm(lab[point[1], point[0], 1:] - requested) < 0.4 * before
+    change = np.linalg.norm(lab[..., 1:] - sample_lab[..., 1:], axis=-1)
+    assert change.mean() > 0.5  # the edit reaches beyond its pixel ...
+    points_only = colorizer.edit(photo, [point], [in_gamut_color(lightness, *requested)])
+    assert change.mean() < np.linalg.norm(_lab(points_only)[..., 1:] - sample_lab[..., 1:], axis=-1).mean()
+
+
+def test_explain_is_the_similarity_row(colorizer):
+    size = colorizer.grid_size
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    point = (5, 9)
+    attention = colorizer.explain(image, point)
+    _, l_small = colorizer._prepare(image)
+    similarity = colorizer.model.similarity(l_small).numpy()[0]
+    np.testing.assert_allclose(attention, similarity[9 * size + 5].reshape(size, size), atol=1e-6)
+    full = colorizer.explain(PHOTO, (100, 50))
+    assert full.shape == (256, 384) and full.min() >= 0.0
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda c: c.colorize(PHOTO, num_samples=0), "at least 1"),
+        (lambda c: c.colorize(PHOTO, num_samples=5), "at most 4 samples"),
+        (lambda c: c.colorize(PHOTO, mode="best"), "mode must be one of"),
+        (lambda c: c.colorize(np.zeros((4, 4, 3), np.float32), 1), "uint8 array"),
+        (lambda c: c.colorize(np.zeros((0, 4), np.uint8), 1), "no pixels"),
+        (lambda c: c.colorize(np.zeros((7000, 6000), np.uint8), 1), "too large"),
+        (lambda c: c.colorize(os.path.join(DATA, "missing.png"), 1), "no such image file"),
+        (lambda c: c.edit(PHOTO, [(384, 10)], [(1, 2, 3)]), r"point \(384, 10\) is outside the 384x256"),
+        (lambda c: c.edit(PHOTO, [(-1, 10)], [(1, 2, 3)]), "outside"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 256)]), "0..255"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2)]), "one .r, g, b. color per point"),
+        (lambda c: c.edit(PHOTO, [], []), "non-empty"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], from_sample=4), "no sample 4"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], from_sample=-1), ">= 0"),
+        (lambda c: c.explain(PHOTO, (10, 256)), "outside"),
+    ],
+)
+def test_bad_input_raises_one_line_input_error(colorizer, call, message):
+    with pytest.raises(InputError, match=message) as info:
+        call(colorizer)
+    assert "\n" not in str(info.value)
+
+
+def test_loading_errors(tmp_path):
+    with pytest.raises(UserError, match="no such model file"):
+        Colorizer.load(tmp_path / "missing.keras")
+    not_a_model = tmp_path / "model.keras"
+    not_a_model.write_text("hello")
+    with pytest.raises(UserError, match="cannot load model"):
+        Colorizer.load(not_a_model)
+    with pytest.raises(UserError, match="preset 'no-such-preset' is not installed"):
+        Colorizer.from_preset("no-such-preset")
