@@ -8,6 +8,12 @@ from tfgcrf.errors import UserError
 
 HELP = "serve an exported model with TF Serving's gRPC and REST APIs (local development server)"
 
+# The line printed once the server listens (parsed by `tfgcrf.serving.launcher` with port 0).
+READY_LINE = "serving model {name} version {version} on grpc={host}:{grpc_port} rest=http://{host}:{rest_port}"
+READY_PATTERN = (
+    r"serving model (?P<name>\S+) version (?P<version>\S+) on grpc=(?P<grpc>\S+) rest=(?P<rest>\S+)"
+)
+
 
 def add_arguments(parser):
     parser.add_argument(
@@ -58,12 +64,9 @@ def run(args):
         raise UserError(f"cannot start the server: {err}") from None
     version = server.repository.refresh()
     waiting = "" if version is not None else f" (no version under {args.model_dir} yet: waiting)"
-    # One parseable line with the bound ports (useful with port 0).
-    print(
-        f"serving model {model_name} version {version} on grpc={args.host}:{server.grpc_port} "
-        f"rest=http://{args.host}:{server.rest_port}{waiting}",
-        flush=True,
-    )
+    ready = READY_LINE.format(name=model_name, version=version, host=args.host,
+                              grpc_port=server.grpc_port, rest_port=server.rest_port)
+    print(ready + waiting, flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.wait()
