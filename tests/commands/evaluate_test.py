@@ -40,7 +40,7 @@ def test_evaluate_rejects_bad_arguments(tmp_path, capsys):
     assert "tfgcrf: error: no such model file" in capsys.readouterr().err
 
 
-def test_evaluate_reports_a_missing_data_folder(tiny_model_path, tmp_path, capsys):
-    argv = ["evaluate", "--model", tiny_model_path, "--data", str(tmp_path / "nowhere"), "--samples", "2"]
+def test_evaluate_reports_a_missing_data_folder(smoke_model_file, tmp_path, capsys):
+    argv = ["evaluate", "--model", smoke_model_file, "--data", str(tmp_path / "nowhere"), "--samples", "2"]
     assert cli.main(argv) == 2
     assert "tfgcrf: error:" in capsys.readouterr().err
