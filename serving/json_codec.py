@@ -16,6 +16,7 @@ Malformed JSON raises `JsonTensorError` with a message naming what is wrong.
 
 import base64
 import binascii
+import math
 
 import numpy as np
 
@@ -85,7 +86,12 @@ def _leaf(value, dtype, where):
         if not info.min <= value <= info.max:
             raise JsonTensorError(f"{where}: {value} is out of the {dtype.name} range")
         return value
-    if np.isfinite(value) and abs(value) > np.finfo(dtype).max:
+    try:
+        magnitude = abs(float(value))
+    except OverflowError:  # an integer beyond any float
+        magnitude = math.inf
+    # NaN and infinities are valid JSON floats for TF Serving; finite values must fit.
+    if magnitude > float(np.finfo(dtype).max) and not (isinstance(value, float) and math.isinf(value)):
         raise JsonTensorError(f"{where}: {value!r} does not fit in {dtype.name}")
     return value
 
