@@ -295,3 +295,12 @@ def test_newest_version_is_picked_up_without_restart(tmp_path):
         assert c.predict("sample", request)["scores"][0, 0] == 100.0
         assert (9, "END") in [(v, s) for v, s, _ in srv.repository.status()]
         c.close()
+
+
+def test_serve_cli_rejects_bad_arguments(tmp_path, capsys):
+    from tfgcrf import cli
+
+    assert cli.main(["serve", "--model-dir", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["serve", "--model-dir", str(tmp_path), "--grpc-port", "70000"]) == 2
+    assert "--grpc-port must be in 0..65535" in capsys.readouterr().err
