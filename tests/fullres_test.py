@@ -76,11 +76,13 @@ def test_upsample_samples_are_independent():
         np.testing.assert_allclose(together[index], alone, atol=1e-6)
 
 
-def edge_errors(rgb, grid):
+def edge_errors(rgb, grid, all_pixels=False):
     """Chroma error (Lab units) at the strongest 10 % of L gradients: (guided, bilinear).
 
     The ground-truth chroma is shrunk to a `grid`^2 model grid (skimage, antialiased), brought
-    back by both methods, and compared with the original full-resolution chroma.
+    back by both methods, and compared with the original full-resolution chroma. With
+    `all_pixels`, the errors over all pixels follow: (guided, bilinear, guided_all, bilinear_all).
+    Also used by benchmarks/upsampling_quality.py.
     """
     lab = skcolor.rgb2lab(rgb)
     lightness, ab = lab[..., 0], lab[..., 1:] / 110.0
@@ -90,10 +92,14 @@ def edge_errors(rgb, grid):
     gradient = np.hypot(ndimage.sobel(lightness, 0), ndimage.sobel(lightness, 1))
     edges = gradient >= np.percentile(gradient, 90)
 
-    def error(up):
-        return float(np.mean(np.linalg.norm(up - ab, axis=-1)[edges]) * 110.0)
+    def error(up, where):
+        return float(np.mean(np.linalg.norm(up - ab, axis=-1)[where]) * 110.0)
 
-    return error(guided), error(bilinear)
+    errors = (error(guided, edges), error(bilinear, edges))
+    if all_pixels:
+        everywhere = np.ones_like(edges)
+        errors += (error(guided, everywhere), error(bilinear, everywhere))
+    return errors
 
 
 def test_guided_upsampling_beats_bilinear_at_edges():

@@ -81,7 +81,8 @@ def upsample_chroma(ab_small, L_full, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON
     full = tf.shape(guide_full)
 
     def upsample(field):
-        return _resize(field, full[1], full[2])
+        # Plain bilinear: the same as the antialiased resize when enlarging, and 4x faster.
+        return tf.image.resize(field, full[1:3], method="bilinear")
 
     guide = _resize(guide_full, grid[1], grid[2])  # [1, h, w, 1], broadcasts over the N samples
     mean_guide = _box(guide, radius)
