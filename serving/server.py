@@ -159,6 +159,9 @@ class _RestHandler(BaseHTTPRequestHandler):
         self._respond(self._get)
 
     def _post(self):
+        # Read the body first: on a kept-alive connection an unread body would be taken for the
+        # next request.
+        raw_body = self._read_body()
         match = _PREDICT_PATH.fullmatch(self.path)
         if not match:
             raise ServingError("INVALID_ARGUMENT", f"Malformed request: POST {self.path}")
@@ -167,7 +170,7 @@ class _RestHandler(BaseHTTPRequestHandler):
             raise ServingError("UNIMPLEMENTED", f"':{method}' is not implemented, only ':predict'")
         servable = self.server.repository.servable(name, int(version) if version else None)
         try:
-            body = json.loads(self._read_body())
+            body = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError) as err:
             raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {err}") from None
         try:
@@ -194,13 +197,18 @@ class _RestHandler(BaseHTTPRequestHandler):
         )
 
     def _read_body(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length <= 0:
-            raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
-        if length > self.max_body_bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > self.max_body_bytes:
+            self.close_connection = True  # the body is not read: the connection cannot be reused
             raise ServingError(
-                "INVALID_ARGUMENT", f"request body of {length} bytes exceeds {self.max_body_bytes}"
+                "INVALID_ARGUMENT",
+                f"request body must have a Content-Length of at most {self.max_body_bytes} bytes",
             )
+        if length == 0:
+            raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
         return self.rfile.read(length)
 
     def _respond(self, handler):

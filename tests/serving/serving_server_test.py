@@ -304,3 +304,18 @@ def test_serve_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["serve", "--model-dir", str(tmp_path), "--grpc-port", "70000"]) == 2
     assert "--grpc-port must be in 0..65535" in capsys.readouterr().err
+
+
+def test_rest_keep_alive_after_errors(server):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=20)
+    good = json.dumps({"signature_name": "double", "instances": [[1, 2, 3]]})
+    for path, expected in [("/v1/models/other:predict", 404), (f"/v1/models/{MODEL_NAME}:classify", 501),
+                           (f"/v1/models/{MODEL_NAME}:predict", 200)]:
+        connection.request("POST", path, body=good, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        assert response.status == expected, body
+    assert body == {"predictions": [[2.0, 4.0, 6.0]]}
+    connection.close()
