@@ -7,7 +7,7 @@ the fixture photos.
 
     .venv/bin/python benchmarks/upsampling_quality.py
 
-Photo sets: the lossless fixture photos (tests/data/photos, 128 px, 36 photos) at 4x and 8x,
+Photo sets: the lossless fixture photos (tests/data/photos, 128 px) at 4x and 8x,
 and the five scikit-image photos the guided filter's parameters were tuned on, at 8x.
 """
 
