@@ -162,3 +162,18 @@ def test_loading_errors(tmp_path):
         Colorizer.load(not_a_model)
     with pytest.raises(UserError, match="preset 'no-such-preset' is not installed"):
         Colorizer.from_preset("no-such-preset")
+
+
+def test_default_preset_colorizes_diversely():
+    """The bundled default model (once committed): 8 clearly different samples, input lightness."""
+    from tfgcrf.models.loading import preset_names
+
+    if "default" not in preset_names():
+        pytest.skip("the default preset is not installed yet")
+    samples = Colorizer.from_preset("default").colorize(PHOTO)
+    assert samples.shape == (8, 256, 384, 3)
+    lab = _lab(samples)
+    assert np.abs(lab[..., 0] - _lab(read_image(PHOTO))[..., 0]).mean(axis=(1, 2)).max() <= 1.0
+    assert_samples_differ(samples, min_fraction=0.5)
+    # A trained model colors the photo: clearly non-gray on average.
+    assert np.linalg.norm(lab[..., 1:], axis=-1).mean() > 5.0

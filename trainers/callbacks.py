@@ -80,7 +80,8 @@ class PreviewImages(keras.callbacks.Callback):
         fields = [self.ab, *self.panels()]
         rows = tf.concat([color.model_to_rgb(self.gray, field) for field in fields], axis=2)
         with self._writer.as_default():
-            tf.summary.image(f"{self.model.stage}/previews", rows, step=epoch, max_outputs=len(rows))
+            tag = f"{self.model.stage}/previews"
+            tf.summary.image(tag, rows, step=epoch, max_outputs=len(rows))
         self._writer.flush()
 
     def on_train_end(self, logs=None):

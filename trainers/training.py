@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -129,7 +130,23 @@ def _run_stage(model, config, stage, paths, strategy, verbose):
     ]
     if stage == "hoc":
         callbacks.insert(0, HocSchedule(stage_config.hoc_schedule))
-    history = model.fit(
+    with warnings.catch_warnings():
+        # Keras warns when a finite dataset of unknown length ends an epoch: that is how epochs
+        # end without steps_per_epoch.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = _fit(model, train, validation, stage_config, callbacks, verbose)
+    losses = history.history.get("loss", [])
+    if model.stop_training or not all(math.isfinite(value) for value in losses):
+        # TerminateOnNaN stopped it (the only callback that stops training).
+        raise UserError(
+            f"stage {stage} stopped on a non-finite loss; lower "
+            f"stages.{stage}.learning_rate and run the same command again"
+        )
+    return history.history
+
+
+def _fit(model, train, validation, stage_config, callbacks, verbose):
+    return model.fit(
         train,
         epochs=stage_config.epochs,
         steps_per_epoch=stage_config.steps_per_epoch or None,
@@ -139,14 +156,6 @@ def _run_stage(model, config, stage, paths, strategy, verbose):
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
     )
-    losses = history.history.get("loss", [])
-    if model.stop_training or not all(math.isfinite(value) for value in losses):
-        # TerminateOnNaN stopped it (the only callback that stops training).
-        raise UserError(
-            f"stage {stage} stopped on a non-finite loss; lower "
-            f"stages.{stage}.learning_rate and run the same command again"
-        )
-    return history.history
 
 
 def _finish_stage(model, paths, history, started):

@@ -1,4 +1,4 @@
-"""The model's Keras layers: shapes, math against numpy references, get_config and .keras round trips."""
+"""The model's Keras layers: shapes, math vs numpy references, get_config, .keras round trips."""
 
 import keras
 import numpy as np
@@ -61,7 +61,8 @@ def test_color_encoder_gaussian_parameters(gray_batch, tmp_path):
     encoder = ColorEncoder(latent_dim=5, widths=(4, 8))
     mean, log_var = encoder(l, ab)
     assert mean.shape == (3, 5) and log_var.shape == (3, 5)
-    assert np.all(log_var.numpy() >= LOG_VAR_RANGE[0]) and np.all(log_var.numpy() <= LOG_VAR_RANGE[1])
+    low, high = LOG_VAR_RANGE
+    assert np.all(log_var.numpy() >= low) and np.all(log_var.numpy() <= high)
     # q(z | x, g) depends on the colors, not only on the gray image.
     other_mean, _ = encoder(l, -ab)
     assert not np.allclose(mean.numpy(), other_mean.numpy())

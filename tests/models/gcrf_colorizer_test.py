@@ -63,9 +63,8 @@ def test_stage_trains_exactly_its_variables_and_lowers_its_loss(stage, photos):
     model.compile_stage(stage, learning_rate=3e-3)
     model.reveal_fraction.assign(0.5)
     batch = tf.data.Dataset.from_tensors(photos)
-    expected = {
-        v.path for v in model.weights if v.trainable and any(p in v.path for p in STAGE_PREFIXES[stage])
-    }
+    prefixes = STAGE_PREFIXES[stage]
+    expected = {v.path for v in model.weights if v.trainable and any(p in v.path for p in prefixes)}
     assert {v.path for v in model.trainable_variables} == expected
     before_loss = model.evaluate(batch, verbose=0, return_dict=True)["loss"]
     before = _weights(model)
@@ -157,7 +156,8 @@ def test_edit_matches_numpy_gcrf(model, photos):
     base = ab.numpy()
     on_base = model.edit(l, mask, target, base_ab=base, prior_weight=0.2).numpy()
     weights = CONFIG.beta_edit * h + 0.2 * (1 - h)
-    rhs = CONFIG.beta_edit * h[..., None] * flat_target + 0.2 * (1 - h[..., None]) * base.reshape(4, -1, 2)
+    flat_base = base.reshape(4, -1, 2)
+    rhs = CONFIG.beta_edit * h[..., None] * flat_target + 0.2 * (1 - h[..., None]) * flat_base
     expected = _numpy_gcrf(similarity, rhs / weights[..., None], weights)
     np.testing.assert_allclose(on_base.reshape(4, -1, 2), expected, atol=2e-5)
 
@@ -189,7 +189,9 @@ def test_traced_signature_takes_any_batch_size(model, photos):
     l, ab = photos
     spec_l = tf.TensorSpec([None, SIZE, SIZE, 1], tf.float32)
 
-    @tf.function(input_signature=[spec_l, tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)])
+    scalar, pair = tf.TensorSpec([], tf.int32), tf.TensorSpec([2], tf.int64)
+
+    @tf.function(input_signature=[spec_l, scalar, pair])
     def draw(gray, count, seed):
         return model.sample(gray, count, seed, mode="draw")
 
@@ -207,10 +209,8 @@ def test_traced_signature_takes_any_batch_size(model, photos):
         np.testing.assert_array_equal(traced_scores.numpy(), eager_scores.numpy())
         mask = np.zeros((batch, SIZE, SIZE), np.float32)
         mask[:, 5, 5] = 1
-        np.testing.assert_allclose(
-            edit(l[:batch], mask, ab[:batch]).numpy(), model.edit(l[:batch], mask, ab[:batch]).numpy(),
-            atol=1e-6,
-        )
+        expected = model.edit(l[:batch], mask, ab[:batch]).numpy()
+        np.testing.assert_allclose(edit(l[:batch], mask, ab[:batch]).numpy(), expected, atol=1e-6)
     assert len(draw._list_all_concrete_functions()) == 1
 
 

@@ -19,7 +19,7 @@ def conv(filters, name, kernel_size=3, strides=1, activation="relu", kernel_init
 
 
 def build_chain(layers, shape):
-    """Builds `layers` applied one after the other to inputs of `shape`; returns the output shape."""
+    """Builds `layers`, applied in order to inputs of `shape`; returns the output shape."""
     for layer in layers:
         layer.build(shape)
         shape = layer.compute_output_shape(shape)

@@ -86,14 +86,17 @@ class StructureBranch(keras.layers.Layer):
         embeddings = ops.reshape(embeddings, (shape[0], shape[1] * shape[2], self.embed_dim))
         return embeddings / ops.sqrt(ops.sum(embeddings**2, axis=-1, keepdims=True) + 1e-12)
 
-    def call(self, l, gray_features):
-        embeddings = self.embed(l, gray_features)
+    def similarity_of(self, embeddings):
+        """S `[B, Q, Q]` among any Q pixels given their embeddings `[B, Q, D]` (from `embed`)."""
         logits = ops.exp(self.log_temperature) * ops.matmul(
             embeddings, ops.transpose(embeddings, (0, 2, 1))
         )
         num_pixels = ops.shape(logits)[-1]
         logits = logits + _SELF_LOGIT * ops.eye(num_pixels, dtype=logits.dtype)
         return ops.softmax(logits, axis=-1)
+
+    def call(self, l, gray_features):
+        return self.similarity_of(self.embed(l, gray_features))
 
     def compute_output_shape(self, l_shape, gray_features_shape):
         pixels = None if l_shape[1] is None or l_shape[2] is None else l_shape[1] * l_shape[2]

@@ -62,6 +62,19 @@ def _stateless_seed(seed):
     return seed
 
 
+def _random_window(grids, window, seed=None):
+    """The same random `window` x `window` crop of every `[B, H, W, C]` grid (one per batch)."""
+    size = tf.shape(grids[0])[1]
+    shape, limit = [2], size - window + 1
+    if seed is None:
+        corner = tf.random.uniform(shape, 0, limit, dtype=tf.int32)
+    else:
+        corner = tf.random.stateless_uniform(shape, tf.cast(seed, tf.int64), 0, limit, tf.int32)
+    rows = slice(corner[0], corner[0] + window)
+    columns = slice(corner[1], corner[1] + window)
+    return [grid[:, rows, columns] for grid in grids]
+
+
 def _flatten_pixels(field):
     """`[B, H, W, C]` -> `[B, H * W, C]` (row-major pixels)."""
     shape = tf.shape(field)
@@ -133,7 +146,7 @@ class GCRFColorizer(keras.Model):
         size = self.model_config.image_size
         l_shape = (None, size, size, 1)
         if tuple(input_shape)[1:] != l_shape[1:]:
-            raise UserError(f"GCRFColorizer expects gray inputs of shape {l_shape}, got {input_shape}")
+            raise UserError(f"GCRFColorizer expects gray inputs {l_shape}, got {input_shape}")
         self.trunk.build(l_shape)
         feature_shapes = self.trunk.compute_output_shape(l_shape)
         self.encoder.build(l_shape, (None, size, size, 2))
@@ -185,6 +198,15 @@ class GCRFColorizer(keras.Model):
             optimizer = keras.optimizers.Adam(learning_rate)
         # tf.linalg.lu has no XLA kernel: never jit-compile the steps.
         self.compile(optimizer=optimizer, jit_compile=False, **compile_kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) builds models lazily here from the first data batch, which it first
+        # averages over the replicas: that fails when the replicas' shares of the batch differ
+        # (a small last or only validation batch). This model is built in __init__ and compiles
+        # without Keras losses or metrics, so only the optimizer needs building, under the scope.
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     @property
     def metrics(self):
@@ -362,17 +384,14 @@ class GCRFColorizer(keras.Model):
         if not use_gcrf:
             return alpha
         unary = _flatten_pixels(alpha)
-        x, _ = self._reveal_and_solve(
-            self.crf, l, features, unary, reveal_fraction, _stateless_seed(seed)
-        )
+        weights = self._reveal_weights(unary, reveal_fraction, _stateless_seed(seed))
+        x = self.crf(self.structure(l, features), unary, weights, initial=unary)
         return tf.reshape(x, tf.shape(alpha))
 
-    def _reveal_and_solve(self, crf, l, features, unary, reveal_fraction, seed):
-        """G-CRF solution `[B, P, 2]` with a random fraction of `unary` revealed; also (S, weights)."""
-        similarity = self.structure(l, features)
+    def _reveal_weights(self, unary, reveal_fraction, seed):
+        """G-CRF weights beta_train * H `[B, Q]` revealing a random part of `unary [B, Q, 2]`."""
         revealed = reveal_mask(tf.shape(unary)[0], tf.shape(unary)[1], reveal_fraction, seed)
-        weights = self.model_config.beta_train * revealed
-        return crf(similarity, unary, weights, initial=unary), (similarity, weights)
+        return self.model_config.beta_train * revealed
 
     def call(self, l, training=False):
         """The most probable colorization `[B, H, W, 2]` (top mixture component + G-CRF)."""
@@ -412,7 +431,7 @@ class GCRFColorizer(keras.Model):
         return self._hoc_losses(l, ab, features, alpha, training)
 
     def _color_nll(self, predicted, target):
-        """Batch mean of sum ||predicted - target||^2 / (2 recon_sigma^2) over pixels and channels."""
+        """Batch mean of the per-image sum of ||predicted - target||^2 / (2 recon_sigma^2)."""
         squared = tf.square(predicted - target)
         per_image = tf.reduce_sum(tf.reshape(squared, [tf.shape(squared)[0], -1]), axis=-1)
         return tf.reduce_mean(per_image) / (2.0 * self.model_config.recon_sigma**2)
@@ -426,12 +445,17 @@ class GCRFColorizer(keras.Model):
         return config.kl_weight * tf.minimum(progress, 1.0)
 
     def _hoc_losses(self, l, ab, features, alpha, training):
-        unary = _flatten_pixels(alpha)
-        target = _flatten_pixels(ab)
+        config = self.model_config
         seed = None if training else _VALIDATION_SEED
-        x, (similarity, weights) = self._reveal_and_solve(
-            self.train_crf, l, features, unary, self.reveal_fraction, seed
-        )
+        embeddings = self.structure.embed(l, features)
+        size = config.image_size
+        grids = [tf.reshape(embeddings, [-1, size, size, config.embed_dim]), alpha, ab]
+        if 0 < config.hoc_window < size:
+            grids = _random_window(grids, config.hoc_window, seed)
+        embeddings, unary, target = (_flatten_pixels(grid) for grid in grids)
+        similarity = self.structure.similarity_of(embeddings)
+        weights = self._reveal_weights(unary, self.reveal_fraction, seed)
+        x = self.train_crf(similarity, unary, weights, initial=unary)
         crf_l2 = self._color_nll(x, target)
         unary_l2 = self._color_nll(unary, target)
         if self.model_config.hoc_loss == "nll":

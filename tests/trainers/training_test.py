@@ -1,0 +1,180 @@
+"""The three-stage trainer: run directory, TensorBoard, resume after a kill, MirroredStrategy."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgcrf import cli
+from tfgcrf.config import STAGES, save_config
+from tfgcrf.errors import UserError
+from tfgcrf.trainers.callbacks import HocSchedule, hoc_schedule
+from tfgcrf.trainers.training import StagePaths, stage_summary, stages_through, train
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_smoke_run_completes_every_stage(smoke_run):
+    summary = stage_summary(smoke_run.run_dir)
+    assert list(summary) == list(STAGES)
+    metrics = {
+        "vae": {"recon", "kl"}, "hoc": {"crf_l2", "unary_l2", "reveal"}, "mdn": {"mixture_nll"}
+    }
+    for stage, done in summary.items():
+        history = done["history"]
+        assert {"loss", "val_loss"} | metrics[stage] <= set(history)
+        assert all(np.isfinite(v) for values in history.values() for v in values)
+    loaded = keras.saving.load_model(smoke_run.run_dir / "model.keras")
+    assert loaded.stage == "mdn"
+    gray = tf.random.stateless_uniform([2, 16, 16, 1], seed=[1, 1])
+    np.testing.assert_array_equal(
+        loaded.sample(gray, 2)[0].numpy(), smoke_run.model.sample(gray, 2)[0].numpy()
+    )
+
+
+def _event_tags(folder):
+    """{tag: plugin name} of every summary written under `folder`."""
+    tags = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if "tfevents" not in name:
+                continue
+            for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for value in event.summary.value:
+                    tags[value.tag] = value.metadata.plugin_data.plugin_name
+    return tags
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_tensorboard_has_scalars_and_sample_images(smoke_run, stage):
+    tags = _event_tags(StagePaths(smoke_run.run_dir / stage).logs)
+    assert tags[f"{stage}/previews"] == "images"
+    assert tags["epoch_loss"] == "scalars"
+
+
+def test_hoc_schedule_follows_the_paper():
+    schedule = ((0, 1.0), (2, 0.75), (4, 0.5), (6, 0.25), (8, 0.1))
+    fractions = [hoc_schedule(epoch, schedule) for epoch in range(12)]
+    assert fractions == [1.0, 1.0, 0.75, 0.75, 0.5, 0.5, 0.25, 0.25, 0.1, 0.1, 0.1, 0.1]
+
+
+def test_hoc_schedule_callback_sets_the_reveal_fraction(smoke_model):
+    callback = HocSchedule(((0, 1.0), (3, 0.4)))
+    callback.set_model(smoke_model)
+    callback.on_epoch_begin(3)
+    assert float(smoke_model.reveal_fraction.numpy()) == pytest.approx(0.4)
+    callback.on_epoch_begin(0)
+    assert float(smoke_model.reveal_fraction.numpy()) == 1.0
+
+
+def test_stage_requests():
+    assert stages_through("all") == ["vae", "hoc", "mdn"]
+    assert stages_through("hoc") == ["vae", "hoc"]
+    with pytest.raises(UserError, match="stage must be"):
+        stages_through("gan")
+
+
+def test_refuses_to_resume_a_different_model(tmp_path, tiny_experiment):
+    config = tiny_experiment()
+    save_config(config, tmp_path / "config.yaml")
+    other = dataclasses.replace(config, model=dataclasses.replace(config.model, latent_dim=4))
+    with pytest.raises(UserError, match="different model configuration"):
+        train(other, tmp_path, verbose=0)
+
+
+def test_cli_reports_a_missing_config(capsys):
+    assert cli.main(["train", "--config", "no_such_config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tfgcrf: error: config 'no_such_config' not found") and "smoke" in err
+
+
+def test_killed_during_hoc_resumes_without_redoing_vae(tmp_path, tiny_experiment):
+    config = tiny_experiment(epochs=1, steps_per_epoch=2)
+    hoc_epochs = 15
+    stages = dict(config.stages, hoc=dataclasses.replace(config.stages["hoc"], epochs=hoc_epochs))
+    config_path = tmp_path / "tiny.yaml"
+    save_config(dataclasses.replace(config, stages=stages), config_path)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tfgcrf.cli", "train", "--config", str(config_path),
+               "--run-dir", str(run_dir), "--quiet"]
+    hoc_progress = StagePaths(run_dir / "hoc").backup / "training_metadata.json"
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, stdout=log, stderr=log, env=ENV)
+        deadline = time.time() + 240
+        while not hoc_progress.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        first.kill()
+        first.wait()
+    assert hoc_progress.exists(), (tmp_path / "first.log").read_text()[-2000:]
+    vae_marker = StagePaths(run_dir / "vae").marker
+    assert vae_marker.is_file() and not StagePaths(run_dir / "hoc").is_done()
+    vae_done = vae_marker.read_text()
+
+    second = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "stage vae: already complete" in second.stderr
+    assert "stage vae: training" not in second.stderr
+    assert vae_marker.read_text() == vae_done
+    summary = stage_summary(run_dir)
+    assert list(summary) == list(STAGES)
+    # The second run only trained the HOC epochs the first one had not finished.
+    assert 0 < len(summary["hoc"]["history"]["loss"]) < hoc_epochs
+    assert (run_dir / "model.keras").is_file()
+
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+from tfgcrf.config import load_config
+from tfgcrf.models import GCRFColorizer
+from tfgcrf.trainers.training import stage_summary, train
+
+config = load_config(sys.argv[1])
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+model = train(config, sys.argv[2], strategy=strategy, verbose=0, log=lambda message: None)
+gray = tf.random.stateless_uniform([4, 16, 16, 1], seed=[3, 4])
+ab = tf.random.stateless_uniform([4, 16, 16, 2], seed=[5, 6], minval=-0.3, maxval=0.3)
+# Each replica evaluates half of the batch: the result must be the mean of the two halves
+# evaluated on one device with the same weights.
+mirrored = model.evaluate(tf.data.Dataset.from_tensors((gray, ab)), verbose=0)
+single = GCRFColorizer(config.model, stage=model.stage)
+single.set_weights(model.get_weights())
+single.compile_stage(model.stage)
+halves = [single.evaluate(tf.data.Dataset.from_tensors((gray[i:i + 2], ab[i:i + 2])), verbose=0)
+          for i in (0, 2)]
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "distributed": type(model.trainable_variables[0].value).__name__,
+    "mirrored": mirrored[0],
+    "halves": [h[0] for h in halves],
+    "losses": {s: d["history"]["loss"] for s, d in stage_summary(sys.argv[2]).items()},
+}))
+"""
+
+
+def test_trains_under_mirrored_strategy(tmp_path, tiny_experiment):
+    config = tiny_experiment(epochs=1, steps_per_epoch=3)
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=4))
+    save_config(config, tmp_path / "tiny.yaml")
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "tiny.yaml"), str(tmp_path / "run")],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["distributed"] == "MirroredVariable"
+    assert set(report["losses"]) == set(STAGES)
+    assert all(np.isfinite(v) for losses in report["losses"].values() for v in losses)
+    assert report["mirrored"] == pytest.approx(np.mean(report["halves"]), rel=1e-5)
