@@ -321,3 +321,35 @@ def test_export_cli_errors(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["export", "--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "4")]) != 0
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_draw_mode_is_deterministic_per_seed(exported_model):
+    module = ServingModule(exported_model.model, 2, mode="draw")
+    with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
+        photo = f.read()
+    out = module.sample(tf.constant([photo] * 3), tf.constant([7, 7, 8], tf.int64))
+    pngs, scores = out["colorized_bytes"].numpy(), out["scores"].numpy()
+    assert list(pngs[0]) == list(pngs[1]) and np.array_equal(scores[0], scores[1])
+    assert list(pngs[0]) != list(pngs[2])
+
+
+@pytest.fixture(scope="module")
+def one_sample_module(exported_model):
+    """An in-process ServingModule with N = 1 (traced once for the module's tests)."""
+    return ServingModule(exported_model.model, 1)
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("BMP", "RGB"), ("GIF", "P"),
+                                       ("PNG", "I;16")])
+def test_every_input_kind_gives_pngs_at_the_input_size(one_sample_module, fmt, mode):
+    module = one_sample_module
+    image = Image.open(os.path.join(PHOTOS, PHOTO_NAMES[1])).convert("RGB").resize((45, 29))
+    image = image.convert("L").convert("I;16") if mode == "I;16" else image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    out = module.sample(tf.constant([buffer.getvalue()]), tf.constant([0], tf.int64))
+    assert _png_bytes_shape(out["colorized_bytes"].numpy()[0, 0]) == (29, 45, 3)
+
+
+def _png_bytes_shape(png):
+    return np.asarray(Image.open(io.BytesIO(png))).shape
