@@ -1,6 +1,6 @@
 """Serving benchmark: the exported `sample` signature in process vs through gRPC (`tfgcrf serve`).
 
-    .venv/bin/python benchmarks/serving.py [--model default|PATH.keras] [--requests 40]
+    .venv/bin/python benchmarks/serving.py [--model default|PATH.keras] [--requests 16]
     .venv/bin/python benchmarks/serving.py --model-dir models/tfgcrf   # an existing export
 
 Each request colorizes one 256x256 photo (tests/data/fullres/skimage_astronaut.jpg resized, sent
@@ -117,7 +117,7 @@ def main(argv=None):
     parser.add_argument("--model-dir", help="serve this existing export base path instead")
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="side of the square request photo")
-    parser.add_argument("--requests", type=int, default=40, help="timed requests per row")
+    parser.add_argument("--requests", type=int, default=16, help="timed requests per row")
     args = parser.parse_args(argv)
 
     from tfgcrf.export.saved_model import saved_model_bytes
