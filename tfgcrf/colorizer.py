@@ -88,7 +88,7 @@ class Colorizer:
         )
         # Python arguments (num_samples, mode) are part of the trace; the seed is a tensor so
         # that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no jit_compile. The
-        # methods branch on Python values only, and autograph mis-converts their layer calls.
+        # methods branch on Python values only: autograph is not needed.
         self._sample = tf.function(model.sample, jit_compile=False, autograph=False)
         self._edit = tf.function(model.edit, jit_compile=False, autograph=False)
         self._similarity = tf.function(model.similarity, jit_compile=False, autograph=False)
