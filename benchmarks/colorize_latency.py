@@ -89,7 +89,7 @@ def main():
     ab_small = colorizer._sample(l_small, NUM_SAMPLES, seed, mode)[0][0]
     ab_full = fullres.upsample_chroma(ab_small, lightness)
     upsample = tf.function(fullres.upsample_chroma, autograph=False)
-    compose = tf.function(fullres.compose, autograph=False)
+    compose = tf.function(lambda l, ab: fullres.compose(l, ab, jit=True), autograph=False)
 
     @tf.function(autograph=False)
     def bilinear_and_clip(ab, l_full):
@@ -119,14 +119,14 @@ def main():
         ("  model + G-CRF together (GCRFColorizer.sample)",
          _time(lambda: colorizer._sample(l_small, NUM_SAMPLES, seed, mode), r)),
         ("  upsampling: guided, 8 samples", _time(lambda: upsample(ab_small, lightness), r)),
-        ("  recombination: L-preserving gamut fit + RGB", _time(lambda: compose(lightness, ab_full), r)),
+        ("  recombination: L-preserving gamut fit + RGB (XLA)", _time(lambda: compose(lightness, ab_full), r)),
         ("  baseline: bilinear upsampling + clip + RGB", _time(lambda: bilinear_and_clip(ab_small, lightness), r)),
         ("edit, end to end (Colorizer.edit, 2 points)", _time(lambda: colorizer.edit(rgb, points, colors), r)),
         ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r)),
         (f"  G-CRF solve ({config.solver}, 2 right-hand sides)",
          _time(lambda: solve(similarity, edit_unary, edit_weights), r)),
         ("  upsampling + recombination, 1 image",
-         _time(lambda: colorizer._finish(edit_small, lightness), r)),
+         _time(lambda: colorizer._to_full(edit_small, lightness), r)),
     ]
     colorize_total, edit_total = rows[0][1], rows[9][1]
     print(f"{note}; grid {size}x{size}, photo {WIDTH}x{HEIGHT}, {NUM_SAMPLES} samples ({mode}), "

