@@ -42,7 +42,8 @@ class PreviewImages(keras.callbacks.Callback):
     """Writes TensorBoard image summaries of what the current stage produces, every epoch.
 
     Each summary image is one row per preview photo: ground truth, then
-      * vae: the VAE reconstruction (decoder at the posterior mean);
+      * vae: the VAE reconstruction (decoder at the posterior mean) and two samples with z drawn
+        from the prior N(0, I);
       * hoc: the unary colors and the G-CRF restoration at the current reveal fraction;
       * mdn: the top three samples of the mixture, through the G-CRF.
 
@@ -62,16 +63,23 @@ class PreviewImages(keras.callbacks.Callback):
     def panels(self):
         """The chroma fields shown next to the ground truth, each `[N, H, W, 2]`."""
         model = self.model
+        # The training solver: previews must not cost a dense O(P^3) solve per image each epoch.
+        solver = model.model_config.train_solver
         if model.stage == "vae":
-            return [model.reconstruct(self.gray, self.ab, use_gcrf=False)]
+            # The MDN is not trained yet: samples draw z from the VAE prior N(0, I).
+            shape = [len(self.gray), model.model_config.latent_dim]
+            prior = [tf.random.stateless_normal(shape, seed=[seed, 0]) for seed in (1, 2)]
+            return [model.reconstruct(self.gray, self.ab, use_gcrf=False)] + [
+                model.unary(self.gray, z) for z in prior
+            ]
         if model.stage == "hoc":
             fraction = model.reveal_fraction
             return [
                 model.reconstruct(self.gray, self.ab, use_gcrf=False),
-                model.reconstruct(self.gray, self.ab, reveal_fraction=fraction),
+                model.reconstruct(self.gray, self.ab, reveal_fraction=fraction, solver=solver),
             ]
         count = min(3, model.model_config.num_components)
-        samples, _ = model.sample(self.gray, count, mode="top")
+        samples, _ = model.sample(self.gray, count, mode="top", solver=solver)
         return tf.unstack(samples, axis=1)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -201,7 +201,8 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
             log(f"stage {name}: already complete, loading {paths.final}")
             model.load_weights(str(paths.final))
             continue
-        log(f"stage {name}: training ({config.stages[name].epochs} epochs)")
+        epochs = config.stages[name].epochs
+        log(f"stage {name}: training ({epochs} epoch{'s' if epochs != 1 else ''})")
         paths.root.mkdir(parents=True, exist_ok=True)
         started = time.time()
         history = _run_stage(model, config, name, paths, strategy, verbose)

@@ -119,6 +119,19 @@ def test_top_samples_match_mixture_and_numpy_gcrf(model, photos):
     np.testing.assert_allclose(ab.numpy(), expected.transpose(0, 3, 1, 2, 4), atol=2e-5)
 
 
+def test_solvers_agree(model, photos):
+    l, ab = photos
+    mask = np.zeros((4, SIZE, SIZE), np.float32)
+    mask[:, 2, 3] = 1.0
+    reference = model.sample(l, 2, solver="lu")[0].numpy()
+    edited = model.edit(l, mask, ab, solver="lu").numpy()
+    for solver in ("cholesky", "cg"):
+        np.testing.assert_allclose(model.sample(l, 2, solver=solver)[0].numpy(), reference, atol=1e-4)
+        np.testing.assert_allclose(model.edit(l, mask, ab, solver=solver).numpy(), edited, atol=1e-4)
+    with pytest.raises(InputError, match="solver must be one of"):
+        model.sample(l, 2, solver="qr")
+
+
 def test_draws_are_deterministic_per_seed(model, photos):
     l, _ = photos
     first, first_scores = model.sample(l, 6, seed=7, mode="draw")

@@ -97,8 +97,8 @@ def test_cli_reports_a_missing_config(capsys):
 
 
 def test_killed_during_hoc_resumes_without_redoing_vae(tmp_path, tiny_experiment):
-    config = tiny_experiment(epochs=1, steps_per_epoch=2)
-    hoc_epochs = 15
+    config = tiny_experiment(epochs=1, steps_per_epoch=1)
+    hoc_epochs = 5
     stages = dict(config.stages, hoc=dataclasses.replace(config.stages["hoc"], epochs=hoc_epochs))
     config_path = tmp_path / "tiny.yaml"
     save_config(dataclasses.replace(config, stages=stages), config_path)
@@ -164,7 +164,7 @@ print(json.dumps({
 
 
 def test_trains_under_mirrored_strategy(tmp_path, tiny_experiment):
-    config = tiny_experiment(epochs=1, steps_per_epoch=3)
+    config = tiny_experiment(epochs=1, steps_per_epoch=2)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=4))
     save_config(config, tmp_path / "tiny.yaml")
     result = subprocess.run(

@@ -15,7 +15,7 @@ a fresh optimizer (changing `trainable` without recompiling is silently ignored 
 import keras
 import tensorflow as tf
 
-from tfgcrf.config import STAGES, ModelConfig, as_plain_dict
+from tfgcrf.config import SOLVERS, STAGES, ModelConfig, as_plain_dict
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.layers.color_encoder import ColorEncoder
 from tfgcrf.layers.gaussian_crf import GaussianCRF
@@ -118,12 +118,16 @@ class GCRFColorizer(keras.Model):
             config.mdn_hidden,
             name="mixture_density",
         )
-        self.crf = GaussianCRF(
-            solver=config.solver,
-            ridge=config.ridge,
-            cg_max_iter=config.cg_max_iter,
-            name="gaussian_crf",
-        )
+        # Inference solvers (weightless): config.solver by default, any of them on request.
+        self.solvers = {
+            solver: GaussianCRF(
+                solver=solver,
+                ridge=config.ridge,
+                cg_max_iter=config.cg_max_iter,
+                name=f"gaussian_crf_{solver}",
+            )
+            for solver in SOLVERS
+        }
         self.train_crf = GaussianCRF(
             solver=config.train_solver,
             ridge=config.ridge,
@@ -232,6 +236,19 @@ class GCRFColorizer(keras.Model):
             raise InputError(f"gray input must have shape [B, {size}, {size}, 1], got {l.shape}")
         return l
 
+    def crf_solver(self, solver=None):
+        """The inference `GaussianCRF` layer of `solver` (None: `config.solver`)."""
+        if solver is None:
+            solver = self.model_config.solver
+        if solver not in self.solvers:
+            raise InputError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
+        return self.solvers[solver]
+
+    @property
+    def crf(self):
+        """The default inference `GaussianCRF` layer (`config.solver`)."""
+        return self.crf_solver()
+
     def posterior(self, l, ab):
         """q(z | x, g): `(mean, log_var)`, each `[B, latent_dim]`."""
         return self.encoder(self._check_gray(l), tf.convert_to_tensor(ab, tf.float32))
@@ -249,7 +266,7 @@ class GCRFColorizer(keras.Model):
         """p(z | g) as a `tfp.distributions.MixtureSameFamily` (batch [B], event [latent_dim])."""
         return self.mdn.distribution(*self.mdn(self.trunk(self._check_gray(l))))
 
-    def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True):
+    def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True, solver=None):
         """N diverse colorizations per gray image, best first.
 
         Args:
@@ -260,6 +277,7 @@ class GCRFColorizer(keras.Model):
                 draws N codes from the mixture.
             use_gcrf: pass the unary colors through the G-CRF (False gives the VAE-MDN baseline:
                 the decoder's alpha directly).
+            solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.solver`).
 
         Returns:
             `(ab [B, N, H, W, 2], scores [B, N])`: scores are the mixture weights of the
@@ -289,8 +307,9 @@ class GCRFColorizer(keras.Model):
             return alpha, scores
         # All N samples share S and H: the G-CRF solves them as 2N columns of one system.
         unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [batch, size * size, count * 2])
-        weights = tf.fill([batch, size * size], self.model_config.beta_train)
-        x = self.crf(self.structure(l, features), unary, weights, initial=unary)
+        weights = self.model_config.beta_train * tf.ones_like(unary[..., 0])
+        crf = self.crf_solver(solver)
+        x = crf(self.structure(l, features), unary, weights, initial=unary)
         x = tf.reshape(x, [batch, size, size, count, 2])
         return tf.transpose(x, [0, 3, 1, 2, 4]), scores
 
@@ -323,7 +342,7 @@ class GCRFColorizer(keras.Model):
         order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
         return tf.gather(codes, order, batch_dims=1), tf.gather(scores, order, batch_dims=1)
 
-    def edit(self, l, mask, target_ab, base_ab=None, prior_weight=None):
+    def edit(self, l, mask, target_ab, base_ab=None, prior_weight=None, solver=None):
         """Propagates user edits with the G-CRF (paper Sec. 3.2 / Fig. 4).
 
         Args:
@@ -335,6 +354,7 @@ class GCRFColorizer(keras.Model):
                 with the weak weight `prior_weight`; without it, unedited pixels only follow
                 the edits through S.
             prior_weight: weight of `base_ab` (default `config.prior_weight`).
+            solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.solver`).
 
         Returns:
             ab `[B, H, W, 2]`: edited pixels get weight `beta_edit`.
@@ -358,10 +378,10 @@ class GCRFColorizer(keras.Model):
                 edit_weight[..., None] * target + prior[..., None] * base, weights[..., None]
             )
             initial = base
-        x = self.crf(self.similarity(l), unary, weights, initial=initial)
+        x = self.crf_solver(solver)(self.similarity(l), unary, weights, initial=initial)
         return tf.reshape(x, tf.shape(target_ab))
 
-    def reconstruct(self, l, ab, reveal_fraction=1.0, seed=0, use_gcrf=True):
+    def reconstruct(self, l, ab, reveal_fraction=1.0, seed=0, use_gcrf=True, solver=None):
         """Colors of the posterior mean code, optionally through the G-CRF with a random H.
 
         This is the HOC stage's task (a fraction of the unary pixels revealed to the G-CRF, the
@@ -373,6 +393,7 @@ class GCRFColorizer(keras.Model):
             reveal_fraction: fraction of unary pixels given to the G-CRF.
             seed: stateless seed of the reveal mask.
             use_gcrf: False returns the unary colors alpha.
+            solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.solver`).
 
         Returns:
             ab `[B, H, W, 2]`.
@@ -385,7 +406,8 @@ class GCRFColorizer(keras.Model):
             return alpha
         unary = _flatten_pixels(alpha)
         weights = self._reveal_weights(unary, reveal_fraction, _stateless_seed(seed))
-        x = self.crf(self.structure(l, features), unary, weights, initial=unary)
+        crf = self.crf_solver(solver)
+        x = crf(self.structure(l, features), unary, weights, initial=unary)
         return tf.reshape(x, tf.shape(alpha))
 
     def _reveal_weights(self, unary, reveal_fraction, seed):
