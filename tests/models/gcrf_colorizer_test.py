@@ -86,18 +86,7 @@ def test_stage_switch_needs_and_gets_a_new_optimizer(photos):
         model.compile_stage("gan")
 
 
-def _numpy_gcrf(similarity, unary, weights, ridge=CONFIG.ridge):
-    """float64 reference of ((I - S)^T (I - S) + diag(w) + ridge I) x = w * unary, per image."""
-    similarity, unary, weights = (np.asarray(a, np.float64) for a in (similarity, unary, weights))
-    out = []
-    for s, u, w in zip(similarity, unary, weights):
-        complement = np.eye(len(s)) - s
-        a = complement.T @ complement + np.diag(w + ridge)
-        out.append(np.linalg.solve(a, w[:, None] * u))
-    return np.stack(out)
-
-
-def test_top_samples_match_mixture_and_numpy_gcrf(model, photos):
+def test_top_samples_match_mixture_and_numpy_gcrf(model, photos, numpy_gcrf):
     l, _ = photos
     ab, scores = model.sample(l, 3, mode="top")
     unary_ab, unary_scores = model.sample(l, 3, mode="top", use_gcrf=False)
@@ -115,7 +104,7 @@ def test_top_samples_match_mixture_and_numpy_gcrf(model, photos):
     similarity = model.similarity(l).numpy()
     unary = unary_ab.numpy().transpose(0, 2, 3, 1, 4).reshape(4, SIZE * SIZE, 6)
     weights = np.full((4, SIZE * SIZE), CONFIG.beta_train)
-    expected = _numpy_gcrf(similarity, unary, weights).reshape(4, SIZE, SIZE, 3, 2)
+    expected = numpy_gcrf(similarity, unary, weights, CONFIG.ridge).reshape(4, SIZE, SIZE, 3, 2)
     np.testing.assert_allclose(ab.numpy(), expected.transpose(0, 3, 1, 2, 4), atol=2e-5)
 
 
@@ -151,7 +140,7 @@ def test_draws_are_deterministic_per_seed(model, photos):
     np.testing.assert_array_equal(top_a.numpy(), top_b.numpy())
 
 
-def test_edit_matches_numpy_gcrf(model, photos):
+def test_edit_matches_numpy_gcrf(model, photos, numpy_gcrf):
     l, ab = photos
     mask = np.zeros((4, SIZE, SIZE), np.float32)
     mask[:, 3, 4] = 1.0
@@ -163,7 +152,7 @@ def test_edit_matches_numpy_gcrf(model, photos):
     flat_target = target.reshape(4, -1, 2)
 
     edited = model.edit(l, mask, target).numpy()
-    expected = _numpy_gcrf(similarity, flat_target, CONFIG.beta_edit * h)
+    expected = numpy_gcrf(similarity, flat_target, CONFIG.beta_edit * h, CONFIG.ridge)
     np.testing.assert_allclose(edited.reshape(4, -1, 2), expected, atol=2e-5)
 
     base = ab.numpy()
@@ -171,7 +160,7 @@ def test_edit_matches_numpy_gcrf(model, photos):
     weights = CONFIG.beta_edit * h + 0.2 * (1 - h)
     flat_base = base.reshape(4, -1, 2)
     rhs = CONFIG.beta_edit * h[..., None] * flat_target + 0.2 * (1 - h[..., None]) * flat_base
-    expected = _numpy_gcrf(similarity, rhs / weights[..., None], weights)
+    expected = numpy_gcrf(similarity, rhs / weights[..., None], weights, CONFIG.ridge)
     np.testing.assert_allclose(on_base.reshape(4, -1, 2), expected, atol=2e-5)
 
     # No edit and no base: the ridge keeps the system regular; the answer is neutral gray.
