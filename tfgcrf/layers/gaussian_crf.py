@@ -55,11 +55,42 @@ def _solve_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
+# Rows of S per block in `apply_precision`: B * rows * P elements, about 8 MiB in float32.
+_BLOCK_ELEMENTS = 2**21
+
+
 def apply_precision(similarity, weights, ridge, v):
-    """Matrix-free A @ v for v [B, P, K]: two products with S, never forming A."""
-    residual = v - tf.linalg.matmul(similarity, v)
-    smooth = residual - tf.linalg.matmul(similarity, residual, adjoint_a=True)
-    return smooth + (weights + ridge)[..., None] * v
+    """Matrix-free A @ v for v [B, P, K] in one pass over S; A is never formed.
+
+    A v = u - S^T u + (weights + ridge) v with u = v - S v. S is walked in blocks of rows: a block
+    gives its rows of u and, while it is still in cache, its share S_block^T u_block of S^T u. The
+    cost is bound by reading S from memory (P^2 floats per image; 64 MiB at 64 x 64), so one pass
+    instead of two (S v, then S^T u) halves the time of a CG iteration on large or batched S.
+    Not differentiable (no gradient through the loop); callers use it on constants only.
+    """
+    size = tf.shape(similarity)[-2]
+    rows = tf.maximum(16, _BLOCK_ELEMENTS // (tf.shape(similarity)[0] * size))
+    blocks = (size + rows - 1) // rows
+
+    def add_block(index, transposed_products, residual_blocks):
+        start = index * rows
+        block = similarity[:, start:start + rows, :]
+        residual = v[:, start:start + rows, :] - tf.linalg.matmul(block, v)
+        # (S^T u)^T accumulated as u_block^T S_block: [K, rows] x [rows, P] streams the block's
+        # rows in memory order (measurably faster here than S_block^T u_block).
+        transposed_products += tf.linalg.matmul(residual, block, adjoint_a=True)
+        # Stored pixel-major so that the blocks concatenate along the pixel axis.
+        return index + 1, transposed_products, residual_blocks.write(
+            index, tf.transpose(residual, [1, 0, 2]))
+
+    batch, columns = tf.shape(v)[0], tf.shape(v)[2]
+    _, transposed_products, residual_blocks = tf.while_loop(
+        lambda index, *_: index < blocks, add_block,
+        (tf.constant(0), tf.zeros([batch, columns, size], v.dtype),
+         tf.TensorArray(v.dtype, size=blocks, infer_shape=False)))
+    residual = tf.transpose(residual_blocks.concat(), [1, 0, 2])
+    return (residual - tf.transpose(transposed_products, [0, 2, 1])
+            + (weights + ridge)[..., None] * v)
 
 
 def precision_matrix(similarity, weights, ridge):
@@ -118,12 +149,14 @@ class _DenseSolver:
         self._method = method
         self._similarity, self._weights, self._ridge = similarity, weights, ridge
 
+    def _apply_inverse(self, rhs):
+        if self._method == "lu":
+            return tf.linalg.lu_solve(self._lu, self._perm, rhs)
+        return tf.linalg.cholesky_solve(self._chol, rhs)
+
     def solve(self, rhs, initial=None):
         del initial  # exact solve: nothing to warm-start
-        if self._method == "lu":
-            x = tf.linalg.lu_solve(self._lu, self._perm, rhs)
-        else:
-            x = tf.linalg.cholesky_solve(self._chol, rhs)
+        x = self._apply_inverse(rhs)
         batch = tf.shape(rhs)[0]
         info = {
             "iterations": tf.zeros([batch], tf.int32),
@@ -137,7 +170,7 @@ class _DenseSolver:
         size = tf.shape(self._weights)[-1]
         batch = tf.shape(self._weights)[0]
         identity = tf.eye(size, batch_shape=[batch], dtype=self._weights.dtype)
-        return self.solve(identity)[0]
+        return self._apply_inverse(identity)
 
 
 class _ConjugateGradientSolver:
@@ -347,7 +380,10 @@ def gaussian_nll(similarity, unary, weights, target, *, ridge=DEFAULT_RIDGE, sol
 
     mean, logdet = solve_and_logdet(similarity, unary, weights)
     error = target - mean
-    quadratic = tf.reduce_sum(error * apply_precision(similarity, weights, ridge, error), axis=[1, 2])
+    # e^T A e = |(I - S) e|^2 + sum (weights + ridge) e^2, differentiable by plain autodiff.
+    smooth_error = error - tf.linalg.matmul(similarity, error)
+    quadratic = (tf.reduce_sum(tf.square(smooth_error), axis=[1, 2])
+                 + tf.reduce_sum((weights + ridge)[..., None] * tf.square(error), axis=[1, 2]))
     pixels = tf.cast(tf.shape(unary)[1], unary.dtype)
     columns = tf.cast(tf.shape(unary)[2], unary.dtype)
     total = 0.5 * quadratic + columns * (0.5 * pixels * math.log(2.0 * math.pi) - 0.5 * logdet)
