@@ -7,7 +7,9 @@ Command modules import TensorFlow inside `run`, so `tfgcrf --help` does not load
 import argparse
 import importlib
 import os
+import re
 import sys
+import tempfile
 
 from tfgcrf import __version__
 from tfgcrf.errors import UserError
@@ -52,6 +54,28 @@ def build_parser():
     return parser
 
 
+# Lines TensorFlow's C++ runtime writes to fd 2 at import, before any logging setting applies
+# (TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21): start-up chatter, not user information.
+_STARTUP_NOISE = re.compile(rb"^(I0000 |WARNING: All log messages before absl|To enable the following)")
+
+
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with its start-up INFO lines filtered out of stderr; the rest passes."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [ln for ln in captured.read().splitlines(True) if not _STARTUP_NOISE.match(ln)]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -61,6 +85,7 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
+        _import_tensorflow_quietly()
         return int(args._run(args) or 0)
     except UserError as err:
         print(f"tfgcrf: error: {err}", file=sys.stderr)
