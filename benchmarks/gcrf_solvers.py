@@ -45,6 +45,8 @@ SOLVERS = {
     "cg": dict(solver="cg"),
     "cg+jacobi": dict(solver="cg", preconditioner="jacobi"),
 }
+# The HOC step also runs CG at the looser tolerance a training config might pick, to show its error.
+TRAINING_SOLVERS = {"cg+jacobi tol 1e-3": dict(solver="cg", preconditioner="jacobi", cg_tol=1e-3)}
 SLOW_SECONDS = 5.0
 
 
@@ -83,18 +85,33 @@ def noisy_samples(ab, num_samples, seed):
 
 
 def measure(fn, args, repeats):
-    """Median wall time of fn(*args) after a warm-up run, TF CPU allocator peak, last output."""
+    """Median wall and CPU seconds of fn(*args) after a warm-up run, TF allocator peak MiB, output.
+
+    CPU seconds (all threads of this process) are reported next to wall time because the machine
+    may be shared: they show the work a path does, independent of how much CPU it was given.
+    """
     start = time.perf_counter()
     output = tf.nest.map_structure(np.asarray, fn(*args))
     first = time.perf_counter() - start
     tf.config.experimental.reset_memory_stats("CPU:0")
-    times = []
+    times, cpu_times = [], []
     for _ in range(1 if first > SLOW_SECONDS else repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         output = tf.nest.map_structure(np.asarray, fn(*args))
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
-    return statistics.median(times), peak, output
+    return Timing(statistics.median(times), statistics.median(cpu_times)), peak, output
+
+
+class Timing:
+    def __init__(self, wall, cpu):
+        self.wall, self.cpu = wall, cpu
+
+    def cells(self, baseline):
+        """time, cpu time, and the wall-time speedup over `baseline` (a Timing or None)."""
+        speedup = "n/a (no lu)" if baseline is None else f"{baseline.wall / self.wall:.1f}x"
+        return f"{self.wall:.3g}", f"{self.cpu:.3g}", speedup
 
 
 def sample_path(solver_kwargs):
@@ -154,20 +171,20 @@ class Table:
 
 
 def run_sample_case(size, num_samples, solvers, repeats, table, label):
-    """The N-sample inference path for one image; returns {solver: (seconds, peak MiB)}."""
+    """The N-sample inference path for one image; returns {solver: (Timing, peak MiB)}."""
     l, ab = load_photos(1, size)
     embeddings = stand_in_embeddings(l, size)
     unary = noisy_samples(ab, num_samples, seed=1)
     weights = tf.fill([1, size * size], 5.0)
     results, reference = {}, None
     for name in solvers:
-        seconds, peak, (x, iterations) = measure(sample_path(SOLVERS[name]),
-                                                 (embeddings, unary, weights), repeats)
+        timing, peak, (x, iterations) = measure(sample_path(SOLVERS[name]),
+                                                (embeddings, unary, weights), repeats)
         reference = x if name == "lu" else reference
-        results[name] = (seconds, peak)
+        results[name] = (timing, peak)
         error = "-" if reference is None else relative_error(x, reference)
-        speedup = f"{results['lu'][0] / seconds:.1f}x" if "lu" in results else "n/a (no lu)"
-        table.add(label, name, seconds, speedup, peak, error, str(int(iterations.max())))
+        lu_timing = results["lu"][0] if "lu" in results else None
+        table.add(label, name, *timing.cells(lu_timing), peak, error, str(int(iterations.max())))
     return results
 
 
@@ -177,17 +194,17 @@ def run_training_case(size, batch, solvers, repeats, table):
     unary = noisy_samples(ab, 1, seed=2)
     revealed = tf.random.stateless_uniform([batch, size * size], [3, 0]) < 0.25
     weights = tf.cast(revealed, tf.float32)  # beta = 1 during training
-    reference, lu_seconds = None, None
+    reference, lu_timing = None, None
     for name in solvers:
-        seconds, peak, (x, iterations, gradients) = measure(
-            training_step(SOLVERS[name]), (embeddings, unary, weights, ab), repeats)
+        timing, peak, (x, iterations, gradients) = measure(
+            training_step(TRAINING_SOLVERS.get(name, SOLVERS.get(name))),
+            (embeddings, unary, weights, ab), repeats)
         if name == "lu":
-            reference, lu_seconds = (x, gradients), seconds
+            reference, lu_timing = (x, gradients), timing
         x_error = relative_error(x, reference[0])
         grad_error = max(relative_error(g, r) for g, r in zip(gradients, reference[1]))
-        table.add(f"HOC step {size}x{size}, batch {batch}", name, seconds,
-                  f"{lu_seconds / seconds:.1f}x", peak, f"{x_error:.2g} (grad {grad_error:.2g})",
-                  str(int(iterations.max())))
+        table.add(f"HOC step {size}x{size}, batch {batch}", name, *timing.cells(lu_timing), peak,
+                  f"{x_error:.2g} (grad {grad_error:.2g})", str(int(iterations.max())))
 
 
 def run_edit_case(size, repeats, table):
@@ -207,32 +224,33 @@ def run_edit_case(size, repeats, table):
     cases = [("lu", "lu", cold), ("cholesky", "cholesky", cold), ("cg cold", "cg", cold),
              ("cg warm", "cg", previous), ("cg+jacobi cold", "cg+jacobi", cold),
              ("cg+jacobi warm", "cg+jacobi", previous)]
-    reference, lu_seconds = None, None
+    reference, lu_timing = None, None
     for label, name, initial in cases:
-        seconds, peak, (x, iterations) = measure(
+        timing, peak, (x, iterations) = measure(
             edit_solve(SOLVERS[name]), (similarity, unary, weights, initial), repeats)
         if name == "lu":
-            reference, lu_seconds = x, seconds
-        table.add(f"edit +1 point {size}x{size}", label, seconds, f"{lu_seconds / seconds:.1f}x",
-                  peak, relative_error(x, reference), str(int(iterations.max())))
+            reference, lu_timing = x, timing
+        table.add(f"edit +1 point {size}x{size}", label, *timing.cells(lu_timing), peak,
+                  relative_error(x, reference), str(int(iterations.max())))
     # The interactive path: factor once per image, then every new point is a Woodbury update.
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     session = EditSession(similarity[0])
     session.solve(points[:10], tf.gather(ab[0], points[:10]))
-    setup = time.perf_counter() - start
-    table.add(f"edit session setup {size}x{size}", "cholesky once + 10 points", setup,
-              f"{lu_seconds / setup:.1f}x", "-", "-", "0")
-    times = []
+    setup = Timing(time.perf_counter() - start, time.process_time() - cpu_start)
+    table.add(f"edit session setup {size}x{size}", "cholesky once + 10 points",
+              *setup.cells(lu_timing), "-", "-", "0")
+    times, cpu_times = [], []
     for extra in list(spare_points[:repeats - 1]) + [points[10]]:  # a new, uncached pixel each time
         chosen = np.append(points[:10], extra)
         tf.config.experimental.reset_memory_stats("CPU:0")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         x = session.solve(chosen, tf.gather(ab[0], chosen)).numpy()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
-    seconds = statistics.median(times)
-    table.add(f"edit +1 point {size}x{size}", "session (Woodbury)", seconds,
-              f"{lu_seconds / seconds:.1f}x", peak, relative_error(x[None], reference), "0")
+    timing = Timing(statistics.median(times), statistics.median(cpu_times))
+    table.add(f"edit +1 point {size}x{size}", "session (Woodbury)", *timing.cells(lu_timing), peak,
+              relative_error(x[None], reference), "0")
 
 
 def fitted_exponent(sizes, values):
@@ -254,8 +272,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(args.skip.split(","))
-    columns = ["case", "solver", "time s", "speedup vs lu", "peak MiB", "rel err vs lu",
-               "CG iters"]
+    columns = ["case", "solver", "wall s", "CPU s", "speedup vs lu (wall)", "peak MiB",
+               "rel err vs lu", "CG iters"]
     tables = []
     if "targets" not in skip:
         targets = Table("Targets", columns)
@@ -264,7 +282,8 @@ def main(argv=None):
         size, large = args.target_size, args.large_size
         run_sample_case(size, args.samples, list(SOLVERS), args.repeats, targets,
                         f"sample {size}x{size}, N={args.samples}")
-        run_training_case(size, args.batch, list(SOLVERS), args.repeats, targets)
+        run_training_case(size, args.batch, list(SOLVERS) + list(TRAINING_SOLVERS), args.repeats,
+                          targets)
         run_edit_case(size, args.repeats, targets)
         run_sample_case(large, args.samples, ["cg", "cg+jacobi"], args.repeats, targets,
                         f"sample {large}x{large}, N={args.samples}")
@@ -275,9 +294,9 @@ def main(argv=None):
         measured = {name: [] for name in SOLVERS}
         for size in sizes:
             solvers = [n for n in SOLVERS if size <= args.lu_max_size or n.startswith("cg")]
-            for name, value in run_sample_case(size, args.samples, solvers, args.repeats, scaling,
-                                               f"{size}x{size}").items():
-                measured[name].append((size, *value))
+            for name, (timing, peak) in run_sample_case(size, args.samples, solvers, args.repeats,
+                                                        scaling, f"{size}x{size}").items():
+                measured[name].append((size, timing.wall, peak))
         exponents = Table("Fitted exponents in P (time ~ P^a, peak memory ~ P^b)",
                           ["solver", "sizes", "time exponent a", "peak memory exponent b"])
         tables.append(exponents)

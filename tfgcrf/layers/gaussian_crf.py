@@ -88,9 +88,10 @@ def apply_precision(similarity, weights, ridge, v):
         lambda index, *_: index < blocks, add_block,
         (tf.constant(0), tf.zeros([batch, columns, size], v.dtype),
          tf.TensorArray(v.dtype, size=blocks, infer_shape=False)))
-    residual = tf.transpose(residual_blocks.concat(), [1, 0, 2])
-    return (residual - tf.transpose(transposed_products, [0, 2, 1])
-            + (weights + ridge)[..., None] * v)
+    # Keep v's static shape (the TensorArray loses it), which CG's tf.while_loop requires.
+    residual = tf.ensure_shape(tf.transpose(residual_blocks.concat(), [1, 0, 2]), v.shape)
+    transposed_products = tf.ensure_shape(tf.transpose(transposed_products, [0, 2, 1]), v.shape)
+    return residual - transposed_products + (weights + ridge)[..., None] * v
 
 
 def precision_matrix(similarity, weights, ridge):
