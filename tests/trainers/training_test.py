@@ -90,6 +90,20 @@ def test_refuses_to_resume_a_different_model(tmp_path, tiny_experiment):
         train(other, tmp_path, verbose=0)
 
 
+def test_a_nan_loss_stops_the_stage_with_a_clear_error(tmp_path, tiny_experiment, monkeypatch):
+    from tfgcrf.trainers import training
+
+    def nan_photos(source, split, image_size, batch_size, **kwargs):
+        gray = tf.zeros([batch_size, image_size, image_size, 1])
+        chroma = tf.fill([batch_size, image_size, image_size, 2], float("nan"))
+        return tf.data.Dataset.from_tensors((gray, chroma))
+
+    monkeypatch.setattr(training, "make_dataset", nan_photos)
+    with pytest.raises(UserError, match="stage vae stopped on a non-finite loss"):
+        train(tiny_experiment(), tmp_path, verbose=0, log=lambda message: None)
+    assert not StagePaths(tmp_path / "vae").is_done()
+
+
 def test_cli_reports_a_missing_config(capsys):
     assert cli.main(["train", "--config", "no_such_config"]) == 2
     err = capsys.readouterr().err
