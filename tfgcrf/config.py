@@ -64,6 +64,10 @@ class ModelConfig:
             squared color errors are divided by 2 recon_sigma^2 (VAE and HOC stages). With a unit
             sigma the likelihood is too weak against the KL term and the posterior collapses
             (the decoder ignores z and samples lose their diversity).
+        rebalance_lambda: class rebalancing of the VAE reconstruction (VAE-MDN, after Zhang et
+            al.): pixels of rare colors weigh 1 / ((1 - lambda) p(color) + lambda / Q), from the
+            training set's ab histogram (`tfgcrf.models.rebalance`); 1 = plain L2 (default),
+            0.5 = their setting.
         kl_weight: weight of KL(q(z|x,g) || N(0, I)) in the VAE stage after warm-up.
         kl_warmup_steps: training steps over which the KL weight ramps up linearly from 0.
         hoc_loss: "l2" (squared error of the G-CRF mean, the default: it supervises exactly what
@@ -96,6 +100,7 @@ class ModelConfig:
     structure_width: int = 32
     mdn_hidden: int = 256
     recon_sigma: float = 0.1
+    rebalance_lambda: float = 1.0
     kl_weight: float = 1.0
     kl_warmup_steps: int = 1000
     hoc_loss: str = "l2"
@@ -120,6 +125,9 @@ class ModelConfig:
                 f"model.image_size must be a positive multiple of {factor} for these widths, "
                 f"got {self.image_size}"
             )
+        if not 0.0 <= self.rebalance_lambda <= 1.0:
+            value = self.rebalance_lambda
+            raise UserError(f"model.rebalance_lambda must be in [0, 1], got {value}")
         if not 0 <= self.hoc_window <= self.image_size:
             raise UserError(
                 f"model.hoc_window must be in [0, image_size={self.image_size}], "

@@ -29,10 +29,13 @@ from tfgcrf.config import STAGES, load_config, save_config
 from tfgcrf.data import make_dataset
 from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
+from tfgcrf.models.rebalance import ab_histogram, rebalancing_weights
 from tfgcrf.trainers.callbacks import HocSchedule, PreviewImages
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
+# Training batches whose colors make the class-rebalancing histogram.
+REBALANCE_BATCHES = 100
 
 
 class StagePaths:
@@ -119,6 +122,9 @@ def _datasets(config, stage):
 def _run_stage(model, config, stage, paths, strategy, verbose):
     stage_config = config.stages[stage]
     train, validation, (gray, ab) = _datasets(config, stage)
+    if stage == "vae" and config.model.rebalance_lambda < 1.0:
+        counts = ab_histogram(train, max_batches=REBALANCE_BATCHES)
+        model.set_color_weights(rebalancing_weights(counts, config.model.rebalance_lambda))
     with strategy.scope():
         model.compile_stage(stage, learning_rate=stage_config.learning_rate)
     callbacks = [

@@ -104,6 +104,16 @@ def test_a_nan_loss_stops_the_stage_with_a_clear_error(tmp_path, tiny_experiment
     assert not StagePaths(tmp_path / "vae").is_done()
 
 
+def test_vae_stage_computes_rebalancing_weights(tmp_path, tiny_experiment):
+    config = tiny_experiment(epochs=1, steps_per_epoch=2)
+    model_config = dataclasses.replace(config.model, rebalance_lambda=0.5)
+    model = train(dataclasses.replace(config, model=model_config), tmp_path, stage="vae",
+                  verbose=0, log=lambda message: None)
+    weights = model._color_weights.numpy()
+    assert weights.shape == (22 * 22,) and weights.std() > 0 and np.all(weights > 0)
+    assert stage_summary(tmp_path).keys() == {"vae"}
+
+
 def test_cli_reports_a_missing_config(capsys):
     assert cli.main(["train", "--config", "no_such_config"]) == 2
     err = capsys.readouterr().err

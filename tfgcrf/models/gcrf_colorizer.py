@@ -23,6 +23,7 @@ from tfgcrf.layers.gray_trunk import GrayTrunk
 from tfgcrf.layers.mixture_density import MixtureDensityHead, mdn_loss
 from tfgcrf.layers.structure_branch import StructureBranch
 from tfgcrf.layers.unary_decoder import UnaryDecoder
+from tfgcrf.models.rebalance import BINS_PER_AXIS, ab_bins
 
 SAMPLE_MODES = ("top", "draw")
 # Seed of the latent noise and reveal masks of `test_step` (deterministic validation losses).
@@ -135,6 +136,9 @@ class GCRFColorizer(keras.Model):
             cg_max_iter=config.cg_max_iter,
             name="train_gaussian_crf",
         )
+        # Per-bin class-rebalancing weights of the VAE loss (set by the trainer, see
+        # `set_color_weights`); a constant, not model state: only the VAE stage's loss reads it.
+        self._color_weights = None
         self.trackers = {
             stage_name: {name: keras.metrics.Mean(name=name) for name in names}
             for stage_name, names in _METRICS.items()
@@ -187,6 +191,18 @@ class GCRFColorizer(keras.Model):
                 layer.trainable = False
         for layer in self.stage_layers(stage):
             layer.trainable = True
+
+    def set_color_weights(self, weights):
+        """Sets the class-rebalancing weights `[BINS_PER_AXIS, BINS_PER_AXIS]` of the VAE loss.
+
+        Needed when `config.rebalance_lambda < 1` (the trainer computes them from the training
+        data with `tfgcrf.models.rebalance`); call it before `compile_stage("vae")`.
+        """
+        weights = tf.constant(weights, tf.float32)
+        if weights.shape != (BINS_PER_AXIS, BINS_PER_AXIS):
+            side = BINS_PER_AXIS
+            raise UserError(f"color weights must be {side}x{side}, got {weights.shape}")
+        self._color_weights = tf.reshape(weights, [-1])
 
     def compile_stage(self, stage, optimizer=None, learning_rate=1e-3, **compile_kwargs):
         """Switches to `stage` and compiles with a new optimizer (Adam by default).
@@ -444,7 +460,7 @@ class GCRFColorizer(keras.Model):
             return loss, {"loss": loss, "mixture_nll": nll}
         alpha = self.decoder(z, features)
         if self.stage == "vae":
-            recon = self._color_nll(alpha, ab)
+            recon = self._color_nll(alpha, ab, self._pixel_weights(ab))
             kl = tf.reduce_mean(
                 0.5 * tf.reduce_sum(tf.exp(log_var) + tf.square(mean) - 1.0 - log_var, axis=-1)
             )
@@ -452,9 +468,22 @@ class GCRFColorizer(keras.Model):
             return loss, {"loss": loss, "recon": recon, "kl": kl}
         return self._hoc_losses(l, ab, features, alpha, training)
 
-    def _color_nll(self, predicted, target):
-        """Batch mean of the per-image sum of ||predicted - target||^2 / (2 recon_sigma^2)."""
+    def _pixel_weights(self, ab):
+        """Class-rebalancing weights `[B, H, W, 1]` of the true colors, or None (plain L2)."""
+        if self.model_config.rebalance_lambda >= 1.0:
+            return None
+        if self._color_weights is None:
+            raise UserError(
+                "model.rebalance_lambda < 1 needs the color weights: call set_color_weights "
+                "(tfgcrf train computes them from the training data)"
+            )
+        return tf.gather(self._color_weights, ab_bins(ab))[..., None]
+
+    def _color_nll(self, predicted, target, pixel_weights=None):
+        """Batch mean of the per-image sum of w ||predicted - target||^2 / (2 recon_sigma^2)."""
         squared = tf.square(predicted - target)
+        if pixel_weights is not None:
+            squared = pixel_weights * squared
         per_image = tf.reduce_sum(tf.reshape(squared, [tf.shape(squared)[0], -1]), axis=-1)
         return tf.reduce_mean(per_image) / (2.0 * self.model_config.recon_sigma**2)
 
