@@ -152,6 +152,9 @@ def _run_stage(model, config, stage, paths, strategy, verbose):
 
 
 def _fit(model, train, validation, stage_config, callbacks, verbose):
+    # BackupAndRestore resumes by setting model._initial_epoch, which Keras never clears: a stage
+    # resumed at epoch k would make every later stage of the same process start at epoch k too.
+    model._initial_epoch = None
     return model.fit(
         train,
         epochs=stage_config.epochs,

@@ -151,6 +151,8 @@ def test_killed_during_hoc_resumes_without_redoing_vae(tmp_path, tiny_experiment
     assert list(summary) == list(STAGES)
     # The second run only trained the HOC epochs the first one had not finished.
     assert 0 < len(summary["hoc"]["history"]["loss"]) < hoc_epochs
+    # ... and the stage after the resumed one still ran all of its epochs from the first.
+    assert len(summary["mdn"]["history"]["loss"]) == config.stages["mdn"].epochs
     assert (run_dir / "model.keras").is_file()
 
 
