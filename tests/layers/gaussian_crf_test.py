@@ -12,7 +12,7 @@ from absl.testing import parameterized
 from PIL import Image
 
 from tfgcrf.errors import UserError
-from tfgcrf.layers.gaussian_crf import GaussianCRF, gaussian_nll, gcrf_solve
+from tfgcrf.layers.gaussian_crf import GaussianCRF, coarse_space, gaussian_nll, gcrf_solve
 
 PHOTO = pathlib.Path(__file__).parents[1] / "data" / "photos" / "skimage_astronaut.png"
 RIDGE = 1e-4
@@ -87,6 +87,7 @@ SOLVER_VARIANTS = [
     dict(testcase_name="_cholesky", solver="cholesky"),
     dict(testcase_name="_cg", solver="cg"),
     dict(testcase_name="_cg_jacobi", solver="cg", preconditioner="jacobi"),
+    dict(testcase_name="_cg_two_level", solver="cg", preconditioner="two_level"),
 ]
 
 
@@ -307,6 +308,31 @@ class GaussianCRFRobustnessTest(tf.test.TestCase, parameterized.TestCase):
             if max_iter == 3:
                 self.assertFalse(info["converged"][0])
                 self.assertEqual(int(info["iterations"][0]), 3)
+
+    def test_two_level_preconditioner_cuts_iterations_for_sparse_edits(self):
+        similarity = _photo_similarity()
+        pixels = similarity.shape[-1]
+        weights = np.zeros((1, pixels))
+        weights[0, [30, 300, 500]] = 5.0
+        unary = np.zeros((1, pixels, 2))
+        unary[0, [30, 300, 500]] = [[0.4, -0.2], [-0.3, 0.3], [0.1, 0.5]]
+        iterations = {}
+        for preconditioner in ("jacobi", "two_level"):
+            x, info = gcrf_solve(similarity, unary, weights, solver="cg", cg_tol=1e-6,
+                                 preconditioner=preconditioner)
+            self.assertTrue(info["converged"][0])
+            self.assertLessEqual(_relative_error(x, _reference(similarity, unary, weights)), 1e-4)
+            iterations[preconditioner] = int(info["iterations"][0])
+        self.assertLess(2 * iterations["two_level"], iterations["jacobi"])
+
+    def test_coarse_space_is_orthonormal_for_square_and_other_sizes(self):
+        rng = np.random.default_rng(8)
+        for pixels in (576, 150, 20):  # 24 x 24 grid; not a square; fewer pixels than aggregates
+            basis = coarse_space(tf.constant(_random_similarity(rng, 2, pixels)))
+            self.assertEqual(basis.shape[:2], (2, pixels))
+            gram = tf.linalg.matmul(basis, basis, adjoint_a=True)
+            self.assertAllClose(gram, np.broadcast_to(np.eye(basis.shape[-1]), gram.shape),
+                                atol=1e-10)
 
     def test_warm_start_reduces_iterations(self):
         """Adding one edit point re-solves from the previous answer in fewer CG iterations."""
