@@ -40,6 +40,17 @@ def _photo_similarity(size=24):
     return _row_softmax(-0.5 * squared)[None]
 
 
+def _photo_edits():
+    """The photo's S with three user points (beta = 5) and nothing else revealed."""
+    similarity = _photo_similarity()
+    pixels = similarity.shape[-1]
+    weights = np.zeros((1, pixels))
+    weights[0, [30, 300, 500]] = 5.0
+    unary = np.zeros((1, pixels, 2))
+    unary[0, [30, 300, 500]] = [[0.4, -0.2], [-0.3, 0.3], [0.1, 0.5]]
+    return similarity, unary, weights
+
+
 def _reference(similarity, unary, weights, ridge=RIDGE):
     """numpy float64 dense solve, image by image."""
     out = []
@@ -139,12 +150,7 @@ class GaussianCRFSolveTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.named_parameters(*SOLVER_VARIANTS)
     def test_photo_edits_propagate(self, solver, preconditioner="none"):
         """Three user edits (beta = 5) on the photo's S: float32 solve matches numpy float64."""
-        similarity = _photo_similarity()
-        pixels = similarity.shape[-1]
-        weights = np.zeros((1, pixels))
-        weights[0, [30, 300, 500]] = 5.0
-        unary = np.zeros((1, pixels, 2))
-        unary[0, [30, 300, 500]] = [[0.4, -0.2], [-0.3, 0.3], [0.1, 0.5]]
+        similarity, unary, weights = _photo_edits()
         x, info = self._solve(solver, np.float32, False, similarity, unary, weights,
                               preconditioner=preconditioner)
         self.assertTrue(np.all(info["converged"]))
@@ -310,12 +316,7 @@ class GaussianCRFRobustnessTest(tf.test.TestCase, parameterized.TestCase):
                 self.assertEqual(int(info["iterations"][0]), 3)
 
     def test_two_level_preconditioner_cuts_iterations_for_sparse_edits(self):
-        similarity = _photo_similarity()
-        pixels = similarity.shape[-1]
-        weights = np.zeros((1, pixels))
-        weights[0, [30, 300, 500]] = 5.0
-        unary = np.zeros((1, pixels, 2))
-        unary[0, [30, 300, 500]] = [[0.4, -0.2], [-0.3, 0.3], [0.1, 0.5]]
+        similarity, unary, weights = _photo_edits()
         iterations = {}
         for preconditioner in ("jacobi", "two_level"):
             x, info = gcrf_solve(similarity, unary, weights, solver="cg", cg_tol=1e-6,
