@@ -335,10 +335,10 @@ def _solve_gradients(similarity, unary, weights, x, g):
     """
     d_unary = weights[..., None] * g
     d_weights = tf.reduce_sum(g * (unary - x), axis=-1)
-    smooth_g = g - tf.linalg.matmul(similarity, g)
-    smooth_x = x - tf.linalg.matmul(similarity, x)
-    d_similarity = (tf.linalg.matmul(smooth_g, x, adjoint_b=True)
-                    + tf.linalg.matmul(smooth_x, g, adjoint_b=True))
+    smooth = tf.concat([g, x], axis=-1)
+    smooth -= tf.linalg.matmul(similarity, smooth)  # [(I - S) g, (I - S) x]
+    # One [P, 2K] x [2K, P] product writes the P x P gradient once (it is memory-bound).
+    d_similarity = tf.linalg.matmul(smooth, tf.concat([x, g], axis=-1), adjoint_b=True)
     return d_similarity, d_unary, d_weights
 
 
