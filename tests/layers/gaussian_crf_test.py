@@ -288,9 +288,9 @@ class GaussianCRFRobustnessTest(tf.test.TestCase, parameterized.TestCase):
             graph = fn.get_concrete_function(
                 tf.TensorSpec([3, 20, 20]), tf.TensorSpec([3, 20, columns]),
                 tf.TensorSpec([3, 20])).graph
-            # The CG loop is the one iterating x, r and p of shape [B, P, K] together (the other
-            # loops, blocks of A v, carry only their captured input v); exactly one such loop
-            # means all K columns advance together, not one loop per sample or per channel.
+            # The CG loop is the one iterating x, r and p of shape [B, P, K] together; exactly
+            # one such loop means all K columns advance together, not one loop per sample or
+            # per channel.
             loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")
                      and sum(out.shape.as_list() == [3, 20, columns] for out in op.outputs) >= 3]
             self.assertLen(loops, 1)

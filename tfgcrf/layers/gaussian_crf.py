@@ -59,43 +59,15 @@ def _solve_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
-# Rows of S per block in `apply_precision`: B * rows * P elements, about 8 MiB in float32.
-_BLOCK_ELEMENTS = 2**21
-
-
 def apply_precision(similarity, weights, ridge, v):
-    """Matrix-free A @ v for v [B, P, K] in one pass over S; A is never formed.
+    """Matrix-free A @ v for v [B, P, K]: two products with S (S v, then S^T u), A never formed.
 
-    A v = u - S^T u + (weights + ridge) v with u = v - S v. S is walked in blocks of rows: a block
-    gives its rows of u and, while it is still in cache, its share S_block^T u_block of S^T u. The
-    cost is bound by reading S from memory (P^2 floats per image; 64 MiB at 64 x 64), so one pass
-    instead of two (S v, then S^T u) halves the time of a CG iteration on large or batched S.
-    Not differentiable (no gradient through the loop); callers use it on constants only.
+    Bound by reading S from memory (P^2 floats per image, 64 MiB at 64 x 64) twice. A one-pass
+    variant over row blocks of S measured no faster on this 2-core CPU once it was not shared.
     """
-    size = tf.shape(similarity)[-2]
-    rows = tf.maximum(16, _BLOCK_ELEMENTS // (tf.shape(similarity)[0] * size))
-    blocks = (size + rows - 1) // rows
-
-    def add_block(index, transposed_products, residual_blocks):
-        start = index * rows
-        block = similarity[:, start:start + rows, :]
-        residual = v[:, start:start + rows, :] - tf.linalg.matmul(block, v)
-        # (S^T u)^T accumulated as u_block^T S_block: [K, rows] x [rows, P] streams the block's
-        # rows in memory order (measurably faster here than S_block^T u_block).
-        transposed_products += tf.linalg.matmul(residual, block, adjoint_a=True)
-        # Stored pixel-major so that the blocks concatenate along the pixel axis.
-        return index + 1, transposed_products, residual_blocks.write(
-            index, tf.transpose(residual, [1, 0, 2]))
-
-    batch, columns = tf.shape(v)[0], tf.shape(v)[2]
-    _, transposed_products, residual_blocks = tf.while_loop(
-        lambda index, *_: index < blocks, add_block,
-        (tf.constant(0), tf.zeros([batch, columns, size], v.dtype),
-         tf.TensorArray(v.dtype, size=blocks, infer_shape=False)))
-    # Keep v's static shape (the TensorArray loses it), which CG's tf.while_loop requires.
-    residual = tf.ensure_shape(tf.transpose(residual_blocks.concat(), [1, 0, 2]), v.shape)
-    transposed_products = tf.ensure_shape(tf.transpose(transposed_products, [0, 2, 1]), v.shape)
-    return residual - transposed_products + (weights + ridge)[..., None] * v
+    residual = v - tf.linalg.matmul(similarity, v)
+    smooth = residual - tf.linalg.matmul(similarity, residual, adjoint_a=True)
+    return smooth + (weights + ridge)[..., None] * v
 
 
 def precision_matrix(similarity, weights, ridge):
