@@ -22,6 +22,7 @@ import yaml
 from tfgcrf.errors import UserError
 
 STAGES = ("vae", "hoc", "mdn")
+PRECONDITIONERS = ("none", "jacobi", "two_level")
 SOLVERS = ("lu", "cholesky", "cg")
 HOC_LOSSES = ("l2", "nll")
 MDN_LOSSES = ("nearest", "nll")
@@ -51,8 +52,12 @@ class ModelConfig:
             "cholesky" or "cg".
         train_solver: G-CRF solver of the HOC training stage; "cg" (matrix-free, O(P^2) per
             iteration instead of O(P^3)) by default, the only affordable one at 64 x 64 on a CPU.
-        train_cg_tol: relative residual tolerance of "cg" in training (gradient noise dominates
-            well above the 1e-5 of inference).
+        train_cg_tol: relative residual tolerance of "cg" in training. Not looser than 1e-5:
+            at 1e-3 the embedding gradient is 97 % wrong (the softmax gradient cancels most of
+            dL/dS), measured by benchmarks/gcrf_solvers.py.
+        cg_preconditioner: preconditioner of every "cg" solve: "none", "jacobi" or "two_level"
+            (Jacobi + a coarse solve on S-smoothed aggregates: ~5x fewer iterations when few
+            pixels are revealed, as in edits and the late HOC schedule).
         cg_max_iter: iteration cap of "cg" solves.
         trunk_widths: channels of the gray trunk at full, 1/2, 1/4, ... resolution.
         encoder_widths: channels of the stride-2 convolutions of the color encoder.
@@ -92,7 +97,8 @@ class ModelConfig:
     ridge: float = 1e-4
     solver: str = "lu"
     train_solver: str = "cg"
-    train_cg_tol: float = 1e-3
+    train_cg_tol: float = 1e-5
+    cg_preconditioner: str = "two_level"
     cg_max_iter: int = 500
     trunk_widths: tuple = (16, 32, 64, 128)
     encoder_widths: tuple = (16, 32, 64, 128)
@@ -110,6 +116,7 @@ class ModelConfig:
     def __post_init__(self):
         _check_choice("model.solver", self.solver, SOLVERS)
         _check_choice("model.train_solver", self.train_solver, SOLVERS)
+        _check_choice("model.cg_preconditioner", self.cg_preconditioner, PRECONDITIONERS)
         _check_choice("model.hoc_loss", self.hoc_loss, HOC_LOSSES)
         _check_choice("model.mdn_loss", self.mdn_loss, MDN_LOSSES)
         for name in ("trunk_widths", "encoder_widths", "decoder_widths"):

@@ -34,10 +34,9 @@ import sys
 import keras
 import tensorflow as tf
 
+from tfgcrf.config import PRECONDITIONERS, SOLVERS
 from tfgcrf.errors import UserError
 
-SOLVERS = ("lu", "cholesky", "cg")
-PRECONDITIONERS = ("none", "jacobi", "two_level")
 # "two_level": aggregates of the coarse space per side of the (square, row-major) pixel grid, and
 # how many times they are smoothed by S so that they follow the image's structure.
 COARSE_GRID = 8

@@ -125,6 +125,7 @@ class GCRFColorizer(keras.Model):
                 solver=solver,
                 ridge=config.ridge,
                 cg_max_iter=config.cg_max_iter,
+                preconditioner=config.cg_preconditioner,
                 name=f"gaussian_crf_{solver}",
             )
             for solver in SOLVERS
@@ -134,6 +135,7 @@ class GCRFColorizer(keras.Model):
             ridge=config.ridge,
             cg_tol=config.train_cg_tol,
             cg_max_iter=config.cg_max_iter,
+            preconditioner=config.cg_preconditioner,
             name="train_gaussian_crf",
         )
         # Per-bin class-rebalancing weights of the VAE loss (set by the trainer, see
