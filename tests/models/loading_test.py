@@ -39,3 +39,17 @@ def test_errors_name_the_problem(tmp_path):
 def test_installed_presets_resolve_to_files():
     for name in loading.preset_names():
         assert os.path.isfile(loading.preset_path(name))
+
+
+def test_solver_override_changes_only_the_solver_and_survives_saving(smoke_run, tmp_path):
+    model = loading.load_model(smoke_run.run_dir, solver="cholesky")
+    assert model.model_config.solver == "cholesky" != smoke_run.model.model_config.solver
+    l = np.random.default_rng(0).uniform(size=(1, 16, 16, 1)).astype("float32")
+    # Same weights, another exact solver: the same colors up to float32 round-off.
+    np.testing.assert_allclose(
+        model.sample(l, 2)[0].numpy(), smoke_run.model.sample(l, 2)[0].numpy(), atol=1e-4
+    )
+    model.save(tmp_path / "cholesky.keras")
+    assert loading.load_model(tmp_path / "cholesky.keras").model_config.solver == "cholesky"
+    with pytest.raises(UserError, match="solver must be one of"):
+        loading.load_model(smoke_run.run_dir, solver="qr")

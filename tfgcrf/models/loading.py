@@ -5,6 +5,7 @@ model card); it loads with no download. The one resolver below serves the Python
 (`tfgcrf.Colorizer`), the CLI commands, evaluation and export.
 """
 
+import dataclasses
 import importlib.resources
 import os
 
@@ -54,12 +55,14 @@ def resolve_model_path(path_or_preset):
     return preset_path(spec)
 
 
-def load_model(path_or_preset):
+def load_model(path_or_preset, solver=None):
     """Loads a trained `GCRFColorizer`.
 
     Args:
       path_or_preset: a `.keras` file, a folder containing `model.keras`, or the name of an
         installed preset such as "default".
+      solver: None to keep the model's inference G-CRF solver, or "lu", "cholesky" or "cg" to
+        replace it (the weights do not depend on it; saving the model keeps the choice).
 
     Returns:
       The `GCRFColorizer`.
@@ -79,4 +82,7 @@ def load_model(path_or_preset):
         raise UserError(f"cannot load model {path}: {message}") from None
     if not isinstance(model, GCRFColorizer):
         raise UserError(f"{path} holds a {type(model).__name__}, not a GCRFColorizer")
+    if solver is not None:
+        model.crf_solver(solver)  # validates the name with a one-line error
+        model.model_config = dataclasses.replace(model.model_config, solver=solver)
     return model
