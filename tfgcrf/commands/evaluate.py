@@ -12,16 +12,16 @@ REPORT_IMAGES = 4
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, help="model file/folder or preset name (e.g. default)")
-    parser.add_argument("--data", required=True, help="data source: image folder, tfds:NAME[/config] or offline")
+    parser.add_argument("--model", required=True, metavar="PATH|PRESET", help="model file/folder or preset name (e.g. default)")
+    parser.add_argument("--data", required=True, metavar="SOURCE", help="data source: image folder, tfds:NAME[/config] or offline")
     parser.add_argument("--split", default="test", help="split of the data source (default: test)")
-    parser.add_argument("--samples", type=int, default=8, help="samples per image, >= 2 (default: 8)")
+    parser.add_argument("--samples", type=int, default=8, metavar="N", help="samples per image, >= 2 (default: 8)")
     parser.add_argument("--mode", default="top", choices=("top", "draw"),
                         help="sampling: the N most probable mixture components (top, the paper's) or random draws")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate at most K images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling and of the hint locations")
-    parser.add_argument("--json", dest="json_path", default=None, help="write the results to this JSON file")
-    parser.add_argument("--report", default=None, help="folder for sample sheets and the PSNR plot")
+    parser.add_argument("--limit", type=int, default=None, metavar="K", help="evaluate at most K images")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampling and of the hint locations")
+    parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the results to this JSON file")
+    parser.add_argument("--report", default=None, metavar="DIR", help="folder for sample sheets and the PSNR plot")
 
 
 def _check(args):
