@@ -372,7 +372,7 @@ class GCRFColorizer(keras.Model):
                 with the weak weight `prior_weight`; without it, unedited pixels only follow
                 the edits through S.
             prior_weight: weight of `base_ab` (default `config.prior_weight`).
-            solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.solver`).
+            solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.edit_solver`).
 
         Returns:
             ab `[B, H, W, 2]`: edited pixels get weight `beta_edit`.
@@ -396,7 +396,8 @@ class GCRFColorizer(keras.Model):
                 edit_weight[..., None] * target + prior[..., None] * base, weights[..., None]
             )
             initial = base
-        x = self.crf_solver(solver)(self.similarity(l), unary, weights, initial=initial)
+        crf = self.crf_solver(solver or self.model_config.edit_solver)
+        x = crf(self.similarity(l), unary, weights, initial=initial)
         return tf.reshape(x, tf.shape(target_ab))
 
     def reconstruct(self, l, ab, reveal_fraction=1.0, seed=0, use_gcrf=True, solver=None):
