@@ -12,21 +12,26 @@ REPORT_IMAGES = 4
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", required=True, metavar="PATH|PRESET", help="model file/folder or preset name (e.g. default)")
-    parser.add_argument("--data", required=True, metavar="SOURCE", help="data source: image folder, tfds:NAME[/config] or offline")
-    parser.add_argument("--split", default="test", help="split of the data source (default: test)")
-    parser.add_argument("--samples", type=int, default=8, metavar="N", help="samples per image, >= 2 (default: 8)")
-    parser.add_argument("--mode", default="top", choices=("top", "draw"),
-                        help="sampling: the N most probable mixture components (top, the paper's) or random draws")
-    parser.add_argument("--limit", type=int, default=None, metavar="K", help="evaluate at most K images")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the sampling and of the hint locations")
-    parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the results to this JSON file")
-    parser.add_argument("--report", default=None, metavar="DIR", help="folder for sample sheets and the PSNR plot")
+    add = parser.add_argument
+    add("--model", required=True, metavar="PATH|PRESET",
+        help="model file/folder or preset name (e.g. default)")
+    add("--data", required=True, metavar="SOURCE",
+        help="data source: image folder, tfds:NAME[/config] or offline")
+    add("--split", default="test", help="split of the data source (default: test)")
+    add("--samples", type=int, default=8, metavar="N", help="samples per image, >= 2 (default: 8)")
+    add("--mode", default="top", choices=("top", "draw"),
+        help="sampling: the N most probable mixture components (top, the paper's) or random draws")
+    add("--limit", type=int, default=None, metavar="K", help="evaluate at most K images")
+    add("--seed", type=int, default=0, metavar="S", help="seed of the sampling and of the hint locations")
+    add("--json", dest="json_path", default=None, metavar="FILE", help="write the results to this JSON file")
+    add("--report", default=None, metavar="DIR", help="folder for sample sheets and the PSNR plot")
 
 
 def _check(args):
     if args.samples < 2:
-        raise UserError(f"--samples must be at least 2 (diversity is measured between samples), got {args.samples}")
+        raise UserError(
+            f"--samples must be at least 2 (diversity is measured between samples), got {args.samples}"
+        )
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be a positive number of images, got {args.limit}")
 

@@ -28,7 +28,12 @@ DIVERSITY_COLUMNS = (
     ("speckle_flat", "speckle (flat)"),
     ("colorfulness", "colorfulness"),
 )
-_PLOT_COLORS = {"gcrf": (200, 40, 40), "vae_mdn": (230, 140, 20), "levin": (40, 90, 200), "gray": (110, 110, 110)}
+_PLOT_COLORS = {
+    "gcrf": (200, 40, 40),
+    "vae_mdn": (230, 140, 20),
+    "levin": (40, 90, 200),
+    "gray": (110, 110, 110),
+}
 
 
 def _number(value):
@@ -137,7 +142,9 @@ def psnr_plot(results, size=(640, 420)):
         draw.line([(x, top), (x, height - bottom)], fill=(225, 225, 225))
         draw.text((x, height - bottom + 6), str(count), fill="black", font=font, anchor="mt")
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    draw.text(((left + width - right) / 2, height - 18), "revealed 7x7 points |H|", fill="black", font=font, anchor="mm")
+    draw.text(
+        ((left + width - right) / 2, height - 18), "revealed 7x7 points |H|", fill="black", font=font, anchor="mm"
+    )
     draw.text((8, 8), "PSNR (dB)", fill="black", font=font)
     for row, (name, curve) in enumerate(curves.items()):
         color = _PLOT_COLORS[name]
