@@ -85,6 +85,8 @@ def main():
     unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [1, pixels, NUM_SAMPLES * 2])
     similarity = colorizer._similarity(l_small)
     solve = tf.function(lambda s, u, w: model.crf(s, u, w, initial=u), autograph=False)
+    edit_crf = model.crf_solver(config.edit_solver)
+    edit_solve = tf.function(lambda s, u, w: edit_crf(s, u, w), autograph=False)
     sample_weights = tf.fill([1, pixels], config.beta_train)
     ab_small = colorizer._sample(l_small, NUM_SAMPLES, seed, mode)[0][0]
     ab_full = fullres.upsample_chroma(ab_small, lightness)
@@ -123,8 +125,8 @@ def main():
         ("  baseline: bilinear upsampling + clip + RGB", _time(lambda: bilinear_and_clip(ab_small, lightness), r)),
         ("edit, end to end (Colorizer.edit, 2 points)", _time(lambda: colorizer.edit(rgb, points, colors), r)),
         ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r)),
-        (f"  G-CRF solve ({config.solver}, 2 right-hand sides)",
-         _time(lambda: solve(similarity, edit_unary, edit_weights), r)),
+        (f"  G-CRF solve ({config.edit_solver}, 2 right-hand sides)",
+         _time(lambda: edit_solve(similarity, edit_unary, edit_weights), r)),
         ("  upsampling + recombination, 1 image",
          _time(lambda: colorizer._to_full(edit_small, lightness), r)),
     ]
