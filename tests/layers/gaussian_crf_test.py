@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
+from gcrf_reference import numpy_gcrf  # tests/gcrf_reference.py
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gaussian_crf import GaussianCRF, coarse_space, gaussian_nll, gcrf_solve
 
@@ -53,12 +54,7 @@ def _photo_edits():
 
 def _reference(similarity, unary, weights, ridge=RIDGE):
     """numpy float64 dense solve, image by image."""
-    out = []
-    for s, u, w in zip(similarity, unary, weights):
-        complement = np.eye(len(w)) - s
-        precision = complement.T @ complement + np.diag(w + ridge)
-        out.append(np.linalg.solve(precision, w[:, None] * u))
-    return np.stack(out)
+    return numpy_gcrf(similarity, unary, weights, ridge)
 
 
 def _reference_residual(similarity, unary, weights, x, ridge=RIDGE):
