@@ -66,6 +66,40 @@ def test_image_kinds_give_the_same_result(colorizer, photo):
     )
 
 
+def test_encoded_bytes_and_file_objects_are_images(colorizer, tmp_path):
+    import io
+
+    with open(PHOTO, "rb") as handle:
+        data = handle.read()
+    expected = colorizer.colorize(PHOTO, num_samples=1)
+    for source in (data, bytearray(data), memoryview(data), io.BytesIO(data)):
+        np.testing.assert_array_equal(colorizer.colorize(source, num_samples=1), expected)
+    with open(PHOTO, "rb") as handle:
+        np.testing.assert_array_equal(colorizer.colorize(handle, num_samples=1), expected)
+    point, rgb = (100, 50), (200, 40, 40)
+    np.testing.assert_array_equal(colorizer.edit(data, [point], [rgb]), colorizer.edit(PHOTO, [point], [rgb]))
+    np.testing.assert_array_equal(colorizer.explain(io.BytesIO(data), point), colorizer.explain(PHOTO, point))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with open(text) as handle, pytest.raises(InputError, match="binary mode") as info:
+        colorizer.colorize(handle, num_samples=1)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (b"\x00not an image" * 5000, r"not an image .*<65000 bytes>"),
+        (b"", "empty image data"),
+        (bytes(30000), "not an image"),
+    ],
+)
+def test_bad_encoded_bytes_give_a_short_error(colorizer, source, message):
+    with pytest.raises(InputError, match=message) as info:
+        colorizer.colorize(source, num_samples=1)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
 def test_draw_mode_follows_the_seed(colorizer):
     first = colorizer.colorize(PHOTO, num_samples=6, seed=3, mode="draw")
     assert first.shape[0] == 6  # more than the 4 components

@@ -28,8 +28,14 @@ DEFAULT_SAMPLES = 8
 
 
 def _as_rgb(image):
-    """A path, PIL image or uint8 numpy array (gray or RGB) -> uint8 `[H, W, 3]` numpy RGB."""
-    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+    """An image source -> uint8 `[H, W, 3]` numpy RGB.
+
+    Sources: a path, encoded image bytes (`bytes`, `bytearray`, `memoryview`), a binary file
+    object, a PIL image or a uint8 numpy array (gray or RGB).
+    """
+    if isinstance(image, (str, bytes, bytearray, memoryview)) or hasattr(image, "__fspath__"):
+        return imageio.read_image(image)
+    if callable(getattr(image, "read", None)):  # a file object
         return imageio.read_image(image)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image.Image
         from PIL import ImageOps
@@ -43,8 +49,9 @@ def _as_rgb(image):
         array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3))
     ):
         raise InputError(
-            "expected an image path, a PIL image or a uint8 array of shape [H, W], [H, W, 1] or "
-            f"[H, W, 3]; got a {array.dtype} array of shape {array.shape}"
+            "expected an image path, encoded image bytes, a binary file object, a PIL image or a "
+            "uint8 array of shape [H, W], [H, W, 1] or [H, W, 3]; got a "
+            f"{array.dtype} array of shape {array.shape}"
         )
     _check_pixels(array.shape[0], array.shape[1])
     if array.ndim == 2:
@@ -131,8 +138,10 @@ class Colorizer:
         """Diverse colorizations of a photo at its own resolution, most probable first.
 
         Args:
-          image: path, PIL image, or uint8 numpy array `[H, W]`, `[H, W, 1]` or `[H, W, 3]`.
-            A color photo is reduced to its lightness first.
+          image: a path, encoded image bytes (`bytes`, `bytearray`, `memoryview` of a PNG,
+            JPEG, ... file), a binary file object, a PIL image, or a uint8 numpy array
+            `[H, W]`, `[H, W, 1]` or `[H, W, 3]`. A color photo is reduced to its lightness
+            first.
           num_samples: N, the number of colorizations.
           seed: seed of the random draws ("draw" mode; "top" mode is deterministic).
           mode: "top" decodes the N most probable mixture components (at most the model's

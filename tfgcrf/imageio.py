@@ -12,6 +12,7 @@ Files larger than `max_pixels` are refused before they are decoded (decompressio
 Every failure is an `InputError` with a one-line message.
 """
 
+import io
 import os
 import warnings
 
@@ -71,11 +72,67 @@ def _to_rgb_array(image):
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_image(path, max_pixels=MAX_PIXELS):
-    """Reads an image file as an upright uint8 sRGB array.
+def _describe(source):
+    """A short name of an image source for messages: its path, or the kind of object."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    name = getattr(source, "name", None)
+    if isinstance(name, str):
+        return name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return f"<{type(source).__name__}>"
+
+
+def read_bytes(source):
+    """The encoded bytes of an image source: a path, bytes-like data or a binary file object.
+
+    Raises:
+      InputError: a missing path, a directory, an empty file or empty data, a text-mode or
+        unreadable file object, or a source of another type.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            raise InputError("image paths must be str or os.PathLike, not bytes (bytes are taken "
+                             "as the encoded image itself)")
+        _check_path(path)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            raise InputError(f"cannot read image file {path}: {err.strerror}") from None
+    elif callable(getattr(source, "read", None)):
+        try:
+            data = source.read()
+        except OSError as err:
+            raise InputError(f"cannot read image from {_describe(source)}: {_one_line(err)}") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise InputError(
+                f"image file objects must be opened in binary mode ('rb'); {_describe(source)} "
+                f"returned {type(data).__name__}"
+            )
+        data = bytes(data)
+    else:
+        raise InputError(
+            "expected an image path, encoded image bytes or a binary file object, got "
+            f"{type(source).__name__}"
+        )
+    if not data:
+        raise InputError(f"empty image data: {_describe(source)}")
+    return data
+
+
+def read_image(source, max_pixels=MAX_PIXELS):
+    """Reads an image file (or encoded image data) as an upright uint8 sRGB array.
 
     Args:
-      path: path of a JPEG, PNG, WebP, BMP, GIF, TIFF (or any other Pillow-readable) file.
+      source: path of a JPEG, PNG, WebP, BMP, GIF, TIFF (or any other Pillow-readable) file,
+        the encoded bytes of such a file (`bytes`, `bytearray`, `memoryview`), or a binary
+        file object (anything with `read()` returning bytes, e.g. `open(path, "rb")`,
+        `io.BytesIO`; read from its current position).
       max_pixels: refuse images with more pixels than this (checked from the header, before
         decoding).
 
@@ -84,28 +141,28 @@ def read_image(path, max_pixels=MAX_PIXELS):
 
     Raises:
       InputError: the file is missing, a directory, empty, not an image, truncated or corrupt, or
-        larger than `max_pixels`.
+        larger than `max_pixels`; the source is of an unsupported type.
     """
-    path = os.fspath(path)
-    _check_path(path)
+    data = read_bytes(source)
+    name = _describe(source)
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check replaces Pillow's global bomb warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(image, path, max_pixels)
+            with Image.open(io.BytesIO(data)) as image:
+                _check_size(image, name, max_pixels)
                 image.load()
                 upright = ImageOps.exif_transpose(image)
                 return _to_rgb_array(upright)
     except InputError:
         raise
     except UnidentifiedImageError:
-        raise InputError(f"not an image file (unknown format): {path}") from None
+        raise InputError(f"not an image file (unknown format): {name}") from None
     except Image.DecompressionBombError:
-        raise InputError(f"image too large (decompression-bomb limit): {path}") from None
+        raise InputError(f"image too large (decompression-bomb limit): {name}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         # Pillow reports truncated data and corrupt streams with these exception types.
-        raise InputError(f"cannot decode image {path}: {_one_line(err)}") from None
+        raise InputError(f"cannot decode image {name}: {_one_line(err)}") from None
 
 
 def _one_line(err):
