@@ -170,6 +170,17 @@ class DataConfig:
         data_dir: TFDS data folder for `tfds:` sources, collection folder for `offline`
             ("" for the default).
         num_preview: images shown in the TensorBoard image summaries.
+        crop_scale: [min, max] area of a training crop as a fraction of the photo's shorter side
+            squared ([0.25, 1]: sides from half the shorter side to all of it).
+        crop_aspect: [min, max] width / height of a training crop before it is resized to a square
+            (log-uniform; [1, 1] for square crops only).
+        flip: mirror half of the training crops left-right.
+        source_balance: b in the per-source sampling factor n ** -b (n: photos of the source in
+            the split): 0 weighs photos alike, 0.5 (default) ~ 1/sqrt(n), 1 weighs sources alike.
+        white_weight: sampling weight factor of photos whose border is mostly white (cut-outs on
+            white), in (0, 1]; 1 turns the down-weighting off.
+        See `tfgcrf.data.pipeline` for the exact rules. No hue or saturation jitter exists on
+        purpose: it would teach wrong colors.
     """
 
     source: str = "offline"
@@ -179,11 +190,26 @@ class DataConfig:
     crops_per_image: int = 4
     data_dir: str = ""
     num_preview: int = 4
+    crop_scale: tuple = (0.25, 1.0)
+    crop_aspect: tuple = (0.75, 4.0 / 3.0)
+    flip: bool = True
+    source_balance: float = 0.5
+    white_weight: float = 0.3
 
     def __post_init__(self):
         for name in ("batch_size", "crops_per_image"):
             if getattr(self, name) < 1:
                 raise UserError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("crop_scale", "crop_aspect"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.augmentation()
+
+    def augmentation(self):
+        """The validated `tfgcrf.data.balance.Augmentation` of these settings (UserError if bad)."""
+        from tfgcrf.data.balance import Augmentation
+
+        return Augmentation.checked(self.crop_scale, self.crop_aspect, self.flip, self.source_balance,
+                                    self.white_weight, prefix="data.")
 
 
 @dataclasses.dataclass(frozen=True)

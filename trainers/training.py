@@ -95,11 +95,17 @@ def _datasets(config, stage):
         seed=config.seed,
         data_dir=data.data_dir or None,
     )
+    augment = data.augmentation()
     train = make_dataset(
         data.source,
         split=data.train_split,
         training=True,
         crops_per_image=data.crops_per_image,
+        crop_scale=augment.crop_scale,
+        crop_aspect=augment.crop_aspect,
+        flip=augment.flip,
+        source_balance=augment.source_balance,
+        white_weight=augment.white_weight,
         **common,
     )
     if stage_config.steps_per_epoch:
