@@ -210,6 +210,8 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     strategy = strategy or resolve_strategy(config.strategy)
     with strategy.scope():
         model = GCRFColorizer(config.model)
+        # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
+        model.load_pretrained()
     for name in stages_through(stage):
         paths = StagePaths(run_dir / name)
         if paths.is_done():

