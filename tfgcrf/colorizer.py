@@ -9,6 +9,8 @@ edge-aware chroma upsampling and recombination with the photo's own lightness (`
     edited = colorizer.edit("photo.jpg", [(120, 40)], [(255, 140, 0)])  # uint8 [H, W, 3]
 """
 
+import hashlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -102,12 +104,15 @@ class Colorizer:
             )
             for jit in (False, True)
         }
-        # Python arguments (num_samples, mode) are part of the trace; the seed is a tensor so
-        # that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no jit_compile. The
-        # methods branch on Python values only: autograph is not needed.
+        # Python arguments (num_samples, mode, use_gcrf) are part of the trace; the seed is a
+        # tensor so that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no
+        # jit_compile. The methods branch on Python values only: autograph is not needed.
         self._sample = tf.function(model.sample, jit_compile=False, autograph=False)
         self._edit = tf.function(model.edit, jit_compile=False, autograph=False)
         self._similarity = tf.function(model.similarity, jit_compile=False, autograph=False)
+        # The last photo's grid input and similarity S: colorize, edit (with or without a
+        # sample) and explain on the same photo compute S once.
+        self._last = None
 
     @classmethod
     def from_preset(cls, name="default"):
@@ -118,6 +123,35 @@ class Colorizer:
     def load(cls, path):
         """Loads a trained model from a `.keras` file (or a folder holding `model.keras`)."""
         return cls(load_model(path))
+
+    # ------------------------------------------------------------------ on the model grid
+    # The compiled functions every user path runs (API, CLI, evaluation). `l` is the model
+    # input `[B, size, size, 1]` (L / 100); chroma is in model units (ab / 110).
+
+    def similarity(self, l):
+        """The learned similarity S `[B, P, P]` of grid images `l` (compiled)."""
+        return self._similarity(l)
+
+    def sample_grid(self, l, num_samples, seed=0, mode="top", use_gcrf=True, similarity=None):
+        """`GCRFColorizer.sample` compiled: `(ab [B, N, size, size, 2], scores [B, N])`.
+
+        `similarity` (S of `l`, from `similarity`) is reused instead of computed again.
+        """
+        seed = seed if tf.is_tensor(seed) else self._seed(seed)
+        return self._sample(l, int(num_samples), seed, mode, use_gcrf, similarity=similarity)
+
+    def edit_grid(self, l, mask, target_ab, base_ab=None, similarity=None):
+        """`GCRFColorizer.edit` compiled: ab `[B, size, size, 2]` (`similarity` reused)."""
+        return self._edit(l, mask, target_ab, base_ab, similarity=similarity)
+
+    def _photo(self, rgb):
+        """`(L_full, l_small, S)` of a uint8 RGB photo; the last photo's are kept and reused."""
+        key = (rgb.shape, hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest())
+        if self._last is None or self._last[0] != key:
+            self._last = None  # free the previous S before computing the next one
+            lightness, l_small = self._prepare(rgb)
+            self._last = (key, lightness, l_small, self.similarity(l_small))
+        return self._last[1:]
 
     def check_sampling(self, num_samples, mode="top"):
         """Raises `InputError` unless `num_samples` samples can be drawn in `mode`."""
@@ -155,8 +189,9 @@ class Colorizer:
           InputError: unreadable image or invalid `num_samples` / `mode`.
         """
         self.check_sampling(num_samples, mode)
-        lightness, l_small = self._prepare(_as_rgb(image))
-        ab_small, scores = self._sample(l_small, int(num_samples), self._seed(seed), mode)
+        seed = self._seed(seed)
+        lightness, l_small, similarity = self._photo(_as_rgb(image))
+        ab_small, scores = self.sample_grid(l_small, num_samples, seed, mode, similarity=similarity)
         images = self._to_full(ab_small[0], lightness)
         return (images, scores[0].numpy()) if return_scores else images
 
@@ -186,16 +221,16 @@ class Colorizer:
         height, width = rgb.shape[:2]
         points_rel = self._relative_points(points, height, width)
         chroma = self._point_chroma(colors, len(points_rel))
-        lightness, l_small = self._prepare(rgb)
+        lightness, l_small, similarity = self._photo(rgb)
         mask, target = points_to_grid(
             points_rel[None], chroma[None], [len(points_rel)], self.grid_size
         )
         base = None
         if from_sample is not None:
             num_samples = self._check_from_sample(from_sample, num_samples, mode)
-            samples, _ = self._sample(l_small, int(num_samples), self._seed(seed), mode)
+            samples, _ = self.sample_grid(l_small, num_samples, seed, mode, similarity=similarity)
             base = samples[:, int(from_sample)]
-        ab_small = self._edit(l_small, mask, target, base)
+        ab_small = self.edit_grid(l_small, mask, target, base, similarity=similarity)
         return self._to_full(ab_small, lightness)[0]
 
     def explain(self, image, point):
@@ -213,11 +248,11 @@ class Colorizer:
         rgb = _as_rgb(image)
         height, width = rgb.shape[:2]
         points_rel = self._relative_points([point], height, width)
-        _, l_small = self._prepare(rgb)
+        _, _, similarity = self._photo(rgb)
         # The point's grid pixel, located exactly as `edit` places its points.
         mask, _ = points_to_grid(points_rel[None], np.zeros([1, 1, 2], np.float32), [1], self.grid_size)
         index = tf.argmax(tf.reshape(mask, [-1]))
-        row = tf.gather(self._similarity(l_small)[0], index)
+        row = tf.gather(similarity[0], index)
         attention = tf.reshape(row, [1, self.grid_size, self.grid_size, 1])
         return tf.image.resize(attention, [height, width], method="bilinear")[0, ..., 0].numpy()
 

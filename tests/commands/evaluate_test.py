@@ -6,7 +6,8 @@ from tfgcrf import cli
 from tfgcrf.evaluation.control import POINT_COUNTS
 
 PHOTOS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "photos")
-DIVERSITY = {"eob", "variance", "ssim_pairwise", "speckle", "speckle_flat", "colorfulness"}
+DIVERSITY = {"eob", "variance", "ssim_pairwise", "speckle", "speckle_flat", "colorfulness",
+             "colorfulness_ratio", "auc", "auc_best"}
 
 
 def test_evaluate_writes_the_issue_schema_table_and_report(smoke_run, tmp_path, capsys):
@@ -21,7 +22,8 @@ def test_evaluate_writes_the_issue_schema_table_and_report(smoke_run, tmp_path, 
     assert set(methods["gcrf"]) == DIVERSITY | {"psnr_points"}
     assert set(methods["vae_mdn"]) == DIVERSITY
     assert set(methods["levin"]) == {"psnr_points"}
-    assert set(methods["gray"]) == {"eob", "speckle", "speckle_flat", "colorfulness", "psnr_points"}
+    assert set(methods["gray"]) == {"eob", "speckle", "speckle_flat", "colorfulness", "colorfulness_ratio",
+                                    "auc", "psnr_points"}
     for name in ("gcrf", "levin", "gray"):
         assert list(methods[name]["psnr_points"]) == [str(count) for count in POINT_COUNTS]
     values = [v for m in methods.values() for v in m.values() if not isinstance(v, dict)]
@@ -31,6 +33,31 @@ def test_evaluate_writes_the_issue_schema_table_and_report(smoke_run, tmp_path, 
     out = capsys.readouterr().out
     assert "| G-CRF (ours) |" in out and "| Levin et al. 2004 |" in out
     assert sorted(os.listdir(report_dir)) == ["control.png", "psnr_points.png", "results.md", "samples.png"]
+
+
+def test_evaluate_two_models_side_by_side(smoke_run, tmp_path, capsys):
+    json_path = tmp_path / "results.json"
+    model = str(smoke_run.run_dir / "model.keras")
+    argv = ["evaluate", "--model", f"old={model}", "--model", str(smoke_run.run_dir), "--data", PHOTOS,
+            "--samples", "2", "--limit", "1", "--json", str(json_path), "--tables", "diversity",
+            "--report", str(tmp_path / "report")]
+    assert cli.main(argv) == 0
+    results = json.loads(json_path.read_text())
+    assert sorted(os.listdir(tmp_path / "report")) == ["results.md", "samples.png"]
+    assert not any("psnr_points" in method for method in results["methods"].values())
+    name = os.path.basename(str(smoke_run.run_dir))
+    assert results["models"] == {"old": model, name: str(smoke_run.run_dir)}
+    assert set(results["methods"]) == {"gcrf/old", "vae_mdn/old", f"gcrf/{name}", f"vae_mdn/{name}", "gray"}
+    # The same model twice: the same numbers.
+    assert results["methods"]["gcrf/old"]["eob"] == results["methods"][f"gcrf/{name}"]["eob"]
+    assert f"| G-CRF (ours) [old] |" in capsys.readouterr().out
+
+
+def test_model_names():
+    from tfgcrf.commands.evaluate import model_names
+
+    assert model_names(["default", "runs/v2/model.keras", "x=a/b.keras", "default"]) == {
+        "default": "default", "v2": "runs/v2/model.keras", "x": "a/b.keras", "default-2": "default"}
 
 
 def test_evaluate_rejects_bad_arguments(tmp_path, capsys):

@@ -1,5 +1,7 @@
 """The harness's wiring, checked with an oracle model whose outputs are known functions of the truth."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,24 +13,37 @@ PHOTOS = "tests/data/photos"
 SIZE = 32
 
 
-class OracleModel:
-    """Samples [truth, truth] through the "G-CRF" and [truth/2, truth/2] without; edits to the truth."""
+class OracleColorizer:
+    """Samples [truth, truth] through the "G-CRF" and [truth/2, truth/2] without; edits to the truth.
+
+    Stands for `tfgcrf.Colorizer`'s grid functions; checks that S is computed once per image and
+    handed to the G-CRF sampling and to the edits.
+    """
+
+    grid_size = SIZE
 
     def __init__(self, truths):
         self.truths = truths  # model-size ground-truth ab, in data order
         self.index = -1
         self.calls = []
 
-    def sample(self, l, num_samples, seed, mode, use_gcrf):
+    def similarity(self, l):
+        self.index += 1
+        self.calls.append("similarity")
+        return tf.fill([1, 3, 3], float(self.index))  # a token S naming the image
+
+    def sample_grid(self, l, num_samples, seed, mode, use_gcrf, similarity):
         self.calls.append((seed, mode, use_gcrf))
+        assert (similarity is not None) == use_gcrf
         if use_gcrf:
-            self.index += 1
+            assert float(similarity[0, 0, 0]) == self.index
         truth = self.truths[self.index]
         scale = 1.0 if use_gcrf else 0.5
         return tf.repeat(scale * truth[None], num_samples, axis=1), tf.zeros([1, num_samples])
 
-    def edit(self, l, mask, target_ab):
+    def edit_grid(self, l, mask, target_ab, similarity):
         assert mask.shape == (len(control.POINT_COUNTS), SIZE, SIZE)
+        assert similarity.shape[0] == l.shape[0] and np.all(similarity.numpy() == self.index)
         # More points reveal more grid cells: the nested hint sets reach the grid.
         counts = tf.reduce_sum(mask, axis=[1, 2]).numpy()
         assert counts[0] == 1 and np.all(np.diff(counts) >= 0) and counts[-1] > 50
@@ -37,32 +52,43 @@ class OracleModel:
 
 @pytest.fixture(scope="module")
 def pairs():
-    return list(harness.image_pairs(PHOTOS, "test", SIZE, limit=2))
+    return list(harness.examples(PHOTOS, "test", [SIZE], limit=2))
 
 
-def test_image_pairs_are_the_same_crop_at_two_sizes(pairs):
-    assert len(pairs) == 2
-    (l, ab), (l_full, ab_full) = pairs[0]
-    assert l.shape == (1, SIZE, SIZE, 1) and ab_full.shape == (1, 256, 256, 2)
+def test_examples_are_the_evaluation_crops_of_the_data_pipeline(pairs):
+    from tfgcrf.data import make_dataset
+
+    assert len(pairs) == 2 and pairs[0].domain is None
+    expected = list(make_dataset(PHOTOS, "test", image_size=SIZE, batch_size=1, training=False).take(2))
+    for example, (l, ab) in zip(pairs, expected):
+        np.testing.assert_array_equal(example.grids[SIZE][0].numpy(), l.numpy())
+        np.testing.assert_array_equal(example.grids[SIZE][1].numpy(), ab.numpy())
+    l_full, ab_full = pairs[0].control
+    assert ab_full.shape == (1, 256, 256, 2)
     shrunk = tf.image.resize(l_full, (SIZE, SIZE), antialias=True)
-    np.testing.assert_allclose(shrunk.numpy(), l.numpy(), atol=0.03)
+    np.testing.assert_allclose(shrunk.numpy(), pairs[0].grids[SIZE][0].numpy(), atol=0.03)
 
 
 def test_oracle_scores_match_the_truth(pairs):
-    model = OracleModel([ab for (_, ab), _ in pairs])
+    truths = [example.grids[SIZE][1] for example in pairs]
+    model = OracleColorizer(truths)
     results, kept = harness.evaluate(model, pairs, num_samples=2, seed=7, mode="draw", keep_images=1)
     gcrf, vae, gray = (results["methods"][name] for name in ("gcrf", "vae_mdn", "gray"))
     assert gcrf["eob"] == 0.0 and gcrf["variance"] == 0.0
     assert gcrf["ssim_pairwise"] == pytest.approx(1.0, abs=1e-5)
     assert gcrf["speckle"] == pytest.approx(1.0) and gcrf["speckle_flat"] == pytest.approx(1.0)
     assert gcrf["colorfulness"] == pytest.approx(results["ground_truth"]["colorfulness"])
+    assert gcrf["colorfulness_ratio"] == pytest.approx(1.0)
+    assert gcrf["auc"] == pytest.approx(1.0) and gcrf["auc_best"] == pytest.approx(1.0)
+    assert vae["auc"] < 1.0 and gray["auc"] < vae["auc"]
     # Half the chroma: a quarter of the gradient energy and of the gray floor's error.
     assert vae["speckle"] == pytest.approx(0.25) and vae["speckle_flat"] == pytest.approx(0.25)
     assert vae["eob"] == pytest.approx(0.25 * gray["eob"])
-    expected_gray_eob = np.mean([metrics.eob(np.zeros((1,) + ab.shape[1:]), ab[0]) for (_, ab), _ in pairs])
+    expected_gray_eob = np.mean([metrics.eob(np.zeros((1,) + ab.shape[1:]), ab[0]) for ab in truths])
     assert gray["eob"] == pytest.approx(expected_gray_eob)
     # Same seed for both diverse methods of an image, offset per image.
-    assert model.calls == [(7, "draw", True), (7, "draw", False), (8, "draw", True), (8, "draw", False)]
+    assert model.calls == ["similarity", (7, "draw", True), (7, "draw", False),
+                           "similarity", (8, "draw", True), (8, "draw", False)]
     # The oracle's edit is the truth at model size: far better than gray at every |H|, and
     # Levin improves with more revealed patches.
     for count in control.POINT_COUNTS:
@@ -73,15 +99,48 @@ def test_oracle_scores_match_the_truth(pairs):
     assert len(set(gray["psnr_points"].values())) == 1
     assert results["images"] == 2 and results["samples"] == 2 and results["seed"] == 7
     assert set(results["seconds_per_image"]) == {
-        "gcrf_sample", "vae_mdn_sample", "levin_control", "gcrf_control", "total"
+        "similarity", "gcrf_sample", "vae_mdn_sample", "levin_control", "gcrf_control", "total"
     }
     assert len(kept) == 1 and set(kept[0]["samples"]) == {"gcrf", "vae_mdn"}
     shown = kept[0]["control"]
     assert shown["truth"].shape == (256, 256, 3) and shown["truth"].dtype == np.uint8
 
 
+def test_two_models_side_by_side_and_domains(pairs):
+    truths = [example.grids[SIZE][1] for example in pairs]
+    tagged = [example._replace(domain=domain) for example, domain in zip(pairs, ("faces", "scenes"))]
+    models = {"old": OracleColorizer(truths), "new": OracleColorizer(truths)}
+    results, _ = harness.evaluate(models, tagged, num_samples=2, seed=7)
+    methods = results["methods"]
+    assert list(methods) == ["gcrf/old", "vae_mdn/old", "gcrf/new", "vae_mdn/new", "levin", "gray"]
+    assert methods["gcrf/old"] == methods["gcrf/new"] and methods["gcrf/old"]["eob"] == 0.0
+    assert set(results["domains"]) == {"faces", "scenes"}
+    faces = results["domains"]["faces"]
+    assert faces["images"] == 1 and faces["methods"]["gcrf/new"]["auc"] == pytest.approx(1.0)
+    # The domains partition the images: the per-image means recombine to the overall mean.
+    overall = results["methods"]["gray"]["eob"]
+    parts = [part["methods"]["gray"]["eob"] for part in results["domains"].values()]
+    assert overall == pytest.approx(np.mean(parts))
+
+
+def test_domains_come_from_the_folder_manifest(tmp_path):
+    import shutil
+
+    from tfgcrf.data import folders
+
+    names = [os.path.basename(path) for path in folders.list_images(PHOTOS)[:12]]
+    for name in names:
+        shutil.copy(os.path.join(PHOTOS, name), tmp_path / name)
+    (tmp_path / "manifest.csv").write_text(
+        "file,package,domain\n" + "".join(f"{name},x,{'faces' if i % 2 else 'objects'}\n"
+                                           for i, name in enumerate(names))
+    )
+    found = {example.name: example.domain for example in harness.examples(str(tmp_path), "train", [SIZE])}
+    assert found and all(found[name] == ("faces" if names.index(name) % 2 else "objects") for name in found)
+
+
 def test_needs_two_samples_and_images(pairs):
     with pytest.raises(UserError, match="at least 2 samples"):
-        harness.evaluate(OracleModel([]), pairs, num_samples=1, seed=0)
+        harness.evaluate(OracleColorizer([]), pairs, num_samples=1, seed=0)
     with pytest.raises(UserError, match="no images"):
-        harness.evaluate(OracleModel([]), [], num_samples=2, seed=0)
+        harness.evaluate(OracleColorizer([]), [], num_samples=2, seed=0)

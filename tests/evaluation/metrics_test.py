@@ -110,3 +110,20 @@ def test_psnr_of_identical_images_is_finite_cap():
 def test_psnr_requires_uint8():
     with pytest.raises(ValueError, match="uint8"):
         metrics.psnr(np.zeros((2, 2, 3)), np.zeros((2, 2, 3), np.uint8))
+
+
+def test_auc_matches_a_per_threshold_reference():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(-0.8, 0.8, (6, 7, 2))
+    samples = truth[None] + rng.normal(0, 0.4, (3, 6, 7, 2))
+    # Reference: Zhang et al.'s curve point by point, in Lab ab units, float64 loops.
+    distances = np.sqrt(((samples - truth[None]) ** 2).sum(-1)) * 110.0
+    top = distances[0].ravel()
+    best = distances.min(axis=0).ravel()
+    curve = lambda d: [np.mean(d <= t) for t in range(151)]  # noqa: E731
+    assert metrics.auc(samples[:1], truth) == pytest.approx(np.mean(curve(top)), abs=1e-12)
+    assert metrics.auc(samples, truth) == pytest.approx(np.mean(curve(best)), abs=1e-12)
+    # The normalized area under the curve is close to the continuous integral mean(1 - d/150)+.
+    assert metrics.auc(samples[:1], truth) == pytest.approx(np.mean(np.clip(1 - top / 150, 0, 1)), abs=0.01)
+    assert metrics.auc(truth[None], truth) == 1.0
+    assert metrics.auc(truth[None] + 2.0, truth) == 0.0  # 311 ab units away everywhere

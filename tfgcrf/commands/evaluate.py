@@ -13,8 +13,10 @@ REPORT_IMAGES = 4
 
 def add_arguments(parser):
     add = parser.add_argument
-    add("--model", required=True, metavar="PATH|PRESET",
-        help="model file/folder or preset name (e.g. default)")
+    add("--model", required=True, action="append", metavar="[NAME=]PATH|PRESET",
+        help="model file/folder or preset name (e.g. default); repeat to evaluate several models "
+        "side by side on the same images (NAME labels a model, default: the preset name or the "
+        "file's folder name)")
     add("--data", required=True, metavar="SOURCE",
         help="data source: image folder, tfds:NAME[/config] or offline")
     add("--split", default="test", help="split of the data source (default: test)")
@@ -23,8 +25,34 @@ def add_arguments(parser):
         help="sampling: the N most probable mixture components (top, the paper's) or random draws")
     add("--limit", type=int, default=None, metavar="K", help="evaluate at most K images")
     add("--seed", type=int, default=0, metavar="S", help="seed of the sampling and of the hint locations")
+    add("--tables", choices=("all", "diversity"), default="all",
+        help="all: diversity/consistency and control (default); diversity: skip the control "
+        "protocol (Levin et al. and the edits, most of the time per image)")
     add("--json", dest="json_path", default=None, metavar="FILE", help="write the results to this JSON file")
     add("--report", default=None, metavar="DIR", help="folder for sample sheets and the PSNR plot")
+
+
+def model_names(specs):
+    """`[NAME=]SPEC` arguments -> `{name: spec}`; names default to the preset / folder name."""
+    import os
+
+    named = {}
+    for spec in specs:
+        name, separator, path = spec.partition("=")
+        if not separator or not name or os.path.exists(spec):
+            name, path = None, spec
+        if name is None:
+            stem = os.path.basename(os.path.normpath(path))
+            if stem.endswith(".keras"):
+                parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+                stem = parent if stem == "model.keras" and parent else stem[: -len(".keras")]
+            name = stem or path
+        base, number = name, 1
+        while name in named:
+            number += 1
+            name = f"{base}-{number}"
+        named[name] = path
+    return named
 
 
 def _check(args):
@@ -38,24 +66,28 @@ def _check(args):
 
 def run(args):
     _check(args)
+    from tfgcrf.colorizer import Colorizer
     from tfgcrf.evaluation import harness, report
-    from tfgcrf.models.loading import load_model
 
-    model = load_model(args.model)
-    size = model.model_config.image_size
+    specs = model_names(args.model)
+    colorizers = {name: Colorizer.load(spec) for name, spec in specs.items()}
+    sizes = [colorizer.grid_size for colorizer in colorizers.values()]
 
     def progress(index, seconds):
         print(f"image {index + 1}: {seconds:.1f} s", file=sys.stderr)
 
     results, kept = harness.evaluate(
-        model,
-        harness.image_pairs(args.data, args.split, size, args.limit),
+        colorizers,
+        harness.examples(args.data, args.split, sizes, args.limit),
         args.samples,
         args.seed,
         mode=args.mode,
         keep_images=REPORT_IMAGES if args.report else 0,
         on_image=progress,
+        with_control=args.tables == "all",
     )
+    if len(specs) > 1:
+        results["models"] = specs
     print(report.markdown_tables(results))
     print(f"{results['seconds_per_image']['total']:.1f} s per image", file=sys.stderr)
     if args.json_path:

@@ -2,7 +2,7 @@
 
 Three pixel tests, measured on the opaque pixels of the picture (see `docs/DATASETS.md`):
 
-- **near-grayscale**: Hasler & Suesstrunk colorfulness M (`tfgcrf.evaluation.metrics`) below
+- **near-grayscale**: Hasler & Suesstrunk colorfulness M (`colorfulness` below, also an evaluation metric) below
   `MIN_COLORFULNESS`. On their scale 15 is "slightly colorful"; below it are gray, sepia and
   washed-out pictures, which teach a colorization model nothing but gray.
 - **non-photo**: `flat_fraction`, the share of pixels at the centre of an exactly uniform
@@ -23,12 +23,11 @@ by comparing 16x16 color thumbnails of the picture and of its mirror image.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
-
-from tfgcrf.evaluation.metrics import colorfulness
 
 MIN_COLORFULNESS = 15.0
 MAX_FLAT_FRACTION = 0.1
@@ -155,3 +154,24 @@ class DuplicateFinder:
         """Remembers the picture `name` by its own (unmirrored) thumbnail."""
         self._kept = np.concatenate([self._kept, thumbs[0][None]])
         self._names.append(name)
+
+
+def colorfulness(rgb):
+    """Hasler & Suesstrunk (2003) colorfulness M on the 0-255 scale.
+
+    `rg = R - G`, `yb = (R + G) / 2 - B`, `M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 +
+    mean_yb^2)`.
+
+    Args:
+      rgb: `[H, W, 3]` image, uint8 or float in [0, 1].
+
+    Returns:
+      M (0 for a gray image; about 30 is "moderately", 60 "quite" colorful).
+    """
+    rgb = np.asarray(rgb)
+    rgb = rgb.astype(np.float64) * (1.0 if rgb.dtype == np.uint8 else 255.0)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg = red - green
+    yb = 0.5 * (red + green) - blue
+    spread = math.sqrt(np.var(rg) + np.var(yb))
+    return float(spread + 0.3 * math.sqrt(np.mean(rg) ** 2 + np.mean(yb) ** 2))

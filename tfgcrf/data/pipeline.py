@@ -113,19 +113,41 @@ def make_dataset(
     ratios = folders.check_split_ratios(split_ratios)
     source = os.fspath(source)
     shuffle_seed = seed if training else None
-    if source.startswith(tfds_source.TFDS_PREFIX):
+    folder = source_folder(source, data_dir)
+    if folder is None:
         name = source[len(tfds_source.TFDS_PREFIX) :]
         images = tfds_source.load_images(
             name, split, ratios, data_dir=data_dir, manual_dir=manual_dir, download=download,
             shuffle_seed=shuffle_seed,
         ).map(lambda image: (image, tf.constant(1.0)))
     else:
-        folder = folders.offline_dir(data_dir) if source == OFFLINE_SOURCE else source
         images = _folder_images(
             folder, split, ratios, shuffle_seed=shuffle_seed, max_pixels=max_pixels,
             source_balance=augment.source_balance if training else 0.0,
         )
     return _batches(images, image_size, batch_size, training, crops_per_image, cache, seed, augment)
+
+
+def source_folder(source, data_dir=None):
+    """The image folder a source reads (`offline` resolved), or None for a `tfds:` source."""
+    source = os.fspath(source)
+    if source.startswith(tfds_source.TFDS_PREFIX):
+        return None
+    return folders.offline_dir(data_dir) if source == OFFLINE_SOURCE else source
+
+
+def evaluation_crop(image, image_size):
+    """The evaluation view of one decoded photo, exactly as `make_dataset(training=False)` makes it.
+
+    Args:
+      image: uint8 `[H, W, 3]` photo.
+      image_size: side of the square output.
+
+    Returns:
+      float32 `[image_size, image_size, 3]` RGB in [0, 1]: the photo downscaled as for the
+      cache, then its centered square of the whole shorter side, resized with antialiasing.
+    """
+    return _center_crop(_downscale(image, CACHE_SIDE_FACTOR * image_size), image_size)
 
 
 def _check_positive(**values):

@@ -1,29 +1,52 @@
 """`evaluate`: every metric, for every method, on the same images in the same run.
 
-Methods:
+Methods, per evaluated model (one or several models side by side):
 - `gcrf`: the model; samples through the G-CRF, control through its edit path.
 - `vae_mdn`: the same model with the G-CRF bypassed (decoder unary used directly), sampled with
   the same seeds: the paper's VAE-MDN baseline as an ablation.
+and once per run:
 - `levin`: Levin et al. 2004 (control only).
 - `gray`: ab = 0, the floor.
 
+With one model the method keys are `gcrf` and `vae_mdn`; with several, `gcrf/<model name>` and
+`vae_mdn/<model name>`.
+
+Every model runs through the compiled functions of `tfgcrf.Colorizer` (`similarity`,
+`sample_grid`, `edit_grid`), the ones the API and the CLI run; the similarity S of an image is
+computed once per model and reused by both diverse methods and all control edits.
+
 Diversity, consistency and colorfulness are measured at the model resolution (the image resized as
 in training); control at 256x256, every method being composed with the photo's own lightness by
-`tfgcrf.fullres.compose` and scored against the 256x256 ground truth.
+`tfgcrf.fullres.compose` and scored against the 256x256 ground truth. When the data folder's
+`manifest.csv` has a `domain` column (faces / scenes / objects), every metric is also reported per
+domain.
 """
 
+import collections
+import csv
+import logging
+import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from tfgcrf import color, fullres
-from tfgcrf.errors import UserError
+from tfgcrf.errors import InputError, UserError
 from tfgcrf.evaluation import control, levin, metrics
 from tfgcrf.evaluation.report import SHEET_POINTS
 from tfgcrf.models import points_to_grid
 
+logger = logging.getLogger("tfgcrf.evaluation")
+
 DIVERSE_METHODS = {"gcrf": True, "vae_mdn": False}  # name -> use_gcrf
+# Per-image values averaged over images; energies are summed and divided (see `_summary`).
+_MEAN_METRICS = ("eob", "variance", "ssim_pairwise", "colorfulness", "auc", "auc_best")
+
+# One evaluation image: its name (path relative to the data folder, or its index), its domain
+# (None when unknown), `grids` {model size: (l [1, s, s, 1], ab [1, s, s, 2])} and `control`
+# (l [1, 256, 256, 1], ab [1, 256, 256, 2]), all in model units.
+Example = collections.namedtuple("Example", ["name", "domain", "grids", "control"])
 
 
 def _rgb_uint8(l, ab):
@@ -45,46 +68,86 @@ class _Totals:
 
     def ratio(self, key, reference):
         """Ratio of summed energies over the data set (robust to images with ~0 energy)."""
-        denominator = self.sums[reference]
+        denominator = self.sums.get(reference, 0.0)
         return self.sums[key] / denominator if denominator > 0 else None
 
 
-def _diversity(model, l, ab_truth, num_samples, seed, mode, totals, keep):
-    """Samples each diverse method on one image and adds its Table 2 metrics to `totals`."""
+def _truth(l, ab_truth):
+    """Ground-truth references of one image at one grid size."""
     truth = ab_truth[0].numpy()
     flat = metrics.flat_region(l[0].numpy())
-    truth_rgb = color.model_to_rgb(l, ab_truth)[0].numpy()
-    totals.add("ground_truth/colorfulness", metrics.colorfulness(truth_rgb))
-    totals.add("ground_truth/energy", metrics.chroma_gradient_energy(truth))
-    totals.add("ground_truth/energy_flat", metrics.chroma_gradient_energy(truth, flat))
-    samples_by_method = {}
-    for name, use_gcrf in DIVERSE_METHODS.items():
+    return {
+        "ab": truth,
+        "flat": flat,
+        "colorfulness": metrics.colorfulness(color.model_to_rgb(l, ab_truth)[0].numpy()),
+        "energy": metrics.chroma_gradient_energy(truth),
+        "energy_flat": metrics.chroma_gradient_energy(truth, flat),
+    }
+
+
+def _references(values, name, truth):
+    """Each method's own ground-truth references (its grid size), for its ratios."""
+    for key in ("colorfulness", "energy", "energy_flat"):
+        values[f"{name}/truth_{key}"] = truth[key]
+
+
+def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
+    """Samples each model's diverse methods on one image; adds the Table 2 metrics to `values`.
+
+    Returns `(samples_by_method, similarities)`: the kept samples (for the report) and each
+    model's S of the image, reused by the control edits.
+    """
+    samples_by_method, similarities = {}, {}
+    truths = {size: _truth(l, ab) for size, (l, ab) in example.grids.items()}
+    first_size = min(example.grids)
+    for key in ("colorfulness", "energy", "energy_flat"):
+        values[f"ground_truth/{key}"] = truths[first_size][key]
+    for model_name, colorizer in colorizers.items():
+        l, _ = example.grids[colorizer.grid_size]
+        truth = truths[colorizer.grid_size]
         start = time.perf_counter()
-        ab, _ = model.sample(l, num_samples, seed=seed, mode=mode, use_gcrf=use_gcrf)
-        ab = ab[0]  # [N, h, w, 2]
-        totals.add(f"seconds/{name}_sample", time.perf_counter() - start)
-        samples = ab.numpy()
-        renders = color.model_to_rgb(tf.repeat(l, num_samples, axis=0), ab).numpy()
-        totals.add(f"{name}/eob", metrics.eob(samples, truth))
-        totals.add(f"{name}/variance", metrics.variance(samples))
-        totals.add(f"{name}/ssim_pairwise", metrics.ssim_pairwise(renders))
-        totals.add(f"{name}/colorfulness", np.mean([metrics.colorfulness(r) for r in renders]))
-        totals.add(f"{name}/energy", np.mean([metrics.chroma_gradient_energy(s) for s in samples]))
-        totals.add(
-            f"{name}/energy_flat", np.mean([metrics.chroma_gradient_energy(s, flat) for s in samples])
-        )
-        if keep:
-            samples_by_method[name] = ab
-    gray = np.zeros_like(truth)
-    totals.add("gray/eob", metrics.eob(gray[None], truth))
-    totals.add("gray/colorfulness", metrics.colorfulness(color.model_to_rgb(l[0], gray).numpy()))
+        similarity = colorizer.similarity(l)
+        values[f"seconds/{_key('similarity', model_name, colorizers)}"] = time.perf_counter() - start
+        similarities[model_name] = similarity
+        for method, use_gcrf in DIVERSE_METHODS.items():
+            name = _key(method, model_name, colorizers)
+            start = time.perf_counter()
+            ab, _ = colorizer.sample_grid(
+                l, num_samples, seed=seed, mode=mode, use_gcrf=use_gcrf,
+                similarity=similarity if use_gcrf else None,
+            )
+            ab = ab[0]  # [N, h, w, 2]
+            samples = ab.numpy()
+            values[f"seconds/{name}_sample"] = time.perf_counter() - start
+            renders = color.model_to_rgb(tf.repeat(l, num_samples, axis=0), ab).numpy()
+            values[f"{name}/eob"] = metrics.eob(samples, truth["ab"])
+            values[f"{name}/variance"] = metrics.variance(samples)
+            values[f"{name}/ssim_pairwise"] = metrics.ssim_pairwise(renders)
+            values[f"{name}/colorfulness"] = np.mean([metrics.colorfulness(r) for r in renders])
+            values[f"{name}/auc"] = metrics.auc(samples[:1], truth["ab"])
+            values[f"{name}/auc_best"] = metrics.auc(samples, truth["ab"])
+            values[f"{name}/energy"] = np.mean([metrics.chroma_gradient_energy(s) for s in samples])
+            values[f"{name}/energy_flat"] = np.mean(
+                [metrics.chroma_gradient_energy(s, truth["flat"]) for s in samples]
+            )
+            _references(values, name, truth)
+            if keep:
+                samples_by_method[name] = ab
+    l, _ = example.grids[first_size]
+    truth = truths[first_size]
+    gray = np.zeros_like(truth["ab"])
+    values["gray/eob"] = metrics.eob(gray[None], truth["ab"])
+    values["gray/auc"] = metrics.auc(gray[None], truth["ab"])
+    values["gray/colorfulness"] = metrics.colorfulness(color.model_to_rgb(l[0], gray).numpy())
     for key in ("energy", "energy_flat"):
-        totals.add(f"gray/{key}", 0.0)
-    return samples_by_method
+        values[f"gray/{key}"] = 0.0
+    _references(values, "gray", truth)
+    return samples_by_method, similarities
 
 
-def _control(model, l, l_full, ab_full, corners, totals, keep):
+def _control(colorizers, example, similarities, corners, values, keep):
     """Reveals the same patches to every method on one 256x256 image; adds PSNR per |H|."""
+    l_full, ab_full = example.control
     lightness = l_full[0, ..., 0] * color.L_SCALE
     truth = _rgb_uint8(l_full, ab_full)[0]
     colors = control.patch_colors(ab_full[0].numpy(), corners)
@@ -96,26 +159,32 @@ def _control(model, l, l_full, ab_full, corners, totals, keep):
         mask, hints = control.hint_image(corners[:count], colors[:count])
         levin_ab.append(levin.colorize(l_full[0, ..., 0].numpy(), mask, hints))
     outputs["levin"] = fullres.compose(lightness, np.stack(levin_ab)).numpy()
-    totals.add("seconds/levin_control", time.perf_counter() - start)
+    values["seconds/levin_control"] = time.perf_counter() - start
 
-    start = time.perf_counter()
     batch = len(control.POINT_COUNTS)
     points = np.broadcast_to(control.patch_centers_xy(corners), (batch,) + corners.shape)
-    mask, target = points_to_grid(
-        tf.constant(points, tf.float32),
-        tf.constant(np.broadcast_to(colors, (batch,) + colors.shape), tf.float32),
-        tf.constant(control.POINT_COUNTS, tf.int32),
-        l.shape[1],
-    )
-    edited = model.edit(tf.repeat(l, batch, axis=0), mask, target)
-    outputs["gcrf"] = fullres.compose(lightness, fullres.upsample_chroma(edited, lightness)).numpy()
-    totals.add("seconds/gcrf_control", time.perf_counter() - start)
+    for model_name, colorizer in colorizers.items():
+        name = _key("gcrf", model_name, colorizers)
+        start = time.perf_counter()
+        l, _ = example.grids[colorizer.grid_size]
+        mask, target = points_to_grid(
+            tf.constant(points, tf.float32),
+            tf.constant(np.broadcast_to(colors, (batch,) + colors.shape), tf.float32),
+            tf.constant(control.POINT_COUNTS, tf.int32),
+            colorizer.grid_size,
+        )
+        edited = colorizer.edit_grid(
+            tf.repeat(l, batch, axis=0), mask, target,
+            similarity=tf.repeat(similarities[model_name], batch, axis=0),
+        )
+        outputs[name] = fullres.compose(lightness, fullres.upsample_chroma(edited, lightness)).numpy()
+        values[f"seconds/{name}_control"] = time.perf_counter() - start
 
     gray = fullres.compose(lightness, tf.zeros_like(ab_full)).numpy()
     outputs["gray"] = np.repeat(gray, batch, axis=0)
     for name, images in outputs.items():
         for count, image in zip(control.POINT_COUNTS, images):
-            totals.add(f"{name}/psnr/{count}", metrics.psnr(image, truth))
+            values[f"{name}/psnr/{count}"] = metrics.psnr(image, truth)
     if keep:
         index = control.POINT_COUNTS.index(SHEET_POINTS)
         mask, hints = control.hint_image(corners[:SHEET_POINTS], colors[:SHEET_POINTS])
@@ -125,64 +194,151 @@ def _control(model, l, l_full, ab_full, corners, totals, keep):
     return None
 
 
-def _summary(totals, num_samples, seed):
+def _key(method, model_name, colorizers):
+    """The results key of a per-model method: `gcrf`, or `gcrf/<model>` with several models."""
+    return method if len(colorizers) == 1 else f"{method}/{model_name}"
+
+
+def _method_names(colorizers):
+    names = [_key(method, model, colorizers) for model in colorizers for method in DIVERSE_METHODS]
+    return names + ["levin", "gray"]
+
+
+def _methods(totals, names):
     methods = {}
-    for name in ("gcrf", "vae_mdn", "levin", "gray"):
+    for name in names:
         entry = {}
-        for key in ("eob", "variance", "ssim_pairwise", "colorfulness"):
+        for key in _MEAN_METRICS:
             if f"{name}/{key}" in totals.sums:
                 entry[key] = totals.mean(f"{name}/{key}")
+        if "colorfulness" in entry:
+            value = totals.ratio(f"{name}/colorfulness", f"{name}/truth_colorfulness")
+            if value is not None:
+                entry["colorfulness_ratio"] = value
         if f"{name}/energy" in totals.sums:
             for key, energy in (("speckle", "energy"), ("speckle_flat", "energy_flat")):
-                value = totals.ratio(f"{name}/{energy}", f"ground_truth/{energy}")
+                value = totals.ratio(f"{name}/{energy}", f"{name}/truth_{energy}")
                 if value is not None:
                     entry[key] = value
         if f"{name}/psnr/1" in totals.sums:
             entry["psnr_points"] = {
                 str(count): totals.mean(f"{name}/psnr/{count}") for count in control.POINT_COUNTS
             }
-        methods[name] = entry
+        if entry:
+            methods[name] = entry
+    return methods
+
+
+def _summary(totals, by_domain, names, num_samples, seed):
     seconds = {
-        key.split("/")[1]: totals.mean(key) for key in totals.sums if key.startswith("seconds/")
+        key.split("/", 1)[1]: totals.mean(key) for key in totals.sums if key.startswith("seconds/")
     }
-    return {
-        "methods": methods,
+    results = {
+        "methods": _methods(totals, names),
         "images": totals.count,
         "samples": num_samples,
         "seed": seed,
         "ground_truth": {"colorfulness": totals.mean("ground_truth/colorfulness")},
         "seconds_per_image": seconds,
     }
+    if by_domain:
+        results["domains"] = {
+            domain: {
+                "images": part.count,
+                "methods": _methods(part, names),
+                "ground_truth": {"colorfulness": part.mean("ground_truth/colorfulness")},
+            }
+            for domain, part in sorted(by_domain.items())
+        }
+    return results
 
 
-def image_pairs(source, split, size, limit=None):
-    """The `pairs` of `evaluate` from a data source (folder, `tfds:NAME`, `offline`).
+def _manifest_domains(folder):
+    """`{relative path: domain}` from the folder's `manifest.csv`, if it has a `domain` column."""
+    path = os.path.join(folder, "manifest.csv")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"file", "domain"} <= set(reader.fieldnames):
+            return {}
+        return {row["file"]: row["domain"] for row in reader if row.get("domain")}
 
-    Both resolutions come from `tfgcrf.data.make_dataset` in evaluation mode: the same centered
-    square crop of each photo, resized to the model size as in training and to 256x256.
+
+def _to_model(rgb, size):
+    from tfgcrf.data.pipeline import evaluation_crop
+
+    return color.rgb_to_model(evaluation_crop(rgb, size)[tf.newaxis])
+
+
+def examples(source, split, sizes, limit=None):
+    """The evaluation images of a data source (folder, `offline`, `tfds:NAME`).
+
+    Every image is cropped as `tfgcrf.data.make_dataset(..., training=False)` crops it: one
+    centered square of the whole shorter side, resized (antialiased) to each model size in
+    `sizes` and to `CONTROL_SIZE`.
+
+    Args:
+      source: an image folder, `offline` or `tfds:NAME[/CONFIG]`.
+      split: the split to evaluate.
+      sizes: the model grid sizes needed (one per distinct model size).
+      limit: at most this many images.
+
+    Yields:
+      `Example`s, in the data source's order. Unreadable files are skipped with one warning.
     """
-    from tfgcrf.data import make_dataset
+    from tfgcrf.data import folders, pipeline
+    from tfgcrf.imageio import read_image
 
-    datasets = [
-        make_dataset(source, split, image_size=side, batch_size=1, training=False)
-        for side in (size, control.CONTROL_SIZE)
-    ]
-    pairs = tf.data.Dataset.zip(tuple(datasets))
-    return pairs.take(limit) if limit else pairs
+    sizes = sorted(set(sizes))
+    folder = pipeline.source_folder(source)
+    if folder is None:  # TFDS: no file names, no domains
+        datasets = [
+            pipeline.make_dataset(source, split, image_size=side, batch_size=1, training=False)
+            for side in sizes + [control.CONTROL_SIZE]
+        ]
+        pairs = tf.data.Dataset.zip(tuple(datasets))
+        for index, batches in enumerate(pairs.take(limit) if limit else pairs):
+            yield Example(str(index), None, dict(zip(sizes, batches[:-1])), batches[-1])
+        return
+    if not os.path.isdir(folder):
+        raise UserError(f"data source {folder!r} is not a folder, 'offline' or tfds:NAME")
+    paths = folders.split_images(folder, split)
+    if not paths:
+        raise UserError(f"no images in the {split!r} split of {folder} (JPEG/PNG/WebP/BMP files)")
+    domains = _manifest_domains(folder)
+    produced, skipped = 0, []
+    for path in paths:
+        if limit and produced >= limit:
+            break
+        try:
+            rgb = read_image(path)
+        except InputError as err:
+            skipped.append(str(err))
+            continue
+        name = folders.relative_key(path, folder)
+        grids = {size: _to_model(rgb, size) for size in sizes}
+        yield Example(name, domains.get(name), grids, _to_model(rgb, control.CONTROL_SIZE))
+        produced += 1
+    if skipped:
+        logger.warning("skipped %d image files that could not be read (first: %s)", len(skipped), skipped[0])
 
 
-def evaluate(model, pairs, num_samples, seed, mode="top", keep_images=0, on_image=None):
+def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, on_image=None,
+             with_control=True):
     """Runs every method on every image and aggregates the metrics.
 
     Args:
-      model: a trained `GCRFColorizer` (`sample` and `edit` on its grid).
-      pairs: iterable of `((l, ab), (l_full, ab_full))` single-image batches: the image at the
-        model resolution `[1, h, w, 1|2]` and at `CONTROL_SIZE` `[1, 256, 256, 1|2]`.
+      colorizers: `{model name: tfgcrf.Colorizer}` (or one `Colorizer`), evaluated side by side.
+        Anything with `grid_size`, `similarity`, `sample_grid` and `edit_grid` works.
+      images: iterable of `Example`s holding every model's grid size (see `examples`).
       num_samples: N >= 2 samples per image for the diverse methods.
-      seed: seed of the model's sampling (offset by the image index) and of the hint locations.
-      mode: the model's sampling mode ("top" mixture components, or "draw").
+      seed: seed of the models' sampling (offset by the image index) and of the hint locations.
+      mode: the models' sampling mode ("top" mixture components, or "draw").
       keep_images: how many images to keep renderings of, for the report's sheets.
       on_image: optional callback `(index, seconds)` after each image.
+      with_control: also run the control protocol (Levin et al. and the models' edits: most
+        of the time per image); False gives the diversity table only.
 
     Returns:
       `(results, kept)`: the JSON-ready results dict (see `tfgcrf evaluate`) and a list of
@@ -190,21 +346,37 @@ def evaluate(model, pairs, num_samples, seed, mode="top", keep_images=0, on_imag
     """
     if num_samples < 2:
         raise UserError(f"evaluation needs at least 2 samples per image, got {num_samples}")
-    totals = _Totals()
+    if not isinstance(colorizers, dict):
+        colorizers = {"model": colorizers}
+    names = _method_names(colorizers)
+    totals, by_domain = _Totals(), {}
     kept = []
-    for index, ((l, ab), (l_full, ab_full)) in enumerate(pairs):
+    for index, example in enumerate(images):
         start = time.perf_counter()
         keep = index < keep_images
-        samples = _diversity(model, l, ab, num_samples, seed + index, mode, totals, keep)
-        corners = control.patch_corners(seed, index)
-        controlled = _control(model, l, l_full, ab_full, corners, totals, keep)
+        values = {}
+        samples, similarities = _diversity(
+            colorizers, example, num_samples, seed + index, mode, values, keep
+        )
+        controlled = None
+        if with_control:
+            corners = control.patch_corners(seed, index)
+            controlled = _control(colorizers, example, similarities, corners, values, keep)
+        del similarities
         if keep:
-            kept.append({"samples": samples, "l": l, "l_full": l_full, "control": controlled})
-        totals.count += 1
-        seconds = time.perf_counter() - start
-        totals.add("seconds/total", seconds)
+            first = example.grids[min(example.grids)][0]
+            kept.append({"samples": samples, "l": first, "l_full": example.control[0],
+                         "truth": _rgb_uint8(*example.control)[0], "control": controlled})
+        values["seconds/total"] = time.perf_counter() - start
+        groups = [totals]
+        if example.domain:
+            groups.append(by_domain.setdefault(example.domain, _Totals()))
+        for group in groups:
+            group.count += 1
+            for key, value in values.items():
+                group.add(key, value)
         if on_image:
-            on_image(index, seconds)
+            on_image(index, values["seconds/total"])
     if not totals.count:
         raise UserError("the data source has no images to evaluate (check --data and --split)")
-    return _summary(totals, num_samples, seed), kept
+    return _summary(totals, by_domain, names, num_samples, seed), kept

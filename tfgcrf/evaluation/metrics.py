@@ -17,6 +17,10 @@ import math
 import numpy as np
 from scipy import ndimage
 
+# Hasler & Suesstrunk colorfulness: one home, in the data filter that also uses it (the data
+# package must not import evaluation).
+from tfgcrf.data.photo_filter import colorfulness  # noqa: F401
+
 # A gray pixel is "flat" when the L* gradient magnitude everywhere in its 3x3 neighbourhood stays
 # below 4 L* units per pixel: chroma changes there are not explained by a luminance edge. On 64x64
 # photos this keeps about a quarter of the pixels (2 units: an eighth, often none at all).
@@ -55,6 +59,37 @@ def eob(samples_ab, truth_ab):
     samples_ab, truth_ab = _as_samples(samples_ab, truth_ab)
     per_pixel = np.mean((samples_ab - truth_ab[None]) ** 2, axis=-1)  # [N, H, W]
     return float(np.mean(np.min(per_pixel, axis=0)))
+
+
+# Thresholds of the AuC of Zhang, Isola & Efros (2016), "Colorful Image Colorization", Sec. 3.1:
+# the fraction of pixels whose ab error is within t, for t = 0, 1, ..., 150 (CIE ab units).
+AUC_THRESHOLDS = np.arange(0, 151)
+
+
+def auc(samples_ab, truth_ab, thresholds=AUC_THRESHOLDS):
+    """Area under the cumulative per-pixel ab-error curve (Zhang et al. 2016's "AuC"), in [0, 1].
+
+    For each pixel the Euclidean ab distance to the truth in CIE ab units (model units x
+    `AB_SCALE`); with several samples, the distance of the sample closest to the truth at that
+    pixel (pass one sample for the AuC of that sample). The accuracy at threshold t is the
+    fraction of pixels within t; the AuC is its mean over `thresholds` (0..150 by 1: the curve's
+    area normalized by its width; a perfect colorization scores 1).
+
+    Args:
+      samples_ab: `[N, H, W, 2]` chroma in model units.
+      truth_ab: `[H, W, 2]` ground-truth chroma in model units.
+      thresholds: the ab-distance thresholds, increasing.
+
+    Returns:
+      The AuC, a float in [0, 1].
+    """
+    from tfgcrf.color import AB_SCALE
+
+    samples_ab, truth_ab = _as_samples(samples_ab, truth_ab)
+    distance = np.sqrt(np.sum((samples_ab - truth_ab[None]) ** 2, axis=-1)) * AB_SCALE
+    best = np.min(distance, axis=0).ravel()
+    within = np.searchsorted(np.sort(best), np.asarray(thresholds, np.float64), side="right")
+    return float(np.mean(within / best.size))
 
 
 def variance(samples_ab):
@@ -138,27 +173,6 @@ def flat_region(l, threshold=FLAT_THRESHOLD):
     dy = l[1:, :-1] - l[:-1, :-1]
     magnitude = np.sqrt(dx**2 + dy**2)
     return ndimage.maximum_filter(magnitude, size=3, mode="nearest") < threshold
-
-
-def colorfulness(rgb):
-    """Hasler & Suesstrunk (2003) colorfulness M on the 0-255 scale.
-
-    `rg = R - G`, `yb = (R + G) / 2 - B`, `M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 +
-    mean_yb^2)`.
-
-    Args:
-      rgb: `[H, W, 3]` image, uint8 or float in [0, 1].
-
-    Returns:
-      M (0 for a gray image; about 30 is "moderately", 60 "quite" colorful).
-    """
-    rgb = np.asarray(rgb)
-    rgb = rgb.astype(np.float64) * (1.0 if rgb.dtype == np.uint8 else 255.0)
-    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    rg = red - green
-    yb = 0.5 * (red + green) - blue
-    spread = math.sqrt(np.var(rg) + np.var(yb))
-    return float(spread + 0.3 * math.sqrt(np.mean(rg) ** 2 + np.mean(yb) ** 2))
 
 
 def psnr(rgb, truth_rgb):

@@ -27,13 +27,20 @@ DIVERSITY_COLUMNS = (
     ("speckle", "speckle"),
     ("speckle_flat", "speckle (flat)"),
     ("colorfulness", "colorfulness"),
+    ("colorfulness_ratio", "colorf. / truth"),
+    ("auc", "AuC (top)"),
+    ("auc_best", "AuC (best of N)"),
 )
+# The ground truth's row of that table.
+_TRUTH_CELLS = {"speckle": "1", "speckle_flat": "1", "colorfulness_ratio": "1"}
 _PLOT_COLORS = {
     "gcrf": (200, 40, 40),
     "vae_mdn": (230, 140, 20),
     "levin": (40, 90, 200),
     "gray": (110, 110, 110),
 }
+# Curves of further models' G-CRF (`gcrf/<model>` keys after the first).
+_EXTRA_COLORS = ((40, 160, 60), (150, 60, 170), (20, 150, 160), (120, 80, 30))
 
 
 def _number(value):
@@ -44,25 +51,53 @@ def _number(value):
     return f"{value:.3f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def markdown_tables(results):
-    """The two tables (paper Tables 2 and 3) as markdown, from the `evaluate` results dict."""
-    methods = results["methods"]
-    header = "| Method | " + " | ".join(title for _, title in DIVERSITY_COLUMNS) + " |"
+def method_label(name):
+    """Table label of a results key: `gcrf` -> "G-CRF (ours)", `gcrf/new` -> "G-CRF (ours) [new]"."""
+    method, _, model = name.partition("/")
+    label = METHOD_LABELS[method]
+    return f"{label} [{model}]" if model else label
+
+
+def _diversity_table(methods, truth):
     lines = [
-        f"Diversity and consistency ({results['images']} images, {results['samples']} samples each, "
-        "model resolution; speckle = chroma gradient energy / ground truth's):",
-        "",
-        header,
+        "| Method | " + " | ".join(title for _, title in DIVERSITY_COLUMNS) + " |",
         "|" + " --- |" * (len(DIVERSITY_COLUMNS) + 1),
     ]
     for name, metrics in methods.items():
         if any(key in metrics for key, _ in DIVERSITY_COLUMNS):
             cells = [_number(metrics.get(key)) for key, _ in DIVERSITY_COLUMNS]
-            lines.append(f"| {METHOD_LABELS[name]} | " + " | ".join(cells) + " |")
-    truth = results.get("ground_truth", {})
+            lines.append(f"| {method_label(name)} | " + " | ".join(cells) + " |")
     if "colorfulness" in truth:
-        cells = ["", "", "", "1", "1", _number(truth["colorfulness"])]
+        cells = [
+            _number(truth["colorfulness"]) if key == "colorfulness" else _TRUTH_CELLS.get(key, "")
+            for key, _ in DIVERSITY_COLUMNS
+        ]
         lines.append("| ground truth | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown_tables(results):
+    """The two tables (paper Tables 2 and 3) as markdown, from the `evaluate` results dict.
+
+    With per-domain results (`results["domains"]`), a diversity table per domain follows.
+    """
+    methods = results["methods"]
+    lines = [
+        f"Diversity and consistency ({results['images']} images, {results['samples']} samples each, "
+        "model resolution; speckle = chroma gradient energy / ground truth's; AuC: Zhang et al. "
+        "2016, ab error thresholds 0-150):",
+        "",
+        *_diversity_table(methods, results.get("ground_truth", {})),
+    ]
+    for domain, part in results.get("domains", {}).items():
+        lines += [
+            "",
+            f"Domain {domain} ({part['images']} images):",
+            "",
+            *_diversity_table(part["methods"], part.get("ground_truth", {})),
+        ]
+    if not any("psnr_points" in metrics for metrics in methods.values()):
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "Control: PSNR (dB, RGB, 256x256) vs number of revealed 7x7 points |H|:",
@@ -73,7 +108,7 @@ def markdown_tables(results):
     for name, metrics in methods.items():
         if "psnr_points" in metrics:
             cells = [f"{metrics['psnr_points'][str(count)]:.2f}" for count in POINT_COUNTS]
-            lines.append(f"| {METHOD_LABELS[name]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method_label(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -146,15 +181,19 @@ def psnr_plot(results, size=(640, 420)):
         ((left + width - right) / 2, height - 18), "revealed 7x7 points |H|", fill="black", font=font, anchor="mm"
     )
     draw.text((8, 8), "PSNR (dB)", fill="black", font=font)
+    extra = iter(_EXTRA_COLORS * len(curves))
+    used = set()
     for row, (name, curve) in enumerate(curves.items()):
-        color = _PLOT_COLORS[name]
+        method = name.partition("/")[0]
+        color = _PLOT_COLORS[method] if method not in used else next(extra)
+        used.add(method)
         points = [to_pixel(count, value) for count, value in zip(POINT_COUNTS, curve)]
         draw.line(points, fill=color, width=2)
         for x, y in points:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
         legend_y = top + 10 + row * 20
         draw.line([(width - right + 12, legend_y), (width - right + 32, legend_y)], fill=color, width=2)
-        draw.text((width - right + 38, legend_y), METHOD_LABELS[name], fill="black", font=font, anchor="lm")
+        draw.text((width - right + 38, legend_y), method_label(name), fill="black", font=font, anchor="lm")
     return image
 
 
@@ -163,21 +202,25 @@ def write_report(folder, results, kept):
     from tfgcrf import color, fullres
 
     os.makedirs(folder, exist_ok=True)
-    sample_rows, control_rows = [], []
+    sample_rows, control_rows, edits = [], [], []
     for number, image in enumerate(kept, 1):
         lightness = image["l_full"][0, ..., 0] * color.L_SCALE
         shown = image["control"]
-        sample_rows.append((f"image {number}\nground truth", [shown["truth"]]))
+        sample_rows.append((f"image {number}\nground truth", [image["truth"]]))
         for name, ab in image["samples"].items():
             rendered = fullres.compose(lightness, fullres.upsample_chroma(ab, lightness)).numpy()
-            sample_rows.append((f"{METHOD_LABELS[name]}", list(rendered)))
-        control_rows.append(
-            (f"image {number}", [shown[key] for key in ("hints", "levin", "gcrf", "gray", "truth")])
-        )
+            sample_rows.append((method_label(name).replace(" [", "\n["), list(rendered)))
+        if shown is not None:
+            edits = [key for key in shown if key.partition("/")[0] == "gcrf"]
+            columns = ["hints", "levin", *edits, "gray", "truth"]
+            control_rows.append((f"image {number}", [shown[key] for key in columns]))
     image_sheet(sample_rows).save(os.path.join(folder, "samples.png"))
-    titles = [f"{SHEET_POINTS} hints", "Levin et al.", "G-CRF (ours)", "gray", "ground truth"]
+    with open(os.path.join(folder, "results.md"), "w") as handle:
+        handle.write(markdown_tables(results))
+    if not control_rows:
+        return
+    titles = [f"{SHEET_POINTS} hints", "Levin et al.", *(method_label(k) for k in edits), "gray",
+              "ground truth"]
     sheet = image_sheet(control_rows, tile=256, label_width=80, column_titles=titles)
     sheet.save(os.path.join(folder, "control.png"))
     psnr_plot(results).save(os.path.join(folder, "psnr_points.png"))
-    with open(os.path.join(folder, "results.md"), "w") as handle:
-        handle.write(markdown_tables(results))

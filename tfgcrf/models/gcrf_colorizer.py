@@ -328,7 +328,7 @@ class GCRFColorizer(keras.Model):
         """p(z | g) as a `tfp.distributions.MixtureSameFamily` (batch [B], event [latent_dim])."""
         return self.mdn.distribution(*self.mdn(self.features(self._check_gray(l))))
 
-    def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True, solver=None):
+    def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True, solver=None, similarity=None):
         """N diverse colorizations per gray image, best first.
 
         Args:
@@ -340,6 +340,8 @@ class GCRFColorizer(keras.Model):
             use_gcrf: pass the unary colors through the G-CRF (False gives the VAE-MDN baseline:
                 the decoder's alpha directly).
             solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.solver`).
+            similarity: optional S `[B, P, P]` of these images (`similarity(l)`), to reuse one
+                computation across samples, edits and attention maps of the same photos.
 
         Returns:
             `(ab [B, N, H, W, 2], scores [B, N])`: scores are the mixture weights of the
@@ -371,7 +373,9 @@ class GCRFColorizer(keras.Model):
         unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [batch, size * size, count * 2])
         weights = self.model_config.beta_train * tf.ones_like(unary[..., 0])
         crf = self.crf_solver(solver)
-        x = crf(self.structure(l, features), unary, weights, initial=unary)
+        if similarity is None:
+            similarity = self.structure(l, features)
+        x = crf(similarity, unary, weights, initial=unary)
         x = tf.reshape(x, [batch, size, size, count, 2])
         return tf.transpose(x, [0, 3, 1, 2, 4]), scores
 
@@ -404,7 +408,7 @@ class GCRFColorizer(keras.Model):
         order = tf.argsort(scores, axis=-1, direction="DESCENDING", stable=True)
         return tf.gather(codes, order, batch_dims=1), tf.gather(scores, order, batch_dims=1)
 
-    def edit(self, l, mask, target_ab, base_ab=None, prior_weight=None, solver=None):
+    def edit(self, l, mask, target_ab, base_ab=None, prior_weight=None, solver=None, similarity=None):
         """Propagates user edits with the G-CRF (paper Sec. 3.2 / Fig. 4).
 
         Args:
@@ -417,6 +421,8 @@ class GCRFColorizer(keras.Model):
                 the edits through S.
             prior_weight: weight of `base_ab` (default `config.prior_weight`).
             solver: G-CRF solver, "lu", "cholesky" or "cg" (default `config.edit_solver`).
+            similarity: optional S `[B, P, P]` of these images (`similarity(l)`), reused instead
+                of computed again.
 
         Returns:
             ab `[B, H, W, 2]`: edited pixels get weight `beta_edit`.
@@ -441,7 +447,9 @@ class GCRFColorizer(keras.Model):
             )
             initial = base
         crf = self.crf_solver(solver or self.model_config.edit_solver)
-        x = crf(self.similarity(l), unary, weights, initial=initial)
+        if similarity is None:
+            similarity = self.similarity(l)
+        x = crf(similarity, unary, weights, initial=initial)
         return tf.reshape(x, tf.shape(target_ab))
 
     def reconstruct(self, l, ab, reveal_fraction=1.0, seed=0, use_gcrf=True, solver=None):
