@@ -8,7 +8,8 @@ as PNG) into N = 8 PNG samples. Rows:
   * in-process: `tf.saved_model.load(...).signatures["sample"]` called directly (the baseline);
   * gRPC, 1 client: `tfgcrf.serving.Client` -> `tfgcrf serve` (a separate process), one request at
     a time (latency incl. PNG transfer and protobuf conversion);
-  * gRPC, 4 clients: 4 threads with their own Client, concurrently.
+  * gRPC, 4 and 8 clients: threads with their own Client, concurrently (8 clients on 2 cores is
+    an overload test: p99 shows the queueing).
 Each row makes `--requests` timed requests after 2 warm-up requests. Throughput is requests over
 the wall time of the row; latency percentiles are per request. Ratios are against the in-process
 row of the same run. The server and the benchmark share the machine's cores.
@@ -118,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--num-samples", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="side of the square request photo")
     parser.add_argument("--requests", type=int, default=16, help="timed requests per row")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8],
+                        help="concurrent gRPC clients of each gRPC row (default: 1 4 8)")
     args = parser.parse_args(argv)
 
     from tfgcrf.export.saved_model import saved_model_bytes
@@ -133,7 +136,7 @@ def main(argv=None):
         version_dir = os.path.join(base, str(versions[-1]))
         image = photo_png(args.size)
         rows = [in_process_row(version_dir, image, args.requests)]
-        rows += grpc_rows(base, image, args.requests, (1, 4))
+        rows += grpc_rows(base, image, args.requests, args.clients)
         size_mb = saved_model_bytes(version_dir) / 2**20
 
     baseline = rows[0]["rps"]
