@@ -35,6 +35,41 @@ def add_arguments(parser):
     parser.add_argument(
         "--poll-seconds", type=float, default=1.0, help="how often to look for a new version"
     )
+    # Named after TF Serving's flags and BatchingParameters, with their defaults where they apply.
+    parser.add_argument(
+        "--max-num-load-retries", type=int, default=5,
+        help="retries of a version that failed to load, as TF Serving (default: %(default)s); a "
+        "version whose files change is tried again anyway",
+    )
+    parser.add_argument(
+        "--load-retry-interval-micros", type=int, default=60_000_000,
+        help="wait between two load attempts of a version (default: %(default)s = 1 minute)",
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=64,
+        help="largest batch (first dimension) one request may carry (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-batch-threads", type=int, default=os.cpu_count() or 1,
+        help="requests computed at the same time (default: CPU count, %(default)s)",
+    )
+    parser.add_argument(
+        "--max-enqueued-batches", type=int, default=10,
+        help="requests that may wait for a free thread; beyond, RESOURCE_EXHAUSTED / HTTP 429 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rest-api-timeout-in-ms", type=int, default=30_000,
+        help="deadline of a REST request; work stops when it passes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rest-api-num-threads", type=int, default=4 * (os.cpu_count() or 1),
+        help="REST worker threads (default: 4 per CPU, %(default)s)",
+    )
+    parser.add_argument(
+        "--rest-max-body-bytes", type=int, default=64 * 1024 * 1024,
+        help="largest REST request body, larger ones get HTTP 413 (default: %(default)s)",
+    )
 
 
 def run(args):
@@ -43,10 +78,17 @@ def run(args):
             raise UserError(f"--{flag.replace('_', '-')} must be in 0..65535")
     if args.poll_seconds < 0:
         raise UserError("--poll-seconds must be >= 0")
+    for flag, minimum in (("max_num_load_retries", 0), ("load_retry_interval_micros", 0),
+                          ("max_batch_size", 1), ("num_batch_threads", 1),
+                          ("max_enqueued_batches", 0), ("rest_api_timeout_in_ms", 1),
+                          ("rest_api_num_threads", 1), ("rest_max_body_bytes", 1)):
+        if getattr(args, flag) < minimum:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= {minimum}")
     if not os.path.isdir(args.model_dir):
         raise UserError(f"model dir {args.model_dir} does not exist (export a model with `tfgcrf export`)")
     model_name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.model_dir)))
 
+    from tfgcrf.serving.limits import BatchingParameters
     from tfgcrf.serving.server import ModelServer
 
     logging.basicConfig(level=logging.INFO, format="tfgcrf serve: %(message)s")
@@ -57,6 +99,16 @@ def run(args):
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,
         poll_seconds=args.poll_seconds,
+        batching=BatchingParameters(
+            max_batch_size=args.max_batch_size,
+            num_batch_threads=args.num_batch_threads,
+            max_enqueued_batches=args.max_enqueued_batches,
+        ),
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
+        rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000,
+        rest_num_threads=args.rest_api_num_threads,
+        rest_max_body_bytes=args.rest_max_body_bytes,
     )
     try:
         server.start()

@@ -30,12 +30,11 @@ from tfgcrf.serving.json_codec import (
     format_columnar_request,
     parse_columnar_response,
 )
-from tfgcrf.serving.status import ServingError, code_for_http_status
+from tfgcrf.serving.status import MAX_GRPC_MESSAGE_BYTES, ServingError, code_for_http_status
 
 DEFAULT_MODEL_NAME = "tfgcrf"
 SAMPLE_SIGNATURE = "sample"
 EDIT_SIGNATURE = "edit"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 SampleResult = collections.namedtuple("SampleResult", ["images", "scores"])
 SampleResult.__doc__ = """Output of `Client.sample`: `images` is a list of N PNG byte strings
@@ -59,8 +58,8 @@ class _GrpcTransport:
         self._channel = grpc.insecure_channel(
             target,
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
             ],
         )
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

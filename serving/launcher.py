@@ -18,13 +18,15 @@ class ServeProcess:
       model_dir: the model base path to serve.
       start_timeout: seconds to wait for the server to listen.
       poll_seconds: the server's version polling interval.
+      extra_args: more `tfgcrf serve` flags, e.g. `["--max-batch-size", "4"]`.
 
     Attributes (once started): `grpc_target` ("127.0.0.1:PORT"), `rest_url`, `version` (str),
     `process` (the `subprocess.Popen`).
     """
 
-    def __init__(self, model_dir, start_timeout=300.0, poll_seconds=1.0):
+    def __init__(self, model_dir, start_timeout=300.0, poll_seconds=1.0, extra_args=()):
         self.model_dir = os.fspath(model_dir)
+        self.extra_args = [str(arg) for arg in extra_args]
         self.start_timeout = start_timeout
         self.poll_seconds = poll_seconds
         self.process = None
@@ -34,7 +36,8 @@ class ServeProcess:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tfgcrf.cli", "serve", "--model-dir", self.model_dir,
-             "--grpc-port", "0", "--rest-port", "0", "--poll-seconds", str(self.poll_seconds)],
+             "--grpc-port", "0", "--rest-port", "0", "--poll-seconds", str(self.poll_seconds),
+             *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
         # Drain both pipes so that the child never blocks on a full pipe.

@@ -4,13 +4,16 @@ This mirrors TF Serving's default behaviour for one model: the base path holds n
 folders; the newest complete one (it has `saved_model.pb`) is served, and a newer one is picked
 up by polling without a restart (`latest` version policy with one version: the old version is
 dropped once the new one has loaded; requests already running on it finish normally). A version
-that fails to load is reported and skipped while the current version keeps serving.
+that fails to load is retried as TF Serving does (`--max_num_load_retries` times,
+`--load_retry_interval_micros` apart) and again whenever its files change, while the current
+version keeps serving. Folder names that are not plain ASCII int64 numbers are ignored.
 """
 
 import logging
 import os
 import re
 import threading
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -27,17 +30,60 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 log = logging.getLogger(__name__)
 
 
-def list_versions(base_path):
-    """Sorted numeric version folders of `base_path` that contain a complete SavedModel."""
+# TF Serving's defaults for `--max_num_load_retries` and `--load_retry_interval_micros`.
+DEFAULT_MAX_NUM_LOAD_RETRIES = 5
+DEFAULT_LOAD_RETRY_INTERVAL_SECONDS = 60.0
+INT64_MAX = 2**63 - 1
+
+
+def parse_version(name):
+    """The version number of a folder name: plain ASCII digits within int64, else None.
+
+    `str.isdigit` alone would take '²' or '٣' (other Unicode digits), and Python integers would
+    take numbers that overflow the int64 version of TF Serving's protocol.
+    """
+    if not (name.isascii() and name.isdigit()):
+        return None
+    version = int(name)
+    return version if version <= INT64_MAX else None
+
+
+def list_versions(base_path, ignored=None):
+    """Sorted version numbers of `base_path`'s folders that contain `saved_model.pb`.
+
+    Args:
+      base_path: the model base path.
+      ignored: optional set; names of sub-folders that are not versions (see `parse_version`)
+        are added to it. Hidden names (a leading '.', e.g. export staging folders) are skipped
+        silently.
+    """
     try:
         entries = os.listdir(base_path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(
-        int(entry)
-        for entry in entries
-        if entry.isdigit() and os.path.isfile(os.path.join(base_path, entry, "saved_model.pb"))
-    )
+    versions = []
+    for entry in entries:
+        version = parse_version(entry)
+        if version is None:
+            if ignored is not None and not entry.startswith(".") and os.path.isdir(os.path.join(base_path, entry)):
+                ignored.add(entry)
+        elif os.path.isfile(os.path.join(base_path, entry, "saved_model.pb")):
+            versions.append(version)
+    return sorted(versions)
+
+
+def folder_fingerprint(path):
+    """(relative path, size, mtime) of every file under `path`: changes while a copy goes on."""
+    files = []
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(folder, name)
+            try:
+                stat = os.stat(full)
+            except OSError:
+                continue
+            files.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(files))
 
 
 def read_signature_defs(saved_model_dir):
@@ -109,13 +155,15 @@ class Servable:
             )
         return self.signature_defs[name]
 
-    def predict(self, signature_name, inputs, output_filter=()):
+    def predict(self, signature_name, inputs, output_filter=(), scope=None):
         """Runs a signature on numpy inputs.
 
         Args:
           signature_name: signature key ('' means serving_default).
           inputs: `{input name: numpy array}`; names, dtypes and ranks must match the signature.
           output_filter: optional output names to return (all outputs when empty).
+          scope: optional `RequestScope`: the run is cancelled when its client stops waiting
+            (DEADLINE_EXCEEDED or CANCELLED).
 
         Returns:
           `{output name: numpy array}`.
@@ -142,7 +190,10 @@ class Servable:
             )
         tensors = {key: _to_tensor(key, value, signature.inputs[key]) for key, value in inputs.items()}
         try:
-            outputs = self._functions[name](**tensors)
+            if scope is None:
+                outputs = self._functions[name](**tensors)
+            else:
+                outputs = scope.run(self._functions[name], **tensors)
         except tf.errors.OpError as err:
             raise ServingError(CODE_NAMES[err.error_code], op_error_message(err)) from None
         keep = set(output_filter) or set(signature.outputs)
@@ -189,46 +240,119 @@ def _to_tensor(name, value, tensor_info):
     return tf.constant(value, dtype=tf.as_dtype(tensor_info.dtype))
 
 
+class _LoadFailure:
+    """A version that failed to load: attempts so far, when, on which folder contents."""
+
+    def __init__(self, fingerprint):
+        self.fingerprint = fingerprint
+        self.attempts = 0
+        self.last_attempt = 0.0
+        self.message = ""
+
+
 class ModelRepository:
     """Serves the newest version under `base_path` and polls for newer ones.
+
+    Version folders are named by plain ASCII int64 numbers; other sub-folders are ignored with one
+    log line each. A version that fails to load (e.g. seen while it is still being copied) is
+    tried again up to `max_num_load_retries` times, `load_retry_interval_seconds` apart, as TF
+    Serving does; its retries start over whenever the folder's files change, so a version
+    completed later is served. The poller logs and survives any error.
 
     Args:
       base_path: folder with numeric version sub-folders (e.g. `models/tfgcrf`).
       name: model name clients use in requests.
       poll_seconds: how often to look for a new version (TF Serving's
         `--file_system_poll_wait_seconds`); 0 disables polling.
+      max_num_load_retries: retries after a failed load (TF Serving's `--max_num_load_retries`).
+      load_retry_interval_seconds: wait between two load attempts of a version (TF Serving's
+        `--load_retry_interval_micros`, in seconds).
     """
 
-    def __init__(self, base_path, name, poll_seconds=1.0):
+    def __init__(self, base_path, name, poll_seconds=1.0,
+                 max_num_load_retries=DEFAULT_MAX_NUM_LOAD_RETRIES,
+                 load_retry_interval_seconds=DEFAULT_LOAD_RETRY_INTERVAL_SECONDS):
         self.base_path = os.path.abspath(base_path)
         self.name = name
         self.poll_seconds = poll_seconds
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval_seconds = load_retry_interval_seconds
         self._servable = None
-        self._failed = {}  # version -> error message of a version that did not load
+        self._failures = {}  # version -> _LoadFailure
+        self._ignored = set()  # folder names already reported as not versions
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
 
     def refresh(self):
         """Loads the newest version if it is newer than the served one; returns the served version."""
-        versions = list_versions(self.base_path)
-        current = self._servable.version if self._servable else None
-        newer = [v for v in versions if (current is None or v > current) and v not in self._failed]
-        if newer:
-            version = newer[-1]
+        with self._refresh_lock:
             try:
-                servable = Servable(version, os.path.join(self.base_path, str(version)))
-            except Exception as err:  # a broken version must not stop the server
-                self._failed[version] = f"{type(err).__name__}: {err}"
-                log.error("could not load %s version %d: %s", self.name, version, err)
-            else:
-                with self._lock:
-                    self._servable = servable
-                log.info("serving %s version %d", self.name, version)
-        return self._servable.version if self._servable else None
+                self._refresh()
+            except Exception:  # the poller must survive anything the file system does
+                log.exception("could not look for new versions of %s in %s", self.name, self.base_path)
+        servable = self._servable
+        return servable.version if servable else None
+
+    def _refresh(self):
+        ignored = set()
+        versions = list_versions(self.base_path, ignored)
+        for entry in sorted(ignored - self._ignored):
+            log.warning("ignoring %s: a version folder name must be an integer in 0..%d",
+                        os.path.join(self.base_path, entry), INT64_MAX)
+        self._ignored |= ignored
+        current = self._servable.version if self._servable else None
+        for version in reversed(versions):
+            if current is not None and version <= current:
+                return
+            if self._try_load(version):
+                return
+
+    def _try_load(self, version):
+        """Loads `version` unless it failed before and may not be retried yet.
+
+        Returns True when this version is settled for this poll (loaded, or waiting for its next
+        retry), False when it has given up and an older version may be tried.
+        """
+        path = os.path.join(self.base_path, str(version))
+        failure = self._failures.get(version)
+        if failure is not None:
+            fingerprint = folder_fingerprint(path)
+            if fingerprint != failure.fingerprint:
+                log.info("%s version %d changed since it failed to load: loading it again",
+                         self.name, version)
+                del self._failures[version]
+                failure = None
+            elif failure.attempts > self.max_num_load_retries:
+                return False
+            elif time.monotonic() - failure.last_attempt < self.load_retry_interval_seconds:
+                return True
+        fingerprint = folder_fingerprint(path)
+        try:
+            servable = Servable(version, path)
+        except Exception as err:  # a broken version must not stop the server
+            if failure is None:
+                failure = self._failures[version] = _LoadFailure(fingerprint)
+            failure.fingerprint = fingerprint
+            failure.attempts += 1
+            failure.last_attempt = time.monotonic()
+            failure.message = f"{type(err).__name__}: {op_error_message(err) if isinstance(err, tf.errors.OpError) else err}"
+            retries_left = self.max_num_load_retries + 1 - failure.attempts
+            log.error("could not load %s version %d (attempt %d, %s): %s", self.name, version,
+                      failure.attempts,
+                      f"retrying in {self.load_retry_interval_seconds:g} s" if retries_left > 0
+                      else "giving up until its files change", failure.message)
+            return retries_left > 0
+        with self._lock:
+            self._servable = servable
+        self._failures.pop(version, None)
+        log.info("serving %s version %d", self.name, version)
+        return True
 
     def start_polling(self):
         if self.poll_seconds > 0 and self._thread is None:
+            self._stop.clear()
             self._thread = threading.Thread(target=self._poll, name="version-poller", daemon=True)
             self._thread.start()
 
@@ -256,10 +380,16 @@ class ModelRepository:
         return servable
 
     def status(self):
-        """`[(version, state, error message)]` in TF Serving's GetModelStatus terms."""
+        """`[(version, state, error message)]` in TF Serving's GetModelStatus terms.
+
+        A version that failed and will be retried is LOADING; one that gave up is END.
+        """
         with self._lock:
             servable = self._servable
-        states = [(version, "END", message) for version, message in sorted(self._failed.items())]
+        states = [
+            (version, "END" if failure.attempts > self.max_num_load_retries else "LOADING", failure.message)
+            for version, failure in sorted(self._failures.items())
+        ]
         if servable is not None:
             states.append((servable.version, "AVAILABLE", ""))
-        return states
+        return sorted(states)

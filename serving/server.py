@@ -10,10 +10,11 @@ tested end to end here.
 
 import json
 import logging
+import os
 import re
 import threading
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 
 import grpc
 import tensorflow as tf
@@ -27,13 +28,26 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfgcrf.serving.cancellation import RequestScope
 from tfgcrf.serving.json_codec import JsonTensorError, format_predict_response, parse_predict_request
-from tfgcrf.serving.repository import ModelRepository
-from tfgcrf.serving.status import HTTP_STATUS, ServingError
+from tfgcrf.serving.limits import (
+    BatchingParameters,
+    WorkQueue,
+    check_arrays,
+    check_tensor_proto,
+    monotonic_deadline,
+)
+from tfgcrf.serving.repository import (
+    DEFAULT_LOAD_RETRY_INTERVAL_SECONDS,
+    DEFAULT_MAX_NUM_LOAD_RETRIES,
+    ModelRepository,
+    op_error_message,
+)
+from tfgcrf.serving.status import CODE_NAMES, HTTP_STATUS, MAX_GRPC_MESSAGE_BYTES, ServingError
 
 SIGNATURE_DEF_FIELD = "signature_def"
-# Images travel inside messages: allow far more than gRPC's default 4 MiB.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# REST request bodies: enough for a few full-size images as base64 JSON.
+DEFAULT_REST_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -90,34 +104,104 @@ def _abort(context, error):
     context.abort(getattr(grpc.StatusCode, error.code), error.message)
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over a `ModelRepository`."""
+def _guarded(call):
+    """Runs `call()`; any exception becomes a ServingError with its canonical code."""
+    try:
+        return call()
+    except ServingError:
+        raise
+    except MemoryError:
+        raise ServingError("RESOURCE_EXHAUSTED", "the server ran out of memory for this request") from None
+    except RecursionError:
+        raise ServingError("INVALID_ARGUMENT", "the request is nested too deeply") from None
+    except tf.errors.OpError as err:
+        raise ServingError(CODE_NAMES[err.error_code], op_error_message(err)) from None
+    except Exception as err:  # one bad request must never take the server down
+        log.exception("internal error")
+        raise ServingError("INTERNAL", f"internal error: {type(err).__name__}: {err}") from None
 
-    def __init__(self, repository):
-        self._repository = repository
+
+class Predictor:
+    """The Predict path shared by gRPC and REST: limits, work queue and cancellation.
+
+    Args:
+      repository: the `ModelRepository`.
+      batching: `BatchingParameters` (max batch per request, running and waiting requests).
+    """
+
+    def __init__(self, repository, batching):
+        self.repository = repository
+        self.batching = batching
+        self.queue = WorkQueue(batching)
+
+    def predict(self, servable, signature_name, inputs, output_filter, scope):
+        """Runs one request's signature once a work slot is free.
+
+        Args:
+          servable: the `Servable` that answers.
+          signature_name: signature key ('' = serving_default).
+          inputs: `{name: numpy array}`, sizes already checked.
+          output_filter: output names to return (all when empty).
+          scope: the request's `RequestScope` (deadline, disconnect).
+
+        Returns:
+          `{output name: numpy array}`.
+        """
+        check_arrays(inputs, self.batching.max_batch_size)
+        scope.check("before the request was queued")
+        with self.queue.slot(scope):
+            return servable.predict(signature_name, inputs, output_filter, scope=scope)
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """`tensorflow.serving.PredictionService` over a `Predictor`."""
+
+    def __init__(self, predictor):
+        self._predictor = predictor
+        self._repository = predictor.repository
 
     def Predict(self, request, context):
+        remaining = context.time_remaining()
+        scope = RequestScope(monotonic_deadline(remaining), lambda: not context.is_active())
         try:
-            spec = request.model_spec
-            servable = self._repository.servable(spec.name, _requested_version(spec))
-            try:
-                inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
-            except (TypeError, ValueError) as err:
-                raise ServingError("INVALID_ARGUMENT", f"malformed TensorProto: {err}") from None
-            outputs = servable.predict(spec.signature_name, inputs, list(request.output_filter))
+            return _guarded(lambda: self._predict(request, scope))
         except ServingError as err:
             _abort(context, err)
+
+    def _predict(self, request, scope):
+        spec = request.model_spec
+        servable = self._repository.servable(spec.name, _requested_version(spec))
+        max_batch = self._predictor.batching.max_batch_size
+        for key, proto in request.inputs.items():
+            check_tensor_proto(key, proto, max_batch)
+        try:
+            inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        except (TypeError, ValueError) as err:
+            raise ServingError("INVALID_ARGUMENT", f"malformed TensorProto: {err}") from None
+        outputs = self._predictor.predict(
+            servable, spec.signature_name, inputs, list(request.output_filter), scope
+        )
+        scope.check("before the response was built")
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self._repository.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = spec.signature_name or "serving_default"
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+        size = response.ByteSize()
+        if size > MAX_GRPC_MESSAGE_BYTES:
+            raise ServingError(
+                "RESOURCE_EXHAUSTED",
+                f"the response has {size} bytes, more than gRPC's {MAX_GRPC_MESSAGE_BYTES}: "
+                "send fewer or smaller images per request",
+            )
         return response
 
     def GetModelMetadata(self, request, context):
         try:
-            return model_metadata(self._repository, request.model_spec, list(request.metadata_field))
+            return _guarded(
+                lambda: model_metadata(self._repository, request.model_spec, list(request.metadata_field))
+            )
         except ServingError as err:
             _abort(context, err)
 
@@ -130,104 +214,117 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request, context):
         try:
-            return model_status(self._repository, request.model_spec)
+            return _guarded(lambda: model_status(self._repository, request.model_spec))
         except ServingError as err:
             _abort(context, err)
 
 
-_PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(\w+)")
-_MODEL_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?")
+# TF Serving's routes; versions are ASCII digits (re.ASCII: `\d` would take '²' too).
+_PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(\w+)", re.ASCII)
+_MODEL_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata)?", re.ASCII)
+_INT64_MAX = 2**63 - 1
+
+
+def _version_number(text):
+    if text is None:
+        return None
+    if int(text) > _INT64_MAX:
+        raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {text} is not an int64")
+    return int(text)
 
 
 def _model_spec(name, version):
     spec = model_pb2.ModelSpec(name=name)
     if version is not None:
-        spec.version.value = int(version)
+        spec.version.value = version
     return spec
 
 
-class _RestHandler(BaseHTTPRequestHandler):
-    """TF Serving's REST routes; `server.repository` is the ModelRepository."""
+def _json_response(start_response, status, body):
+    payload = json.dumps(body).encode("utf-8")
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+    )
+    return [payload]
 
-    protocol_version = "HTTP/1.1"
-    max_body_bytes = MAX_MESSAGE_BYTES
 
-    def do_POST(self):
-        self._respond(self._post)
+class RestApplication:
+    """TF Serving's REST API as a WSGI application (served by waitress).
 
-    def do_GET(self):
-        self._respond(self._get)
+    The HTTP layer (keep-alive, chunked bodies, body and header size limits, idle timeouts,
+    slow clients) is waitress's; this class only routes, parses JSON and maps codes to HTTP
+    statuses with TF Serving's table.
 
-    def _post(self):
-        # Read the body first: on a kept-alive connection an unread body would be taken for the
-        # next request.
-        raw_body = self._read_body()
-        match = _PREDICT_PATH.fullmatch(self.path)
+    Args:
+      predictor: the `Predictor` shared with gRPC.
+      timeout_seconds: a request's deadline (TF Serving's `--rest_api_timeout_in_ms`).
+    """
+
+    def __init__(self, predictor, timeout_seconds):
+        self.predictor = predictor
+        self.repository = predictor.repository
+        self.timeout_seconds = timeout_seconds
+
+    def __call__(self, environ, start_response):
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        scope = RequestScope(
+            monotonic_deadline(self.timeout_seconds), environ.get("waitress.client_disconnected")
+        )
+        try:
+            if method == "POST":
+                body = _guarded(lambda: self._post(path, environ, scope))
+            elif method == "GET":
+                body = _guarded(lambda: self._get(path))
+            else:
+                start_response("405 Method Not Allowed", [("Allow", "GET, POST"), ("Content-Length", "0")])
+                return [b""]
+            return _json_response(start_response, 200, body)
+        except ServingError as err:
+            return _json_response(start_response, HTTP_STATUS[err.code], {"error": err.message})
+
+    def _post(self, path, environ, scope):
+        # waitress has read the whole body (de-chunked, within max_request_body_size).
+        raw_body = environ["wsgi.input"].read()
+        match = _PREDICT_PATH.fullmatch(path)
         if not match:
-            raise ServingError("INVALID_ARGUMENT", f"Malformed request: POST {self.path}")
+            raise ServingError("INVALID_ARGUMENT", f"Malformed request: POST {path}")
         name, version, method = match.groups()
         if method != "predict":
             raise ServingError("UNIMPLEMENTED", f"':{method}' is not implemented, only ':predict'")
-        servable = self.server.repository.servable(name, int(version) if version else None)
+        servable = self.repository.servable(name, _version_number(version))
+        if not raw_body:
+            raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
         try:
             body = json.loads(raw_body)
+        except RecursionError:
+            raise ServingError("INVALID_ARGUMENT", "JSON Parse error: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as err:
             raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {err}") from None
+        scope.check("while the request was parsed")
         try:
             signature, inputs, request_format = parse_predict_request(body, servable.input_dtypes)
-            outputs = servable.predict(signature, inputs)
+            outputs = self.predictor.predict(servable, signature, inputs, (), scope)
+            scope.check("before the response was built")
             return format_predict_response(outputs, request_format)
         except JsonTensorError as err:
             raise ServingError("INVALID_ARGUMENT", str(err)) from None
 
-    def _get(self):
-        match = _MODEL_PATH.fullmatch(self.path)
+    def _get(self, path):
+        match = _MODEL_PATH.fullmatch(path)
         if not match:
-            raise ServingError("INVALID_ARGUMENT", f"Malformed request: GET {self.path}")
+            raise ServingError("INVALID_ARGUMENT", f"Malformed request: GET {path}")
         name, version, metadata = match.groups()
-        spec = _model_spec(name, version)
+        spec = _model_spec(name, _version_number(version))
         if metadata:
-            response = model_metadata(self.server.repository, spec, [SIGNATURE_DEF_FIELD])
+            response = model_metadata(self.repository, spec, [SIGNATURE_DEF_FIELD])
         else:
-            response = model_status(self.server.repository, spec)
+            response = model_status(self.repository, spec)
         return json.loads(
             json_format.MessageToJson(
                 response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
             )
         )
-
-    def _read_body(self):
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > self.max_body_bytes:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
-            raise ServingError(
-                "INVALID_ARGUMENT",
-                f"request body must have a Content-Length of at most {self.max_body_bytes} bytes",
-            )
-        if length == 0:
-            raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
-        return self.rfile.read(length)
-
-    def _respond(self, handler):
-        try:
-            status, body = 200, handler()
-        except ServingError as err:
-            status, body = HTTP_STATUS[err.code], {"error": err.message}
-        except Exception as err:  # one bad request must never take the server down
-            log.exception("internal error on %s %s", self.command, self.path)
-            status, body = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
-        payload = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format, *args):  # noqa: A002 - BaseHTTPRequestHandler's signature
-        log.debug("%s " + format, self.address_string(), *args)
 
 
 class ModelServer:
@@ -240,30 +337,57 @@ class ModelServer:
       grpc_port: gRPC port (0 picks a free one; read `grpc_port` after `start()`).
       rest_port: REST port (0 picks a free one), or None for no REST server.
       poll_seconds: how often to look for a new version.
-      max_workers: gRPC worker threads.
+      batching: `BatchingParameters` (default: `BatchingParameters()`).
+      max_num_load_retries, load_retry_interval_seconds: see `ModelRepository`.
+      rest_timeout_seconds: deadline of a REST request (TF Serving's `--rest_api_timeout_in_ms`).
+      rest_num_threads: REST worker threads (TF Serving's `--rest_api_num_threads`, 4 per CPU).
+      rest_max_body_bytes: largest REST request body; larger ones get HTTP 413.
+      rest_max_connections: open REST connections at most; more wait in the listen backlog.
+      rest_idle_seconds: an idle REST connection (incl. one sending nothing) is closed after this.
     """
 
     def __init__(self, model_dir, model_name, host="127.0.0.1", grpc_port=8500, rest_port=8501,
-                 poll_seconds=1.0, max_workers=8):
-        self.repository = ModelRepository(model_dir, model_name, poll_seconds)
+                 poll_seconds=1.0, batching=None, max_num_load_retries=DEFAULT_MAX_NUM_LOAD_RETRIES,
+                 load_retry_interval_seconds=DEFAULT_LOAD_RETRY_INTERVAL_SECONDS,
+                 rest_timeout_seconds=30.0, rest_num_threads=None,
+                 rest_max_body_bytes=DEFAULT_REST_MAX_BODY_BYTES, rest_max_connections=512,
+                 rest_idle_seconds=30.0):
+        self.repository = ModelRepository(
+            model_dir, model_name, poll_seconds, max_num_load_retries=max_num_load_retries,
+            load_retry_interval_seconds=load_retry_interval_seconds,
+        )
+        self.batching = batching or BatchingParameters()
+        self.predictor = Predictor(self.repository, self.batching)
         self.host = host
         self.grpc_port = grpc_port
         self.rest_port = rest_port
-        self._max_workers = max_workers
+        self.rest_timeout_seconds = rest_timeout_seconds
+        self.rest_num_threads = rest_num_threads or 4 * (os.cpu_count() or 1)
+        self.rest_max_body_bytes = rest_max_body_bytes
+        self.rest_max_connections = rest_max_connections
+        self.rest_idle_seconds = rest_idle_seconds
         self._grpc = None
         self._http = None
+        self._http_map = None
         self._http_thread = None
 
     def start(self):
         self.repository.refresh()
+        # Predict requests beyond the work queue are refused by the Predictor; the extra threads
+        # keep metadata and status calls answered while the queue is full.
+        workers = self.batching.num_batch_threads + self.batching.max_enqueued_batches + 4
         options = [
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ]
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(self._max_workers), options=options)
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(workers, thread_name_prefix="grpc-worker"),
+            options=options,
+            maximum_concurrent_rpcs=workers,
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.repository), self._grpc
+            PredictionServicer(self.predictor), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.repository), self._grpc
@@ -275,24 +399,47 @@ class ModelServer:
         self.grpc_port = bound
         self._grpc.start()
         if self.rest_port is not None:
-            self._http = ThreadingHTTPServer((self.host, self.rest_port), _RestHandler)
-            self._http.daemon_threads = True
-            self._http.repository = self.repository
-            self.rest_port = self._http.server_address[1]
-            self._http_thread = threading.Thread(
-                target=self._http.serve_forever, name="rest-server", daemon=True
-            )
-            self._http_thread.start()
+            self._start_rest()
         self.repository.start_polling()
         return self
+
+    def _start_rest(self):
+        import waitress.server
+
+        self._http_map = {}
+        self._http = waitress.server.create_server(
+            RestApplication(self.predictor, self.rest_timeout_seconds),
+            map=self._http_map,
+            host=self.host,
+            port=self.rest_port,
+            threads=self.rest_num_threads,
+            connection_limit=self.rest_max_connections,
+            channel_timeout=self.rest_idle_seconds,
+            max_request_body_size=self.rest_max_body_bytes,
+            # One request read ahead per connection: waitress then notices a client that hangs
+            # up while its request runs (`waitress.client_disconnected`).
+            channel_request_lookahead=1,
+            ident="tfgcrf",
+            clear_untrusted_proxy_headers=True,
+        )
+        self.rest_port = int(self._http.effective_port)
+        self._http_thread = threading.Thread(target=self._http.run, name="rest-server", daemon=True)
+        self._http_thread.start()
+
+    def _stop_rest(self):
+        # Closing every dispatcher of the map ends waitress's asyncore loop.
+        logging.getLogger("waitress").setLevel(logging.CRITICAL)
+        while self._http_map:
+            for dispatcher in list(self._http_map.values()):
+                dispatcher.handle_close()
+        self._http.task_dispatcher.shutdown()
+        self._http_thread.join(10)
+        self._http = self._http_map = self._http_thread = None
 
     def stop(self, grace=1.0):
         self.repository.stop()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http_thread.join()
-            self._http = None
+            self._stop_rest()
         if self._grpc is not None:
             self._grpc.stop(grace).wait()
             self._grpc = None

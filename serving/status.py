@@ -6,6 +6,10 @@ its `ToHTTPStatusCode`) and puts the message in `{"error": ...}`.
 
 from tfgcrf.errors import UserError
 
+# gRPC message size limit in both directions, as TF Serving sets it (`SetMaxMessageSize(kint32max)`):
+# protobuf cannot encode a larger message anyway.
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
+
 # Canonical code names in numeric order (the numbers of gRPC and of tf.errors.OpError.error_code).
 CODE_NAMES = (
     "OK",

@@ -276,7 +276,8 @@ def test_retries_only_when_unavailable(monkeypatch):
 def test_newest_version_is_picked_up_without_restart(tmp_path):
     base = tmp_path / MODEL_NAME
     _export_toy(str(base), 1, offset=0.0)
-    with ModelServer(str(base), MODEL_NAME, grpc_port=0, rest_port=None, poll_seconds=0.1) as srv:
+    with ModelServer(str(base), MODEL_NAME, grpc_port=0, rest_port=None, poll_seconds=0.1,
+                     max_num_load_retries=0) as srv:
         c = Client(f"127.0.0.1:{srv.grpc_port}", model_name=MODEL_NAME)
         request = {"image_bytes": _strings(b"a"), "seed": np.array([0])}
         assert c.predict("sample", request)["scores"][0, 0] == 0.0
@@ -288,7 +289,7 @@ def test_newest_version_is_picked_up_without_restart(tmp_path):
             assert time.monotonic() < deadline, "version 7 was not picked up"
             time.sleep(0.1)
         assert c.metadata()["model_spec"]["version"] == "7"
-        # A broken newer version is reported and skipped; version 7 keeps serving.
+        # A broken newer version is reported and (no retries) given up; version 7 keeps serving.
         (base / "9").mkdir()
         (base / "9" / "saved_model.pb").write_bytes(b"garbage")
         time.sleep(0.5)
