@@ -1,13 +1,18 @@
 """Writes a TF Serving model version: SavedModel + warm-up requests + export description.
 
 The version folder is written aside and renamed into place when complete, so a server polling the
-model base path (TF Serving, `tfgcrf serve`) never loads a half-written version.
+model base path (TF Serving, `tfgcrf serve`) never loads a half-written version. The staging
+folder, `.VERSION.HOST-PID.RANDOM` beside the versions, is removed by a later export once its
+writer is gone (killed exports would leave it forever otherwise).
 """
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -82,6 +87,60 @@ def version_folder(out):
     return out
 
 
+# A staging folder whose writer cannot be checked (another host, or an older name without the
+# writer's pid) is stale after this long without a change.
+STALE_STAGING_SECONDS = 24 * 3600
+_STAGING_NAME = re.compile(r"\.[0-9]+\.(?:(?P<host>[A-Za-z0-9-]+)-(?P<pid>[0-9]+)\.)?[^.]+", re.ASCII)
+
+
+def _host_label():
+    return re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()).strip("-") or "host"
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_staging(base, now=None):
+    """Removes the staging folders of exports into `base` that were killed or abandoned.
+
+    A folder `.VERSION.HOST-PID.RANDOM` of this host whose process is gone is stale; any other
+    `.VERSION.*` folder is stale when unchanged for `STALE_STAGING_SECONDS`.
+
+    Returns:
+      The removed paths.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return removed
+    host = _host_label()
+    for entry in entries:
+        match = _STAGING_NAME.fullmatch(entry)
+        path = os.path.join(base, entry)
+        if not match or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if match["pid"] and match["host"] == host:
+            stale = int(match["pid"]) != os.getpid() and not _process_alive(int(match["pid"]))
+        else:
+            try:
+                stale = now - os.path.getmtime(path) > STALE_STAGING_SECONDS
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT_MAX_PIXELS):
     """Exports `model` as the TF Serving version folder `out` (e.g. `models/tfgcrf/1`).
 
@@ -103,7 +162,8 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
     module = ServingModule(model, num_samples, mode=mode, max_pixels=max_pixels)
     base = os.path.dirname(out)
     os.makedirs(base, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.", dir=base)
+    remove_stale_staging(base)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.{_host_label()}-{os.getpid()}.", dir=base)
     try:
         tf.saved_model.save(module, staging, signatures=module.signatures())
         write_warmup_file(os.path.join(staging, WARMUP_FILE), warmup_requests(num_samples))

@@ -43,6 +43,10 @@ NUMPY_DTYPES = {
 }
 
 
+# numpy arrays (and so the tensors built here) have at most this many dimensions.
+MAX_RANK = 64
+
+
 class JsonTensorError(ValueError):
     """A JSON request or response that does not describe valid tensors (maps to INVALID_ARGUMENT)."""
 
@@ -132,6 +136,8 @@ def json_to_array(value, dtype, where="value"):
     """Converts one JSON tensor (scalar or dense nested list) to a numpy array of `dtype`."""
     dtype = np.dtype(dtype)
     shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise JsonTensorError(f"{where}: lists nested {len(shape)} deep, at most {MAX_RANK} are supported")
     flat = _flatten(value, shape, dtype, where)
     array = np.empty(len(flat), dtype=dtype)
     array[:] = flat

@@ -21,44 +21,17 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving_toys import export_toy
 from tfgcrf.serving import Client, ServingError
 from tfgcrf.serving.server import ModelServer
 
 MODEL_NAME = "toy"
 
 
-class _Toy(tf.Module):
-    """Two signatures shaped like the real contract: bytes in, `_bytes` + float outputs."""
-
-    def __init__(self, offset):
-        super().__init__()
-        self.offset = tf.Variable(float(offset))
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="image_bytes"),
-        tf.TensorSpec([None], tf.int64, name="seed"),
-    ])
-    def sample(self, image_bytes, seed):
-        tf.debugging.assert_non_negative(seed, message="seed must be >= 0")
-        doubled = tf.stack([image_bytes, tf.strings.join([image_bytes, image_bytes])], axis=1)
-        scores = tf.cast(tf.stack([seed, seed + 1], axis=1), tf.float32) / 10.0 + self.offset
-        return {"colorized_bytes": doubled, "scores": scores}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-    def double(self, x):
-        return {"y": 2.0 * x}
-
-
-def _export_toy(base, version, offset):
-    toy = _Toy(offset)
-    signatures = {"serving_default": toy.sample, "sample": toy.sample, "double": toy.double}
-    tf.saved_model.save(toy, os.path.join(base, str(version)), signatures=signatures)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("models") / MODEL_NAME
-    _export_toy(str(base), 1, offset=0.0)
+    export_toy(str(base), 1, offset=0.0)
     with ModelServer(str(base), MODEL_NAME, grpc_port=0, rest_port=0, poll_seconds=0.2) as srv:
         yield srv
 
@@ -154,7 +127,7 @@ def test_grpc_wire_format(server):
     metadata = stub.GetModelMetadata(metadata_request, timeout=20)
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     assert metadata.metadata["signature_def"].Unpack(signature_map)
-    assert {"serving_default", "sample", "double"} <= set(signature_map.signature_def)
+    assert {"serving_default", "sample", "double", "spin"} <= set(signature_map.signature_def)
     assert set(signature_map.signature_def["sample"].inputs) == {"image_bytes", "seed"}
 
     # JSON numbers take the signature's dtype; over gRPC a TensorProto of another dtype is refused.
@@ -275,14 +248,14 @@ def test_retries_only_when_unavailable(monkeypatch):
 
 def test_newest_version_is_picked_up_without_restart(tmp_path):
     base = tmp_path / MODEL_NAME
-    _export_toy(str(base), 1, offset=0.0)
+    export_toy(str(base), 1, offset=0.0)
     with ModelServer(str(base), MODEL_NAME, grpc_port=0, rest_port=None, poll_seconds=0.1,
                      max_num_load_retries=0) as srv:
         c = Client(f"127.0.0.1:{srv.grpc_port}", model_name=MODEL_NAME)
         request = {"image_bytes": _strings(b"a"), "seed": np.array([0])}
         assert c.predict("sample", request)["scores"][0, 0] == 0.0
         # Written aside then renamed in, as `tfgcrf export` does, so no half version is seen.
-        _export_toy(str(tmp_path / "staging"), 7, offset=100.0)
+        export_toy(str(tmp_path / "staging"), 7, offset=100.0)
         shutil.move(str(tmp_path / "staging" / "7"), str(base / "7"))
         deadline = time.monotonic() + 30
         while c.predict("sample", request)["scores"][0, 0] != 100.0:

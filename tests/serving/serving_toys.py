@@ -1,0 +1,47 @@
+"""Toy SavedModels shaped like the serving contract, for the server tests (seconds to export)."""
+
+import os
+
+import tensorflow as tf
+
+
+class Toy(tf.Module):
+    """`sample` (bytes in, `_bytes` + float outputs), `double` and `spin` (CPU work on demand)."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = tf.Variable(float(offset))
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes"),
+        tf.TensorSpec([None], tf.int64, name="seed"),
+    ])
+    def sample(self, image_bytes, seed):
+        tf.debugging.assert_non_negative(seed, message="seed must be >= 0")
+        doubled = tf.stack([image_bytes, tf.strings.join([image_bytes, image_bytes])], axis=1)
+        scores = tf.cast(tf.stack([seed, seed + 1], axis=1), tf.float32) / 10.0 + self.offset
+        return {"colorized_bytes": doubled, "scores": scores}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def double(self, x):
+        return {"y": 2.0 * x}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="iterations")])
+    def spin(self, iterations):
+        """`iterations[0]` 128x128 matrix products in a loop: CPU work that only cancellation stops."""
+        def body(i, x):
+            return i + 1, tf.tanh(tf.matmul(x, x) * 0.01)
+
+        _, x = tf.while_loop(lambda i, x: i < iterations[0], body,
+                             (tf.constant(0, tf.int64), tf.ones([128, 128])))
+        return {"total": tf.fill(tf.shape(iterations), tf.reduce_sum(x))}
+
+
+def export_toy(base, version, offset):
+    """Writes `Toy(offset)` as `base/version` (signatures sample = serving_default, double, spin)."""
+    toy = Toy(offset)
+    signatures = {"serving_default": toy.sample, "sample": toy.sample, "double": toy.double,
+                  "spin": toy.spin}
+    path = os.path.join(base, str(version))
+    tf.saved_model.save(toy, path, signatures=signatures)
+    return path
