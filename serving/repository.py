@@ -257,7 +257,8 @@ class ModelRepository:
     log line each. A version that fails to load (e.g. seen while it is still being copied) is
     tried again up to `max_num_load_retries` times, `load_retry_interval_seconds` apart, as TF
     Serving does; its retries start over whenever the folder's files change, so a version
-    completed later is served. The poller logs and survives any error.
+    completed later is served. Meanwhile the newest version that does load is served. The poller
+    logs and survives any error.
 
     Args:
       base_path: folder with numeric version sub-folders (e.g. `models/tfgcrf`).
@@ -312,8 +313,8 @@ class ModelRepository:
     def _try_load(self, version):
         """Loads `version` unless it failed before and may not be retried yet.
 
-        Returns True when this version is settled for this poll (loaded, or waiting for its next
-        retry), False when it has given up and an older version may be tried.
+        Returns True when it is served now; otherwise an older version may be tried (the newest
+        version that loads is served while a newer one waits for its retry).
         """
         path = os.path.join(self.base_path, str(version))
         failure = self._failures.get(version)
@@ -327,7 +328,7 @@ class ModelRepository:
             elif failure.attempts > self.max_num_load_retries:
                 return False
             elif time.monotonic() - failure.last_attempt < self.load_retry_interval_seconds:
-                return True
+                return False
         fingerprint = folder_fingerprint(path)
         try:
             servable = Servable(version, path)
@@ -343,7 +344,7 @@ class ModelRepository:
                       failure.attempts,
                       f"retrying in {self.load_retry_interval_seconds:g} s" if retries_left > 0
                       else "giving up until its files change", failure.message)
-            return retries_left > 0
+            return False
         with self._lock:
             self._servable = servable
         self._failures.pop(version, None)
