@@ -12,7 +12,9 @@ Run directory layout (everything needed to resume lives here):
 
 Stages run in order vae -> hoc -> mdn. A completed stage (its `done.json` and final weights exist)
 is never run again: its weights are loaded and training continues with the next one; a stage that
-was interrupted resumes from its last finished epoch.
+was interrupted resumes from its last finished epoch. A checkpoint file damaged by a kill is
+reported in one line naming it, and the run falls back to the previous good state
+(`trainers/checkpoints.py`).
 """
 
 import dataclasses
@@ -31,6 +33,7 @@ from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
 from tfgcrf.models.rebalance import ab_histogram, rebalancing_weights
 from tfgcrf.trainers.callbacks import HocSchedule, PreviewImages
+from tfgcrf.trainers.checkpoints import repair_stage
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
@@ -214,6 +217,7 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
         model.load_pretrained()
     for name in stages_through(stage):
         paths = StagePaths(run_dir / name)
+        repair_stage(paths, name, log)  # a corrupt checkpoint left by a kill: say so, fall back
         if paths.is_done():
             log(f"stage {name}: already complete, loading {paths.final}")
             model.load_weights(str(paths.final))

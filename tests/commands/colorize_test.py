@@ -107,3 +107,13 @@ def test_missing_model(tmp_path, capsys):
     code = cli.main(["colorize", PHOTO, "--model", str(tmp_path / "nope.keras")])
     lines = _error_lines(capsys.readouterr().err)
     assert code != 0 and lines == [f"tfgcrf: error: no such model file: {tmp_path / 'nope.keras'}"]
+
+
+def test_inputs_are_deduplicated_by_real_path(tmp_path, monkeypatch):
+    from tfgcrf.commands.colorize import expand_inputs
+
+    (tmp_path / "good.png").write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(tmp_path / "good.png")
+    monkeypatch.chdir(tmp_path)
+    files, problems = expand_inputs(["good.png", "./good.png", str(tmp_path / "good.png"), "link.png", "."])
+    assert files == ["good.png"] and problems == []

@@ -65,3 +65,16 @@ def test_offline_dir_resolution(monkeypatch):
     monkeypatch.setenv(folders.OFFLINE_DIR_ENV, "/collection")
     assert folders.offline_dir() == "/collection"
     assert folders.offline_dir("/explicit") == "/explicit"
+
+
+def test_list_images_survives_symlink_loops_and_lists_a_photo_once(tmp_path):
+    _touch(tmp_path, "a/photo.png", "b/other.jpg")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)  # a/loop -> the root: a loop
+    (tmp_path / "a" / "self").symlink_to(tmp_path / "a")  # a/self -> a
+    (tmp_path / "c").symlink_to(tmp_path / "b")  # a second path to the folder b
+    (tmp_path / "same.png").symlink_to(tmp_path / "a" / "photo.png")  # a second path to the photo
+    listed = [folders.relative_key(p, tmp_path) for p in folders.list_images(tmp_path)]
+    assert listed == ["a/photo.png", "b/other.jpg"]  # not a/loop/..., c/other.jpg, same.png
+    # One photo, one split: the listing feeds the splits, which therefore cannot share a file.
+    splits = [set(map(str, folders.split_images(tmp_path, split))) for split in folders.SPLITS]
+    assert sum(map(len, splits)) == 2

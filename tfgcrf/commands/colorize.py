@@ -47,11 +47,13 @@ def expand_inputs(specs):
     """Input arguments -> `(image files, problems)`: folders and glob patterns are expanded.
 
     A missing plain file is kept (its reading reports the error); a folder without images or a
-    pattern without matches becomes a problem message. Duplicates are dropped.
+    pattern without matches becomes a problem message. Duplicates are dropped, also when they are
+    spelled differently (`a.png`, `./a.png`, a symlink to it): files are compared by real path
+    and the first spelling is kept.
     """
     from tfgcrf.imageio import IMAGE_EXTENSIONS
 
-    files, problems = [], []
+    files, problems, seen = [], [], set()
     for spec in specs:
         if os.path.isdir(spec):
             found = sorted(
@@ -67,7 +69,11 @@ def expand_inputs(specs):
                 problems.append(f"no files match: {spec}")
         else:
             found = [spec]
-        files.extend(path for path in found if path not in files)
+        for path in found:
+            real = os.path.realpath(path)
+            if real not in seen:
+                seen.add(real)
+                files.append(path)
     return files, problems
 
 

@@ -53,7 +53,10 @@ def list_images(folder):
     """All image files below `folder` (recursive), sorted by their relative path.
 
     Image files are those with an extension in `tfgcrf.imageio.IMAGE_EXTENSIONS` (any case).
-    Hidden files and folders (name starting with '.') are ignored.
+    Hidden files and folders (name starting with '.') are ignored. Symbolic links are followed,
+    but a folder already listed (by real path: a link loop, or two links to one folder) is not
+    entered again (the first path of a sorted walk is kept), and a file reached by several paths
+    is listed once, under its smallest relative path, so one photo never lands in two splits.
 
     Returns:
       List of paths (str), each `os.path.join(folder, relative_path)`.
@@ -64,13 +67,21 @@ def list_images(folder):
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise UserError(f"image folder not found: {folder}")
-    found = []
+    by_real, seen_dirs = {}, set()
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
+        real_root = os.path.realpath(root)
+        if real_root in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real_root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # a deterministic walk
+        for name in sorted(files):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(root, name))
-    return sorted(found, key=lambda path: relative_key(path, folder))
+                path = os.path.join(root, name)
+                real = os.path.realpath(path)
+                if real not in by_real or relative_key(path, folder) < relative_key(by_real[real], folder):
+                    by_real[real] = path
+    return sorted(by_real.values(), key=lambda path: relative_key(path, folder))
 
 
 def relative_key(path, folder):
