@@ -130,12 +130,25 @@ class ServingModule(tf.Module):
         self.max_pixels = int(max_pixels)
         self.grid_size = int(model.model_config.image_size)
 
-    def _colorize(self, rgb, seed):
-        """uint8 RGB [H, W, 3] -> (uint8 [N, H, W, 3], scores [N]) at the input size."""
+    def _colorize(self, rgb, seed, encode):
+        """uint8 RGB [H, W, 3] -> (N samples at the input size, scores [N]).
+
+        The samples are PNG strings [N] when `encode`, else uint8 [N, H, W, 3]. The
+        full-resolution stages (chroma upsampling, recombination, PNG) run one sample at a time:
+        memory holds one full-size sample instead of N, and a request whose client stopped
+        waiting stops at the next sample (TensorFlow checks cancellation between loop
+        iterations, not between ops).
+        """
         lightness, l_small = fullres.prepare(rgb, self.grid_size)
         ab_small, scores = self.model.sample(l_small, self.num_samples, seed=seed, mode=self.mode)
-        ab_full = fullres.upsample_chroma(ab_small[0], lightness)
-        return fullres.compose(lightness, ab_full), scores[0]
+
+        def one(ab):
+            image = fullres.compose(lightness, fullres.upsample_chroma(ab[tf.newaxis], lightness))[0]
+            return tf.io.encode_png(image) if encode else image
+
+        spec = tf.TensorSpec([], tf.string) if encode else tf.TensorSpec([None, None, 3], tf.uint8)
+        samples = tf.map_fn(one, ab_small[0], fn_output_signature=spec, parallel_iterations=1)
+        return samples, scores[0]
 
     def _edit(self, rgb, points, colors, num_points, seed, from_sample):
         """One edit request -> uint8 RGB [H, W, 3]."""
@@ -184,9 +197,7 @@ class ServingModule(tf.Module):
     def sample(self, image_bytes, seed):
         def one(args):
             data, example_seed = args
-            images, scores = self._colorize(decode(data, self.max_pixels), example_seed)
-            pngs = tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.string)
-            return pngs, scores
+            return self._colorize(decode(data, self.max_pixels), example_seed, encode=True)
 
         with tf.control_dependencies(_same_batch(image_bytes, seed)):
             pngs, scores = tf.map_fn(
@@ -239,7 +250,7 @@ class ServingModule(tf.Module):
         checks = _same_batch(image, seed) + [_assert_pixels(shape[1], shape[2], self.max_pixels, "image")]
         with tf.control_dependencies(checks):
             images, scores = tf.map_fn(
-                lambda args: self._colorize(*args),
+                lambda args: self._colorize(*args, encode=False),
                 (image, seed),
                 fn_output_signature=(
                     tf.TensorSpec([self.num_samples, None, None, 3], tf.uint8),

@@ -353,3 +353,28 @@ def test_every_input_kind_gives_pngs_at_the_input_size(one_sample_module, fmt, m
 
 def _png_bytes_shape(png):
     return np.asarray(Image.open(io.BytesIO(png))).shape
+
+
+def test_stale_staging_folders_are_removed(tmp_path):
+    from tfgcrf.export import saved_model
+
+    host = saved_model._host_label()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = {
+        f".3.{host}-{dead}.abc": True,       # a killed export of this host
+        f".4.{host}-{os.getpid()}.def": False,  # this process: still writing
+        f".5.{host}-1.ghi": False,           # pid 1 is alive
+        ".6.old_name": True,                 # older naming, unchanged for days
+        ".7.recent": False,                  # older naming, recent: maybe another host writing
+        "2": False,                          # a version
+        ".hidden": False,                    # not a staging name
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x")
+    old = saved_model.time.time() - saved_model.STALE_STAGING_SECONDS - 60
+    os.utime(tmp_path / ".6.old_name", (old, old))
+    removed = saved_model.remove_stale_staging(str(tmp_path))
+    assert sorted(os.path.basename(p) for p in removed) == sorted(n for n, stale in names.items() if stale)
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, stale in names.items() if not stale)
