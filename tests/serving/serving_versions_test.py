@@ -87,13 +87,13 @@ def test_failed_loads_are_retried_count_and_interval(tmp_path, exports):
     (base / "2").mkdir()
     (base / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
     repository = ModelRepository(str(base), MODEL_NAME, poll_seconds=0,
-                                 max_num_load_retries=2, load_retry_interval_seconds=0.2)
+                                 max_num_load_retries=2, load_retry_interval_seconds=3600)
     assert repository.refresh() == 1
     statuses = [repository.status()]
-    repository.refresh()  # within the interval: no new attempt
+    repository.refresh()  # within the retry interval: no new attempt
     assert repository._failures[2].attempts == 1
+    repository.load_retry_interval_seconds = 0
     for _ in range(4):
-        time.sleep(0.25)
         repository.refresh()
         statuses.append(repository.status())
     assert repository._failures[2].attempts == 3  # the first load + max_num_load_retries

@@ -41,7 +41,7 @@ def test_corrupt_final_weights_fall_back_to_the_last_epoch(run_copy, smoke_run):
     _truncate(paths.final)
     lines = []
     model = train(smoke_run.config, run_copy, verbose=0, log=lines.append)
-    repair = [line for line in lines if "corrupt" in line]
+    repair = [line for line in lines if " is corrupt (" in line]
     assert len(repair) == 1 and str(paths.final) in repair[0] and str(paths.latest) in repair[0]
     assert not any("training" in line for line in lines)  # nothing re-trained
     for ours, theirs in zip(model.get_weights(), smoke_run.model.get_weights()):
@@ -65,7 +65,8 @@ def _interrupted_stage(run_dir, smoke_model, stage="mdn"):
     paths.final.unlink()
     paths.backup.mkdir()
     for suffix in ("", ".bkp"):
-        smoke_model.save_weights(str(paths.backup / f"latest.weights.h5{suffix}"))
+        smoke_model.save_weights(str(paths.backup / "saved.weights.h5"))  # Keras wants this suffix
+        (paths.backup / "saved.weights.h5").rename(paths.backup / f"latest.weights.h5{suffix}")
         (paths.backup / f"training_metadata.json{suffix}").write_text(json.dumps({"epoch": 1, "batch": 0}))
     return paths
 
@@ -76,7 +77,7 @@ def test_corrupt_backup_resumes_from_the_previous_one(run_copy, smoke_run):
     metadata.write_text('{"epoch": ')
     lines = []
     train(smoke_run.config, run_copy, verbose=0, log=lines.append)
-    repair = [line for line in lines if "corrupt" in line]
+    repair = [line for line in lines if " is corrupt (" in line]
     assert len(repair) == 1 and str(metadata) in repair[0] and "previous backup (epoch 1)" in repair[0]
     assert stage_summary(run_copy)["mdn"]["history"] == {}  # epoch 1 of 1 was already done
 
