@@ -278,6 +278,11 @@ def test_serve_cli_rejects_bad_arguments(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["serve", "--model-dir", str(tmp_path), "--grpc-port", "70000"]) == 2
     assert "--grpc-port must be in 0..65535" in capsys.readouterr().err
+    for flag in ("--max-batch-size", "--num-batch-threads", "--rest-api-timeout-in-ms"):
+        assert cli.main(["serve", "--model-dir", str(tmp_path), flag, "0"]) == 2
+        assert f"{flag} must be >= 1" in capsys.readouterr().err
+    assert cli.main(["serve", "--model-dir", str(tmp_path), "--max-num-load-retries", "-1"]) == 2
+    assert "--max-num-load-retries must be >= 0" in capsys.readouterr().err
 
 
 def test_rest_keep_alive_after_errors(server):
