@@ -134,8 +134,19 @@ class Predictor:
         self.batching = batching
         self.queue = WorkQueue(batching)
 
+    def run(self, work, scope):
+        """Runs `work()` (a request's conversion, signature and response) in a work slot.
+
+        The slot is taken before inputs are converted, so the memory of concurrent requests
+        (a JSON body becomes many Python objects) is bounded by the queue as well.
+        """
+        scope.check("before the request was queued")
+        with self.queue.slot(scope):
+            scope.check("while the request waited in the queue")
+            return work()
+
     def predict(self, servable, signature_name, inputs, output_filter, scope):
-        """Runs one request's signature once a work slot is free.
+        """Runs one request's signature (call inside `run`).
 
         Args:
           servable: the `Servable` that answers.
@@ -148,9 +159,7 @@ class Predictor:
           `{output name: numpy array}`.
         """
         check_arrays(inputs, self.batching.max_batch_size)
-        scope.check("before the request was queued")
-        with self.queue.slot(scope):
-            return servable.predict(signature_name, inputs, output_filter, scope=scope)
+        return servable.predict(signature_name, inputs, output_filter, scope=scope)
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -174,6 +183,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         max_batch = self._predictor.batching.max_batch_size
         for key, proto in request.inputs.items():
             check_tensor_proto(key, proto, max_batch)
+        return self._predictor.run(lambda: self._run(request, servable, scope), scope)
+
+    def _run(self, request, servable, scope):
+        spec = request.model_spec
         try:
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
         except (TypeError, ValueError) as err:
@@ -295,6 +308,9 @@ class RestApplication:
         servable = self.repository.servable(name, _version_number(version))
         if not raw_body:
             raise ServingError("INVALID_ARGUMENT", "JSON Parse error: The document is empty")
+        return self.predictor.run(lambda: self._predict(raw_body, servable, scope), scope)
+
+    def _predict(self, raw_body, servable, scope):
         try:
             body = json.loads(raw_body)
         except RecursionError:
