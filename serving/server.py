@@ -5,7 +5,10 @@ gRPC: `tensorflow.serving.PredictionService` (`Predict`, `GetModelMetadata`) and
 REST: `POST /v1/models/NAME[/versions/N]:predict`, `GET /v1/models/NAME[/versions/N]` (status)
 and `GET /v1/models/NAME[/versions/N]/metadata`, with TF Serving's JSON formats and HTTP codes.
 Production uses TF Serving itself; this exists so that the client and the signature contract are
-tested end to end here.
+tested end to end here, and it holds under hostile traffic as TF Serving does: request costs are
+bounded before work starts (`limits`), work stops when the client stops waiting (`cancellation`),
+versions load as TF Serving loads them (`repository`), and REST runs on waitress (docs/design.md,
+"Serving").
 """
 
 import json
@@ -253,10 +256,17 @@ def _model_spec(name, version):
     return spec
 
 
+def _reason(status):
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # 499, TF Serving's status for CANCELLED, is not a standard code
+        return "Client Closed Request"
+
+
 def _json_response(start_response, status, body):
     payload = json.dumps(body).encode("utf-8")
     start_response(
-        f"{status} {HTTPStatus(status).phrase}",
+        f"{status} {_reason(status)}",
         [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
     )
     return [payload]

@@ -312,3 +312,12 @@ def test_hundred_slow_clients_hold_no_threads_and_good_requests_are_answered(ser
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_every_code_has_an_http_status_line():
+    from tfgcrf.serving.server import _reason
+    from tfgcrf.serving.status import HTTP_STATUS
+
+    for code, status in HTTP_STATUS.items():
+        assert _reason(status), code
+    assert _reason(499) == "Client Closed Request"
