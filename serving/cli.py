@@ -46,17 +46,23 @@ def add_arguments(parser):
         help="wait between two load attempts of a version (default: %(default)s = 1 minute)",
     )
     parser.add_argument(
-        "--max-batch-size", type=int, default=64,
-        help="largest batch (first dimension) one request may carry (default: %(default)s)",
+        "--batching-parameters-file",
+        help="TF Serving's text BatchingParameters (e.g. serving/batching.config): its "
+        "max_batch_size, num_batch_threads and max_enqueued_batches become the defaults of the "
+        "three flags below",
     )
     parser.add_argument(
-        "--num-batch-threads", type=int, default=os.cpu_count() or 1,
-        help="requests computed at the same time (default: CPU count, %(default)s)",
+        "--max-batch-size", type=int,
+        help="largest batch (first dimension) one request may carry (default: 64)",
     )
     parser.add_argument(
-        "--max-enqueued-batches", type=int, default=10,
+        "--num-batch-threads", type=int,
+        help=f"requests computed at the same time (default: CPU count, {os.cpu_count() or 1})",
+    )
+    parser.add_argument(
+        "--max-enqueued-batches", type=int,
         help="requests that may wait for a free thread; beyond, RESOURCE_EXHAUSTED / HTTP 429 "
-        "(default: %(default)s)",
+        "(default: 10)",
     )
     parser.add_argument(
         "--rest-api-timeout-in-ms", type=int, default=30_000,
@@ -72,17 +78,32 @@ def add_arguments(parser):
     )
 
 
+def _batching(args):
+    """max_batch_size, num_batch_threads, max_enqueued_batches: flag, else file, else default."""
+    values = {"max_batch_size": 64, "num_batch_threads": os.cpu_count() or 1, "max_enqueued_batches": 10}
+    if args.batching_parameters_file:
+        from tfgcrf.serving.limits import read_batching_parameters
+
+        values.update(read_batching_parameters(args.batching_parameters_file)[1])
+    for name in values:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return values
+
+
 def run(args):
     for flag in ("grpc_port", "rest_port"):
         if not 0 <= getattr(args, flag) <= 65535:
             raise UserError(f"--{flag.replace('_', '-')} must be in 0..65535")
     if args.poll_seconds < 0:
         raise UserError("--poll-seconds must be >= 0")
+    batching = _batching(args)
     for flag, minimum in (("max_num_load_retries", 0), ("load_retry_interval_micros", 0),
                           ("max_batch_size", 1), ("num_batch_threads", 1),
                           ("max_enqueued_batches", 0), ("rest_api_timeout_in_ms", 1),
                           ("rest_api_num_threads", 1), ("rest_max_body_bytes", 1)):
-        if getattr(args, flag) < minimum:
+        value = batching.get(flag, getattr(args, flag, None))
+        if value < minimum:
             raise UserError(f"--{flag.replace('_', '-')} must be >= {minimum}")
     if not os.path.isdir(args.model_dir):
         raise UserError(f"model dir {args.model_dir} does not exist (export a model with `tfgcrf export`)")
@@ -99,11 +120,7 @@ def run(args):
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,
         poll_seconds=args.poll_seconds,
-        batching=BatchingParameters(
-            max_batch_size=args.max_batch_size,
-            num_batch_threads=args.num_batch_threads,
-            max_enqueued_batches=args.max_enqueued_batches,
-        ),
+        batching=BatchingParameters(**batching),
         max_num_load_retries=args.max_num_load_retries,
         load_retry_interval_seconds=args.load_retry_interval_micros / 1e6,
         rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000,

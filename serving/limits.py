@@ -10,8 +10,9 @@ The knobs carry the names of TF Serving's batching parameters (`BatchingParamete
 - `max_enqueued_batches`: how many more may wait for a free thread; a request arriving when all
   are taken is refused at once with RESOURCE_EXHAUSTED (HTTP 429) instead of piling up memory.
 
+`read_batching_parameters` reads them from TF Serving's text file (`serving/batching.config`).
 This server does not merge requests into batches (each request is its own batch), so
-`batch_timeout_micros` has no counterpart here.
+`batch_timeout_micros` and `pad_variable_length_inputs` have no counterpart here.
 """
 
 import contextlib
@@ -83,6 +84,66 @@ class BatchingParameters:
             minimum = 0 if field.name == "max_enqueued_batches" else 1
             if not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{field.name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _batching_parameters_class():
+    """TF Serving's BatchingParameters message class, rebuilt from its descriptor.
+
+    The message (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is not
+    shipped in tensorflow-serving-api; its text format only needs the field names and types.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    field = descriptor_pb2.FieldDescriptorProto
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="tfgcrf/batching_parameters.proto", package="tfgcrf", syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"])
+    message = file_proto.message_type.add(name="BatchingParameters")
+    wrapped = [("max_batch_size", ".google.protobuf.Int64Value"),
+               ("batch_timeout_micros", ".google.protobuf.Int64Value"),
+               ("max_enqueued_batches", ".google.protobuf.Int64Value"),
+               ("num_batch_threads", ".google.protobuf.Int64Value"),
+               ("thread_pool_name", ".google.protobuf.StringValue")]
+    for number, (name, type_name) in enumerate(wrapped, start=1):
+        message.field.add(name=name, number=number, type=field.TYPE_MESSAGE, type_name=type_name,
+                          label=field.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=field.TYPE_INT64,
+                      label=field.LABEL_REPEATED)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
+                      label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tfgcrf.BatchingParameters"))
+
+
+def read_batching_parameters(path):
+    """Parses TF Serving's `--batching_parameters_file` (text BatchingParameters).
+
+    Returns:
+      `(the parsed message, {field: value})` with the fields `BatchingParameters` here uses
+      (max_batch_size, num_batch_threads, max_enqueued_batches) that the file sets.
+
+    Raises:
+      UserError: the file cannot be read or is not a valid text BatchingParameters.
+    """
+    from google.protobuf import text_format
+
+    from tfgcrf.errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            message = text_format.Parse(f.read(), _batching_parameters_class()())
+    except OSError as err:
+        raise UserError(f"cannot read batching parameters {path}: {err.strerror}") from None
+    except text_format.ParseError as err:
+        raise UserError(f"{path} is not a text BatchingParameters: {err}") from None
+    values = {
+        name: getattr(message, name).value
+        for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches")
+        if message.HasField(name)
+    }
+    return message, values
 
 
 def check_batch(name, batch, max_batch_size):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import text_format
 from PIL import Image
 
 from tfgcrf import color
@@ -281,34 +281,12 @@ def test_serving_configs_parse():
     (model,) = config.model_config_list.config
     assert (model.name, model.base_path, model.model_platform) == ("tfgcrf", "/models/tfgcrf", "tensorflow")
 
-    # BatchingParameters (tensorflow_serving/servables/tensorflow/session_bundle_config.proto) is
-    # not shipped in tensorflow-serving-api: rebuild its descriptor to parse the file strictly.
-    file_proto = descriptor_pb2.FileDescriptorProto(
-        name="tfgcrf_test/batching.proto", package="tfgcrf_test", syntax="proto3",
-        dependency=["google/protobuf/wrappers.proto"])
-    message = file_proto.message_type.add(name="BatchingParameters")
-    fields = [("max_batch_size", 1, ".google.protobuf.Int64Value"),
-              ("batch_timeout_micros", 2, ".google.protobuf.Int64Value"),
-              ("max_enqueued_batches", 3, ".google.protobuf.Int64Value"),
-              ("num_batch_threads", 4, ".google.protobuf.Int64Value"),
-              ("thread_pool_name", 5, ".google.protobuf.StringValue")]
-    for name, number, type_name in fields:
-        message.field.add(name=name, number=number, type_name=type_name,
-                          type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-                          label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    message.field.add(name="allowed_batch_sizes", number=6, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-                      label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
-    message.field.add(name="pad_variable_length_inputs", number=7, type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
-                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    from google.protobuf import wrappers_pb2
+    # BatchingParameters is not shipped in tensorflow-serving-api: `tfgcrf serve` rebuilds it.
+    from tfgcrf.serving.limits import read_batching_parameters
 
-    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
-    pool.Add(file_proto)
-    batching_class = message_factory.GetMessageClass(pool.FindMessageTypeByName("tfgcrf_test.BatchingParameters"))
-    with open(os.path.join(ROOT, "serving", "batching.config")) as f:
-        batching = text_format.Parse(f.read(), batching_class())
+    batching, values = read_batching_parameters(os.path.join(ROOT, "serving", "batching.config"))
     assert batching.max_batch_size.value >= 1 and batching.pad_variable_length_inputs
+    assert values == {"max_batch_size": 4, "num_batch_threads": 2, "max_enqueued_batches": 64}
 
 
 def test_export_cli_errors(tmp_path, capsys):

@@ -298,3 +298,19 @@ def test_rest_keep_alive_after_errors(server):
         assert response.status == expected, body
     assert body == {"predictions": [[2.0, 4.0, 6.0]]}
     connection.close()
+
+
+def test_serve_reads_tf_servings_batching_file(tmp_path, capsys):
+    from tfgcrf.serving import cli as serve_cli
+
+    args = type("Args", (), {"batching_parameters_file": os.path.join(
+        os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "serving", "batching.config"),
+        "max_batch_size": None, "num_batch_threads": 1, "max_enqueued_batches": None})()
+    # The file's values, except where a flag is given.
+    assert serve_cli._batching(args) == {"max_batch_size": 4, "num_batch_threads": 1, "max_enqueued_batches": 64}
+    (tmp_path / "bad.config").write_text("max_batch_size: 4\n")
+    from tfgcrf import cli
+
+    assert cli.main(["serve", "--model-dir", str(tmp_path), "--batching-parameters-file",
+                     str(tmp_path / "bad.config")]) == 2
+    assert "is not a text BatchingParameters" in capsys.readouterr().err
