@@ -28,6 +28,10 @@ HOC_LOSSES = ("l2", "nll")
 MDN_LOSSES = ("nearest", "nll")
 BACKBONES = ("none", "efficientnet_lite0")
 UNARY_HEADS = ("regression", "classification")
+# Distribution strategies of `tfgcrf train --strategy` (see tfgcrf.trainers.distribute); "default"
+# (no strategy) is still read from run folders written before the others existed.
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+LEGACY_STRATEGIES = ("default",)
 
 # The paper's H schedule (Sec. 4, "Controllability"): reveal 100 % of the unary pixels, then 75, 50,
 # 25 and finally 10 % after epochs 2, 4, 6 and 8 (the text also names epochs 10 and 12 but lists no
@@ -195,6 +199,8 @@ class DataConfig:
         crops_per_image: random training crops taken from each photo per epoch.
         data_dir: TFDS data folder for `tfds:` sources, collection folder for `offline`
             ("" for the default).
+        manual_dir: TFDS manual-download folder (archives TFDS would download, or the built
+            offline collection for `tfds:tfgcrf_offline`; "" for TFDS's default).
         num_preview: images shown in the TensorBoard image summaries.
         crop_scale: [min, max] area of a training crop as a fraction of the photo's shorter side
             squared ([0.25, 1]: sides from half the shorter side to all of it).
@@ -207,6 +213,9 @@ class DataConfig:
             white), in (0, 1]; 1 turns the down-weighting off.
         See `tfgcrf.data.pipeline` for the exact rules. No hue or saturation jitter exists on
         purpose: it would teach wrong colors.
+
+    Splits are TFDS split strings, also for folders: `train`, `validation` (`val`), `test`,
+    and slices of them such as `train[:90%]`, `train[10%:]`, `test[:50]`.
     """
 
     source: str = "offline"
@@ -215,6 +224,7 @@ class DataConfig:
     batch_size: int = 32
     crops_per_image: int = 4
     data_dir: str = ""
+    manual_dir: str = ""
     num_preview: int = 4
     crop_scale: tuple = (0.25, 1.0)
     crop_aspect: tuple = (0.75, 4.0 / 3.0)
@@ -291,8 +301,12 @@ class ExperimentConfig:
         data: the `DataConfig`.
         stages: a `StageConfig` for each of "vae", "hoc" and "mdn".
         seed: global random seed of the run.
-        strategy: "auto" (MirroredStrategy over all GPUs when there are several, else the
-            default strategy), "mirrored" (always MirroredStrategy) or "default".
+        strategy: "auto" (MultiWorkerMirroredStrategy when TF_CONFIG names several tasks, else
+            MirroredStrategy over all GPUs when there are several, else the default strategy),
+            "one_device", "mirrored", "multi_worker" (TF_CONFIG) or "tpu"; see
+            `tfgcrf.trainers.distribute`.
+        mixed_precision: train under Keras's "mixed_float16" policy (float16 compute, float32
+            variables, dynamic loss scaling); the G-CRF solve stays float32.
     """
 
     name: str = "experiment"
@@ -301,9 +315,11 @@ class ExperimentConfig:
     stages: dict = dataclasses.field(default_factory=_default_stages)
     seed: int = 0
     strategy: str = "auto"
+    mixed_precision: bool = False
 
     def __post_init__(self):
-        _check_choice("strategy", self.strategy, ("auto", "mirrored", "default"))
+        if self.strategy not in LEGACY_STRATEGIES:
+            _check_choice("strategy", self.strategy, STRATEGIES)
         unknown = sorted(set(self.stages) - set(STAGES))
         if unknown:
             raise UserError(f"unknown stage(s) {unknown} in stages (expected {list(STAGES)})")
@@ -337,6 +353,10 @@ def _coerce(name, value, annotation):
     """Checks a YAML value against a dataclass field type (ints are accepted for floats)."""
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{name} must be true or false, got {value!r}")
+        return value
     expected = {int: int, float: float, str: str, tuple: (list, tuple)}.get(annotation)
     if expected is None:
         return value
@@ -366,7 +386,7 @@ def config_from_dict(values):
     if not isinstance(values, dict):
         raise UserError("an experiment config must be a YAML mapping")
     values = dict(values)
-    known = {"name", "model", "data", "stages", "seed", "strategy"}
+    known = {"name", "model", "data", "stages", "seed", "strategy", "mixed_precision"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"unknown top-level key(s) {unknown} (valid: {sorted(known)})")
@@ -383,6 +403,7 @@ def config_from_dict(values):
         stages={s: build_dataclass(StageConfig, stages.get(s), f"stages.{s}") for s in STAGES},
         seed=_coerce("seed", values.get("seed", 0), int),
         strategy=_coerce("strategy", values.get("strategy", "auto"), str),
+        mixed_precision=_coerce("mixed_precision", values.get("mixed_precision", False), bool),
     )
 
 

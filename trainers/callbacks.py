@@ -1,9 +1,84 @@
-"""Keras callbacks of the three-stage training: the HOC reveal schedule and image previews."""
+"""Keras callbacks of the three-stage training: the HOC reveal schedule, TensorBoard scalars and
+image previews at the run's global step, and the multi-worker resume agreement."""
 
 import keras
 import tensorflow as tf
 
 from tfgcrf import color
+from tfgcrf.trainers import distribute
+
+
+def global_step(model, step_offset):
+    """The run's TensorBoard step: optimizer steps of the earlier stages + of this one."""
+    return int(step_offset) + int(model.optimizer.iterations.numpy())
+
+
+class ChiefSync(keras.callbacks.Callback):
+    """After `BackupAndRestore` restored each worker's own backup: the chief's epoch and state win.
+
+    Workers killed and restarted at different points may hold backups of different epochs; the
+    epoch to continue from, the weights and the optimizer state are broadcast from the chief, so
+    that every replica starts the stage again from the same state. A no-op with one replica.
+
+    Args:
+        strategy: the training strategy.
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_train_begin(self, logs=None):
+        if self.strategy.num_replicas_in_sync < 2:
+            return
+        model = self.model
+        model._initial_epoch = distribute.chief_value(self.strategy, model._initial_epoch or 0) or None
+        distribute.sync_from_chief(self.strategy, model.weights + model.optimizer.variables)
+
+
+class StageLog(keras.callbacks.Callback):
+    """TensorBoard scalars of a stage at the run's global step, and the run's hparams.
+
+    At every epoch end: `epoch_<name>` for every value Keras reports (loss, the stage's metrics,
+    `val_*`) and `epoch_learning_rate`, all at `global_step` (optimizer steps since the start of
+    the run, so consecutive stages continue one axis). The hparams (the flattened config) are
+    written once per stage folder.
+
+    Args:
+        log_dir: TensorBoard folder of the stage.
+        step_offset: optimizer steps of the stages before this one.
+        hparams: `{name: bool|int|float|str}` of the run.
+    """
+
+    def __init__(self, log_dir, step_offset=0, hparams=None):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self.step_offset = int(step_offset)
+        self.hparams = dict(hparams or {})
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        if self.hparams:
+            with self._writer.as_default():
+                hparams_api.hparams(self.hparams, trial_id=str(self.hparams.get("name", "run")))
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = global_step(self.model, self.step_offset)
+        optimizer = self.model.optimizer
+        rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+        with self._writer.as_default():
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"epoch_{name}", float(value), step=step)
+            tf.summary.scalar("epoch_learning_rate", rate, step=step)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def hoc_schedule(epoch, schedule):
@@ -51,11 +126,14 @@ class PreviewImages(keras.callbacks.Callback):
         log_dir: TensorBoard folder of the stage.
         gray: `[N, H, W, 1]` preview gray images.
         ab: `[N, H, W, 2]` their true chroma.
+        step_offset: optimizer steps of the stages before this one (images are logged at the
+            run's global step, as `StageLog`'s scalars).
     """
 
-    def __init__(self, log_dir, gray, ab):
+    def __init__(self, log_dir, gray, ab, step_offset=0):
         super().__init__()
         self.log_dir = str(log_dir)
+        self.step_offset = int(step_offset)
         self.gray = tf.convert_to_tensor(gray)
         self.ab = tf.convert_to_tensor(ab)
         self._writer = None
@@ -89,7 +167,8 @@ class PreviewImages(keras.callbacks.Callback):
         rows = tf.concat([color.model_to_rgb(self.gray, field) for field in fields], axis=2)
         with self._writer.as_default():
             tag = f"{self.model.stage}/previews"
-            tf.summary.image(tag, rows, step=epoch, max_outputs=len(rows))
+            step = global_step(self.model, self.step_offset)
+            tf.summary.image(tag, rows, step=step, max_outputs=len(rows))
         self._writer.flush()
 
     def on_train_end(self, logs=None):

@@ -7,19 +7,25 @@ Run directory layout (everything needed to resume lives here):
     RUN_DIR/STAGE/latest.weights.h5     weights after the stage's most recent epoch
     RUN_DIR/STAGE/final.weights.h5      weights when the stage completed
     RUN_DIR/STAGE/done.json             completion marker (history of the stage)
-    RUN_DIR/STAGE/logs/                 TensorBoard scalars and image previews
+    RUN_DIR/STAGE/logs/                 TensorBoard: per-epoch scalars (loss, metrics, learning
+                                        rate) at the run's global step, image previews, hparams
     RUN_DIR/model.keras                 the final model (keras.saving.load_model)
+    RUN_DIR/workers/TASK-I/             multi-worker only: what a non-chief worker needs to
+                                        resume (its config.yaml, STAGE/backup, STAGE/final +
+                                        done.json); its other outputs go to a temporary folder
 
 Stages run in order vae -> hoc -> mdn. A completed stage (its `done.json` and final weights exist)
 is never run again: its weights are loaded and training continues with the next one; a stage that
 was interrupted resumes from its last finished epoch. A checkpoint file damaged by a kill is
 reported in one line naming it, and the run falls back to the previous good state
-(`trainers/checkpoints.py`).
+(`trainers/checkpoints.py`). TensorBoard steps count optimizer steps over the whole run, so the
+three stages follow each other on one axis.
 """
 
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -27,12 +33,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfgcrf.config import STAGES, load_config, save_config
+from tfgcrf.config import STAGES, as_plain_dict, load_config, save_config
 from tfgcrf.data import make_dataset
 from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
 from tfgcrf.models.rebalance import ab_histogram, rebalancing_weights
-from tfgcrf.trainers.callbacks import HocSchedule, PreviewImages
+from tfgcrf.trainers import distribute
+from tfgcrf.trainers.callbacks import ChiefSync, HocSchedule, PreviewImages, StageLog
 from tfgcrf.trainers.checkpoints import repair_stage
 
 MODEL_FILE = "model.keras"
@@ -42,27 +49,32 @@ REBALANCE_BATCHES = 100
 
 
 class StagePaths:
-    """Files of one stage in a run directory (see the module docstring)."""
+    """Files of one stage in a run directory (see the module docstring).
 
-    def __init__(self, root):
+    Args:
+        root: the stage's folder of resume state (backup, final weights, marker).
+        output_root: the stage's folder of outputs (latest weights, logs); `root` by default, a
+            temporary folder on the non-chief workers of a multi-worker run.
+    """
+
+    def __init__(self, root, output_root=None):
         self.root = Path(root)
+        output_root = Path(output_root) if output_root else self.root
         self.backup = self.root / "backup"
-        self.latest = self.root / "latest.weights.h5"
+        self.latest = output_root / "latest.weights.h5"
         self.final = self.root / "final.weights.h5"
         self.marker = self.root / "done.json"
-        self.logs = self.root / "logs"
+        self.logs = output_root / "logs"
 
     def is_done(self):
         return self.marker.is_file() and self.final.is_file()
 
+    def steps(self):
+        """Optimizer steps of the completed stage (0 for markers written before they were kept)."""
+        return int(json.loads(self.marker.read_text()).get("steps", 0))
 
-def resolve_strategy(name):
-    """The `tf.distribute` strategy named by `ExperimentConfig.strategy`."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "auto" and len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+
+resolve_strategy = distribute.resolve_strategy
 
 
 def stages_through(requested):
@@ -88,8 +100,22 @@ def _check_run_dir_config(run_dir, config):
     save_config(config, path)
 
 
+def _shard_by_data(dataset):
+    """Every worker reads the whole pipeline and keeps its share of each global batch.
+
+    Folder and generator sources have no files that tf.data could hand out per worker, so the
+    sharding is by elements (AutoShardPolicy.DATA) whatever the source.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def _datasets(config, stage):
-    """(training, validation or None, preview batch) for one stage."""
+    """(training, validation or None, preview batch) for one stage.
+
+    Batches hold the global batch (`batch_size`): `fit` splits each over the replicas.
+    """
     data = config.data
     stage_config = config.stages[stage]
     common = dict(
@@ -97,6 +123,7 @@ def _datasets(config, stage):
         batch_size=stage_config.batch_size or data.batch_size,
         seed=config.seed,
         data_dir=data.data_dir or None,
+        manual_dir=data.manual_dir or None,
     )
     augment = data.augmentation()
     train = make_dataset(
@@ -113,9 +140,12 @@ def _datasets(config, stage):
     )
     if stage_config.steps_per_epoch:
         train = train.repeat()
+    train = _shard_by_data(train)
     validation = None
     if data.val_split:
-        validation = make_dataset(data.source, split=data.val_split, training=False, **common)
+        validation = _shard_by_data(
+            make_dataset(data.source, split=data.val_split, training=False, **common)
+        )
     # A separate uncached pipeline: a partial read of a cached one makes tf.data warn.
     preview = make_dataset(
         data.source,
@@ -128,7 +158,7 @@ def _datasets(config, stage):
     return train, validation, (gray, ab)
 
 
-def _run_stage(model, config, stage, paths, strategy, verbose):
+def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hparams):
     stage_config = config.stages[stage]
     train, validation, (gray, ab) = _datasets(config, stage)
     if stage == "vae" and config.model.rebalance_lambda < 1.0:
@@ -136,12 +166,16 @@ def _run_stage(model, config, stage, paths, strategy, verbose):
         model.set_color_weights(rebalancing_weights(counts, config.model.rebalance_lambda))
     with strategy.scope():
         model.compile_stage(stage, learning_rate=stage_config.learning_rate)
+    paths.latest.parent.mkdir(parents=True, exist_ok=True)
     callbacks = [
+        # Every worker keeps its own backup; ChiefSync then makes the chief's epoch and weights
+        # everyone's, so workers restarted at different points continue together.
         keras.callbacks.BackupAndRestore(str(paths.backup), double_checkpoint=True),
+        ChiefSync(strategy),
         keras.callbacks.ModelCheckpoint(str(paths.latest), save_weights_only=True),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.TensorBoard(str(paths.logs), write_graph=False),
-        PreviewImages(paths.logs / "previews", gray, ab),
+        StageLog(paths.logs, step_offset, hparams),
+        PreviewImages(paths.logs / "previews", gray, ab, step_offset=step_offset),
     ]
     if stage == "hoc":
         callbacks.insert(0, HocSchedule(stage_config.hoc_schedule))
@@ -181,6 +215,7 @@ def _finish_stage(model, paths, history, started):
     summary = {
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.time() - started, 1),
+        "steps": int(model.optimizer.iterations.numpy()),
         "history": history,
     }
     # The marker is written last: a stage only counts as done once its final weights exist.
@@ -191,8 +226,11 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     """Trains `config` in `run_dir` through `stage`, resuming whatever a previous run left.
 
     Args:
-        config: an `ExperimentConfig`.
-        run_dir: the run directory (created if needed).
+        config: an `ExperimentConfig` (`config.strategy`, `config.mixed_precision` and
+            `config.data` say how; see `tfgcrf.trainers.distribute`).
+        run_dir: the run directory (created if needed). In a multi-worker run every worker gets
+            a run directory (the same shared folder or one per host); only the chief writes the
+            outputs there.
         stage: "all", or the last stage to run ("vae", "hoc" or "mdn"; earlier stages that are not
             complete yet run first).
         data_source: overrides `config.data.source`.
@@ -201,38 +239,116 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
         log: function receiving one-line progress messages.
 
     Returns:
-        The trained `GCRFColorizer` (also saved as `RUN_DIR/model.keras`).
+        The trained `GCRFColorizer` (also saved as `RUN_DIR/model.keras` by the chief).
+
+    Raises:
+        UserError: a run folder of another model, a non-finite loss, bad data or strategy.
+        OSError: the run folder cannot be written (permissions, disk full).
     """
     if data_source:
         config = dataclasses.replace(
             config, data=dataclasses.replace(config.data, source=data_source)
         )
-    run_dir = Path(run_dir)
-    _check_run_dir_config(run_dir, config)
-    keras.utils.set_random_seed(config.seed)
+    stages = stages_through(stage)
     strategy = strategy or resolve_strategy(config.strategy)
-    with strategy.scope():
-        model = GCRFColorizer(config.model)
-        # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
-        model.load_pretrained()
-    for name in stages_through(stage):
-        paths = StagePaths(run_dir / name)
+    worker = distribute.Worker(strategy, run_dir)
+    _check_run_dir_config(worker.state_root, config)
+    if worker.multi_worker:
+        log(f"{worker.name} of a {strategy.num_replicas_in_sync}-replica multi-worker cluster, "
+            f"state in {worker.state_root}")
+    keras.utils.set_random_seed(config.seed)
+    policy = "mixed_float16" if config.mixed_precision else "float32"
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        with strategy.scope():
+            model = GCRFColorizer(config.model)
+            # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
+            model.load_pretrained()
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    model.train_seed = config.seed
+    if worker.multi_worker:
+        _report_metrics_per_worker(model)
+    hparams = run_hparams(config, strategy, stage)
+    step_offset = 0
+    for name in stages:
+        paths = StagePaths(worker.state_root / name, worker.output_root / name)
         repair_stage(paths, name, log)  # a corrupt checkpoint left by a kill: say so, fall back
-        if paths.is_done():
+        # The chief decides: a worker restarted with a lost or older state follows it.
+        if distribute.chief_value(strategy, paths.is_done()):
             log(f"stage {name}: already complete, loading {paths.final}")
-            model.load_weights(str(paths.final))
+            if paths.is_done():
+                model.load_weights(str(paths.final))
+            step_offset += distribute.chief_value(strategy, paths.steps() if paths.is_done() else 0)
+            distribute.sync_from_chief(strategy, model.weights)
             continue
         epochs = config.stages[name].epochs
         log(f"stage {name}: training ({epochs} epoch{'s' if epochs != 1 else ''})")
         paths.root.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        history = _run_stage(model, config, name, paths, strategy, verbose)
+        history = _run_stage(model, config, name, paths, strategy, verbose, step_offset,
+                             {**hparams, "stage": name})
         _finish_stage(model, paths, history, started)
+        step_offset += paths.steps()
+        worker.discard_outputs()
         log(f"stage {name}: done in {time.time() - started:.0f} s, final {_last(history)}")
     model.set_stage(name)
-    model.save(str(run_dir / MODEL_FILE))
-    log(f"saved {run_dir / MODEL_FILE}")
+    _save_model(model, worker.output_root / MODEL_FILE)
+    worker.discard_outputs()
+    if worker.is_chief:
+        log(f"saved {worker.output_root / MODEL_FILE}")
     return model
+
+
+def _save_model(model, path):
+    """`model.save(path)` through a temporary file: an interrupted save leaves no broken model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    try:
+        model.save(str(partial))
+        os.replace(partial, path)
+    finally:
+        if partial.exists():
+            partial.unlink()
+
+
+def _report_metrics_per_worker(model):
+    """Works around Keras 3 reducing scalar step outputs along axis 0 under multi-worker training.
+
+    Keras (3.15) reduces the metrics returned by `train_step`/`test_step` with
+    `strategy.reduce("MEAN", value, axis=0)` when the strategy spans several workers, which fails
+    on scalars (tensorflow/tensorflow#72388). Returned as `[1]` vectors, the same reduction gives
+    the mean over replicas as a scalar.
+    """
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+
+        def as_vectors(data, step=step):
+            return {key: tf.reshape(value, [1]) for key, value in step(data).items()}
+
+        object.__setattr__(model, name, as_vectors)
+
+
+def run_hparams(config, strategy, stage):
+    """The run's hyperparameters as flat `{name: bool|int|float|str}` (TensorBoard hparams)."""
+    flat = {}
+
+    def add(prefix, value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{prefix}.{key}" if prefix else key, item)
+        elif isinstance(value, (bool, int, float, str)):
+            flat[prefix] = value
+        else:
+            flat[prefix] = json.dumps(value)
+
+    add("", as_plain_dict(config))
+    flat["replicas"] = int(strategy.num_replicas_in_sync)
+    flat["strategy_class"] = type(strategy).__name__
+    flat["requested_stage"] = stage
+    return flat
 
 
 def _last(history):

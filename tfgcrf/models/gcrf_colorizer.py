@@ -77,6 +77,17 @@ def _random_window(grids, window, seed=None):
     return [grid[:, rows, columns] for grid in grids]
 
 
+def _replica_rows(draw, batch):
+    """This replica's `batch` rows of `draw(global batch)`: random draws that do not depend on how
+    a global batch is split over replicas (one replica: `draw(batch)`)."""
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    if replicas == 1:
+        return draw(batch)
+    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * batch
+    return draw(batch * replicas)[start : start + batch]
+
+
 def _flatten_pixels(field):
     """`[B, H, W, C]` -> `[B, H * W, C]` (row-major pixels)."""
     shape = tf.shape(field)
@@ -160,6 +171,8 @@ class GCRFColorizer(keras.Model):
         # Per-bin class-rebalancing weights of the VAE loss (set by the trainer, see
         # `set_color_weights`); a constant, not model state: only the VAE stage's loss reads it.
         self._color_weights = None
+        # Base of the stateless seeds of training noise and reveal masks (set by the trainer).
+        self.train_seed = 0
         self.trackers = {
             stage_name: {name: keras.metrics.Mean(name=name) for name in names}
             for stage_name, names in _METRICS.items()
@@ -483,8 +496,22 @@ class GCRFColorizer(keras.Model):
 
     def _reveal_weights(self, unary, reveal_fraction, seed):
         """G-CRF weights beta_train * H `[B, Q]` revealing a random part of `unary [B, Q, 2]`."""
-        revealed = reveal_mask(tf.shape(unary)[0], tf.shape(unary)[1], reveal_fraction, seed)
+        pixels = tf.shape(unary)[1]
+        revealed = _replica_rows(
+            lambda n: reveal_mask(n, pixels, reveal_fraction, seed), tf.shape(unary)[0]
+        )
         return self.model_config.beta_train * revealed
+
+    def _training_seed(self, salt):
+        """Stateless seed `[2]` of one training step's random draws: (step, run seed, stage, salt).
+
+        Every replica draws for the whole global batch and keeps its rows (`_replica_rows`), so
+        training on N replicas draws what one device would, and a resumed run continues the
+        same sequence.
+        """
+        step = tf.cast(self.optimizer.iterations, tf.int64) if self.optimizer is not None else 0
+        key = (int(self.train_seed) * len(STAGES) + STAGES.index(self.stage)) * 16 + salt
+        return tf.stack([step, tf.constant(key, tf.int64)])
 
     def call(self, l, training=False):
         """The most probable colorization `[B, H, W, 2]` (top mixture component + G-CRF)."""
@@ -501,10 +528,11 @@ class GCRFColorizer(keras.Model):
         """
         features = self.features(l)
         mean, log_var = self.encoder(l, ab)
-        if training:
-            noise = tf.random.normal(tf.shape(mean))
-        else:
-            noise = tf.random.stateless_normal(tf.shape(mean), seed=_VALIDATION_SEED)
+        seed = self._training_seed(0) if training else _VALIDATION_SEED
+        latent = tf.shape(mean)[1]
+        noise = _replica_rows(
+            lambda n: tf.random.stateless_normal(tf.stack([n, latent]), seed=seed), tf.shape(mean)[0]
+        )
         z = mean + tf.exp(0.5 * log_var) * noise
         if self.stage == "mdn":
             logits, means = self.mdn(features)
@@ -571,7 +599,7 @@ class GCRFColorizer(keras.Model):
 
     def _hoc_losses(self, l, ab, features, alpha, training):
         config = self.model_config
-        seed = None if training else _VALIDATION_SEED
+        seed = self._training_seed(1) if training else _VALIDATION_SEED
         embeddings = self.structure.embed(l, features)
         size = config.image_size
         grids = [tf.reshape(embeddings, [-1, size, size, config.embed_dim]), alpha, ab]
