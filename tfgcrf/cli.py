@@ -5,6 +5,7 @@ Command modules import TensorFlow inside `run`, so `tfgcrf --help` does not load
 """
 
 import argparse
+import errno
 import importlib
 import os
 import re
@@ -76,6 +77,42 @@ def _import_tensorflow_quietly():
                 sys.stderr.write(b"".join(kept).decode(errors="replace"))
 
 
+# Infrastructure failures a user can act on, as one line (no traceback).
+_OS_ERRORS = {
+    errno.EADDRINUSE: "address already in use (another server or worker on this port?)",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a parent of the path is a file, not a folder",
+}
+# TensorFlow runtime errors that are about the machine or the cluster, not about the program.
+_TF_INFRASTRUCTURE_ERRORS = (
+    "UnavailableError", "ResourceExhaustedError", "PermissionDeniedError", "DataLossError",
+    "DeadlineExceededError", "AbortedError",
+)
+
+
+def infrastructure_error(err):
+    """One line describing an OS or TensorFlow infrastructure error, or None for other errors."""
+    if isinstance(err, OSError):
+        what = _OS_ERRORS.get(err.errno) or err.strerror or _first_line(err)
+        if err.errno is None and "errno = 28" in str(err):  # HDF5 wraps ENOSPC in its own text
+            what = _OS_ERRORS[errno.ENOSPC]
+        where = err.filename or ""
+        if err.filename2:
+            where += f" -> {err.filename2}"
+        return f"{what}: {where}" if where else what
+    if type(err).__name__ in _TF_INFRASTRUCTURE_ERRORS and type(err).__module__.startswith("tensorflow"):
+        return f"{type(err).__name__}: {_first_line(err)}"
+    return None
+
+
+def _first_line(err):
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -93,6 +130,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("tfgcrf: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # only infrastructure errors; anything else keeps its traceback
+        line = infrastructure_error(err)
+        if line is None or os.environ.get("TFGCRF_DEBUG"):
+            raise
+        print(f"tfgcrf: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

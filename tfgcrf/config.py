@@ -427,9 +427,25 @@ def load_config(path_or_name):
     except yaml.YAMLError as err:
         raise UserError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     try:
-        return config_from_dict(values)
+        config = config_from_dict(values)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+    return _resolve_data_source(config, path.parent)
+
+
+def _resolve_data_source(config, config_folder):
+    """A relative folder source missing from the working directory is read beside the config.
+
+    So the packaged configs work from an installed wheel (`smoke` reads the photos packaged with
+    it, `tfgcrf/configs/smoke_photos`), and a config file can name photos next to itself.
+    """
+    source = config.data.source
+    if source.startswith("tfds:") or source == "offline" or os.path.isabs(source):
+        return config
+    beside = Path(config_folder) / source
+    if os.path.exists(source) or not beside.exists():
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, source=str(beside)))
 
 
 def save_config(config, path):

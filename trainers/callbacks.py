@@ -1,6 +1,9 @@
 """Keras callbacks of the three-stage training: the HOC reveal schedule, TensorBoard scalars and
 image previews at the run's global step, and the multi-worker resume agreement."""
 
+import shutil
+import sys
+
 import keras
 import tensorflow as tf
 
@@ -34,6 +37,24 @@ class ChiefSync(keras.callbacks.Callback):
         model = self.model
         model._initial_epoch = distribute.chief_value(self.strategy, model._initial_epoch or 0) or None
         distribute.sync_from_chief(self.strategy, model.weights + model.optimizer.variables)
+
+
+class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` of a non-chief worker: an unreadable backup is dropped, not fatal.
+
+    A worker killed while writing its backup leaves a broken file; since `ChiefSync` gives every
+    worker the chief's epoch and state right after, the worker simply starts without its own.
+    """
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except OSError as err:
+            print(f"tfgcrf train: this worker's backup {self.backup_dir} is unreadable "
+                  f"({str(err).splitlines()[0]}); continuing from the chief's state",
+                  file=sys.stderr, flush=True)
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+            self.model._initial_epoch = None
 
 
 class StageLog(keras.callbacks.Callback):
@@ -163,7 +184,8 @@ class PreviewImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        fields = [self.ab, *self.panels()]
+        # float32 also when the model computes in float16 (mixed precision).
+        fields = [self.ab, *(tf.cast(field, tf.float32) for field in self.panels())]
         rows = tf.concat([color.model_to_rgb(self.gray, field) for field in fields], axis=2)
         with self._writer.as_default():
             tag = f"{self.model.stage}/previews"

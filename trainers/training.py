@@ -39,7 +39,13 @@ from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
 from tfgcrf.models.rebalance import ab_histogram, rebalancing_weights
 from tfgcrf.trainers import distribute
-from tfgcrf.trainers.callbacks import ChiefSync, HocSchedule, PreviewImages, StageLog
+from tfgcrf.trainers.callbacks import (
+    ChiefSync,
+    HocSchedule,
+    PreviewImages,
+    StageLog,
+    WorkerBackupAndRestore,
+)
 from tfgcrf.trainers.checkpoints import repair_stage
 
 MODEL_FILE = "model.keras"
@@ -158,7 +164,7 @@ def _datasets(config, stage):
     return train, validation, (gray, ab)
 
 
-def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hparams):
+def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hparams, is_chief=True):
     stage_config = config.stages[stage]
     train, validation, (gray, ab) = _datasets(config, stage)
     if stage == "vae" and config.model.rebalance_lambda < 1.0:
@@ -170,7 +176,9 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
     callbacks = [
         # Every worker keeps its own backup; ChiefSync then makes the chief's epoch and weights
         # everyone's, so workers restarted at different points continue together.
-        keras.callbacks.BackupAndRestore(str(paths.backup), double_checkpoint=True),
+        (keras.callbacks.BackupAndRestore if is_chief else WorkerBackupAndRestore)(
+            str(paths.backup), double_checkpoint=True
+        ),
         ChiefSync(strategy),
         keras.callbacks.ModelCheckpoint(str(paths.latest), save_weights_only=True),
         keras.callbacks.TerminateOnNaN(),
@@ -271,6 +279,23 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     if worker.multi_worker:
         _report_metrics_per_worker(model)
     hparams = run_hparams(config, strategy, stage)
+    try:
+        _train_stages(model, config, stages, worker, strategy, verbose, log, hparams)
+    except tf.errors.UnavailableError as err:
+        if not worker.multi_worker:
+            raise
+        # Collectives cannot go on with a worker gone: the whole cluster restarts and resumes.
+        detail = _first_line(err).split("aborted by:")[-1].strip()
+        raise UserError(
+            "a worker of the cluster stopped or is unreachable; start every worker again with the "
+            f"same command to resume from the last finished epoch (TensorFlow: {detail})"
+        ) from None
+    if worker.is_chief:
+        log(f"saved {worker.output_root / MODEL_FILE}")
+    return model
+
+
+def _train_stages(model, config, stages, worker, strategy, verbose, log, hparams):
     step_offset = 0
     for name in stages:
         paths = StagePaths(worker.state_root / name, worker.output_root / name)
@@ -288,7 +313,7 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
         paths.root.mkdir(parents=True, exist_ok=True)
         started = time.time()
         history = _run_stage(model, config, name, paths, strategy, verbose, step_offset,
-                             {**hparams, "stage": name})
+                             {**hparams, "stage": name}, is_chief=worker.is_chief)
         _finish_stage(model, paths, history, started)
         step_offset += paths.steps()
         worker.discard_outputs()
@@ -296,9 +321,8 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     model.set_stage(name)
     _save_model(model, worker.output_root / MODEL_FILE)
     worker.discard_outputs()
-    if worker.is_chief:
-        log(f"saved {worker.output_root / MODEL_FILE}")
-    return model
+    # Every worker waits here for the others: none leaves the cluster while one still trains.
+    distribute.chief_value(strategy, 0)
 
 
 def _save_model(model, path):
@@ -349,6 +373,10 @@ def run_hparams(config, strategy, stage):
     flat["strategy_class"] = type(strategy).__name__
     flat["requested_stage"] = stage
     return flat
+
+
+def _first_line(err):
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def _last(history):

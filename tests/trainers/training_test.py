@@ -39,9 +39,9 @@ def test_smoke_run_completes_every_stage(smoke_run):
     )
 
 
-def _event_tags(folder):
-    """{tag: plugin name} of every summary written under `folder`."""
-    tags = {}
+def _events(folder):
+    """(tag, plugin name, step) of every summary written under `folder`."""
+    found = []
     for root, _, files in os.walk(folder):
         for name in files:
             if "tfevents" not in name:
@@ -49,15 +49,38 @@ def _event_tags(folder):
             for record in tf.data.TFRecordDataset(os.path.join(root, name)):
                 event = tf.compat.v1.Event.FromString(record.numpy())
                 for value in event.summary.value:
-                    tags[value.tag] = value.metadata.plugin_data.plugin_name
-    return tags
+                    found.append((value.tag, value.metadata.plugin_data.plugin_name, event.step))
+    return found
+
+
+def _event_tags(folder):
+    """{tag: plugin name} of every summary written under `folder`."""
+    return {tag: plugin for tag, plugin, _ in _events(folder)}
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_tensorboard_has_scalars_and_sample_images(smoke_run, stage):
+def test_tensorboard_has_scalars_sample_images_and_hparams(smoke_run, stage):
     tags = _event_tags(StagePaths(smoke_run.run_dir / stage).logs)
     assert tags[f"{stage}/previews"] == "images"
-    assert tags["epoch_loss"] == "scalars"
+    for tag in ("epoch_loss", "epoch_val_loss", "epoch_learning_rate"):
+        assert tags[tag] == "scalars"
+    assert tags["_hparams_/session_start_info"] == "hparams"
+
+
+def test_tensorboard_steps_continue_across_stages(smoke_run):
+    done = stage_summary(smoke_run.run_dir)
+    end = 0
+    for stage in STAGES:
+        events = _events(StagePaths(smoke_run.run_dir / stage).logs)
+        steps = sorted(step for tag, _, step in events if tag == "epoch_loss")
+        # One point per epoch at the run's optimizer step: after the previous stage's last one.
+        expected = [end + (epoch + 1) * smoke_run.config.stages[stage].steps_per_epoch
+                    for epoch in range(smoke_run.config.stages[stage].epochs)]
+        assert steps == expected
+        assert sorted(s for t, _, s in events if t == f"{stage}/previews") == expected
+        rates = [s for t, _, s in events if t == "epoch_learning_rate"]
+        assert rates == steps
+        end += done[stage]["steps"]
 
 
 def test_hoc_schedule_follows_the_paper():

@@ -13,6 +13,7 @@ two splits.
 
 import hashlib
 import os
+import re
 
 from tfgcrf.errors import UserError
 from tfgcrf.imageio import IMAGE_EXTENSIONS
@@ -38,6 +39,47 @@ def canonical_split(split):
     if name not in SPLITS:
         raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)} (or 'val')")
     return name
+
+
+_SPLIT_SPEC = re.compile(r"\s*([A-Za-z_]+)\s*(\[[^\]]*\])?\s*")
+
+
+def parse_split(spec):
+    """A split string -> `(canonical split name, slice or "")`.
+
+    Accepts the TFDS split syntax for one split: `train`, `val`/`validation`, `test`, optionally
+    sliced by example counts or percentages: `train[:90%]`, `train[90%:]`, `test[:50]`,
+    `train[10:20]`. Raises UserError otherwise.
+    """
+    match = _SPLIT_SPEC.fullmatch(str(spec))
+    if not match:
+        raise UserError(
+            f"unknown split {spec!r}: expected train, validation (or val) or test, optionally "
+            "sliced as in TFDS (train[:90%], test[:50])"
+        )
+    return canonical_split(match.group(1)), match.group(2) or ""
+
+
+def slice_split(items, name, slicing):
+    """The part of `items` (all examples of split `name`, in order) that `name + slicing` selects.
+
+    Uses TFDS's own split arithmetic (`tfds.core.ReadInstruction`, percentages rounded to the
+    closest example), so a folder split and a TFDS split of the same size slice alike.
+    """
+    if not slicing:
+        return list(items)
+    import types
+
+    import tensorflow_datasets as tfds  # only for sliced splits: a heavy import
+
+    spec = f"{name}{slicing}"
+    try:
+        (absolute,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+            {name: types.SimpleNamespace(num_examples=len(items))}
+        )
+    except (ValueError, AssertionError) as err:
+        raise UserError(f"split {spec!r}: {str(err).splitlines()[0]}") from None
+    return list(items)[absolute.from_ : absolute.to]
 
 
 def check_split_ratios(ratios):
@@ -112,6 +154,11 @@ def split_of(relative_path, ratios=DEFAULT_SPLIT_RATIOS):
 
 
 def split_images(folder, split, ratios=DEFAULT_SPLIT_RATIOS):
-    """The image files of `folder` that belong to `split`, sorted by relative path."""
-    split = canonical_split(split)
-    return [path for path in list_images(folder) if split_of(relative_key(path, folder), ratios) == split]
+    """The image files of `folder` that belong to `split`, sorted by relative path.
+
+    `split` may be sliced as in TFDS (`train[:90%]`, `test[:50]`): the slice applies to the
+    split's files in this order.
+    """
+    name, slicing = parse_split(split)
+    files = [path for path in list_images(folder) if split_of(relative_key(path, folder), ratios) == name]
+    return slice_split(files, name, slicing)

@@ -77,7 +77,8 @@ def make_dataset(
 
     Args:
       source: an image folder path, `tfds:NAME[/CONFIG]`, or `offline`.
-      split: 'train', 'validation' (or 'val') or 'test'.
+      split: 'train', 'validation' (or 'val') or 'test', optionally sliced as in TFDS
+        ('train[:90%]', 'test[:50]'; see `tfgcrf.data.folders.parse_split`).
       image_size: side of the square model images.
       batch_size: images per batch. Training drops the last partial batch (static batch shape).
       training: random crops, flips and shuffling if true; one deterministic center crop per
@@ -109,7 +110,7 @@ def make_dataset(
     """
     _check_positive(image_size=image_size, batch_size=batch_size, crops_per_image=crops_per_image)
     augment = Augmentation.checked(crop_scale, crop_aspect, flip, source_balance, white_weight)
-    split = folders.canonical_split(split)
+    folders.parse_split(split)  # validates the split string (sliced splits are fine)
     ratios = folders.check_split_ratios(split_ratios)
     source = os.fspath(source)
     shuffle_seed = seed if training else None

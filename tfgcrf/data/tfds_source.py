@@ -12,6 +12,7 @@ which only has `train`, gives an 80/10/10 split by default.
 
 import tensorflow as tf
 
+from tfgcrf.data import folders
 from tfgcrf.errors import UserError
 
 TFDS_PREFIX = "tfds:"
@@ -31,6 +32,8 @@ def _first_line(err):
 def load_builder(name, data_dir=None, manual_dir=None, download=True):
     """The prepared TFDS builder of `name` (prepares it when allowed)."""
     tfds = _tfds()
+    if name.split("/")[0].split(":")[0] == "tfgcrf_offline":
+        import tfgcrf.data.tfds_offline  # noqa: F401  (registers the builder)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -61,7 +64,25 @@ def image_feature_key(builder):
 
 
 def split_spec(builder, split, ratios):
-    """TFDS split string for our split name, carving missing splits out of 'train'."""
+    """TFDS split string for our split string, carving missing splits out of 'train'.
+
+    `split` is `train`, `validation` (`val`) or `test`, optionally sliced (`train[:90%]`,
+    `test[:50]`); a slice of a carved split applies within the carved range.
+    """
+    name, slicing = folders.parse_split(split)
+    if not slicing:
+        return _carved_spec(builder, name, ratios)
+    base = _carved_spec(builder, name, ratios)
+    if base == name:
+        folders.slice_split(range(builder.info.splits[name].num_examples), name, slicing)  # checks
+        return f"{name}{slicing}"
+    start, end = (int(x) for x in base[len("train[") : -1].split(":"))
+    chosen = folders.slice_split(range(start, end), name, slicing)
+    first, last = (chosen[0], chosen[-1] + 1) if chosen else (start, start)
+    return f"train[{first}:{last}]"
+
+
+def _carved_spec(builder, split, ratios):
     available = builder.info.splits
     carved = [name for name in ("validation", "test") if name not in available]
     if split in available and not (split == "train" and carved):

@@ -88,6 +88,10 @@ def _replica_rows(draw, batch):
     return draw(batch * replicas)[start : start + batch]
 
 
+def _float32(tensor):
+    return tf.cast(tensor, tf.float32)
+
+
 def _flatten_pixels(field):
     """`[B, H, W, C]` -> `[B, H * W, C]` (row-major pixels)."""
     shape = tf.shape(field)
@@ -527,7 +531,8 @@ class GCRFColorizer(keras.Model):
         across epochs while estimating the same objective.
         """
         features = self.features(l)
-        mean, log_var = self.encoder(l, ab)
+        # Losses in float32 also under a mixed_float16 policy (float16 layer outputs).
+        mean, log_var = (_float32(t) for t in self.encoder(l, ab))
         seed = self._training_seed(0) if training else _VALIDATION_SEED
         latent = tf.shape(mean)[1]
         noise = _replica_rows(
@@ -535,17 +540,17 @@ class GCRFColorizer(keras.Model):
         )
         z = mean + tf.exp(0.5 * log_var) * noise
         if self.stage == "mdn":
-            logits, means = self.mdn(features)
+            logits, means = (_float32(t) for t in self.mdn(features))
             z = tf.stop_gradient(z)
             sigma = self.model_config.mdn_sigma
             loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, self.model_config.mdn_loss))
             nll = tf.reduce_mean(mdn_loss(z, logits, means, sigma, "nll"))
             return loss, {"loss": loss, "mixture_nll": nll}
         if self.decoder.num_classes:
-            logits = self.decoder.head_output(z, features)
+            logits = _float32(self.decoder.head_output(z, features))
             alpha = self.decoder.readout(logits)
         else:
-            logits, alpha = None, self.decoder(z, features)
+            logits, alpha = None, _float32(self.decoder(z, features))
         if self.stage == "vae":
             if logits is None:
                 recon = self._color_nll(alpha, ab, self._pixel_weights(ab))
@@ -600,7 +605,8 @@ class GCRFColorizer(keras.Model):
     def _hoc_losses(self, l, ab, features, alpha, training):
         config = self.model_config
         seed = self._training_seed(1) if training else _VALIDATION_SEED
-        embeddings = self.structure.embed(l, features)
+        # The similarity S and the G-CRF solve are float32 whatever the policy.
+        embeddings = _float32(self.structure.embed(tf.cast(l, self.structure.compute_dtype), features))
         size = config.image_size
         grids = [tf.reshape(embeddings, [-1, size, size, config.embed_dim]), alpha, ab]
         if 0 < config.hoc_window < size:
