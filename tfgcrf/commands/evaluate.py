@@ -19,7 +19,8 @@ def add_arguments(parser):
         "file's folder name)")
     add("--data", required=True, metavar="SOURCE",
         help="data source: image folder, tfds:NAME[/config] or offline")
-    add("--split", default="test", help="split of the data source (default: test)")
+    add("--split", default="test",
+        help="split of the data source, sliceable as in TFDS: test, test[:50], validation[:10%%] (default: test)")
     add("--samples", type=int, default=8, metavar="N", help="samples per image, >= 2 (default: 8)")
     add("--mode", default="top", choices=("top", "draw"),
         help="sampling: the N most probable mixture components (top, the paper's) or random draws")
