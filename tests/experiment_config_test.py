@@ -57,7 +57,8 @@ def test_yaml_round_trip(tmp_path):
         ({"stages": {"hoc": {"hoc_schedule": [[0, 1.0], [0, 0.5]]}}}, "strictly increasing"),
         ({"stages": {"vae": {"epochs": 0}}}, "stage epochs must be >= 1"),
         ({"data": {"batch_size": 0}}, "data.batch_size must be >= 1"),
-        ({"strategy": "tpu"}, "strategy must be one of"),
+        ({"strategy": "gpu"}, "strategy must be one of"),
+        ({"mixed_precision": "yes"}, "mixed_precision must be true or false"),
         ({"extra": 1}, r"unknown top-level key\(s\) \['extra'\]"),
     ],
 )

@@ -52,15 +52,16 @@ def test_sliced_splits_and_make_dataset(data_dir):
     assert l.shape == (3, 16, 16, 1) and ab.shape == (3, 16, 16, 2)
 
 
-def _has_apache_beam():
+def _has_tfds_cli_imports():
     import importlib.util
 
-    return importlib.util.find_spec("apache_beam") is not None
+    return all(importlib.util.find_spec(name) for name in ("apache_beam", "mlcroissant"))
 
 
-# The `tfds` command of tensorflow-datasets 4.9.10 imports apache_beam at start for every
-# sub-command (tensorflow/datasets#5463), and apache-beam is not a dependency of tfgcrf.
-@pytest.mark.skipif(not _has_apache_beam(), reason="the tfds CLI needs apache-beam (tensorflow/datasets#5463)")
+# The `tfds` command of tensorflow-datasets 4.9.10 imports apache_beam and mlcroissant at start
+# for every sub-command (tensorflow/datasets#5463); neither is a dependency of tfgcrf.
+@pytest.mark.skipif(not _has_tfds_cli_imports(),
+                    reason="the tfds CLI needs apache-beam and mlcroissant (tensorflow/datasets#5463)")
 def test_tfds_build_command_prepares_the_dataset(tmp_path):
     tfds_cli = Path(sys.executable).with_name("tfds")
     result = subprocess.run(
