@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: install test demo data clean
+.PHONY: install test test-fast demo data clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,6 +20,11 @@ install: $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The fast tier: everything except tests marked `slow` (server processes, exports loaded in
+# other processes, training runs, large images). `make test` runs both tiers.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/tfgcrf demo --out out

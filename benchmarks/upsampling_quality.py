@@ -2,8 +2,8 @@
 
 For each photo the true chroma is shrunk to a model grid, brought back to full resolution by both
 methods and compared with the truth, at luminance edges (the strongest 10 % of L gradients) and
-over all pixels. The metric is `edge_errors` of tests/fullres_test.py, which asserts the same on
-the fixture photos.
+over all pixels (`edge_errors` below; tests/fullres_test.py asserts the same on the fixture
+photos with it).
 
     .venv/bin/python benchmarks/upsampling_quality.py
 
@@ -13,18 +13,46 @@ and the five scikit-image photos the guided filter's parameters were tuned on, a
 
 import glob
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+import tensorflow as tf  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from skimage import color as skcolor  # noqa: E402
+from skimage import transform  # noqa: E402
 
-from fullres_test import edge_errors  # noqa: E402
-
+from tfgcrf import fullres  # noqa: E402
 from tfgcrf.imageio import read_image  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def edge_errors(rgb, grid, all_pixels=False):
+    """Chroma error (Lab units) at the strongest 10 % of L gradients: (guided, bilinear).
+
+    The ground-truth chroma is shrunk to a `grid`^2 model grid (skimage, antialiased), brought
+    back by both methods, and compared with the original full-resolution chroma. With
+    `all_pixels`, the errors over all pixels follow: (guided, bilinear, guided_all, bilinear_all).
+    Also used by tests/fullres_test.py.
+    """
+    lab = skcolor.rgb2lab(rgb)
+    lightness, ab = lab[..., 0], lab[..., 1:] / 110.0
+    ab_small = transform.resize(ab, (grid, grid), order=1, anti_aliasing=True)[None].astype(np.float32)
+    guided = fullres.upsample_chroma(ab_small, lightness.astype(np.float32)).numpy()[0]
+    bilinear = tf.image.resize(ab_small, lightness.shape, method="bilinear").numpy()[0]
+    gradient = np.hypot(ndimage.sobel(lightness, 0), ndimage.sobel(lightness, 1))
+    edges = gradient >= np.percentile(gradient, 90)
+
+    def error(up, where):
+        return float(np.mean(np.linalg.norm(up - ab, axis=-1)[where]) * 110.0)
+
+    errors = (error(guided, edges), error(bilinear, edges))
+    if all_pixels:
+        everywhere = np.ones_like(edges)
+        errors += (error(guided, everywhere), error(bilinear, everywhere))
+    return errors
 
 
 def _tuning_photos():

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfgcrf.errors import UserError
 from tfgcrf.export.signatures import DEFAULT_MAX_PIXELS, ServingModule
-from tfgcrf.serving.repository import WARMUP_FILE
+from tfgcrf.export import WARMUP_FILE
 
 DESCRIPTION_FILE = os.path.join("assets.extra", "tfgcrf_export.json")
 WARMUP_IMAGE_SIZE = (48, 64)  # height, width: small, non-square

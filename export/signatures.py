@@ -21,55 +21,14 @@ errors whose messages say what is wrong (graph assertions), never by crashing th
 import tensorflow as tf
 
 from tfgcrf import color, fullres
+from tfgcrf.decode import MAX_PIXELS, decode_image
 from tfgcrf.models.points import points_to_grid
+from tfgcrf.preprocessing import GridConverter
 
-# Default limit on the pixels of a request image: the full-resolution upsampling holds N float
-# chroma planes of this size, so the limit bounds the memory of one request.
-DEFAULT_MAX_PIXELS = 2048 * 2048
-
-# Image signatures that tell the decoder which format a request holds (first bytes of the file).
-_PNG_MAGIC = (0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A)
-_GIF_MAGIC = (0x47, 0x49, 0x46, 0x38)  # "GIF8"
-_BMP_MAGIC = (0x42, 0x4D)  # "BM"
-_JPEG_MAGIC = (0xFF, 0xD8, 0xFF)
-_HEADER_BYTES = 32
-
-
-def _starts_with(header, magic):
-    return tf.reduce_all(tf.equal(header[: len(magic)], tf.constant(magic, tf.int64)))
-
-
-def _unsigned(header, offsets):
-    """Unsigned integer from header bytes at `offsets`, most significant byte first."""
-    value = tf.constant(0, tf.int64)
-    for offset in offsets:
-        value = value * 256 + header[offset]
-    return value
-
-
-def header_size(image_bytes):
-    """(height, width) of a PNG, GIF, BMP or JPEG read from its header without decoding it.
-
-    Unknown formats give (0, 0): the decoder rejects them afterwards with its own message.
-    This lets a request be refused before a small file expands into a huge pixel buffer.
-    """
-    head = tf.strings.substr(image_bytes, 0, _HEADER_BYTES)
-    head = tf.strings.substr(tf.strings.join([head, "\0" * _HEADER_BYTES]), 0, _HEADER_BYTES)
-    header = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
-    bmp_height = _unsigned(header, (25, 24, 23, 22))
-    # BMP stores a signed height (negative: top-down rows).
-    bmp_height = tf.abs(tf.where(bmp_height >= 2**31, bmp_height - 2**32, bmp_height))
-    sizes = [
-        (_starts_with(header, _PNG_MAGIC), lambda: tf.stack([_unsigned(header, (20, 21, 22, 23)),
-                                                            _unsigned(header, (16, 17, 18, 19))])),
-        (_starts_with(header, _GIF_MAGIC), lambda: tf.stack([_unsigned(header, (9, 8)),
-                                                            _unsigned(header, (7, 6))])),
-        (_starts_with(header, _BMP_MAGIC), lambda: tf.stack([bmp_height,
-                                                            _unsigned(header, (21, 20, 19, 18))])),
-        (_starts_with(header, _JPEG_MAGIC),
-         lambda: tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)),
-    ]
-    return tf.case(sizes, default=lambda: tf.zeros([2], tf.int64))
+# Default limit on the pixels of a request image: the package's one limit (`tfgcrf.decode`), so a
+# photo the CLI accepts is accepted by the served model too. `tfgcrf export --max-pixels` lowers it
+# for a deployment (memory per request: about 60 bytes per pixel, one full-size sample at a time).
+DEFAULT_MAX_PIXELS = MAX_PIXELS
 
 
 def _assert_pixels(height, width, max_pixels, name):
@@ -78,22 +37,6 @@ def _assert_pixels(height, width, max_pixels, name):
         tf.constant(max_pixels, tf.int64),
         message=f"{name}: the image has more pixels than the {max_pixels} this model accepts",
     )
-
-
-def decode(image_bytes, max_pixels):
-    """Encoded image (PNG/JPEG/BMP/GIF; gray, palette, RGBA, 16-bit) -> uint8 RGB [H, W, 3].
-
-    Raises (at run time) InvalidArgumentError for undecodable bytes and for images with more
-    than `max_pixels` pixels, checked on the header before decoding and again on the result.
-    Animated GIFs give their first frame.
-    """
-    height, width = tf.unstack(header_size(image_bytes))
-    with tf.control_dependencies([_assert_pixels(height, width, max_pixels, "image_bytes")]):
-        rgb = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
-    rgb.set_shape([None, None, 3])
-    shape = tf.shape(rgb)
-    with tf.control_dependencies([_assert_pixels(shape[0], shape[1], max_pixels, "image_bytes")]):
-        return tf.identity(rgb)
 
 
 def _same_batch(*tensors):
@@ -129,7 +72,11 @@ class ServingModule(tf.Module):
         self.mode = mode
         self.max_pixels = int(max_pixels)
         self.grid_size = int(model.model_config.image_size)
+        self.converter = GridConverter(self.grid_size)
 
+    # Plain TF control flow (tf.cond, tf.map_fn) only: autograph is not needed, and its
+    # conversion of the nested branch functions fails.
+    @tf.autograph.experimental.do_not_convert
     def _colorize(self, rgb, seed, encode):
         """uint8 RGB [H, W, 3] -> (N samples at the input size, scores [N]).
 
@@ -139,17 +86,18 @@ class ServingModule(tf.Module):
         waiting stops at the next sample (TensorFlow checks cancellation between loop
         iterations, not between ops).
         """
-        lightness, l_small = fullres.prepare(rgb, self.grid_size)
+        lightness, l_small = self.converter(rgb)
         ab_small, scores = self.model.sample(l_small, self.num_samples, seed=seed, mode=self.mode)
 
         def one(ab):
-            image = fullres.compose(lightness, fullres.upsample_chroma(ab[tf.newaxis], lightness))[0]
+            image = fullres.to_photo(ab[tf.newaxis], lightness)[0]
             return tf.io.encode_png(image) if encode else image
 
         spec = tf.TensorSpec([], tf.string) if encode else tf.TensorSpec([None, None, 3], tf.uint8)
         samples = tf.map_fn(one, ab_small[0], fn_output_signature=spec, parallel_iterations=1)
         return samples, scores[0]
 
+    @tf.autograph.experimental.do_not_convert
     def _edit(self, rgb, points, colors, num_points, seed, from_sample):
         """One edit request -> uint8 RGB [H, W, 3]."""
         count = tf.shape(points)[0]
@@ -173,22 +121,26 @@ class ServingModule(tf.Module):
             ),
         ]
         with tf.control_dependencies(checks):
-            lightness, l_small = fullres.prepare(rgb, self.grid_size)
+            lightness, l_small = self.converter(rgb)
         _, colors_ab = color.rgb_to_model(colors)
         mask, target_ab = points_to_grid(
             points[tf.newaxis], colors_ab[tf.newaxis], num_points[tf.newaxis], self.grid_size
         )
 
+        similarity = self.model.similarity(l_small)  # S once, for the sample and the edit
+
         def on_sample():
-            samples, _ = self.model.sample(l_small, self.num_samples, seed=seed, mode=self.mode)
+            samples, _ = self.model.sample(
+                l_small, self.num_samples, seed=seed, mode=self.mode, similarity=similarity
+            )
             base = tf.gather(samples, from_sample, axis=1)
-            return self.model.edit(l_small, mask, target_ab, base_ab=base)
+            return self.model.edit(l_small, mask, target_ab, base_ab=base, similarity=similarity)
 
         def points_only():
-            return self.model.edit(l_small, mask, target_ab)
+            return self.model.edit(l_small, mask, target_ab, similarity=similarity)
 
         ab_small = tf.cond(from_sample >= 0, on_sample, points_only)
-        return fullres.compose(lightness, fullres.upsample_chroma(ab_small, lightness))[0]
+        return fullres.to_photo(ab_small, lightness)[0]
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes"),
@@ -197,7 +149,7 @@ class ServingModule(tf.Module):
     def sample(self, image_bytes, seed):
         def one(args):
             data, example_seed = args
-            return self._colorize(decode(data, self.max_pixels), example_seed, encode=True)
+            return self._colorize(decode_image(data, self.max_pixels), example_seed, encode=True)
 
         with tf.control_dependencies(_same_batch(image_bytes, seed)):
             pngs, scores = tf.map_fn(
@@ -230,7 +182,7 @@ class ServingModule(tf.Module):
 
         def one(args):
             data, *rest = args
-            return tf.io.encode_png(self._edit(decode(data, self.max_pixels), *rest))
+            return tf.io.encode_png(self._edit(decode_image(data, self.max_pixels), *rest))
 
         with tf.control_dependencies(checks):
             pngs = tf.map_fn(

@@ -20,12 +20,12 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.core.framework import types_pb2
 
+from tfgcrf.export import WARMUP_FILE
 from tfgcrf.serving.json_codec import NUMPY_DTYPES
 from tfgcrf.serving.status import CODE_NAMES, ServingError
 
 DEFAULT_SIGNATURE = "serving_default"
 SERVE_TAG = "serve"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 log = logging.getLogger(__name__)
 

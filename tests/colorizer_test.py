@@ -89,9 +89,9 @@ def test_encoded_bytes_and_file_objects_are_images(colorizer, tmp_path):
 @pytest.mark.parametrize(
     "source, message",
     [
-        (b"\x00not an image" * 5000, r"not an image .*<65000 bytes>"),
+        (b"\x00not an image" * 5000, r"unsupported image format: unknown format .*<65000 bytes>"),
         (b"", "empty image data"),
-        (bytes(30000), "not an image"),
+        (bytes(30000), "unsupported image format"),
     ],
 )
 def test_bad_encoded_bytes_give_a_short_error(colorizer, source, message):

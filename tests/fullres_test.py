@@ -1,16 +1,19 @@
 import glob
 import os
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy import ndimage
 from skimage import color as skcolor
 from skimage import transform
 
 from tfgcrf import fullres
 from tfgcrf.imageio import read_image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from upsampling_quality import edge_errors  # noqa: E402  (the benchmark's metric; benchmarks never import tests)
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GRID = 64
@@ -74,32 +77,6 @@ def test_upsample_samples_are_independent():
     for index in range(3):
         alone = fullres.upsample_chroma(ab_small[index : index + 1], lightness).numpy()[0]
         np.testing.assert_allclose(together[index], alone, atol=1e-6)
-
-
-def edge_errors(rgb, grid, all_pixels=False):
-    """Chroma error (Lab units) at the strongest 10 % of L gradients: (guided, bilinear).
-
-    The ground-truth chroma is shrunk to a `grid`^2 model grid (skimage, antialiased), brought
-    back by both methods, and compared with the original full-resolution chroma. With
-    `all_pixels`, the errors over all pixels follow: (guided, bilinear, guided_all, bilinear_all).
-    Also used by benchmarks/upsampling_quality.py.
-    """
-    lab = skcolor.rgb2lab(rgb)
-    lightness, ab = lab[..., 0], lab[..., 1:] / 110.0
-    ab_small = transform.resize(ab, (grid, grid), order=1, anti_aliasing=True)[None].astype(np.float32)
-    guided = fullres.upsample_chroma(ab_small, lightness.astype(np.float32)).numpy()[0]
-    bilinear = tf.image.resize(ab_small, lightness.shape, method="bilinear").numpy()[0]
-    gradient = np.hypot(ndimage.sobel(lightness, 0), ndimage.sobel(lightness, 1))
-    edges = gradient >= np.percentile(gradient, 90)
-
-    def error(up, where):
-        return float(np.mean(np.linalg.norm(up - ab, axis=-1)[where]) * 110.0)
-
-    errors = (error(guided, edges), error(bilinear, edges))
-    if all_pixels:
-        everywhere = np.ones_like(edges)
-        errors += (error(guided, everywhere), error(bilinear, everywhere))
-    return errors
 
 
 def test_guided_upsampling_beats_bilinear_at_edges():

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def _python(code, *args):
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
@@ -32,6 +34,7 @@ print(type(model).__module__, type(model).__name__)
 """
 
 
+@pytest.mark.slow
 def test_import_tfgcrf_registers_the_keras_classes(smoke_run):
     """`import tfgcrf` then `keras.saving.load_model`, with Keras imported after or before it."""
     path = str(smoke_run.run_dir / "model.keras")

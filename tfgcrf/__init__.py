@@ -20,7 +20,7 @@ _LAZY = {
 
 # The modules whose import registers every Keras-serializable class of the package
 # (`keras.saving.register_keras_serializable(package="tfgcrf")`).
-SERIALIZABLE_MODULES = ("tfgcrf.models",)
+SERIALIZABLE_MODULES = ("tfgcrf.models", "tfgcrf.preprocessing")
 
 
 def __getattr__(name):

@@ -19,6 +19,7 @@ from tfgcrf.errors import InputError
 from tfgcrf.models.gcrf_colorizer import SAMPLE_MODES
 from tfgcrf.models.loading import load_model
 from tfgcrf.models.points import points_to_grid
+from tfgcrf.preprocessing import GridConverter
 
 # Full-resolution pixels (samples x H x W) upsampled and composed at once: bounds the memory of
 # big photos (a chunk of 8M pixels needs roughly 1 GB of float temporaries).
@@ -40,12 +41,8 @@ def _as_rgb(image):
     if callable(getattr(image, "read", None)):  # a file object
         return imageio.read_image(image)
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image.Image
-        from PIL import ImageOps
-
-        width, height = image.size
-        _check_pixels(height, width)
-        # The decoder's own mode conversion (alpha on white, 16-bit, palettes) for PIL input too.
-        return imageio._to_rgb_array(ImageOps.exif_transpose(image))
+        # The decode rule (orientation, alpha on white, 16-bit, palettes) for PIL input too.
+        return imageio.pil_to_rgb(image)
     array = np.asarray(image)
     if array.dtype != np.uint8 or not (
         array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3))
@@ -86,8 +83,9 @@ class Colorizer:
         self.model = model
         self.grid_size = model.model_config.image_size
         size = self.grid_size
+        self.converter = GridConverter(size)
         self._prepare = tf.function(
-            lambda rgb: fullres.prepare(rgb, size),
+            lambda rgb: self.converter(rgb),
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
         )
         finish_signature = [
@@ -97,9 +95,7 @@ class Colorizer:
         # Grid chroma -> uint8 images, without and with the XLA-compiled color conversion.
         self._finish = {
             jit: tf.function(
-                lambda ab, lightness, jit=jit: fullres.compose(
-                    lightness, fullres.upsample_chroma(ab, lightness), jit=jit
-                ),
+                lambda ab, lightness, jit=jit: fullres.to_photo(ab, lightness, jit=jit),
                 input_signature=finish_signature,
             )
             for jit in (False, True)

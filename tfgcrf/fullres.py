@@ -31,6 +31,37 @@ def _resize(images, height, width):
     return tf.image.resize(images, tf.stack([height, width]), method="bilinear", antialias=True)
 
 
+def to_photo(ab_small, L_full, jit=False):
+    """The one postprocessing path: grid chroma -> uint8 photos at the input's size.
+
+    Guided upsampling (`upsample_chroma`) and L-preserving recombination with the photo's own
+    lightness (`compose`); used by the API, the SavedModel, evaluation and its report.
+
+    Args:
+      ab_small: `[N, h, w, 2]` chroma on the model grid (model units).
+      L_full: `[H, W]` CIE L* of the photo.
+      jit: XLA for the color conversion (see `compose`).
+
+    Returns:
+      uint8 `[N, H, W, 3]` sRGB.
+    """
+    return compose(L_full, upsample_chroma(ab_small, L_full), jit=jit)
+
+
+def squeeze(rgb, size):
+    """A photo squeezed to the square model grid, as training crops and user photos are.
+
+    Args:
+      rgb: `[..., H, W, 3]` uint8 (or float in [0, 1]) sRGB.
+      size: side of the square model grid.
+
+    Returns:
+      float32 `[..., size, size, 3]` RGB in [0, 1] (bilinear resize with antialiasing).
+    """
+    rgb = tf.image.convert_image_dtype(tf.convert_to_tensor(rgb), tf.float32)
+    return tf.clip_by_value(_resize(rgb, size, size), 0.0, 1.0)
+
+
 def prepare(rgb, size):
     """Splits a photo into its full-resolution lightness and the model's gray input.
 
@@ -46,7 +77,7 @@ def prepare(rgb, size):
     """
     rgb = tf.image.convert_image_dtype(tf.convert_to_tensor(rgb), tf.float32)
     # The model input is resized in RGB, exactly as the training pipeline resizes its crops.
-    small = tf.clip_by_value(_resize(rgb[tf.newaxis], size, size), 0.0, 1.0)
+    small = squeeze(rgb[tf.newaxis], size)
     return color.lightness(rgb)[..., 0], color.lightness(small) / color.L_SCALE
 
 

@@ -1,35 +1,31 @@
-"""Reading and writing image files as uint8 RGB numpy arrays (Pillow).
+"""Reading and writing image files as uint8 RGB numpy arrays.
 
-`read_image` is the one decoder used by the data pipeline, the CLI and the Python API. It turns
-every input Pillow can open into `[H, W, 3]` uint8 sRGB:
-- EXIF orientation is applied, so the array is upright as a viewer shows it;
-- gray, bilevel and palette images become RGB with R = G = B (or the palette colors);
-- transparency (RGBA, LA, palette with transparency) is composited on white, as a viewer shows it;
-- 16-bit and 32-bit integer gray images (`I;16`, `I`) are scaled from the 16-bit range to 8 bits,
-  float images (`F`) are taken as values in [0, 1];
-- animated files (GIF, WebP) give their first frame.
-Files larger than `max_pixels` are refused before they are decoded (decompression-bomb guard).
-Every failure is an `InputError` with a one-line message.
+`read_image` decodes with the one decode rule of the package, `tfgcrf.decode` (TensorFlow ops,
+the same rule the exported SavedModel carries): PNG, JPEG, GIF, BMP and WebP files become upright
+`[H, W, 3]` uint8 sRGB (EXIF orientation applied; gray, palette, 16-bit, CMYK converted;
+transparency composited on white; animations give their first frame). Files declaring more
+than `MAX_PIXELS` pixels are refused from their headers, before decoding. Every failure is an
+`InputError` with a one-line message.
+
+This module itself imports no TensorFlow (only `read_image` does, when called), so that folder
+listings and the offline collection builder stay light. Writing uses Pillow.
 """
 
 import io
 import os
-import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from tfgcrf.errors import InputError
 
-# Decompression-bomb limit: 40 megapixels (a 7300x5500 photo) is 120 MB as uint8 RGB, well above
-# any camera photo we colorize (the model sees 64x64) and far below what would exhaust memory.
-MAX_PIXELS = 40_000_000
+# The one pixel limit (decompression-bomb guard) of every entry point: the API, the CLI, the data
+# pipeline, evaluation and the exported SavedModel (its default). 25 megapixels covers 24-MP
+# camera photos (6000x4000) and is 75 MB as uint8 RGB.
+MAX_PIXELS = 25_000_000
 
 # Extensions of the files treated as images when scanning folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-
-_WHITE = (255, 255, 255)
-_UINT16_TO_UINT8 = 65535.0 / 255.0
 
 
 def _check_path(path):
@@ -39,37 +35,6 @@ def _check_path(path):
         raise InputError(f"expected an image file, got a directory: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"empty image file: {path}")
-
-
-def _check_size(image, path, max_pixels):
-    width, height = image.size
-    if width * height > max_pixels:
-        raise InputError(
-            f"image too large: {path} is {width}x{height} = {width * height / 1e6:.1f} megapixels, "
-            f"the limit is {max_pixels / 1e6:g} megapixels"
-        )
-    if width == 0 or height == 0:
-        raise InputError(f"image has no pixels: {path}")
-
-
-def _has_alpha(image):
-    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
-
-
-def _to_rgb_array(image):
-    """Any Pillow mode -> uint8 [H, W, 3] RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        gray = np.round(np.clip(values, 0, 65535) / _UINT16_TO_UINT8).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    if image.mode == "F":
-        gray = np.round(np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
-    if _has_alpha(image):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
-        image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _describe(source):
@@ -129,40 +94,54 @@ def read_image(source, max_pixels=MAX_PIXELS):
     """Reads an image file (or encoded image data) as an upright uint8 sRGB array.
 
     Args:
-      source: path of a JPEG, PNG, WebP, BMP, GIF, TIFF (or any other Pillow-readable) file,
-        the encoded bytes of such a file (`bytes`, `bytearray`, `memoryview`), or a binary
-        file object (anything with `read()` returning bytes, e.g. `open(path, "rb")`,
-        `io.BytesIO`; read from its current position).
-      max_pixels: refuse images with more pixels than this (checked from the header, before
-        decoding).
+      source: path of a PNG, JPEG, GIF, BMP or WebP file, the encoded bytes of such a file
+        (`bytes`, `bytearray`, `memoryview`), or a binary file object (anything with `read()`
+        returning bytes, e.g. `open(path, "rb")`, `io.BytesIO`; read from its current position).
+      max_pixels: refuse images declaring more pixels than this (checked from the headers,
+        before decoding; see `tfgcrf.decode`).
 
     Returns:
       `[H, W, 3]` uint8 numpy array.
 
     Raises:
-      InputError: the file is missing, a directory, empty, not an image, truncated or corrupt, or
-        larger than `max_pixels`; the source is of an unsupported type.
+      InputError: the file is missing, a directory, empty, of another format (named), truncated
+        or corrupt, or larger than `max_pixels`; the source is of an unsupported type.
     """
     data = read_bytes(source)
-    name = _describe(source)
+    return decode_data(data, _describe(source), max_pixels)
+
+
+def decode_data(data, name, max_pixels=MAX_PIXELS):
+    """Encoded image bytes -> uint8 `[H, W, 3]` by `tfgcrf.decode`; `InputError` naming `name`."""
+    import tensorflow as tf
+
+    from tfgcrf import decode
+
     try:
-        with warnings.catch_warnings():
-            # Our own max_pixels check replaces Pillow's global bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                _check_size(image, name, max_pixels)
-                image.load()
-                upright = ImageOps.exif_transpose(image)
-                return _to_rgb_array(upright)
-    except InputError:
-        raise
-    except UnidentifiedImageError:
-        raise InputError(f"not an image file (unknown format): {name}") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"image too large (decompression-bomb limit): {name}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        # Pillow reports truncated data and corrupt streams with these exception types.
-        raise InputError(f"cannot decode image {name}: {_one_line(err)}") from None
+        return decode.decode_bytes(data, max_pixels)
+    except tf.errors.InvalidArgumentError as err:
+        message = decode.error_message(err)
+        if message.startswith(("image too large", "unsupported image format")):
+            raise InputError(f"{message}: {name}") from None
+        raise InputError(f"cannot decode image {name}: {message}") from None
+
+
+def pil_to_rgb(image, max_pixels=MAX_PIXELS):
+    """A PIL image -> uint8 `[H, W, 3]` by the same rule: stored losslessly as PNG (with its EXIF
+    orientation) and decoded by `tfgcrf.decode`. Modes PNG cannot hold are converted to RGB by
+    Pillow first."""
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InputError(
+            f"image too large: {width}x{height} = {width * height / 1e6:.1f} megapixels, the limit "
+            f"is {max_pixels / 1e6:g} megapixels"
+        )
+    if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    exif = image.getexif()
+    image.save(buffer, format="PNG", compress_level=1, **({"exif": exif} if exif else {}))
+    return decode_data(buffer.getvalue(), f"<PIL {image.mode} image>", max_pixels)
 
 
 def _one_line(err):

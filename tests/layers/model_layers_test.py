@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import saving_round_trip
 
 from tfgcrf.layers.color_encoder import LOG_VAR_RANGE, ColorEncoder
 from tfgcrf.layers.gray_trunk import GrayTrunk
@@ -35,14 +36,7 @@ def _features(l):
 
 def _roundtrip(model, inputs, tmp_path):
     """Saves a functional model as .keras, reloads it and checks identical outputs and config."""
-    path = tmp_path / "layer.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    for before, after in zip(tf.nest.flatten(model(inputs)), tf.nest.flatten(loaded(inputs))):
-        np.testing.assert_array_equal(before.numpy(), after.numpy())
-    for layer, other in zip(model.layers, loaded.layers):
-        assert layer.get_config() == other.get_config()
-    return loaded
+    return saving_round_trip(model, inputs, tmp_path)
 
 
 def test_gray_trunk_scales_and_roundtrip(gray_batch, tmp_path):

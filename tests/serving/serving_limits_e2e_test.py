@@ -1,6 +1,6 @@
 """`tfgcrf serve` (a server process) at the request-size limits, measured from outside.
 
-The smoke model is exported with N = 8 samples and the default pixel limit (2048 x 2048):
+The smoke model is exported with N = 8 samples and a pixel limit of 2048 x 2048 (`--max-pixels`):
 the largest request must come back over gRPC, and a request whose deadline passes must stop
 using the server's CPU.
 """
@@ -13,12 +13,12 @@ import psutil
 import pytest
 from PIL import Image
 
-from tfgcrf.export.signatures import DEFAULT_MAX_PIXELS
 from tfgcrf.serving import Client, ServingError
 from tfgcrf.serving.launcher import ServeProcess
 
 NUM_SAMPLES = 8
-SIDE = int(DEFAULT_MAX_PIXELS ** 0.5)
+SIDE = 2048
+LIMIT = SIDE * SIDE
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,8 @@ def server_n8(smoke_run, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("models_n8") / "tfgcrf"
     code = cli.main(["export", "--model", str(smoke_run.run_dir / "model.keras"), "--out",
-                     str(base / "1"), "--num-samples", str(NUM_SAMPLES), "--mode", "draw"])
+                     str(base / "1"), "--num-samples", str(NUM_SAMPLES), "--mode", "draw",
+                     "--max-pixels", str(LIMIT)])
     assert code == 0
     server = ServeProcess(base, poll_seconds=1.0, extra_args=["--num-batch-threads", "1"]).start()
     yield server

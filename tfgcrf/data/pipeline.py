@@ -262,9 +262,11 @@ def crop_count(image, weight, seed, image_size, crops_per_image):
 
 
 def _resize_to_model(square, image_size):
-    """uint8 square crop -> float RGB [image_size, image_size, 3] in [0, 1]."""
-    resized = tf.image.resize(square, [image_size, image_size], antialias=True) / 255.0
-    return tf.clip_by_value(resized, 0.0, 1.0)
+    """uint8 square crop -> float RGB [image_size, image_size, 3] in [0, 1]: the model grid, by
+    the one preprocessing object (`tfgcrf.preprocessing.GridConverter`) the API and export use."""
+    from tfgcrf.preprocessing import GridConverter
+
+    return GridConverter(image_size).squeeze(square)
 
 
 def crop_box(shape, seed, image_size, augment):

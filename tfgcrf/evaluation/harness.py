@@ -177,7 +177,7 @@ def _control(colorizers, example, similarities, corners, values, keep):
             tf.repeat(l, batch, axis=0), mask, target,
             similarity=tf.repeat(similarities[model_name], batch, axis=0),
         )
-        outputs[name] = fullres.compose(lightness, fullres.upsample_chroma(edited, lightness)).numpy()
+        outputs[name] = fullres.to_photo(edited, lightness).numpy()
         values[f"seconds/{name}_control"] = time.perf_counter() - start
 
     gray = fullres.compose(lightness, tf.zeros_like(ab_full)).numpy()

@@ -208,7 +208,7 @@ def write_report(folder, results, kept):
         shown = image["control"]
         sample_rows.append((f"image {number}\nground truth", [image["truth"]]))
         for name, ab in image["samples"].items():
-            rendered = fullres.compose(lightness, fullres.upsample_chroma(ab, lightness)).numpy()
+            rendered = fullres.to_photo(ab, lightness).numpy()
             sample_rows.append((method_label(name).replace(" [", "\n["), list(rendered)))
         if shown is not None:
             edits = [key for key in shown if key.partition("/")[0] == "gcrf"]

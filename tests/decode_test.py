@@ -1,0 +1,341 @@
+"""The one decode rule (`tfgcrf.decode`): the parity matrix and the small-file-huge-header bombs.
+
+Every input kind of the issue goes through the Python API (`tfgcrf.Colorizer`) and through the
+exported SavedModel loaded by plain TensorFlow in another process: the colorizations must have
+the same size and agree within one level; the decoded pixels must match Pillow's reading (the
+independent reference: EXIF transpose, alpha composited on white). Small files declaring huge
+images, one per container and per declared size, are refused from their headers with the
+process's peak memory measured.
+"""
+
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image, ImageOps
+
+from tfgcrf import decode, imageio
+from tfgcrf.errors import InputError
+
+
+def _encoded(image, image_format, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def _photo():
+    """A real photo, 40 x 56 (portrait-sized differences show in the orientation cases)."""
+    return Image.fromarray(skimage.data.coffee()).resize((56, 40), Image.LANCZOS)
+
+
+def _with_exif(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encoded(_photo(), "JPEG", quality=95, exif=exif)
+
+
+def _rgba():
+    rgba = np.asarray(_photo().convert("RGBA")).copy()
+    rgba[:, 28:, 3] = 0  # right half transparent
+    rgba[:, 20:28, 3] = 100  # a half-transparent band
+    return Image.fromarray(rgba, "RGBA")
+
+
+def _animated(image_format, **options):
+    frames = [_photo(), Image.new("RGB", (56, 40), (0, 0, 255))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, image_format, save_all=True, append_images=frames[1:], **options)
+    return buffer.getvalue()
+
+
+def _gif_with_transparency():
+    palette = _photo().quantize(64)
+    pixels = np.asarray(palette).copy()
+    pixels[:10] = 63  # the top rows transparent
+    image = Image.fromarray(pixels, "P")
+    image.putpalette(palette.getpalette())
+    return _encoded(image, "GIF", transparency=63)
+
+
+# name -> encoded file: every input kind of the issue's parity matrix.
+MATRIX = {
+    **{f"exif{orientation}": _with_exif(orientation) for orientation in range(1, 9)},
+    "png_rgb": _encoded(_photo(), "PNG"),
+    "png_rgba": _encoded(_rgba(), "PNG"),
+    "png_la": _encoded(_rgba().convert("LA"), "PNG"),
+    "png_p_trns": _encoded(_photo().quantize(32), "PNG", transparency=5),
+    "png_16bit_gray": _encoded(Image.fromarray(np.asarray(_photo().convert("L")).astype(np.uint16) * 257 + 77), "PNG"),
+    "png_gray": _encoded(_photo().convert("L"), "PNG"),
+    "jpeg_gray": _encoded(_photo().convert("L"), "JPEG", quality=95),
+    "jpeg_cmyk": _encoded(_photo().convert("CMYK"), "JPEG", quality=95),
+    "gif_transparent": _gif_with_transparency(),
+    "gif_animated": _animated("GIF"),
+    "webp_rgba": _encoded(_rgba(), "WEBP", lossless=True),
+    "webp_lossy_alpha": _encoded(_rgba(), "WEBP", quality=90),
+    "webp_animated": _animated("WEBP", lossless=True),
+    "bmp_palette": _encoded(_photo().quantize(16), "BMP"),
+    "bmp_rgb": _encoded(_photo(), "BMP"),
+}
+
+
+def _pillow_reference(data):
+    """Pillow's view of a file: first frame, EXIF transposed, transparency composited on white."""
+    with Image.open(io.BytesIO(data)) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I"):
+            gray = np.round(np.asarray(image, np.float64) / 257.0).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=-1)
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("name", MATRIX)
+def test_decode_rule_matches_pillow(name):
+    decoded = imageio.read_image(MATRIX[name])
+    expected = _pillow_reference(MATRIX[name])
+    assert decoded.shape == expected.shape and decoded.dtype == np.uint8
+    # JPEG: both sides use libjpeg's accurate integer IDCT; allow a level for other builds.
+    assert np.abs(decoded.astype(int) - expected).max() <= 1, name
+
+
+TF_ONLY = r"""
+import json, os, sys
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+sample = loaded.signatures["sample"]
+out = {}
+for path in sys.argv[3:]:
+    with open(path, "rb") as handle:
+        data = handle.read()
+    pngs = sample(image_bytes=tf.constant([data]), seed=tf.constant([0], tf.int64))["colorized_bytes"]
+    name = os.path.basename(path)
+    for k, png in enumerate(pngs.numpy()[0]):
+        with open(os.path.join(sys.argv[2], f"{name}_{k}.png"), "wb") as handle:
+            handle.write(png)
+    out[name] = len(pngs.numpy()[0])
+print(json.dumps({"outputs": out, "modules": sorted(m for m in sys.modules if m.startswith("tfgcrf"))}))
+"""
+
+
+@pytest.fixture(scope="module")
+def served(exported_model, tmp_path_factory):
+    """Every matrix file colorized by the SavedModel in a process that imports only TensorFlow."""
+    folder = tmp_path_factory.mktemp("matrix")
+    paths = []
+    for name, data in MATRIX.items():
+        paths.append(str(folder / name))
+        with open(paths[-1], "wb") as handle:
+            handle.write(data)
+    out = folder / "out"
+    out.mkdir()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", TF_ONLY, exported_model.path, str(out), *paths],
+                         capture_output=True, text=True, env=env, timeout=900, cwd=str(folder))
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["modules"] == []
+    return out, result["outputs"]
+
+
+@pytest.fixture(scope="module")
+def colorizer(exported_model):
+    from tfgcrf import Colorizer
+
+    return Colorizer(exported_model.model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MATRIX)
+def test_api_and_saved_model_give_the_same_pixels(name, served, colorizer, exported_model):
+    out, counts = served
+    assert counts[name] == exported_model.num_samples
+    api = colorizer.colorize(MATRIX[name], num_samples=exported_model.num_samples)
+    upright = _pillow_reference(MATRIX[name])
+    for k in range(exported_model.num_samples):
+        with Image.open(out / f"{name}_{k}.png") as image:
+            saved = np.asarray(image)
+        assert saved.shape == api[k].shape == upright.shape, name
+        assert np.abs(saved.astype(int) - api[k]).max() <= 1, (name, k)
+
+
+# ------------------------------------------------------------------ small files, huge headers
+
+
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(width, height, extra=b""):
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + extra
+            + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b""))
+
+
+def _patched(data, marker, offset, packed, nth=0):
+    data = bytearray(data)
+    position = -1
+    for _ in range(nth + 1):
+        position = data.index(marker, position + 1)
+    data[position + offset : position + offset + len(packed)] = packed
+    return bytes(data)
+
+
+def _gif_descriptor(data, nth):
+    """Offset of the nth image descriptor of a GIF (walks its blocks)."""
+    packed = data[10]
+    position = 13 + (3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0)
+    count = 0
+    while True:
+        if data[position] == 0x21:
+            position += 2
+        elif data[position] == 0x2C:
+            if count == nth:
+                return position
+            count += 1
+            local = data[position + 9]
+            position += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0) + 1
+        else:
+            raise ValueError("no such frame")
+        while data[position]:
+            position += data[position] + 1
+        position += 1
+
+
+def _gif_frame_size(data, nth, width, height):
+    data = bytearray(data)
+    position = _gif_descriptor(data, nth)
+    data[position + 5 : position + 9] = struct.pack("<HH", width, height)
+    return bytes(data)
+
+
+def _gif_frames(count=2):
+    frames = [Image.new("RGB", (8, 8), color) for color in [(255, 0, 0), (0, 0, 255), (0, 255, 0)][:count]]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
+def _webp_animated():
+    frames = [Image.new("RGB", (8, 8), color) for color in [(255, 0, 0), (0, 0, 255)]]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    return buffer.getvalue()
+
+
+def _webp_lossless(width, height):
+    payload = b"\x2f" + struct.pack("<I", (width - 1) | ((height - 1) << 14)) + b"\0" * 8
+    body = b"WEBP" + b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _webp_extended(width, height):
+    still = _encoded(Image.new("RGBA", (8, 8), (10, 20, 30, 128)), "WEBP", quality=80)
+    body = still[12:]
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\x10\0\0\0" + struct.pack("<I", width - 1)[:3] + struct.pack(
+        "<I", height - 1)[:3]
+    if body.startswith(b"VP8X"):
+        body = body[18:]
+    body = b"WEBP" + vp8x + body
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _u24(value):
+    return struct.pack("<I", value)[:3]
+
+
+# name -> a small file declaring at least 16000 x 16000 somewhere (256 megapixels).
+BOMBS = {
+    "png_header": _png(16000, 16000),
+    "apng_frame": _png(8, 8, _png_chunk(b"acTL", struct.pack(">II", 1, 0)) + _png_chunk(
+        b"fcTL", struct.pack(">IIIIIHHBB", 0, 16000, 16000, 0, 0, 1, 1, 0, 0))),
+    "jpeg_sof": _patched(_encoded(Image.new("RGB", (8, 8)), "JPEG"), b"\xff\xc0", 5, struct.pack(">HH", 16000, 16000)),
+    "gif_screen": _patched(_gif_frames(1), b"GIF8", 6, struct.pack("<HH", 16000, 16000)),
+    "gif_first_frame": _gif_frame_size(_gif_frames(1), 0, 16000, 16000),
+    "gif_later_frame": _gif_frame_size(_gif_frames(3), 2, 16000, 16000),
+    "bmp": _patched(_encoded(Image.new("RGB", (8, 8)), "BMP"), b"BM", 18, struct.pack("<ii", 16000, 16000)),
+    "bmp_palette": _patched(_encoded(Image.new("P", (8, 8)), "BMP"), b"BM", 18, struct.pack("<ii", 16000, -16000)),
+    "webp_lossy": _patched(_encoded(Image.new("RGB", (8, 8)), "WEBP", quality=50), b"VP8 ", 14,
+                           struct.pack("<HH", 16000, 16000)),
+    "webp_lossless": _webp_lossless(16000, 16000),
+    "webp_extended": _webp_extended(16000, 16000),
+    "webp_animation_frame": _patched(_webp_animated(), b"ANMF", 14, _u24(15999) + _u24(15999), nth=1),
+    "webp_frame_bitstream": _patched(_webp_animated(), b"VP8L", 9, struct.pack("<I", 15999 | (15999 << 14))),
+}
+
+MEMORY_PROBE = r"""
+import json, resource, sys
+import tensorflow as tf
+from tfgcrf import decode
+with open(sys.argv[1], "rb") as handle:
+    bombs = json.load(handle)
+small = bytes.fromhex(bombs.pop("_small"))
+decode.decode_bytes(small)  # traced and warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+errors = {}
+for name, data in bombs.items():
+    try:
+        decode.decode_bytes(bytes.fromhex(data))
+        errors[name] = None
+    except tf.errors.InvalidArgumentError as err:
+        errors[name] = decode.error_message(err)
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0
+print(json.dumps({"errors": errors, "growth_mb": growth}))
+"""
+
+
+@pytest.mark.slow
+def test_bombs_are_refused_from_the_header_without_memory_growth(tmp_path):
+    assert max(len(data) for data in BOMBS.values()) < 1000
+    path = tmp_path / "bombs.json"
+    path.write_text(json.dumps({"_small": _encoded(Image.new("RGB", (8, 8)), "PNG").hex(),
+                                **{name: data.hex() for name, data in BOMBS.items()}}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    for name, message in result["errors"].items():
+        assert message is not None and message.startswith("image too large"), (name, message)
+        assert "limit is 25 megapixels" in message and "\n" not in message
+    # 256 megapixels decoded would be 768 MB of uint8 RGB alone.
+    assert result["growth_mb"] < 50, result
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_headers_declare_the_huge_sizes(name):
+    code, _, _, declared = decode.read_header(BOMBS[name])
+    assert code != "unknown" and declared >= 15999 * 15999, (name, declared)
+
+
+def test_header_info_of_ordinary_files():
+    for name, data in MATRIX.items():
+        code, height, width, declared = decode.read_header(data)
+        assert (height, width, declared) == (40, 56, 40 * 56), name
+    assert decode.read_header(b"\x89PN")[0] == "unknown"
+    assert decode.read_header(b"") == ("unknown", 0, 0, 0)
+
+
+def test_unreadable_bytes_name_their_format():
+    cases = {
+        _encoded(_photo(), "TIFF"): "unsupported image format: TIFF",
+        b"%PDF-1.7": "unsupported image format: PDF",
+        MATRIX["png_rgb"][:60]: "cannot decode image <60 bytes>: .*PNG",
+        MATRIX["jpeg_gray"][:300]: "cannot decode image <300 bytes>: .*JPEG",
+        MATRIX["gif_animated"][:30]: "cannot decode image <30 bytes>: GIF",
+        MATRIX["webp_rgba"][:40] + bytes(30): "cannot decode image <70 bytes>: .*WebP",
+    }
+    for data, message in cases.items():
+        with pytest.raises(InputError, match=message) as info:
+            imageio.read_image(data)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 300
