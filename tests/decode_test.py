@@ -260,6 +260,7 @@ BOMBS = {
     "apng_frame": _png(8, 8, _png_chunk(b"acTL", struct.pack(">II", 1, 0)) + _png_chunk(
         b"fcTL", struct.pack(">IIIIIHHBB", 0, 16000, 16000, 0, 0, 1, 1, 0, 0))),
     "jpeg_sof": _patched(_encoded(Image.new("RGB", (8, 8)), "JPEG"), b"\xff\xc0", 5, struct.pack(">HH", 16000, 16000)),
+    "jpeg_sof_only": b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 17, 8, 16000, 16000, 3) + bytes(9) + b"\xff\xd9",
     "gif_screen": _patched(_gif_frames(1), b"GIF8", 6, struct.pack("<HH", 16000, 16000)),
     "gif_first_frame": _gif_frame_size(_gif_frames(1), 0, 16000, 16000),
     "gif_later_frame": _gif_frame_size(_gif_frames(3), 2, 16000, 16000),

@@ -166,25 +166,39 @@ def _tiff_start_of_exif_payload(array, payload):
     return payload + tf.where(prefix, 6, 0)
 
 
-def _orientation_jpeg(array):
-    """Orientation from the APP1 "Exif" segment of a JPEG (walks the markers up to SOS)."""
+def _jpeg_walk(array):
+    """JPEG markers up to the start of scan: `(EXIF TIFF offset or -1, height, width)`.
+
+    The size comes from the first SOFn frame header (read here, not by libjpeg, so that a
+    truncated file declaring a huge frame is still measured); 0 x 0 when there is none.
+    """
     size = tf.shape(array)[0] - _PAD
     exif_tag = tf.constant(list(b"Exif\0\0"))
 
-    def more(position, found, _):
-        return (position + 4 <= size) & (found < 0) & tf.equal(_at(array, position), 0xFF)
+    def more(position, found, shape):
+        return (position + 4 <= size) & tf.equal(_at(array, position), 0xFF)
 
-    def step(position, found, _):
+    def step(position, found, shape):
         marker = _at(array, position + 1)
         standalone = (marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD7)) | (marker == 0xFF)
         length = _int(_uint(array, position + 2, 2, big_endian=True))
         is_exif = (marker == 0xE1) & tf.reduce_all(tf.equal(_at(array, position + 4 + tf.range(6)), exif_tag))
-        found = tf.where(is_exif, position + 10, found)
+        found = tf.where(is_exif & (found < 0), position + 10, found)
+        # SOF0-3, 5-7, 9-11, 13-15 (not DHT C4, JPG C8, DAC CC).
+        frame = (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) & (marker != 0xCC)
+        dims = tf.stack([_uint(array, position + 5, 2, big_endian=True), _uint(array, position + 7, 2, big_endian=True)])
+        shape = tf.where(frame & (shape[0] + shape[1] == 0), dims, shape)
         stop = marker == 0xDA  # start of scan: no metadata after it
         step_size = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, 2 + length))
-        return tf.where(stop, size, position + step_size), found, 0
+        return tf.where(stop, size, position + step_size), found, shape
 
-    _, found, _ = tf.while_loop(more, step, (tf.constant(2), tf.constant(-1), tf.constant(0)))
+    _, found, shape = tf.while_loop(more, step, (tf.constant(2), tf.constant(-1), tf.zeros([2], tf.int64)))
+    return found, shape[0], shape[1]
+
+
+def _orientation_jpeg(array):
+    """Orientation from the APP1 "Exif" segment of a JPEG."""
+    found, _, _ = _jpeg_walk(array)
     return tf.cond(found >= 0, lambda: _tiff_orientation(array, found), lambda: tf.constant(1))
 
 
@@ -583,8 +597,8 @@ def header_info(data):
         return height, width, tf.maximum(height * width, frames)
 
     def jpeg():
-        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
-        return shape[0], shape[1], shape[0] * shape[1]
+        _, height, width = _jpeg_walk(array)
+        return height, width, height * width
 
     def gif():
         height, width = _uint(array, 8, 2), _uint(array, 6, 2)
