@@ -6,9 +6,10 @@ from pathlib import Path
 HELP = "train the G-CRF VAE-MDN model (stages vae -> hoc -> mdn), resumable, on 1..N devices/hosts"
 
 STRATEGY_HELP = (
-    "distribution: auto (default: multi_worker when TF_CONFIG names several tasks, mirrored with "
-    "several GPUs, else one device), one_device, mirrored (the GPUs of this host), multi_worker "
-    "(the hosts of TF_CONFIG; run the same command on each) or tpu (TPUStrategy; untested)"
+    "distribution (default: the config's, auto): auto (multi_worker when TF_CONFIG names several "
+    "tasks, mirrored with several GPUs, else one device), one_device, mirrored (the GPUs of this "
+    "host), multi_worker (the hosts of TF_CONFIG; run the same command on each) or tpu "
+    "(TPUStrategy; untested)"
 )
 
 
@@ -43,7 +44,7 @@ def add_arguments(parser):
         "command resumes there (default: runs/CONFIG_NAME)",
     )
     parser.add_argument("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"),
-                        help=STRATEGY_HELP + " (default: the config's, auto)")
+                        help=STRATEGY_HELP)
     parser.add_argument("--tpu", metavar="NAME", help="TPU name or address for --strategy tpu "
                         "(default: $TPU_NAME or the local TPU VM)")
     parser.add_argument("--mixed-precision", action="store_true", default=None,
