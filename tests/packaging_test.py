@@ -46,6 +46,8 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_the_packaged_smoke_config(t
                   cwd=workdir)
     assert "stage mdn: done" in result.stderr
     assert (workdir / "run" / "model.keras").is_file()
+    # ... and it ran the installed package, not the source tree.
     installed = _run([str(venv / "bin" / "python"), "-c",
-                      "import tfgcrf, pathlib; print(pathlib.Path(tfgcrf.__file__).parent)"]).stdout.strip()
-    assert not installed.startswith(str(REPO)), installed
+                      "import tfgcrf, pathlib; print(pathlib.Path(tfgcrf.__file__).parent)"],
+                     cwd=workdir).stdout.strip()
+    assert installed.startswith(str(venv)), installed
