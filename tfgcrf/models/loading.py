@@ -86,3 +86,62 @@ def load_model(path_or_preset, solver=None):
         model.crf_solver(solver)  # validates the name with a one-line error
         model.model_config = dataclasses.replace(model.model_config, solver=solver)
     return model
+
+
+CONFIG_FILENAME = "config.yaml"
+METADATA_FILENAME = "metadata.json"
+
+
+def save_to_preset(model, preset_dir, experiment=None, metadata=None):
+    """Writes a preset folder from a trained model, so that its files cannot disagree.
+
+    Written (keras-hub's `save_to_preset` is the model):
+      * `model.keras`: the model (weights, architecture and inference settings);
+      * `config.yaml`: `model:` is read back from the saved model itself (never hand-written);
+        the training sections (`data`, `stages`, `seed`) come from `experiment` when given;
+      * `metadata.json`: versions of tfgcrf / TensorFlow / Keras, parameter counts and
+        `metadata` (e.g. the run's per-stage times and losses).
+
+    Args:
+      model: a `GCRFColorizer`.
+      preset_dir: the folder (created if needed; its three files are replaced).
+      experiment: optional `ExperimentConfig` the model was trained with.
+      metadata: optional JSON-serializable dict.
+
+    Returns:
+      The folder as a `pathlib.Path`.
+    """
+    import json
+    import pathlib
+
+    import keras
+    import tensorflow as tf
+    import yaml
+
+    import tfgcrf
+    from tfgcrf.config import as_plain_dict
+
+    folder = pathlib.Path(preset_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    model_file = folder / MODEL_FILENAME
+    model.save(model_file)
+    saved = load_model(model_file)
+    config = {"model": as_plain_dict(saved.model_config)}
+    if experiment is not None:
+        training = experiment.to_dict()
+        training.pop("model")
+        config = {"name": training.pop("name"), **config, **training}
+    header = "# Written by tfgcrf.models.loading.save_to_preset from the saved model.keras.\n"
+    (folder / CONFIG_FILENAME).write_text(header + yaml.safe_dump(config, sort_keys=False))
+    info = {
+        "tfgcrf": tfgcrf.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "parameters": int(saved.count_params()),
+        "parameters_outside_backbone": int(
+            sum(v.numpy().size for v in saved.weights if "efficientnet" not in v.path)
+        ),
+        **(metadata or {}),
+    }
+    (folder / METADATA_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
+    return folder
