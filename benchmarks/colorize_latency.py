@@ -1,4 +1,4 @@
-"""Warm wall time of `Colorizer.colorize` (8 samples) and `Colorizer.edit` on a 1024x768 photo.
+"""Warm wall time of `Colorizer.colorize` (8 samples), `Colorizer.edit` and an edit session on a 1024x768 photo.
 
 Splits both into their stages (model network, similarity S, G-CRF solve, chroma upsampling,
 recombination) and compares with baselines measured in the same run: the VAE-MDN without the
@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 from tfgcrf import color, fullres  # noqa: E402
 from tfgcrf.colorizer import Colorizer  # noqa: E402
 from tfgcrf.errors import UserError  # noqa: E402
+from tfgcrf.layers import edit_terms  # noqa: E402
 
 WIDTH, HEIGHT = 1024, 768
 NUM_SAMPLES = 8
@@ -86,7 +87,8 @@ def main():
     similarity = colorizer._similarity(l_small)
     solve = tf.function(lambda s, u, w: model.crf(s, u, w, initial=u), autograph=False)
     edit_crf = model.crf_solver(config.edit_solver)
-    edit_solve = tf.function(lambda s, u, w: edit_crf(s, u, w), autograph=False)
+    edit_solve = tf.function(lambda s, u, w, e: edit_crf(s, u, w, extra=e), autograph=False)
+    edit_extra = edit_terms.edit_precision(l_small)
     sample_weights = tf.fill([1, pixels], config.beta_train)
     ab_small = colorizer._sample(l_small, NUM_SAMPLES, seed, mode)[0][0]
     ab_full = fullres.upsample_chroma(ab_small, lightness)
@@ -133,17 +135,49 @@ def main():
         ("edit, end to end (Colorizer.edit, 2 points)", _time(fresh(lambda: colorizer.edit(rgb, points, colors)), r)),
         ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r)),
         (f"  G-CRF solve ({config.edit_solver}, 2 right-hand sides)",
-         _time(lambda: edit_solve(similarity, edit_unary, edit_weights), r)),
+         _time(lambda: edit_solve(similarity, edit_unary, edit_weights, edit_extra), r)),
         ("  upsampling + recombination, 1 image",
          _time(lambda: colorizer._to_full(edit_small, lightness), r)),
     ]
-    colorize_total, edit_total = rows[0][1], rows[9][1]
+    # The interactive path: one session, then one more point at a new place each time (a new
+    # grid pixel: one new Woodbury column), answered at full resolution.
+    session_ms = _time(lambda: colorizer.session(rgb), r)
+    session = colorizer.session(rgb)
+    for (x, y), rgb_color in zip(points, colors):
+        session.add_point(x, y, rgb_color)
+    session.result()
+    places = iter([(40 + 37 * i % 940, 60 + 53 * i % 650) for i in range(10 * r + 10)])
+
+    def one_more_point():
+        key = session.add_point(*next(places), (200, 60, 60))
+        image = session.result()
+        session.remove_point(key)
+        return image
+
+    def grid_update():
+        key = session.add_point(*next(places), (200, 60, 60))
+        grid = session.grid_result()
+        session.remove_point(key)
+        return grid
+
+    grid = session.grid_result()
+    entries = list(session._points.values())
+    point_px = np.array([xy for xy, _, _ in entries], np.int32)
+    point_ab = np.array([ab for _, _, ab in entries], np.float32)
+    rows += [
+        ("edit session: create (Colorizer.session: S, prior, factors)", session_ms),
+        ("edit session: one more point, end to end (add + result)", _time(one_more_point, r)),
+        ("  grid: Woodbury update, one new column", _time(grid_update, r)),
+        ("  full resolution: upsampling + point refinement + recombination (XLA)",
+         _time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab), r)),
+    ]
+    colorize_total, edit_total, session_total = rows[0][1], rows[9][1], rows[14][1]
     print(f"{note}; grid {size}x{size}, photo {WIDTH}x{HEIGHT}, {NUM_SAMPLES} samples ({mode}), "
           f"median of {r} warm runs, {os.cpu_count()} CPU cores")
     print(f"| {'stage':<58} | {'ms':>8} | {'share':>6} |")
     print(f"| {'-' * 58} | {'-' * 8}:| {'-' * 6}:|")
     for index, (name, ms) in enumerate(rows):
-        total = colorize_total if index < 9 else edit_total
+        total = colorize_total if index < 9 else edit_total if index < 13 else session_total
         print(f"| {name:<58} | {ms:8.1f} | {100 * ms / total:5.0f}% |")
     again = _time(lambda: colorizer.edit(rgb, points, colors), r)
     print(f"| {'edit again on the same photo (S kept from the last call)':<58} | {again:8.1f} | "
@@ -152,6 +186,8 @@ def main():
     print(f"\nguided upsampling + L-preserving recombination vs the bilinear + clip baseline: "
           f"{guided / rows[8][1]:.2f}x the time")
     print(f"G-CRF colorize (model + S + solve) vs the VAE-MDN baseline: {rows[5][1] / rows[2][1]:.2f}x the time")
+    print(f"one more point in a session vs a stateless 2-point edit: {rows[14][1] / edit_total:.3f}x "
+          f"the time ({rows[14][1]:.0f} ms; target 150 ms)")
 
 
 if __name__ == "__main__":

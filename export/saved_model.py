@@ -52,6 +52,9 @@ def warmup_requests(num_samples):
         ("sample", {"image_bytes": image, "seed": seed}),
         ("edit", {**edit_inputs, "from_sample": np.array([-1], np.int32)}),
         ("edit", {**edit_inputs, "from_sample": np.array([num_samples - 1], np.int32)}),
+        ("edit_links", {**edit_inputs, "from_sample": np.array([-1], np.int32),
+                        "links": np.array([[[0.25, 0.5, 0.75, 0.75]]], np.float32),
+                        "num_links": np.array([1], np.int32)}),
         ("sample_tensor", {"image": np.zeros((1, height, width, 3), np.uint8), "seed": seed}),
     ]
 

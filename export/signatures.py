@@ -8,6 +8,9 @@ the SavedModel signatures (the contract is documented in the README, "Export and
 - `edit`: `image_bytes` string [B], `points` float32 [B, K, 2] (x, y relative), `colors` uint8
   [B, K, 3] (RGB), `num_points` int32 [B], `seed` int64 [B], `from_sample` int32 [B] ->
   `colorized_bytes` string [B].
+- `edit_links`: the inputs of `edit` plus `links` float32 [B, J, 4] ((x1, y1, x2, y2) relative)
+  and `num_links` int32 [B]: "same color" links (a SavedModel signature cannot have optional
+  inputs, so `edit` keeps its inputs and old requests stay valid).
 - `sample_tensor`: `image` uint8 [B, H, W, 3], `seed` int64 [B] -> `colorized` uint8
   [B, N, H, W, 3], `scores` float32 [B, N] (no image coding, one size per batch).
 
@@ -20,9 +23,10 @@ errors whose messages say what is wrong (graph assertions), never by crashing th
 
 import tensorflow as tf
 
-from tfgcrf import color, fullres
+from tfgcrf import color, fullres, hints
+from tfgcrf.edit_session import MAX_POINTS
 from tfgcrf.decode import MAX_PIXELS, decode_image
-from tfgcrf.models.points import points_to_grid
+from tfgcrf.models.points import links_to_grid, points_to_grid
 from tfgcrf.preprocessing import GridConverter
 
 # Default limit on the pixels of a request image: the package's one limit (`tfgcrf.decode`), so a
@@ -98,11 +102,13 @@ class ServingModule(tf.Module):
         return samples, scores[0]
 
     @tf.autograph.experimental.do_not_convert
-    def _edit(self, rgb, points, colors, num_points, seed, from_sample):
-        """One edit request -> uint8 RGB [H, W, 3]."""
+    def _edit(self, rgb, points, colors, num_points, seed, from_sample, links=None, num_links=None):
+        """One edit request -> uint8 RGB [H, W, 3] (the same answer as `Colorizer.edit`)."""
         count = tf.shape(points)[0]
         valid = points[:num_points]
         checks = [
+            tf.debugging.assert_less_equal(
+                count, MAX_POINTS, message=f"an edit holds at most {MAX_POINTS} points"),
             tf.debugging.assert_non_negative(num_points, message="num_points must be >= 0"),
             tf.debugging.assert_less_equal(
                 num_points, count, message="num_points must be <= K, the length of the points axis"
@@ -120,6 +126,28 @@ class ServingModule(tf.Module):
                 message=f"from_sample must be < num_samples = {self.num_samples}",
             ),
         ]
+        link_pairs = None
+        if links is not None:
+            ends = links[:num_links]
+            shape = tf.shape(rgb)
+            pixel_ends = tf.cast(tf.floor(tf.reshape(ends, [-1, 2, 2]) * tf.cast(
+                tf.stack([shape[1], shape[0]]), tf.float32)), tf.int32)
+            checks += [
+                tf.debugging.assert_less_equal(
+                    tf.shape(links)[0], MAX_POINTS, message=f"an edit holds at most {MAX_POINTS} links"),
+                tf.debugging.assert_non_negative(num_links, message="num_links must be >= 0"),
+                tf.debugging.assert_less_equal(
+                    num_links, tf.shape(links)[0],
+                    message="num_links must be <= J, the length of the links axis"),
+                tf.debugging.Assert(
+                    tf.reduce_all((ends >= 0.0) & (ends <= 1.0)),
+                    ["links must be (x1, y1, x2, y2) relative to the image, in [0, 1]; got", ends]),
+                tf.debugging.Assert(
+                    tf.reduce_all(tf.reduce_any(pixel_ends[:, 0] != pixel_ends[:, 1], axis=-1)),
+                    ["a link must join two different pixels; got", ends]),
+            ]
+            link_pairs = links_to_grid(links[tf.newaxis], self.grid_size)
+            num_links = num_links[tf.newaxis]
         with tf.control_dependencies(checks):
             lightness, l_small = self.converter(rgb)
         _, colors_ab = color.rgb_to_model(colors)
@@ -134,13 +162,20 @@ class ServingModule(tf.Module):
                 l_small, self.num_samples, seed=seed, mode=self.mode, similarity=similarity
             )
             base = tf.gather(samples, from_sample, axis=1)
-            return self.model.edit(l_small, mask, target_ab, base_ab=base, similarity=similarity)
+            return self.model.edit(l_small, mask, target_ab, base_ab=base, links=link_pairs,
+                                   num_links=num_links, similarity=similarity)
 
         def points_only():
-            return self.model.edit(l_small, mask, target_ab, similarity=similarity)
+            return self.model.edit(l_small, mask, target_ab, links=link_pairs, num_links=num_links,
+                                   similarity=similarity)
 
         ab_small = tf.cond(from_sample >= 0, on_sample, points_only)
-        return fullres.to_photo(ab_small, lightness)[0]
+        shape = tf.shape(lightness)
+        pixels = tf.cast(tf.floor(valid * tf.cast(tf.stack([shape[1], shape[0]]), tf.float32)),
+                         tf.int32)
+        pixels = tf.minimum(pixels, tf.stack([shape[1], shape[0]]) - 1)
+        return hints.finish_edit(ab_small, lightness, pixels, colors_ab[:num_points],
+                                 self.grid_size)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes"),
@@ -172,7 +207,25 @@ class ServingModule(tf.Module):
         tf.TensorSpec([None], tf.int32, name="from_sample"),
     ])
     def edit(self, image_bytes, points, colors, num_points, seed, from_sample):
-        checks = _same_batch(image_bytes, points, colors, num_points, seed, from_sample)
+        return self._edit_batch(image_bytes, points, colors, num_points, seed, from_sample)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes"),
+        tf.TensorSpec([None, None, 2], tf.float32, name="points"),
+        tf.TensorSpec([None, None, 3], tf.uint8, name="colors"),
+        tf.TensorSpec([None], tf.int32, name="num_points"),
+        tf.TensorSpec([None], tf.int64, name="seed"),
+        tf.TensorSpec([None], tf.int32, name="from_sample"),
+        tf.TensorSpec([None, None, 4], tf.float32, name="links"),
+        tf.TensorSpec([None], tf.int32, name="num_links"),
+    ])
+    def edit_links(self, image_bytes, points, colors, num_points, seed, from_sample, links,
+                   num_links):
+        return self._edit_batch(image_bytes, points, colors, num_points, seed, from_sample, links,
+                                num_links)
+
+    def _edit_batch(self, image_bytes, points, colors, num_points, seed, from_sample, *links):
+        checks = _same_batch(image_bytes, points, colors, num_points, seed, from_sample, *links)
         checks.append(
             tf.debugging.assert_equal(
                 tf.shape(points)[1], tf.shape(colors)[1],
@@ -187,7 +240,7 @@ class ServingModule(tf.Module):
         with tf.control_dependencies(checks):
             pngs = tf.map_fn(
                 one,
-                (image_bytes, points, colors, num_points, seed, from_sample),
+                (image_bytes, points, colors, num_points, seed, from_sample, *links),
                 fn_output_signature=tf.TensorSpec([], tf.string),
                 parallel_iterations=1,
             )
@@ -218,5 +271,6 @@ class ServingModule(tf.Module):
             "serving_default": self.sample,
             "sample": self.sample,
             "edit": self.edit,
+            "edit_links": self.edit_links,
             "sample_tensor": self.sample_tensor,
         }

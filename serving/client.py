@@ -35,6 +35,7 @@ from tfgcrf.serving.status import MAX_GRPC_MESSAGE_BYTES, ServingError, code_for
 DEFAULT_MODEL_NAME = "tfgcrf"
 SAMPLE_SIGNATURE = "sample"
 EDIT_SIGNATURE = "edit"
+EDIT_LINKS_SIGNATURE = "edit_links"
 
 SampleResult = collections.namedtuple("SampleResult", ["images", "scores"])
 SampleResult.__doc__ = """Output of `Client.sample`: `images` is a list of N PNG byte strings
@@ -231,7 +232,7 @@ class Client:
         )
         return SampleResult(list(outputs["colorized_bytes"][0]), outputs["scores"][0])
 
-    def edit(self, image_bytes, points, colors, seed=0, from_sample=-1):
+    def edit(self, image_bytes, points, colors, seed=0, from_sample=-1, links=None):
         """Colorizes one image with user color points.
 
         Args:
@@ -241,6 +242,8 @@ class Client:
           seed: int, the sample seed (used with `from_sample`).
           from_sample: -1 to take colors only from the points; k >= 0 to edit on top of
             sample k of `sample(image_bytes, seed)`.
+          links: optional J (x1, y1, x2, y2) pairs of places (relative, in [0, 1]) that should
+            take the same color; sent to the `edit_links` signature (`edit` without them).
 
         Returns:
           PNG bytes at the input size.
@@ -257,18 +260,21 @@ class Client:
         padded_colors = np.zeros((1, max(count, 1), 3), np.uint8)
         padded_points[0, :count] = points
         padded_colors[0, :count] = colors
-        outputs = self.predict(
-            EDIT_SIGNATURE,
-            {
-                "image_bytes": _image_batch(image_bytes),
-                "points": padded_points,
-                "colors": padded_colors,
-                "num_points": np.array([count], np.int32),
-                "seed": np.array([seed], np.int64),
-                "from_sample": np.array([from_sample], np.int32),
-            },
-        )
-        return outputs["colorized_bytes"][0]
+        inputs = {
+            "image_bytes": _image_batch(image_bytes),
+            "points": padded_points,
+            "colors": padded_colors,
+            "num_points": np.array([count], np.int32),
+            "seed": np.array([seed], np.int64),
+            "from_sample": np.array([from_sample], np.int32),
+        }
+        if links is None:
+            return self.predict(EDIT_SIGNATURE, inputs)["colorized_bytes"][0]
+        links = _rows(links, 4, np.float32, "links must be (x1, y1, x2, y2) rows")
+        padded_links = np.zeros((1, max(len(links), 1), 4), np.float32)
+        padded_links[0, :len(links)] = links
+        inputs.update(links=padded_links, num_links=np.array([len(links)], np.int32))
+        return self.predict(EDIT_LINKS_SIGNATURE, inputs)["colorized_bytes"][0]
 
     def close(self):
         self._transport.close()

@@ -8,6 +8,7 @@ from skimage import color as skcolor
 from tfgcrf import Colorizer
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.imageio import read_image
+from tfgcrf.models.points import grid_index
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 # 384x256: non-square, 24x the 16x16 grid of the smoke model.
@@ -144,8 +145,11 @@ def test_edit_on_a_sample_keeps_the_sample_elsewhere(colorizer, photo):
     assert np.linalg.norm(lab[point[1], point[0], 1:] - requested) < 0.4 * before
     change = np.linalg.norm(lab[..., 1:] - sample_lab[..., 1:], axis=-1)
     assert change.mean() > 0.5  # the edit reaches beyond its pixel ...
+    # ... and elsewhere keeps the sample more than an edit from the point alone.
     points_only = colorizer.edit(photo, [point], [in_gamut_color(lightness, *requested)])
-    assert change.mean() < np.linalg.norm(_lab(points_only)[..., 1:] - sample_lab[..., 1:], axis=-1).mean()
+    far = _far_mask(photo.shape, point)
+    other = np.linalg.norm(_lab(points_only)[..., 1:] - sample_lab[..., 1:], axis=-1)
+    assert change[far].mean() < other[far].mean()
 
 
 def test_explain_is_the_similarity_row(colorizer):
@@ -175,7 +179,15 @@ def test_explain_is_the_similarity_row(colorizer):
         (lambda c: c.edit(PHOTO, [(-1, 10)], [(1, 2, 3)]), "outside"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 256)]), "0..255"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2)]), "one .r, g, b. color per point"),
-        (lambda c: c.edit(PHOTO, [], []), "non-empty"),
+        (lambda c: c.edit(PHOTO, [], []), "at least one point or one link"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], links=[((0, 0), (400, 5))]),
+         r"link end \(400, 5\) is outside"),
+        (lambda c: c.edit(PHOTO, [], [], links=[((7, 9), (7, 9))]), r"link from \(7, 9\) to itself"),
+        (lambda c: c.edit(PHOTO, [], [], links=[(1, 2, 3)]), "pairs of points"),
+        (lambda c: c.edit(PHOTO, [(5, 5), (5, 5)], [(200, 0, 0), (0, 0, 200)]),
+         r"points 1 and 2 are on the same pixel \(5, 5\) with different colors"),
+        (lambda c: c.edit(PHOTO, [(i % 384, i // 384) for i in range(257)], [(9, 9, 9)] * 257),
+         "at most 256 points"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], from_sample=4), "no sample 4"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], from_sample=-1), ">= 0"),
         (lambda c: c.explain(PHOTO, (10, 256)), "outside"),
@@ -211,3 +223,106 @@ def test_default_preset_colorizes_diversely():
     assert_samples_differ(samples, min_fraction=0.5)
     # A trained model colors the photo: clearly non-gray on average.
     assert np.linalg.norm(lab[..., 1:], axis=-1).mean() > 5.0
+
+
+def test_bad_edits_compute_nothing(colorizer, monkeypatch):
+    """Every check runs before the model: nothing is computed for a refused request."""
+    def fail(*args):
+        raise AssertionError("the model ran for a refused request")
+
+    monkeypatch.setattr(colorizer, "_prepare", fail)
+    for points, colors, links in (([(400, 1)], [(1, 2, 3)], None),
+                                  ([(1, 1)], [(1, 2, 3)], [((3, 3), (3, 3))]),
+                                  ([(1, 1), (1, 1)], [(1, 2, 3), (3, 2, 1)], None)):
+        with pytest.raises(InputError):
+            colorizer.edit(PHOTO, points, colors, links=links)
+
+
+def _ab_at(image, point):
+    return _lab(image)[point[1], point[0], 1:]
+
+
+def test_points_8_px_apart_keep_their_colors_at_1024_px(colorizer):
+    """Two points closer than a grid cell (64 px here) are not blended into a third color."""
+    photo = np.asarray(Image.open(PHOTO).resize((1024, 768), Image.BICUBIC))
+    first, second = (300, 500), (308, 500)  # L* 52 and 37: both colors in the sRGB gamut
+    requested = {first: np.array([45.0, 25.0]), second: np.array([10.0, -40.0])}
+    colors = [in_gamut_color(_lab(photo)[y, x, 0], *requested[(x, y)]) for x, y in requested]
+    edited = colorizer.edit(photo, list(requested), colors)
+    for point, ab in requested.items():
+        assert np.linalg.norm(_ab_at(edited, point) - ab) < 3.0, point
+    # The same with a session, point by point, and after moving one point next to the other.
+    session = colorizer.session(photo)
+    keys = [session.add_point(x, y, rgb) for (x, y), rgb in zip(requested, colors)]
+    np.testing.assert_array_equal(session.result(), edited)
+    session.move_point(keys[1], 302, 501)
+    moved = session.result()
+    assert np.linalg.norm(_ab_at(moved, first) - requested[first]) < 3.0
+    assert np.linalg.norm(_ab_at(moved, (302, 501)) - requested[second]) < 6.0
+    session.remove_point(keys[1])
+    alone = colorizer.edit(photo, [first], colors[:1])
+    np.testing.assert_array_equal(session.result(), alone)
+    # Coinciding points: the same color is fine, different colors are refused in one line.
+    colorizer.edit(photo, [first, first], [colors[0], colors[0]])
+    with pytest.raises(InputError, match="same pixel"):
+        session.add_point(*first, colors[1])
+
+
+def test_session_answers_as_the_model_edit_on_the_grid(colorizer, photo):
+    from tfgcrf.models.points import links_to_grid, points_to_grid
+
+    session = colorizer.session(photo)
+    points = [(60, 30), (300, 200), (305, 203)]
+    colors = [(200, 120, 40), (40, 90, 200), (60, 80, 200)]
+    for point, rgb in zip(points, colors):
+        session.add_point(*point, rgb)
+    session.link((20, 20), (350, 240))
+    relative = colorizer._relative_points(points, 256, 384)
+    mask, target = points_to_grid(relative[None], colorizer._point_chroma(colors, 3)[None], [3],
+                                  colorizer.grid_size)
+    ends = colorizer._relative_points([(20, 20), (350, 240)], 256, 384).reshape(1, 1, 4)
+    expected = colorizer.model.edit(session._l_small, mask, target,
+                                    links=links_to_grid(ends, colorizer.grid_size), num_links=[1])
+    np.testing.assert_allclose(session.grid_result(), expected, atol=1e-4)
+
+
+def mid_lightness_places(photo):
+    """Three places of lightness L* 45-60 (room for saturated colors in sRGB): two far apart, and
+    a third 60-150 px from the second."""
+    lightness = _lab(photo)[..., 0]
+    candidates = np.argwhere((lightness > 45) & (lightness < 60))[:, ::-1]
+    first, second = candidates[0], candidates[-1]
+    distance = np.linalg.norm(candidates - second, axis=1)
+    third = candidates[np.flatnonzero((distance > 60) & (distance < 150))[0]]
+    return [tuple(int(v) for v in place) for place in (first, second, third)]
+
+
+def test_links_give_separated_regions_the_same_color(colorizer, photo):
+    """A link says "the same color" without saying which: a red point at the first place, a blue
+    point nearer the second; unlinked the two places differ, linked their regions agree."""
+    first, second, third = mid_lightness_places(photo)
+    colors = [in_gamut_color(_lab(photo)[y, x, 0], *ab)
+              for (x, y), ab in zip((first, third), [(30.0, 20.0), (5.0, -30.0)])]
+    results = {}
+    for name, links in (("unlinked", []), ("linked", [(first, second)])):
+        session = colorizer.session(photo)
+        for (x, y), rgb in zip((first, third), colors):
+            session.add_point(x, y, rgb)
+        for link in links:
+            session.link(*link)
+        grid = session.grid_result().numpy()[0] * 110.0  # ab units
+        cells = [np.unravel_index(int(grid_index((np.array(p) + 0.5) / [384, 256],
+                                                 colorizer.grid_size)), grid.shape[:2])
+                 for p in (first, second)]
+        side = colorizer.grid_size
+        windows = [np.array([grid[min(max(r + dy, 0), side - 1), min(max(c + dx, 0), side - 1)]
+                             for dy in (-1, 0, 1) for dx in (-1, 0, 1)]) for r, c in cells]
+        image = session.result()
+        results[name] = (np.abs(windows[0] - windows[1]).max(),
+                         np.linalg.norm(_ab_at(image, first) - _ab_at(image, second)))
+    # On the grid the two linked 3x3 regions agree within 2 ab units (20 apart unlinked); in the
+    # photo the places get closer (the red point's own pixel keeps its exact color there).
+    assert results["unlinked"][0] > 10.0 and results["linked"][0] < 2.0, results
+    assert results["linked"][1] < 0.75 * results["unlinked"][1], results
+    # Links alone (no point) are a valid edit.
+    colorizer.edit(photo, [], [], links=[(first, second)])

@@ -14,7 +14,8 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
-from tfgcrf import color, fullres, imageio
+from tfgcrf import color, fullres, hints, imageio
+from tfgcrf.edit_session import MAX_POINTS, EditSession
 from tfgcrf.errors import InputError
 from tfgcrf.models.gcrf_colorizer import SAMPLE_MODES
 from tfgcrf.models.loading import load_model
@@ -100,6 +101,21 @@ class Colorizer:
             )
             for jit in (False, True)
         }
+        # One edit's grid chroma -> uint8 image (upsampling, point refinement, recombination).
+        self._finish_edit = {
+            jit: tf.function(
+                lambda ab, lightness, points, chroma, jit=jit: hints.finish_edit(
+                    ab, lightness, points, chroma, size, jit=jit),
+                input_signature=[
+                    tf.TensorSpec([1, size, size, 2], tf.float32),
+                    tf.TensorSpec([None, None], tf.float32),
+                    tf.TensorSpec([None, 2], tf.int32),
+                    tf.TensorSpec([None, 2], tf.float32),
+                ],
+                autograph=False,
+            )
+            for jit in (False, True)
+        }
         # Python arguments (num_samples, mode, use_gcrf) are part of the trace; the seed is a
         # tensor so that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no
         # jit_compile. The methods branch on Python values only: autograph is not needed.
@@ -139,6 +155,11 @@ class Colorizer:
     def edit_grid(self, l, mask, target_ab, base_ab=None, similarity=None):
         """`GCRFColorizer.edit` compiled: ab `[B, size, size, 2]` (`similarity` reused)."""
         return self._edit(l, mask, target_ab, base_ab, similarity=similarity)
+
+    def edit_session_grid(self, l, base_ab=None, similarity=None, **options):
+        """`GCRFColorizer.edit_session` of one grid image `l [1, size, size, 1]` (`similarity`
+        reused): its prior system factored once, answering point and link sets by updates."""
+        return self.model.edit_session(l, base_ab, similarity=similarity, **options)
 
     def _photo(self, rgb):
         """`(L_full, l_small, S)` of a uint8 RGB photo; the last photo's are kept and reused."""
@@ -191,43 +212,76 @@ class Colorizer:
         images = self._to_full(ab_small[0], lightness)
         return (images, scores[0].numpy()) if return_scores else images
 
-    def edit(self, image, points, colors, from_sample=None, seed=0, num_samples=None, mode="top"):
+    def edit(self, image, points, colors, from_sample=None, seed=0, num_samples=None, mode="top",
+             links=None):
         """Colorizes a photo from a few user color points, propagated by the learned structure.
 
         Args:
           image: as for `colorize`.
-          points: `(x, y)` pixel positions in the input image (x = column, y = row).
+          points: `(x, y)` pixel positions in the input image (x = column, y = row); at most
+            `MAX_POINTS`. May be empty when `links` are given.
           colors: one `(r, g, b)` color (0-255) per point. Only its chroma is used: the output
-            keeps the photo's lightness.
-          from_sample: None to colorize from the points alone (the paper's Fig. 6); K to apply
-            the edits on top of sample K of `colorize(image, num_samples, seed, mode)`, keeping
-            that sample's colors where the edits do not reach.
+            keeps the photo's lightness. Each point's chroma is reproduced at its own pixel (up
+            to the sRGB gamut at that lightness), however close the points are.
+          from_sample: None to start from the model's own most probable colorization, kept
+            weakly where the points do not reach; K to apply the edits on top of sample K of
+            `colorize(image, num_samples, seed, mode)` instead.
           seed, num_samples, mode: the `colorize` arguments sample K comes from. In "top" mode
             sample K does not depend on them; in "draw" mode `num_samples` defaults to
             `DEFAULT_SAMPLES`, as in `colorize`.
+          links: optional `[((x1, y1), (x2, y2)), ...]`: each pair of places should take the
+            same color, without saying which (the paper's second kind of control).
 
         Returns:
           uint8 `[H, W, 3]` sRGB image.
 
         Raises:
-          InputError: unreadable image, a point outside the image, a malformed color, or an
-            invalid `from_sample`.
+          InputError: unreadable image, a point or link end outside the image, a link from a
+            place to itself, two points on one pixel with different colors, more than
+            `MAX_POINTS` points or links, no point and no link, a malformed color, or an invalid
+            `from_sample`. Everything is checked before anything is computed.
         """
         rgb = _as_rgb(image)
         height, width = rgb.shape[:2]
-        points_rel = self._relative_points(points, height, width)
-        chroma = self._point_chroma(colors, len(points_rel))
-        lightness, l_small, similarity = self._photo(rgb)
-        mask, target = points_to_grid(
-            points_rel[None], chroma[None], [len(points_rel)], self.grid_size
-        )
+        pixels = hints.check_points(points, width, height)
+        links = hints.check_links([] if links is None else links, width, height)
+        if not len(pixels) and not len(links):
+            raise InputError("an edit needs at least one point or one link")
+        for count, what in ((len(pixels), "points"), (len(links), "links")):
+            if count > MAX_POINTS:
+                raise InputError(f"an edit holds at most {MAX_POINTS} {what}, got {count}")
+        hints.check_conflicts(pixels, self._point_chroma(colors, len(pixels)), width, height)
+        session = self.session(rgb, from_sample, seed, num_samples, mode)
+        for (x, y), rgb_color in zip(pixels, colors):
+            session.add_point(x, y, rgb_color)
+        for first, second in links:
+            session.link(first, second)
+        return session.result()
+
+    def session(self, image, from_sample=None, seed=0, num_samples=None, mode="top"):
+        """An interactive edit session on one photo (`tfgcrf.edit_session.EditSession`).
+
+        It computes what does not depend on the points once (S, the prior, one factorization);
+        then `add_point(x, y, color)`, `move_point(id, x, y)`, `remove_point(id)`,
+        `link((x1, y1), (x2, y2))`, `unlink(id)` and `result()` answer incrementally, with the
+        same answer as `edit` with the same points and links.
+
+        Args:
+          image, from_sample, seed, num_samples, mode: as for `edit`.
+
+        Raises:
+          InputError: unreadable image or invalid `from_sample`.
+        """
+        rgb = _as_rgb(image)
         base = None
         if from_sample is not None:
             num_samples = self._check_from_sample(from_sample, num_samples, mode)
+        lightness, l_small, similarity = self._photo(rgb)
+        if from_sample is not None:
             samples, _ = self.sample_grid(l_small, num_samples, seed, mode, similarity=similarity)
             base = samples[:, int(from_sample)]
-        ab_small = self.edit_grid(l_small, mask, target, base, similarity=similarity)
-        return self._to_full(ab_small, lightness)[0]
+        grid = self.edit_session_grid(l_small, base, similarity=similarity)
+        return EditSession(self, rgb.shape[:2], lightness, l_small, grid)
 
     def explain(self, image, point):
         """The attention map of one pixel: its row of the learned similarity S.
@@ -283,18 +337,9 @@ class Colorizer:
     @staticmethod
     def _relative_points(points, height, width):
         """Pixel `(x, y)` points -> `[K, 2]` positions of the pixel centers relative to the image."""
-        try:
-            array = np.asarray(points, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"points must be (x, y) pairs of numbers, got {points!r}") from None
-        if array.ndim != 2 or array.shape[1] != 2 or len(array) == 0:
+        array = hints.check_points(points, width, height)
+        if len(array) == 0:
             raise InputError(f"points must be a non-empty list of (x, y) pairs, got {points!r}")
-        for x, y in array:
-            if not (0 <= x < width and 0 <= y < height):
-                raise InputError(
-                    f"point ({x:g}, {y:g}) is outside the {width}x{height} image "
-                    f"(x must be in 0..{width - 1}, y in 0..{height - 1})"
-                )
         return ((array + 0.5) / [width, height]).astype(np.float32)
 
     @staticmethod
@@ -304,6 +349,8 @@ class Colorizer:
             array = np.asarray(colors, dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError(f"colors must be (r, g, b) triples, got {colors!r}") from None
+        if count == 0 and array.size == 0:
+            return np.zeros([0, 2], np.float32)
         if array.shape != (count, 3):
             raise InputError(f"expected one (r, g, b) color per point ({count}), got {colors!r}")
         if not (np.all(array >= 0) and np.all(array <= 255) and np.all(array == np.round(array))):

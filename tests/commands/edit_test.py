@@ -100,3 +100,40 @@ def test_bad_sample_choice(arguments, message, tmp_path, smoke_model_file, capsy
                           "--out", str(tmp_path / "e.png"), "--model", smoke_model_file)
     lines = captured.err.strip().splitlines()
     assert code != 0 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_link_makes_two_places_agree(tmp_path, smoke_model_file, capsys):
+    from colorizer_test import mid_lightness_places
+
+    first, far, near = mid_lightness_places(read_image(PHOTO))
+    red, _ = _requested_color(first, a=30.0, b=20.0)
+    blue, _ = _requested_color(near, a=5.0, b=-30.0)
+    points = ["--point", f"{first[0]},{first[1]},{red}", "--point", f"{near[0]},{near[1]},{blue}"]
+    outputs = {}
+    for name, extra in (("unlinked", []), ("linked", ["--link", f"{first[0]},{first[1]},{far[0]},{far[1]}"])):
+        out = tmp_path / f"{name}.png"
+        code, captured = _run(capsys, PHOTO, *points, *extra, "--out", str(out),
+                              "--model", smoke_model_file)
+        assert code == 0, captured.err
+        lab = skcolor.rgb2lab(read_image(out))
+        outputs[name] = np.linalg.norm(lab[first[1], first[0], 1:] - lab[far[1], far[0], 1:])
+    # The linked place takes (most of) the first place's color (the grid-level agreement is
+    # tested in colorizer_test).
+    assert outputs["unlinked"] > 10.0 and outputs["linked"] < 0.75 * outputs["unlinked"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--link", "1,2,3"], r"malformed --link '1,2,3': expected X1,Y1,X2,Y2"),
+    (["--link", "1,2,3,x"], "malformed --link"),
+    (["--link", "10,10,384,5"], r"link end \(384, 5\) is outside the 384x256 image"),
+    (["--link", "10,10,10,10"], r"link from \(10, 10\) to itself"),
+    (["--point", "5,5,#ff0000", "--point", "5,5,#0000ff"], "points 1 and 2 are on the same pixel"),
+    ([], "give at least one --point X,Y,COLOR or --link X1,Y1,X2,Y2"),
+])
+def test_bad_links_and_points_give_one_line_error(arguments, message, tmp_path, smoke_model_file,
+                                                  capsys):
+    code, captured = _run(capsys, PHOTO, *arguments, "--out", str(tmp_path / "e.png"),
+                          "--model", smoke_model_file)
+    lines = captured.err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and re.search(message, lines[0]), lines
+    assert not os.path.exists(tmp_path / "e.png")

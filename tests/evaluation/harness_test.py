@@ -26,6 +26,7 @@ class OracleColorizer:
         self.truths = truths  # model-size ground-truth ab, in data order
         self.index = -1
         self.calls = []
+        self.sessions, self.solved = [], []
 
     def similarity(self, l):
         self.index += 1
@@ -41,13 +42,22 @@ class OracleColorizer:
         scale = 1.0 if use_gcrf else 0.5
         return tf.repeat(scale * truth[None], num_samples, axis=1), tf.zeros([1, num_samples])
 
-    def edit_grid(self, l, mask, target_ab, similarity):
-        assert mask.shape == (len(control.POINT_COUNTS), SIZE, SIZE)
-        assert similarity.shape[0] == l.shape[0] and np.all(similarity.numpy() == self.index)
-        # More points reveal more grid cells: the nested hint sets reach the grid.
-        counts = tf.reduce_sum(mask, axis=[1, 2]).numpy()
-        assert counts[0] == 1 and np.all(np.diff(counts) >= 0) and counts[-1] > 50
-        return tf.repeat(self.truths[self.index], l.shape[0], axis=0)
+    def edit_session_grid(self, l, similarity, **options):
+        assert np.all(similarity.numpy() == self.index)  # S of this image, computed once
+        self.sessions.append(options)
+        return OracleSession(self.truths[self.index], self.solved)
+
+
+class OracleSession:
+    """Answers every point set with the truth at model size; records how many grid pixels it got."""
+
+    def __init__(self, truth, solved):
+        self.truth, self.solved = truth, solved
+
+    def solve(self, pixels, colors):
+        assert len(pixels) == len(colors)
+        self.solved.append(len(pixels))
+        return tf.reshape(self.truth, [-1, 2])
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +111,11 @@ def test_oracle_scores_match_the_truth(pairs):
     assert set(results["seconds_per_image"]) == {
         "similarity", "gcrf_sample", "vae_mdn_sample", "levin_control", "gcrf_control", "total"
     }
+    # One edit session per image answers the nested hint sets: every pixel of a 7x7 patch is a
+    # point (a patch covers 2x2 to 3x3 cells of the 32x32 grid); more patches reach more cells.
+    assert model.sessions == [{}, {}]
+    counts = model.solved[:len(control.POINT_COUNTS)]
+    assert 1 <= counts[0] <= 9 and np.all(np.diff(counts) >= 0) and counts[-1] > 200
     assert len(kept) == 1 and set(kept[0]["samples"]) == {"gcrf", "vae_mdn"}
     shown = kept[0]["control"]
     assert shown["truth"].shape == (256, 256, 3) and shown["truth"].dtype == np.uint8
@@ -144,3 +159,13 @@ def test_needs_two_samples_and_images(pairs):
         harness.evaluate(OracleColorizer([]), pairs, num_samples=1, seed=0)
     with pytest.raises(UserError, match="no images"):
         harness.evaluate(OracleColorizer([]), [], num_samples=2, seed=0)
+
+
+def test_ablation_scores_every_step(pairs):
+    model = OracleColorizer([example.grids[SIZE][1] for example in pairs[:1]])
+    results, _ = harness.evaluate(model, pairs[:1], num_samples=2, seed=7, ablation=True)
+    steps = [name for name in harness.CONTROL_VARIANTS if name != "gcrf"]
+    assert all("psnr_points" in results["methods"][name] for name in steps)
+    # Variants with the same grid energy share one session.
+    assert len(model.sessions) == len({tuple(sorted(o.items())) for o, _, _ in
+                                       harness.CONTROL_VARIANTS.values()})

@@ -74,6 +74,14 @@ result["edit_deterministic"] = bool(tf.reduce_all(edited == edit(**edit_inputs)[
 for i, png in enumerate(edited.numpy()):
     open(os.path.join(out_dir, f"edit_{i}.png"), "wb").write(png)
 
+edit_links = loaded.signatures["edit_links"]
+link_inputs = {**edit_inputs, "links": tf.constant([[[0.1, 0.1, 0.9, 0.8]], [[0.2, 0.2, 0.2, 0.2]]]),
+               "num_links": tf.constant([1, 0])}
+linked = edit_links(**link_inputs)["colorized_bytes"]
+result["links_without_links_equal_edit"] = bool(linked[1] == edited[1])
+for i, png in enumerate(linked.numpy()):
+    open(os.path.join(out_dir, f"linked_{i}.png"), "wb").write(png)
+
 huge_png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (100000).to_bytes(4, "big") * 2 + b"\x08\x02"
 bad = {
     "undecodable": (sample, dict(image_bytes=tf.constant([b"not an image"]), seed=seeds[:1])),
@@ -82,6 +90,10 @@ bad = {
     "points_out_of_range": (edit, {**edit_inputs, "num_points": tf.constant([2, 2])}),
     "num_points_above_k": (edit, {**edit_inputs, "num_points": tf.constant([3, 1])}),
     "from_sample_too_big": (edit, {**edit_inputs, "from_sample": tf.constant([-1, 99])}),
+    "link_to_itself": (edit_links, {**link_inputs, "num_links": tf.constant([1, 1])}),
+    "link_out_of_range": (edit_links, {**link_inputs, "links": 2 * link_inputs["links"]}),
+    "too_many_points": (edit, {**edit_inputs, "points": tf.zeros([2, 257, 2]),
+                               "colors": tf.zeros([2, 257, 3], tf.uint8)}),
 }
 result["errors"] = {}
 for name, (function, inputs) in bad.items():
@@ -124,7 +136,7 @@ def test_loads_with_tensorflow_only_and_uses_only_registered_ops(tf_only_run):
     # Nothing beyond what `import tensorflow` itself loads (no tfgcrf, no TFP).
     assert result["modules"] == []
     assert result["unregistered_ops"] == []
-    assert result["signatures"] == ["edit", "sample", "sample_tensor", "serving_default"]
+    assert result["signatures"] == ["edit", "edit_links", "sample", "sample_tensor", "serving_default"]
 
 
 @pytest.mark.slow
@@ -178,6 +190,15 @@ def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_mo
         got = _png(out_dir / f"edit_{i}.png")
         assert got.shape == expected.shape
         assert np.abs(got.astype(int) - expected).max() <= 1
+    # edit_links: the same edit plus a link; without links it is `edit`.
+    assert result["links_without_links_equal_edit"]
+    h, w = first.shape[:2]
+    linked = colorizer.edit(
+        first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)],
+        links=[((0.1 * w - 0.5, 0.1 * h - 0.5), (0.9 * w - 0.5, 0.8 * h - 0.5))])
+    got = _png(out_dir / "linked_0.png")
+    assert np.abs(got.astype(int) - linked).max() <= 1
+    assert np.any(got != _png(out_dir / "edit_0.png"))
 
 
 @pytest.mark.slow
@@ -188,6 +209,9 @@ def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_mo
         ("too_large", "image too large: 100000x100000 PNG"),
         ("batch_mismatch", "same batch size"),
         ("points_out_of_range", "points must be (x, y) relative"),
+        ("link_to_itself", "a link must join two different pixels"),
+        ("link_out_of_range", "links must be (x1, y1, x2, y2) relative"),
+        ("too_many_points", "at most 256 points"),
         ("num_points_above_k", "num_points must be <= K"),
         ("from_sample_too_big", "from_sample must be < num_samples"),
     ],

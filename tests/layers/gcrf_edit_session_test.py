@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from gaussian_crf_test import _photo_similarity, _reference, _relative_error
+from gcrf_reference import numpy_gcrf
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gcrf_edit_session import EditSession
 
@@ -59,3 +60,28 @@ def test_bad_arguments():
         EditSession(similarity).solve([64], [[0.1, 0.1]])
     with pytest.raises(UserError, match="both prior_weights and prior_unary"):
         EditSession(similarity, prior_weights=np.ones(64))
+
+
+def test_links_and_extra_match_the_dense_solve_as_they_change():
+    from tfgcrf.layers import edit_terms
+
+    similarity = _photo_similarity(size=16)
+    size = similarity.shape[-1]
+    rng = np.random.default_rng(3)
+    l = rng.uniform(0.2, 0.8, (1, 16, 16, 1)).astype(np.float32)
+    affinity = edit_terms.affinity_matrix(l)
+    extra = edit_terms.local_laplacian(affinity).numpy()[0].astype(np.float64)
+    prior_weights, prior_unary = np.full(size, 0.01), rng.uniform(-0.3, 0.3, (size, 2))
+    session = EditSession(similarity, prior_weights, prior_unary, extra=extra, link_weight=50.0)
+    pairs = np.array([[[3, 200], [40, 41], [100, 250]]])
+    vectors = edit_terms.link_vectors(affinity, pairs).numpy()[0].astype(np.float64)
+    pixels, colors = [7, 120], np.array([[0.4, -0.1], [-0.2, 0.3]])
+    for keys in ([0, 4], [0, 1, 4], [1, 2], []):  # link columns added, replaced, all removed
+        links = {key: vectors[:, key] for key in keys}
+        x = session.solve(pixels, colors, links=links)
+        link_part = 50.0 * vectors[:, keys] @ vectors[:, keys].T
+        weights, unary = prior_weights.copy(), prior_unary.copy()
+        weights[pixels], unary[pixels] = 5.0, colors
+        expected = numpy_gcrf(similarity, unary[None], weights[None], 1e-4,
+                              (extra + link_part)[None])[0]
+        assert _relative_error(x, expected) <= 1e-9

@@ -14,8 +14,11 @@ _POINT_FORMAT = "X,Y,#rrggbb or X,Y,R,G,B (X, Y in input pixels; R, G, B in 0..2
 
 def add_arguments(parser):
     parser.add_argument("input", metavar="INPUT", help="the photo (gray or color)")
-    parser.add_argument("--point", action="append", required=True, metavar="X,Y,COLOR",
+    parser.add_argument("--point", action="append", default=[], metavar="X,Y,COLOR",
                         help=f"a color point: {_POINT_FORMAT}; repeat for several points")
+    parser.add_argument("--link", action="append", default=[], metavar="X1,Y1,X2,Y2",
+                        help="the places (X1, Y1) and (X2, Y2) should take the same color, whichever "
+                        "it is (input pixels); repeat for several links")
     parser.add_argument("--from-sample", type=int, default=None, metavar="K",
                         help="apply the points on top of sample K of `tfgcrf colorize` (0-based, "
                         "as in <stem>_s<K>.png) instead of colorizing from the points alone")
@@ -64,14 +67,27 @@ def parse_point(spec):
     return (x, y), (value >> 16, (value >> 8) & 255, value & 255)
 
 
+def parse_link(spec):
+    """`X1,Y1,X2,Y2` -> `((x1, y1), (x2, y2))`."""
+    parts = [part.strip() for part in spec.split(",")]
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        x1, y1, x2, y2 = (int(part) for part in parts)
+    except ValueError:
+        raise InputError(f"malformed --link {spec!r}: expected X1,Y1,X2,Y2 (integers, input "
+                         "pixels)") from None
+    return (x1, y1), (x2, y2)
+
+
 def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, num_samples=None,
-              mode="top", show_points=False, explain=False):
+              mode="top", show_points=False, explain=False, links=None):
     """Edits one photo and writes the result (and attention maps); returns the written paths."""
     from tfgcrf import imageio, render
 
     rgb = imageio.read_image(path)
     edited = colorizer.edit(rgb, points, colors, from_sample=from_sample, seed=seed,
-                            num_samples=num_samples, mode=mode)
+                            num_samples=num_samples, mode=mode, links=links)
     if show_points:
         edited = render.draw_points(edited, points, colors)
     parent = os.path.dirname(out)
@@ -91,6 +107,13 @@ def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, nu
 
 def run(args):
     parsed = [parse_point(spec) for spec in args.point]
+    links = [parse_link(spec) for spec in args.link]
+    if not parsed and not links:
+        raise InputError("give at least one --point X,Y,COLOR or --link X1,Y1,X2,Y2")
+    from tfgcrf.edit_session import MAX_POINTS
+
+    if len(parsed) > MAX_POINTS or len(links) > MAX_POINTS:
+        raise InputError(f"an edit holds at most {MAX_POINTS} points and {MAX_POINTS} links")
     points = [point for point, _ in parsed]
     colors = [rgb for _, rgb in parsed]
     if args.from_sample is not None and args.from_sample < 0:
@@ -101,6 +124,6 @@ def run(args):
         out = os.path.join("out", os.path.splitext(os.path.basename(args.input))[0] + "_edit.png")
     colorizer = load_colorizer(args.model)
     written = edit_file(colorizer, args.input, out, points, colors, args.from_sample, args.seed,
-                        args.samples, args.mode, args.show_points, args.explain)
+                        args.samples, args.mode, args.show_points, args.explain, links)
     print("wrote " + ", ".join(written))
     return 0

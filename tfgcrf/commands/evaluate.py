@@ -30,6 +30,9 @@ def add_arguments(parser):
         help="all: diversity/consistency and control (default); diversity: skip the control "
         "protocol (Levin et al. and the edits, most of the time per image)")
     add("--json", dest="json_path", default=None, metavar="FILE", help="write the results to this JSON file")
+    add("--ablation", action="store_true",
+        help="also score the steps of the G-CRF edit path (learned S alone, + local smoothness, "
+        "+ model prior) in the control table")
     add("--report", default=None, metavar="DIR", help="folder for sample sheets and the PSNR plot")
 
 
@@ -86,6 +89,7 @@ def run(args):
         keep_images=REPORT_IMAGES if args.report else 0,
         on_image=progress,
         with_control=args.tables == "all",
+        ablation=args.ablation,
     )
     if len(specs) > 1:
         results["models"] = specs

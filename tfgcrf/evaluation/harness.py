@@ -12,7 +12,7 @@ With one model the method keys are `gcrf` and `vae_mdn`; with several, `gcrf/<mo
 `vae_mdn/<model name>`.
 
 Every model runs through the compiled functions of `tfgcrf.Colorizer` (`similarity`,
-`sample_grid`, `edit_grid`), the ones the API and the CLI run; the similarity S of an image is
+`sample_grid`, `edit_session_grid`), the ones the API and the CLI run; the similarity S of an image is
 computed once per model and reused by both diverse methods and all control edits.
 
 Diversity, consistency and colorfulness are measured at the model resolution (the image resized as
@@ -31,11 +31,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfgcrf import color, fullres
+from tfgcrf import color, fullres, hints
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.evaluation import control, levin, metrics
 from tfgcrf.evaluation.report import SHEET_POINTS
-from tfgcrf.models import points_to_grid
+from tfgcrf.models.points import grid_index, mean_by_cell
 
 logger = logging.getLogger("tfgcrf.evaluation")
 
@@ -145,41 +145,90 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
     return samples_by_method, similarities
 
 
-def _control(colorizers, example, similarities, corners, values, keep):
+# G-CRF control variants: name -> (`edit_session` arguments, hints given to the grid, refinement at
+# the patch centers at 256 px). "gcrf" is the full edit path: the defaults of `edit_terms` (local
+# smoothness, no model prior), every pixel of each 7x7 hint patch as a point (the hints at the
+# photo's resolution, as Levin et al. get them), the refinement of `Colorizer.edit`. The others are
+# its ablation steps (`ablation=True`): the learned S alone with one point per patch (its center,
+# the protocol before), + local smoothness, + the model's own prior (weight 0.002, off by default:
+# it lowered the validation PSNR at every |H|), + the patches' pixels.
+CONTROL_VARIANTS = {
+    "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False),
+    "gcrf_local": (dict(prior_weight=0.0), "center", False),
+    "gcrf_prior": (dict(prior_weight=0.002), "center", False),
+    "gcrf_patch": (dict(), "patch", False),
+    "gcrf": (dict(), "patch", True),
+}
+
+
+def _hint_points(corners, colors, count, hints_as):
+    """The first `count` hints as points: `(relative (x, y) [n, 2], chroma [n, 2])`."""
+    if hints_as == "center":
+        return control.patch_centers_xy(corners[:count]), colors[:count]
+    dy, dx = np.mgrid[0:control.PATCH_SIZE, 0:control.PATCH_SIZE]
+    offsets = np.stack([dy, dx], axis=-1).reshape(-1, 2)
+    pixels = (corners[:count, None, :] + offsets[None]).reshape(-1, 2)  # (y, x)
+    return (pixels[:, ::-1] + 0.5) / control.CONTROL_SIZE, np.repeat(colors[:count], len(offsets), 0)
+
+
+def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants):
+    """One model's answers to the nested hint sets: {variant: uint8 [len(POINT_COUNTS), 256, 256, 3]}.
+
+    Each variant factors its prior system once per image (`Colorizer.edit_session_grid`) and
+    answers the nested point sets by Woodbury updates: the same answers as `GCRFColorizer.edit`
+    with those points.
+    """
+    size = control.CONTROL_SIZE
+    centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
+    cell = hints.grid_cell(size, size, colorizer.grid_size)
+    sessions, outputs = {}, {}
+    for name in variants:
+        options, hints_as, refine = CONTROL_VARIANTS[name]
+        key = tuple(sorted(options.items()))
+        if key not in sessions:
+            sessions[key] = colorizer.edit_session_grid(l, similarity=similarity, **options)
+        images = []
+        for count in control.POINT_COUNTS:
+            relative, chroma = _hint_points(corners, colors, count, hints_as)
+            cells = grid_index(relative, colorizer.grid_size).numpy()
+            grid = sessions[key].solve(*mean_by_cell(cells, chroma))
+            grid = tf.reshape(grid, [1, colorizer.grid_size, colorizer.grid_size, 2])
+            ab = fullres.upsample_chroma(grid, lightness)[0]
+            if refine:
+                ab = hints.refine_at_points(ab, lightness, centers[:count], colors[:count], cell)
+            images.append(ab)
+        outputs[name] = fullres.compose(lightness, tf.stack(images)).numpy()
+    return outputs
+
+
+def _control(colorizers, example, similarities, corners, values, keep, ablation=False):
     """Reveals the same patches to every method on one 256x256 image; adds PSNR per |H|."""
     l_full, ab_full = example.control
     lightness = l_full[0, ..., 0] * color.L_SCALE
     truth = _rgb_uint8(l_full, ab_full)[0]
-    colors = control.patch_colors(ab_full[0].numpy(), corners)
+    colors = control.patch_colors(ab_full[0].numpy(), corners).astype(np.float32)
     outputs = {}
 
     start = time.perf_counter()
     levin_ab = []
     for count in control.POINT_COUNTS:
-        mask, hints = control.hint_image(corners[:count], colors[:count])
-        levin_ab.append(levin.colorize(l_full[0, ..., 0].numpy(), mask, hints))
+        mask, hint_ab = control.hint_image(corners[:count], colors[:count])
+        levin_ab.append(levin.colorize(l_full[0, ..., 0].numpy(), mask, hint_ab))
     outputs["levin"] = fullres.compose(lightness, np.stack(levin_ab)).numpy()
     values["seconds/levin_control"] = time.perf_counter() - start
 
-    batch = len(control.POINT_COUNTS)
-    points = np.broadcast_to(control.patch_centers_xy(corners), (batch,) + corners.shape)
+    variants = list(CONTROL_VARIANTS) if ablation else ["gcrf"]
     for model_name, colorizer in colorizers.items():
-        name = _key("gcrf", model_name, colorizers)
         start = time.perf_counter()
         l, _ = example.grids[colorizer.grid_size]
-        mask, target = points_to_grid(
-            tf.constant(points, tf.float32),
-            tf.constant(np.broadcast_to(colors, (batch,) + colors.shape), tf.float32),
-            tf.constant(control.POINT_COUNTS, tf.int32),
-            colorizer.grid_size,
-        )
-        edited = colorizer.edit_grid(
-            tf.repeat(l, batch, axis=0), mask, target,
-            similarity=tf.repeat(similarities[model_name], batch, axis=0),
-        )
-        outputs[name] = fullres.to_photo(edited, lightness).numpy()
-        values[f"seconds/{name}_control"] = time.perf_counter() - start
+        answers = _gcrf_control(colorizer, l, similarities[model_name], lightness, corners, colors,
+                                variants)
+        for variant, images in answers.items():
+            outputs[_key(variant, model_name, colorizers)] = images
+        values[f"seconds/{_key('gcrf', model_name, colorizers)}_control"] = (
+            time.perf_counter() - start)
 
+    batch = len(control.POINT_COUNTS)
     gray = fullres.compose(lightness, tf.zeros_like(ab_full)).numpy()
     outputs["gray"] = np.repeat(gray, batch, axis=0)
     for name, images in outputs.items():
@@ -187,8 +236,8 @@ def _control(colorizers, example, similarities, corners, values, keep):
             values[f"{name}/psnr/{count}"] = metrics.psnr(image, truth)
     if keep:
         index = control.POINT_COUNTS.index(SHEET_POINTS)
-        mask, hints = control.hint_image(corners[:SHEET_POINTS], colors[:SHEET_POINTS])
-        hinted = np.where(mask[None, ..., None], hints[None], 0.0).astype(np.float32)
+        mask, hint_ab = control.hint_image(corners[:SHEET_POINTS], colors[:SHEET_POINTS])
+        hinted = np.where(mask[None, ..., None], hint_ab[None], 0.0).astype(np.float32)
         shown = fullres.compose(lightness, hinted).numpy()[0]
         return {"truth": truth, "hints": shown, **{k: v[index] for k, v in outputs.items()}}
     return None
@@ -199,8 +248,11 @@ def _key(method, model_name, colorizers):
     return method if len(colorizers) == 1 else f"{method}/{model_name}"
 
 
-def _method_names(colorizers):
+def _method_names(colorizers, ablation=False):
     names = [_key(method, model, colorizers) for model in colorizers for method in DIVERSE_METHODS]
+    if ablation:
+        names += [_key(variant, model, colorizers) for model in colorizers
+                  for variant in CONTROL_VARIANTS if variant != "gcrf"]
     return names + ["levin", "gray"]
 
 
@@ -325,12 +377,12 @@ def examples(source, split, sizes, limit=None):
 
 
 def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, on_image=None,
-             with_control=True):
+             with_control=True, ablation=False):
     """Runs every method on every image and aggregates the metrics.
 
     Args:
       colorizers: `{model name: tfgcrf.Colorizer}` (or one `Colorizer`), evaluated side by side.
-        Anything with `grid_size`, `similarity`, `sample_grid` and `edit_grid` works.
+        Anything with `grid_size`, `similarity`, `sample_grid` and `edit_session_grid` works.
       images: iterable of `Example`s holding every model's grid size (see `examples`).
       num_samples: N >= 2 samples per image for the diverse methods.
       seed: seed of the models' sampling (offset by the image index) and of the hint locations.
@@ -339,6 +391,8 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
       on_image: optional callback `(index, seconds)` after each image.
       with_control: also run the control protocol (Levin et al. and the models' edits: most
         of the time per image); False gives the diversity table only.
+      ablation: also score the steps of the G-CRF edit path in the control table
+        (`CONTROL_VARIANTS`: learned S alone, + local smoothness, + model prior).
 
     Returns:
       `(results, kept)`: the JSON-ready results dict (see `tfgcrf evaluate`) and a list of
@@ -348,7 +402,7 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
         raise UserError(f"evaluation needs at least 2 samples per image, got {num_samples}")
     if not isinstance(colorizers, dict):
         colorizers = {"model": colorizers}
-    names = _method_names(colorizers)
+    names = _method_names(colorizers, ablation)
     totals, by_domain = _Totals(), {}
     kept = []
     for index, example in enumerate(images):
@@ -361,7 +415,8 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
         controlled = None
         if with_control:
             corners = control.patch_corners(seed, index)
-            controlled = _control(colorizers, example, similarities, corners, values, keep)
+            controlled = _control(colorizers, example, similarities, corners, values, keep,
+                                  ablation)
         del similarities
         if keep:
             first = example.grids[min(example.grids)][0]

@@ -13,6 +13,11 @@ from tfgcrf.evaluation.control import POINT_COUNTS
 
 METHOD_LABELS = {
     "gcrf": "G-CRF (ours)",
+    # Ablation steps of the G-CRF control (`tfgcrf evaluate --ablation`), cumulative.
+    "gcrf_grid": "G-CRF: learned S alone on the grid (before)",
+    "gcrf_local": "+ local smoothness (grid)",
+    "gcrf_prior": "+ local + model prior 0.002 (grid)",
+    "gcrf_patch": "+ local, hints as their 7x7 patches' pixels",
     "vae_mdn": "VAE-MDN (G-CRF bypassed)",
     "levin": "Levin et al. 2004",
     "gray": "gray (ab = 0)",
@@ -35,6 +40,10 @@ DIVERSITY_COLUMNS = (
 _TRUTH_CELLS = {"speckle": "1", "speckle_flat": "1", "colorfulness_ratio": "1"}
 _PLOT_COLORS = {
     "gcrf": (200, 40, 40),
+    "gcrf_grid": (240, 170, 170),
+    "gcrf_local": (225, 120, 120),
+    "gcrf_prior": (210, 80, 80),
+    "gcrf_patch": (160, 20, 20),
     "vae_mdn": (230, 140, 20),
     "levin": (40, 90, 200),
     "gray": (110, 110, 110),

@@ -58,26 +58,33 @@ def _solve_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
-def apply_precision(similarity, weights, ridge, v):
+def apply_precision(similarity, weights, ridge, v, extra=None):
     """Matrix-free A @ v for v [B, P, K]: two products with S (S v, then S^T u), A never formed.
+
+    `extra` (optional [B, P, P], symmetric positive semi-definite) is added to A: the edit terms of
+    `tfgcrf.layers.edit_terms` (local smoothness, links).
 
     Bound by reading S from memory (P^2 floats per image, 64 MiB at 64 x 64) twice. A one-pass
     variant over row blocks of S measured no faster on this 2-core CPU once it was not shared.
     """
     residual = v - tf.linalg.matmul(similarity, v)
     smooth = residual - tf.linalg.matmul(similarity, residual, adjoint_a=True)
+    if extra is not None:
+        smooth += tf.linalg.matmul(extra, v)
     return smooth + (weights + ridge)[..., None] * v
 
 
-def precision_matrix(similarity, weights, ridge):
-    """The dense A [B, P, P] (O(P^3) to form)."""
+def precision_matrix(similarity, weights, ridge, extra=None):
+    """The dense A [B, P, P] (O(P^3) to form), plus `extra` [B, P, P] if given."""
     size = tf.shape(similarity)[-1]
     complement = tf.eye(size, dtype=similarity.dtype) - similarity
     gram = tf.linalg.matmul(complement, complement, adjoint_a=True)
+    if extra is not None:
+        gram += extra
     return tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + weights + ridge)
 
 
-def precision_diagonal(similarity, weights, ridge, block_rows=512):
+def precision_diagonal(similarity, weights, ridge, block_rows=512, extra=None):
     """diag(A) [B, P] from S in O(P^2): sum_j (delta_ji - S_ji)^2 + weights + ridge.
 
     The column sums of S^2 are accumulated over blocks of rows, so the temporary is
@@ -91,7 +98,8 @@ def precision_diagonal(similarity, weights, ridge, block_rows=512):
 
     _, column_energy = tf.while_loop(lambda start, _: start < size, add_block,
                                      (tf.constant(0), tf.zeros_like(weights)))
-    return 1.0 - 2.0 * tf.linalg.diag_part(similarity) + column_energy + weights + ridge
+    diagonal = 1.0 - 2.0 * tf.linalg.diag_part(similarity) + column_energy + weights + ridge
+    return diagonal if extra is None else diagonal + tf.linalg.diag_part(extra)
 
 
 def coarse_space(similarity, grid=COARSE_GRID, smoothing_steps=COARSE_SMOOTHING_STEPS):
@@ -131,9 +139,9 @@ def _column_norm(v):
     return tf.norm(v, axis=-2, keepdims=True)
 
 
-def _relative_residual(similarity, weights, ridge, rhs, x):
+def _relative_residual(similarity, weights, ridge, rhs, x, extra=None):
     """Per-image max over columns of ||rhs - A x|| / ||rhs|| (0 for an all-zero column)."""
-    residual = _column_norm(rhs - apply_precision(similarity, weights, ridge, x))
+    residual = _column_norm(rhs - apply_precision(similarity, weights, ridge, x, extra))
     relative = tf.math.divide_no_nan(residual, _column_norm(rhs))
     return tf.reduce_max(relative, axis=[-2, -1])
 
@@ -141,8 +149,8 @@ def _relative_residual(similarity, weights, ridge, rhs, x):
 class _DenseSolver:
     """Factor A once per image (LU or Cholesky); every solve reuses the factors."""
 
-    def __init__(self, similarity, weights, ridge, method):
-        precision = precision_matrix(similarity, weights, ridge)
+    def __init__(self, similarity, weights, ridge, method, extra=None):
+        precision = precision_matrix(similarity, weights, ridge, extra)
         # Stopped at the factors too (see `_constant`): TF would otherwise look up the gradient of
         # the `Lu` op, which does not exist, for the zero gradients of the exported factors.
         if method == "lu":
@@ -156,6 +164,7 @@ class _DenseSolver:
             self.logdet = 2.0 * tf.reduce_sum(tf.math.log(diagonal), axis=-1)
         self._method = method
         self._similarity, self._weights, self._ridge = similarity, weights, ridge
+        self._extra = extra
 
     def _apply_inverse(self, rhs):
         if self._method == "lu":
@@ -168,7 +177,8 @@ class _DenseSolver:
         batch = tf.shape(rhs)[0]
         info = {
             "iterations": tf.zeros([batch], tf.int32),
-            "residual": _relative_residual(self._similarity, self._weights, self._ridge, rhs, x),
+            "residual": _relative_residual(self._similarity, self._weights, self._ridge, rhs, x,
+                                           self._extra),
             "converged": tf.ones([batch], tf.bool),
         }
         return x, info
@@ -184,12 +194,14 @@ class _DenseSolver:
 class _ConjugateGradientSolver:
     """Batched (preconditioned) conjugate gradients on all B*K columns at once, matrix-free."""
 
-    def __init__(self, similarity, weights, ridge, tol, max_iter, preconditioner):
+    def __init__(self, similarity, weights, ridge, tol, max_iter, preconditioner, extra=None):
         self._similarity, self._weights, self._ridge = similarity, weights, ridge
+        self._extra = extra
         self._tol, self._max_iter = tol, max_iter
         self._inverse_diagonal, self._coarse = None, None
         if preconditioner in ("jacobi", "two_level"):
-            self._inverse_diagonal = (1.0 / precision_diagonal(similarity, weights, ridge))[..., None]
+            self._inverse_diagonal = (
+                1.0 / precision_diagonal(similarity, weights, ridge, extra=extra))[..., None]
         if preconditioner == "two_level":
             # Additive two-level preconditioner D^{-1} + Z (Z^T A Z)^{-1} Z^T: Jacobi damps the
             # rough error, the coarse solve the smooth error that sparse weights leave
@@ -210,7 +222,7 @@ class _ConjugateGradientSolver:
         return z
 
     def _apply(self, v):
-        return apply_precision(self._similarity, self._weights, self._ridge, v)
+        return apply_precision(self._similarity, self._weights, self._ridge, v, self._extra)
 
     def solve(self, rhs, initial=None):
         rhs_norm = _column_norm(rhs)
@@ -247,7 +259,8 @@ class _ConjugateGradientSolver:
             keep_going, step, (x, r, z, rz, active, iterations),
             maximum_iterations=self._max_iter)
         x = _constant(x)  # no gradient of the loop itself (see `_constant`)
-        residual = _relative_residual(self._similarity, self._weights, self._ridge, rhs, x)
+        residual = _relative_residual(self._similarity, self._weights, self._ridge, rhs, x,
+                                      self._extra)
         converged = tf.logical_and(tf.logical_not(tf.reduce_any(active, axis=[-2, -1])),
                                    tf.math.is_finite(residual))
         return x, {"iterations": iterations, "residual": residual, "converged": converged}
@@ -266,11 +279,12 @@ def _warn_if_not_converged(info, what):
     return tf.cond(tf.reduce_all(info["converged"]), lambda: tf.constant(False), warn)
 
 
-def _make_solver(similarity, weights, ridge, solver, cg_tol, cg_max_iter, preconditioner):
+def _make_solver(similarity, weights, ridge, solver, cg_tol, cg_max_iter, preconditioner,
+                 extra=None):
     if solver == "cg":
         return _ConjugateGradientSolver(similarity, weights, ridge, cg_tol, cg_max_iter,
-                                        preconditioner)
-    return _DenseSolver(similarity, weights, ridge, solver)
+                                        preconditioner, extra)
+    return _DenseSolver(similarity, weights, ridge, solver, extra)
 
 
 def _check_choice(name, value, choices):
@@ -314,7 +328,8 @@ def _solve_gradients(similarity, unary, weights, x, g):
 
 
 def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=DEFAULT_RIDGE,
-               cg_tol=DEFAULT_CG_TOL, cg_max_iter=DEFAULT_CG_MAX_ITER, preconditioner="none"):
+               cg_tol=DEFAULT_CG_TOL, cg_max_iter=DEFAULT_CG_MAX_ITER, preconditioner="none",
+               extra=None):
     """Solves the G-CRF for all columns of `unary`, differentiably.
 
     Args:
@@ -329,6 +344,9 @@ def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=D
       preconditioner: for "cg": "none", "jacobi" (diagonal of A, O(P^2) from S) or "two_level"
         (Jacobi plus a coarse solve on smoothed block aggregates, see `coarse_space`; pays off when
         few pixels are revealed, e.g. user edits).
+      extra: optional [B, P, P] symmetric positive semi-definite matrix added to A (the edit
+        terms of `tfgcrf.layers.edit_terms`: local smoothness, "same color" links). It is a
+        constant for autodiff (no gradient flows into it).
 
     Returns:
       `(x, info)`: x [B, P, K] in float32 (float64 if `similarity` is float64) and info, a dict of
@@ -341,11 +359,13 @@ def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=D
     similarity, unary, weights = _prepare(similarity, unary, weights)
     if initial is not None:
         initial = tf.cast(initial, unary.dtype)
+    if extra is not None:
+        extra = _constant(tf.cast(extra, unary.dtype))
 
     @tf.custom_gradient
     def solve(similarity, unary, weights):
         operator = _make_solver(_constant(similarity), _constant(weights), ridge, solver, cg_tol,
-                                cg_max_iter, preconditioner)
+                                cg_max_iter, preconditioner, extra)
         x, info = operator.solve(weights[..., None] * unary, initial)
         if solver == "cg":
             with tf.control_dependencies([_warn_if_not_converged(info, "G-CRF solve")]):
@@ -438,6 +458,8 @@ class GaussianCRF(keras.layers.Layer):
       unary: [B, P, K] unary colors alpha.
       weights: [B, P] per-pixel weights beta * h.
       initial: optional [B, P, K] warm start for "cg" (e.g. the previous edit's answer).
+      extra: optional [B, P, P] symmetric positive semi-definite term added to A (edits' local
+        smoothness and links, `tfgcrf.layers.edit_terms`); no gradient flows into it.
       return_info: if True, return `(x, info)` with the per-image "iterations", "residual" and
         "converged" tensors (see `gcrf_solve`).
 
@@ -464,10 +486,10 @@ class GaussianCRF(keras.layers.Layer):
         self.cg_max_iter = int(cg_max_iter)
         self.preconditioner = preconditioner
 
-    def call(self, similarity, unary, weights, initial=None, return_info=False):
+    def call(self, similarity, unary, weights, initial=None, return_info=False, extra=None):
         x, info = gcrf_solve(similarity, unary, weights, initial, solver=self.solver,
                              ridge=self.ridge, cg_tol=self.cg_tol, cg_max_iter=self.cg_max_iter,
-                             preconditioner=self.preconditioner)
+                             preconditioner=self.preconditioner, extra=extra)
         return (x, info) if return_info else x
 
     def gaussian_nll(self, similarity, unary, weights, target):

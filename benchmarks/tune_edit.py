@@ -1,0 +1,111 @@
+"""Chooses the edit path's constants on the VALIDATION split (never the test split).
+
+Scores the control protocol of `tfgcrf evaluate` (PSNR vs |H| revealed 7x7 patches at 256x256,
+Levin et al. in the same run) for a grid of local smoothness weights x model prior weights
+(one factorization each per image, nested hint sets by Woodbury updates) and, for the best of
+those, a grid of refinement kernel widths:
+
+    nice .venv/bin/python benchmarks/tune_edit.py --model default --data offline --limit 20
+"""
+
+import argparse
+import itertools
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tfgcrf import color, fullres, hints  # noqa: E402
+from tfgcrf.evaluation import control, harness, levin, metrics  # noqa: E402
+from tfgcrf.models.loading import load_model  # noqa: E402
+from tfgcrf.models.points import grid_index, mean_by_cell  # noqa: E402
+
+
+def _row(name, values):
+    return f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--data", default="offline")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--local", default="0.3,1,3")
+    parser.add_argument("--prior", default="0.01,0.05,0.2")
+    parser.add_argument("--sigma-cells", default="0.25,0.5,1,2")
+    parser.add_argument("--sigma-lightness", default="5,10,20")
+    args = parser.parse_args()
+    if args.split == "test":
+        raise SystemExit("tune on the validation split, report on test")
+    model = load_model(args.model)
+    size = model.model_config.image_size
+    locals_ = [float(v) for v in args.local.split(",")]
+    priors = [float(v) for v in args.prior.split(",")]
+    sigmas = [float(v) for v in args.sigma_cells.split(",")]
+    ranges = [float(v) for v in args.sigma_lightness.split(",")]
+    counts = control.POINT_COUNTS
+    scores = {}  # key -> [images, counts]
+    images = []
+
+    def add(key, index, count_index, value):
+        scores.setdefault(key, {}).setdefault(index, [0.0] * len(counts))[count_index] = value
+
+    for index, example in enumerate(harness.examples(args.data, args.split, [size], args.limit)):
+        (l, _), (l_full, ab_full) = example.grids[size], example.control
+        lightness = l_full[0, ..., 0] * color.L_SCALE
+        truth = color.to_uint8(color.model_to_rgb(l_full, ab_full))[0].numpy()
+        corners = control.patch_corners(args.seed, index)
+        colors = control.patch_colors(ab_full[0].numpy(), corners).astype(np.float32)
+        relative = control.patch_centers_xy(corners)
+        cells = grid_index(relative, size).numpy()
+        pixels = np.floor(relative * control.CONTROL_SIZE).astype(np.int32)
+        cell = hints.grid_cell(control.CONTROL_SIZE, control.CONTROL_SIZE, size)
+        for c, count in enumerate(counts):
+            mask, hint_ab = control.hint_image(corners[:count], colors[:count])
+            ab = levin.colorize(l_full[0, ..., 0].numpy(), mask, hint_ab)
+            add("levin", index, c, metrics.psnr(fullres.compose(lightness, ab[None]).numpy()[0], truth))
+        grids = {}
+        for local, prior in [(0.0, 0.0)] + list(itertools.product(locals_, priors)):
+            session = model.edit_session(l, prior_weight=prior, local_weight=local)
+            grids[(local, prior)] = []
+            for c, count in enumerate(counts):
+                grid = session.solve(*mean_by_cell(cells[:count], colors[:count]))
+                ab = fullres.upsample_chroma(tf.reshape(grid, [1, size, size, 2]), lightness)[0]
+                grids[(local, prior)].append(ab)
+                image = fullres.compose(lightness, ab[None]).numpy()[0]
+                add(("grid", local, prior), index, c, metrics.psnr(image, truth))
+        images.append((lightness, truth, pixels, colors, cell, grids))
+        print(f"image {index + 1} done", flush=True)
+
+    def mean(key):
+        return np.mean(list(scores[key].values()), axis=0)
+
+    header = "| setting | " + " | ".join(f"\\|H\\|={c}" for c in counts) + " |"
+    print(header)
+    print("|" + " --- |" * (len(counts) + 1))
+    print(_row("Levin et al. 2004", mean("levin")))
+    grid_keys = [k for k in scores if k != "levin"]
+    for key in grid_keys:
+        print(_row(f"local {key[1]:g}, prior {key[2]:g}", mean(key)))
+    # Best grid setting by the mean margin over Levin, then the refinement widths on it.
+    best = max(grid_keys, key=lambda k: np.mean(mean(k) - mean("levin")))
+    print(f"\nbest grid setting: local {best[1]:g}, prior {best[2]:g}; refinement:")
+    print(header)
+    print("|" + " --- |" * (len(counts) + 1))
+    for sigma, sigma_l in itertools.product(sigmas, ranges):
+        key = ("refine", sigma, sigma_l)
+        for index, (lightness, truth, pixels, colors, cell, grids) in enumerate(images):
+            for c, count in enumerate(counts):
+                ab = hints.refine_at_points(grids[best[1:]][c], lightness, pixels[:count],
+                                            colors[:count], cell, sigma, sigma_l)
+                image = fullres.compose(lightness, ab[None]).numpy()[0]
+                add(key, index, c, metrics.psnr(image, truth))
+        print(_row(f"sigma {sigma:g} cells, {sigma_l:g} L", mean(key)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""Interactive edits of one photo: `Colorizer.session(image)` (points and links, incrementally).
+
+The session keeps everything that does not depend on the points: the photo's lightness and grid
+input, the similarity S, the local smoothness term, the prior (the model's own most probable
+colorization, or a chosen sample) and the Cholesky factors of the prior system
+(`tfgcrf.layers.gcrf_edit_session.EditSession`). Adding, moving or removing a point or a link is
+then a Woodbury update on the grid (one new column per new grid pixel or link) followed by the
+full-resolution finish of `tfgcrf.hints.finish_edit` (guided upsampling, every point's own color
+at its pixel, recombination with the photo's lightness). The answer is the same as
+`GCRFColorizer.edit` with the same points and links (tested).
+
+    session = colorizer.session("photo.jpg")
+    sky = session.add_point(400, 50, (250, 150, 60))
+    session.add_point(420, 300, (40, 110, 40))
+    session.move_point(sky, 380, 60)
+    session.link((100, 200), (600, 210))
+    image = session.result()          # uint8 [H, W, 3]
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfgcrf import hints
+from tfgcrf.errors import InputError
+from tfgcrf.layers import edit_terms
+from tfgcrf.models.points import grid_index, mean_by_cell
+
+# Most points (and links) an edit may hold: the exported `edit` signature's limit, checked by
+# the API and the CLI too, so every entry point refuses the same requests.
+MAX_POINTS = 256
+
+
+class EditSession:
+    """Points and "same color" links on one photo, answered incrementally.
+
+    Made by `Colorizer.session(image, from_sample=None, ...)`; see the module docstring.
+
+    Args:
+      colorizer: the `tfgcrf.Colorizer` (its full-resolution finish and color checks).
+      shape: the photo's `(height, width)`.
+      lightness: `[H, W]` L* of the photo; l_small `[1, h, w, 1]` its grid input.
+      grid: the grid `tfgcrf.layers.gcrf_edit_session.EditSession` of the photo
+        (`GCRFColorizer.edit_session`, with the prior of the photo's sample or of the model).
+    """
+
+    def __init__(self, colorizer, shape, lightness, l_small, grid):
+        self._colorizer = colorizer
+        self.height, self.width = (int(v) for v in shape)
+        self._grid_size = colorizer.grid_size
+        self._lightness, self._l_small = lightness, l_small
+        self._grid = grid
+        self._affinity = grid.affinity
+        self._points = {}  # id -> ((x, y), (r, g, b), chroma [2])
+        self._links = {}  # id -> ((x1, y1), (x2, y2))
+        self._next_id = 0
+        self._jit = self.height * self.width >= 250_000
+        self._image = None
+
+    # ------------------------------------------------------------------------------ edits
+
+    @property
+    def points(self):
+        """{id: ((x, y), (r, g, b))} of the current points."""
+        return {key: (xy, rgb) for key, (xy, rgb, _) in self._points.items()}
+
+    @property
+    def links(self):
+        """{id: ((x1, y1), (x2, y2))} of the current links."""
+        return dict(self._links)
+
+    def add_point(self, x, y, color):
+        """Adds a point of `color` (r, g, b in 0..255) at pixel (x, y); returns its id."""
+        key = self._new_id()
+        self._set_point(key, (x, y), color)
+        return key
+
+    def move_point(self, key, x, y, color=None):
+        """Moves point `key` to (x, y) (and recolors it if `color` is given)."""
+        self._check_key(key, self._points, "point")
+        self._set_point(key, (x, y), self._points[key][1] if color is None else color)
+
+    def remove_point(self, key):
+        """Removes point `key`."""
+        self._check_key(key, self._points, "point")
+        del self._points[key]
+        self._image = None
+
+    def link(self, first, second):
+        """Asks the places `first` = (x1, y1) and `second` = (x2, y2) for the same color; returns
+        the link's id."""
+        self._check_count(len(self._links), "links")
+        hints.check_links([(first, second)], self.width, self.height)
+        key = self._new_id()
+        self._links[key] = (tuple(first), tuple(second))
+        self._image = None
+        return key
+
+    def unlink(self, key):
+        """Removes link `key`."""
+        self._check_key(key, self._links, "link")
+        del self._links[key]
+        for offset in range(9):
+            self._grid.forget_link((key, offset))
+        self._image = None
+
+    # ------------------------------------------------------------------------------ answers
+
+    def grid_result(self):
+        """The G-CRF answer on the model grid, `[1, h, w, 2]` (model units)."""
+        cells, colors = self._grid_points()
+        links = self._link_vectors()
+        x = self._grid.solve(cells, colors, links=links)
+        return tf.reshape(x, [1, self._grid_size, self._grid_size, 2])
+
+    def result(self):
+        """The edited photo, uint8 `[H, W, 3]` at its own resolution and lightness."""
+        if self._image is None:
+            entries = list(self._points.values())
+            points = np.array([xy for xy, _, _ in entries], np.int32).reshape(-1, 2)
+            chroma = np.array([ab for _, _, ab in entries], np.float32).reshape(-1, 2)
+            self._image = self._colorizer._finish_edit[self._jit](
+                self.grid_result(), self._lightness, points, chroma).numpy()
+        return self._image
+
+    # ------------------------------------------------------------------------------ helpers
+
+    def _new_id(self):
+        self._next_id += 1
+        return self._next_id - 1
+
+    @staticmethod
+    def _check_key(key, table, what):
+        if key not in table:
+            raise InputError(f"there is no {what} {key!r} in this session (ids: {sorted(table)})")
+
+    @staticmethod
+    def _check_count(count, what):
+        if count >= MAX_POINTS:
+            raise InputError(f"an edit holds at most {MAX_POINTS} {what}")
+
+    def _set_point(self, key, xy, color):
+        if key not in self._points:
+            self._check_count(len(self._points), "points")
+        xy = tuple(int(v) for v in hints.pixels_of(
+            hints.check_points([xy], self.width, self.height), self.width, self.height)[0])
+        chroma = self._colorizer._point_chroma([color], 1)[0]
+        others = [(p, ab) for k, (p, _, ab) in self._points.items() if k != key]
+        hints.check_conflicts(np.array([p for p, _ in others] + [xy]).reshape(-1, 2),
+                              np.array([ab for _, ab in others] + [chroma]).reshape(-1, 2),
+                              self.width, self.height)
+        self._points[key] = (xy, tuple(int(c) for c in color), chroma)
+        self._image = None
+
+    def _relative(self, xy):
+        return (np.asarray(xy, np.float64) + 0.5) / [self.width, self.height]
+
+    def _grid_points(self):
+        """Grid pixels and their mean point colors, as `points_to_grid` splats them."""
+        entries = list(self._points.values())
+        relative = np.array([self._relative(xy) for xy, _, _ in entries]).reshape(-1, 2)
+        chroma = np.array([ab for _, _, ab in entries], np.float32).reshape(-1, 2)
+        return mean_by_cell(grid_index(relative, self._grid_size).numpy(), chroma)
+
+    def _link_vectors(self):
+        if not self._links:
+            return {}
+        ends = np.array([[self._relative(a), self._relative(b)] for a, b in self._links.values()])
+        pairs = grid_index(ends, self._grid_size)[None]  # [1, J, 2]
+        vectors = edit_terms.link_vectors(self._affinity, pairs)[0]  # [P, 9 J]
+        return {(key, o): vectors[:, 9 * i + o] for i, key in enumerate(self._links)
+                for o in range(9)}
