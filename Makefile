@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: install test test-fast demo data clean
+.PHONY: install browser test test-fast demo data clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,15 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: install
+# The studio's browser test drives Debian's chromium through chromedriver: installed here when
+# missing (CI runs as root). Without them that test fails loudly; it never skips.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing chromium and chromium-driver (Debian) for the studio's browser test"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: install browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The fast tier: everything except tests marked `slow` (server processes, exports loaded in

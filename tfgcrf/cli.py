@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "tfgcrf.commands.demo",
     "colorize": "tfgcrf.commands.colorize",
     "edit": "tfgcrf.commands.edit",
+    "studio": "tfgcrf.commands.studio",
     "train": "tfgcrf.trainers.cli",
     "evaluate": "tfgcrf.commands.evaluate",
     "export": "tfgcrf.export.cli",

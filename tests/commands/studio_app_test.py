@@ -1,0 +1,132 @@
+"""The studio's WSGI app without a browser: routes, bad input, tabs, edits through the session."""
+
+import io
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from werkzeug.test import Client
+
+from tfgcrf.colorizer import Colorizer
+from tfgcrf.imageio import read_image
+from tfgcrf.studio import StudioApp
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
+PHOTO = os.path.join(DATA, "fullres", "sklearn_china.jpg")  # 384x256
+OTHER = os.path.join(DATA, "photos", "opencv_fruits.png")
+TAB, OTHER_TAB = "tab-aaaaaaaa", "tab-bbbbbbbb"
+
+
+@pytest.fixture(scope="module")
+def app(smoke_model):
+    return StudioApp(Colorizer(smoke_model), [PHOTO, OTHER], num_samples=3)
+
+
+@pytest.fixture
+def client(app):
+    return Client(app)
+
+
+def _open(client, path, tab=TAB):
+    with open(path, "rb") as handle:
+        return client.post(f"/api/open?tab={tab}", data=handle.read(),
+                           headers={"X-Filename": os.path.basename(path)})
+
+
+def _edit(client, state, tab=TAB):
+    return client.post(f"/api/edit?tab={tab}", data=json.dumps(state),
+                       content_type="application/json")
+
+
+def _png(response):
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(response.data)).convert("RGB"))
+
+
+def test_page_and_assets_ship_in_the_package(client):
+    page = client.get("/")
+    assert page.status_code == 200 and b"/static/studio.js" in page.data
+    for name, kind in (("studio.js", "javascript"), ("studio.css", "text/css")):
+        response = client.get(f"/static/{name}")
+        assert response.status_code == 200 and kind in response.content_type
+    assert client.get("/static/missing.js").status_code == 404
+    assert client.get("/static/..%2Fapp.py").status_code == 404
+    config = client.get(f"/api/config?tab={TAB}").get_json()
+    assert config["photos"] == ["opencv_fruits.png", "sklearn_china.jpg"] and config["samples"] == 3
+
+
+def test_open_gives_samples_with_weights(client, app):
+    opened = _open(client, PHOTO).get_json()
+    assert (opened["width"], opened["height"], opened["name"]) == (384, 256, "sklearn_china.jpg")
+    weights = [sample["weight"] for sample in opened["samples"]]
+    assert len(weights) == 3 and weights == sorted(weights, reverse=True) and sum(weights) <= 1.0001
+    assert opened["samples"][0]["thumb"].startswith("data:image/jpeg;base64,")
+    by_name = client.post(f"/api/open?tab={TAB}&name=opencv_fruits.png").get_json()
+    assert by_name["name"] == "opencv_fruits.png"
+
+
+def test_bad_input_is_a_message_and_the_app_keeps_running(client, bad_uploads):
+    assert _open(client, PHOTO).status_code == 200
+    for content, message in bad_uploads:
+        response = client.post(f"/api/open?tab={TAB}", data=content, headers={"X-Filename": "x.png"})
+        assert response.status_code == 400, message
+        error = response.get_json()["error"]
+        assert re.search(message, error) and "\n" not in error and "Traceback" not in error
+    # The tab's photo is still open: a failed upload loses nothing.
+    assert client.get(f"/api/result.png?tab={TAB}").status_code == 200
+    assert "tab id" in client.get("/api/result.png?tab=x").get_json()["error"]
+    assert "no photo open" in _edit(client, {"points": []}, tab="tab-never-opened").get_json()["error"]
+    assert "not valid JSON" in client.post(f"/api/edit?tab={TAB}", data=b"{").get_json()["error"]
+    assert "no photo named" in client.post(f"/api/open?tab={TAB}&name=x.png").get_json()["error"]
+    assert client.get("/api/nothing").status_code == 404
+
+
+@pytest.fixture
+def bad_uploads(bad_inputs):
+    """The CLI's bad files (tests/commands/conftest.py) as upload bodies and expected messages."""
+    uploads = []
+    for name in ("not_an_image", "truncated", "empty", "too_large"):
+        path, message = bad_inputs[name]
+        with open(path, "rb") as handle:
+            content = handle.read()
+        uploads.append((content, "the upload is empty" if name == "empty" else message))
+    return uploads
+
+
+def test_tabs_do_not_mix(client):
+    _open(client, PHOTO, TAB)
+    _open(client, OTHER, OTHER_TAB)
+    first = _png(client.get(f"/api/result.png?tab={TAB}"))
+    second = _png(client.get(f"/api/result.png?tab={OTHER_TAB}"))
+    assert first.shape == read_image(PHOTO).shape and second.shape == read_image(OTHER).shape
+
+
+def test_edits_through_the_session_match_colorizer_edit(client, app):
+    _open(client, PHOTO)
+    state = {"from_sample": None, "points": [
+        {"id": "a", "x": 60, "y": 30, "color": "#c06020"},
+        {"id": "b", "x": 300, "y": 200, "color": "#2050a0"}], "links": []}
+    answer = _edit(client, state).get_json()
+    assert answer["points"] == 2 and answer["updates"] >= 2 and answer["solve_ms"] > 0
+    # Move b, add a link, then back to the first state (an undo): one update each time.
+    state["points"][1].update(x=250, y=180)
+    assert _edit(client, state).get_json()["updates"] == 1
+    state["links"] = [{"id": "l", "from": [10, 10], "to": [370, 240]}]
+    assert _edit(client, state).get_json()["updates"] == 1
+    result = _png(client.get(f"/api/result.png?tab={TAB}"))
+    document = client.get(f"/api/edit.json?tab={TAB}").get_json()
+    expected = app.colorizer.edit(
+        PHOTO, [(p["x"], p["y"]) for p in document["points"]],
+        [tuple(int(p["color"][i:i + 2], 16) for i in (1, 3, 5)) for p in document["points"]],
+        links=[(tuple(l["from"]), tuple(l["to"])) for l in document["links"]])
+    assert np.abs(result.astype(int) - expected.astype(int)).max() <= 1
+    # A refused change (two colors on one pixel) leaves the session as it was.
+    bad = json.loads(json.dumps(state))
+    bad["points"].append({"id": "c", "x": 60, "y": 30, "color": "#00ff00"})
+    error = _edit(client, bad).get_json()["error"]
+    assert "same pixel" in error
+    again = _png(client.get(f"/api/result.png?tab={TAB}"))
+    assert np.array_equal(again, result)
