@@ -80,6 +80,7 @@ async function openPhoto(body, name) {
     $("placeholder").hidden = true;
     renderSamples();
     render();
+    fit();
     updateDownloads();
     version += 1;
     document.body.dataset.version = String(version);
@@ -433,10 +434,10 @@ $("marks").addEventListener("pointerdown", (event) => {
   hideAttention();
   const at = toPhoto(event);
   const id = pointAt(event);
-  if (id !== null) {
-    gesture = {kind: "move", id, start: at, moved: false};
-  } else if (tool === "link") {
+  if (tool === "link") {
     gesture = {kind: "link", start: at, moved: false};
+  } else if (id !== null) {
+    gesture = {kind: "move", id, start: at, moved: false};
   } else {
     gesture = {kind: "add", start: at, moved: false};
   }
@@ -552,7 +553,17 @@ document.addEventListener("keydown", (event) => {
   else if (key === "l" && !event.ctrlKey) setTool("link");
 });
 
-window.addEventListener("resize", () => { if (photo) drawMarks(); });
+// The picture fills the free space (small photos are enlarged, large ones shrunk).
+function fit() {
+  if (!photo) return;
+  const wrap = $("stage-wrap");
+  const scale = Math.min((wrap.clientWidth - 24) / photo.width, (wrap.clientHeight - 24) / photo.height);
+  $("after").style.width = `${Math.max(1, Math.floor(photo.width * scale))}px`;
+  $("after").style.height = `${Math.max(1, Math.floor(photo.height * scale))}px`;
+  drawMarks();
+}
+
+window.addEventListener("resize", fit);
 $("after").addEventListener("load", () => { if (photo) drawMarks(); });
 
 renderRecent();

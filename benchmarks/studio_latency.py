@@ -1,0 +1,138 @@
+"""Latency of `tfgcrf studio` per interaction: a scripted 30-click session in headless Chromium.
+
+    .venv/bin/python benchmarks/studio_latency.py [--model default] [--clicks 30] [--screenshot F]
+
+The bundled example photo is resized to 1024 x 768 and opened in the page; then 30 interactions
+as a person would make them: points added with different colors (20), points dragged (5), undo
+(3) and "same color" links (2), each waiting for the server's answer. The server measures every
+interaction (`StudioApp.latencies`: the session update and re-solve, then the display encoding);
+the page measures the round trip. Prints median and worst of each. `--screenshot` saves the page
+after the session (the README's picture).
+"""
+
+import argparse
+import importlib.resources
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "commands"))
+
+from studio_browser_test import Page, chrome  # noqa: E402
+
+# (x, y, #rrggbb) of the added points, on the 1024 x 768 pagoda photo: sky, trees, roof, water.
+_COLORS = ["#e89850", "#3c7a3c", "#b04030", "#5080c0", "#d0b070", "#2f6b4f", "#c86040",
+           "#7090d0", "#a08050", "#406030"]
+
+
+def _photo(folder):
+    examples = importlib.resources.files("tfgcrf.presets").joinpath("examples")
+    with importlib.resources.as_file(examples.joinpath("pagoda.jpg")) as path:
+        picture = Image.open(path).convert("RGB").resize((1024, 768), Image.LANCZOS)
+    out = Path(folder) / "pagoda_1024x768.png"
+    picture.save(out)
+    return out
+
+
+def _script(clicks, rng):
+    """The interactions: ('add', x, y, color) | ('move', index, x, y) | ('undo',) | ('link', ...)."""
+    steps = []
+    kinds = ["add"] * 20 + ["move"] * 5 + ["undo"] * 3 + ["link"] * 2
+    kinds = kinds[:clicks] + ["add"] * max(0, clicks - len(kinds))
+    order = ["add"] * 4 + list(rng.permutation(kinds[4:]))  # points exist before moves
+    added = 0
+    for kind in order:
+        x, y = int(rng.integers(20, 1004)), int(rng.integers(20, 748))
+        if kind == "add":
+            steps.append(("add", x, y, _COLORS[added % len(_COLORS)]))
+            added += 1
+        elif kind == "move":
+            steps.append(("move", int(rng.integers(0, 4)), x, y))
+        elif kind == "undo":
+            steps.append(("undo",))
+        else:
+            steps.append(("link", x, y, int(rng.integers(20, 1004)), int(rng.integers(20, 748))))
+    return steps
+
+
+def _percentiles(values):
+    values = np.asarray(values, np.float64)
+    return np.median(values), values.max()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--clicks", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=None,
+                        help="start sample (default: the points alone)")
+    parser.add_argument("--screenshot", default=None)
+    args = parser.parse_args()
+
+    from tfgcrf.colorizer import Colorizer
+    from tfgcrf.studio import StudioApp, StudioServer
+
+    folder = Path(tempfile.mkdtemp(prefix="studio_latency_"))
+    photo = _photo(folder)
+    app = StudioApp(Colorizer.load(args.model))
+    server = StudioServer(app).start()
+    driver, _ = chrome(folder)
+    round_trips = []
+    try:
+        driver.get(server.url)
+        page = Page(driver, 1024, 768)
+        version = page.version()
+        started = time.perf_counter()
+        page.find("#file").send_keys(str(photo))
+        page.idle_after(version)
+        open_seconds = time.perf_counter() - started
+        if args.start is not None:
+            tile = driver.find_elements("css selector", "#sample-list .tile")[args.start + 1]
+            page.act(lambda chain: chain.click(tile))
+        app.latencies.clear()
+        rng = np.random.default_rng(args.seed)
+        for step in _script(args.clicks, rng):
+            started = time.perf_counter()
+            if step[0] == "add":
+                page.set_color(step[3])
+                page.click(step[1], step[2])
+            elif step[0] == "move":
+                points = page.points()
+                page.drag(points[step[1] % len(points)], step[2:4])
+            elif step[0] == "undo":
+                page.act(lambda chain: chain.click(page.find("#undo")))
+            else:
+                page.find("#tool-link").click()
+                page.drag(step[1:3], step[3:5])
+                page.find("#tool-point").click()
+            round_trips.append((time.perf_counter() - started) * 1000.0)
+        if args.screenshot:
+            driver.save_screenshot(args.screenshot)
+    finally:
+        driver.quit()
+        server.stop()
+
+    records = app.latencies
+    rows = [
+        ("server: session update + re-solve (solve_ms)", [r["solve_ms"] for r in records]),
+        ("server: + display JPEG encoding (total_ms)", [r["total_ms"] for r in records]),
+        ("browser: gesture to updated picture", round_trips),
+    ]
+    print(f"photo 1024x768, model {args.model}, {len(round_trips)} interactions "
+          f"({len(records)} server answers), opening took {open_seconds:.1f} s, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| measure | median ms | worst ms |")
+    print("| --- | ---: | ---: |")
+    for name, values in rows:
+        median, worst = _percentiles(values)
+        print(f"| {name} | {median:.0f} | {worst:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
