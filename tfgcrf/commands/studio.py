@@ -50,7 +50,9 @@ def run(args):
         print(f"tfgcrf studio: open {url} in a browser (Ctrl+C stops it)", flush=True)
 
     try:
+        # Returns on Ctrl+C (waitress ends its loop on KeyboardInterrupt).
         serve(app, host=args.host, port=args.port, ready=ready)
     except OSError as err:
         raise InputError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    print("tfgcrf studio: stopped", flush=True)
     return 0
