@@ -8,8 +8,8 @@ as a person would make them: points added with different colors (20), points dra
 interaction (`StudioApp.latencies`: the session update and re-solve, then the display encoding);
 the page measures the round trip. Prints median and worst of each.
 
-`--screenshot FILE` instead makes the README's picture: the example photo at its own size, three
-points (the `tfgcrf demo` sky and trees, water) and a link, the compare slider at 30 %.
+`--screenshot FILE` instead makes the README's picture: the example photo at its own size, four
+points (the `tfgcrf demo` sky and trees, water, a roof) and a link, the compare slider at 30 %.
 """
 
 import argparse
@@ -78,11 +78,13 @@ def screenshot(colorizer, path, folder):
         with importlib.resources.as_file(examples.joinpath("pagoda.jpg")) as photo:
             page.find("#file").send_keys(str(photo))
             page.idle_after(version)
-        for x, y, color in ((400, 50, "#fa963c"), (420, 300, "#286e28"), (470, 200, "#4a7aa8")):
+        # The `tfgcrf demo` sky and trees, the water, a roof; a link from that roof to another.
+        for x, y, color in ((400, 50, "#fa963c"), (420, 300, "#286e28"), (330, 215, "#4a7aa8"),
+                            (113, 87, "#963c28")):
             page.set_color(color)
             page.click(x, y)
         page.find("#tool-link").click()
-        page.drag((30, 320), (480, 330))
+        page.drag((262, 204), (120, 160))
         driver.execute_script("const s = arguments[0]; s.value = 30; s.dispatchEvent(new Event('input'));",
                               page.find("#compare"))
         time.sleep(0.5)

@@ -241,6 +241,9 @@ class StudioApp:
         elapsed = (time.perf_counter() - started) * 1000.0
         LOG.info("open tab=%s photo=%s %dx%d samples=%d total=%.1fms", tab_id, name, tab.width,
                  tab.height, len(samples), elapsed)
+        # The edit session (S, prior, factorization) is made while the person looks at the
+        # samples, so that the first click is answered as fast as the next ones.
+        threading.Thread(target=self._prepare_session, args=(tab_id, tab), daemon=True).start()
         return _json({
             "name": name,
             "width": tab.width,
@@ -284,6 +287,18 @@ class StudioApp:
                  "total=%.1fms", tab_id, record["points"], record["links"], updates,
                  record["solve_ms"], record["encode_ms"], record["total_ms"])
         return _json(dict(record, image=image))
+
+    def _prepare_session(self, tab_id, tab):
+        started = time.perf_counter()
+        try:
+            with self._compute:
+                if tab.session is None and self._tabs.get(tab_id) is tab:
+                    self._apply(tab, None, {}, {})
+                    LOG.info("session tab=%s ready in %.1fms", tab_id,
+                             (time.perf_counter() - started) * 1000.0)
+        except Exception:  # noqa: BLE001 - the first edit makes the session again and reports
+            LOG.warning("preparing the edit session failed\n%s", traceback.format_exc())
+            tab.session = None
 
     def _sync(self, tab, state):
         """Brings the tab's session to `state` with the fewest updates; returns their number.
