@@ -1,8 +1,8 @@
 """`tfgcrf studio` driven in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
 
 One session as a person would do it: a broken upload (message in the page), the fixture photo,
-a start sample, two points, a move, an undo, a "same color" link, a hover (attention map), the
-compare slider, and both downloads. The downloaded PNG is checked pixel by pixel against the photo
+a start sample, two points, a move, an undo, a point removed by a right click, a "same color"
+link, a hover (attention map), the compare slider, and both downloads. The downloaded PNG is checked pixel by pixel against the photo
 (lightness kept, the points' colors at their places) and the downloaded JSON is replayed by
 `tfgcrf edit --points-json`, which must give the same image within one level.
 
@@ -215,6 +215,11 @@ def test_a_browser_session(tmp_path, studio, smoke_model_file, capsys):
         assert f"point ({moved_b[0]}, {moved_b[1]})" in page.items()[1]
         page.act(lambda chain: chain.click(page.find("#undo")))
         assert f"point ({point_b[0]}, {point_b[1]})" in page.items()[1]
+        # A third point, removed by a right click.
+        page.click(330, 60)
+        assert len(page.points()) == 3
+        page.act(lambda chain: page.at(chain, 330, 60).context_click())
+        assert page.points() == [point_a, point_b]
         page.find("#tool-link").click()
         page.drag(*link)
         assert len(page.items()) == 3 and "same color" in page.items()[2]
