@@ -21,6 +21,7 @@ let inFlight = false;
 let sentState = null;
 let version = 0;
 const attentionCache = new Map();
+const roundTrips = [];   // ms from sending a state to having its picture, per answer
 
 function emptyState() { return {from_sample: null, points: [], links: []}; }
 function clone(value) { return JSON.parse(JSON.stringify(value)); }
@@ -265,6 +266,7 @@ async function send() {
       acknowledged = sentState;
       $("after").src = answer.image;
       const roundTrip = Math.round(performance.now() - started);
+      roundTrips.push(roundTrip);
       $("timing").textContent = `re-solved in ${answer.solve_ms} ms on the server ` +
         `(${answer.updates} update${answer.updates === 1 ? "" : "s"}; ${answer.total_ms} ms with ` +
         `encoding, ${roundTrip} ms round trip)`;
