@@ -1,7 +1,7 @@
 """`tfgcrf studio` driven in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
 
 One session as a person would do it: a broken upload (message in the page), the fixture photo,
-a start sample, two points, a move, an undo, a point removed by a right click, a "same color"
+a start sample, two points, a move, undo (button), redo and undo (keys), a point removed by a right click, a "same color"
 link, a hover (attention map), the compare slider, and both downloads. The downloaded PNG is checked pixel by pixel against the photo
 (lightness kept, the points' colors at their places) and the downloaded JSON is replayed by
 `tfgcrf edit --points-json`, which must give the same image within one level.
@@ -174,6 +174,8 @@ def studio(smoke_model):
 
 
 def test_a_browser_session(tmp_path, studio, smoke_model_file, capsys):
+    from selenium.webdriver.common.keys import Keys
+
     app, url = studio
     photo = read_image(PHOTO)
     photo_lab = skcolor.rgb2lab(photo)
@@ -214,7 +216,11 @@ def test_a_browser_session(tmp_path, studio, smoke_model_file, capsys):
         page.drag(point_b, moved_b)
         assert f"point ({moved_b[0]}, {moved_b[1]})" in page.items()[1]
         page.act(lambda chain: chain.click(page.find("#undo")))
-        assert f"point ({point_b[0]}, {point_b[1]})" in page.items()[1]
+        assert page.points() == [point_a, point_b]
+        page.act(lambda chain: chain.key_down(Keys.CONTROL).send_keys("y").key_up(Keys.CONTROL))
+        assert page.points() == [point_a, moved_b]
+        page.act(lambda chain: chain.key_down(Keys.CONTROL).send_keys("z").key_up(Keys.CONTROL))
+        assert page.points() == [point_a, point_b]
         # A third point, removed by a right click.
         page.click(330, 60)
         assert len(page.points()) == 3
