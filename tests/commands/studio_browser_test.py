@@ -1,6 +1,7 @@
 """`tfgcrf studio` driven in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
 
-One session as a person would do it: a broken upload (message in the page), the fixture photo,
+One session as a person would do it: a broken file dropped on the page (message in the page), the
+fixture photo through the file picker,
 a start sample, two points, a move, undo (button), redo and undo (keys), a point removed by a right click, a "same color"
 link, a hover (attention map), the compare slider, and both downloads. The downloaded PNG is checked pixel by pixel against the photo
 (lightness kept, the points' colors at their places) and the downloaded JSON is replayed by
@@ -190,12 +191,14 @@ def test_a_browser_session(tmp_path, studio, smoke_model_file, capsys):
         page = Page(driver, width, height)
         assert page.find("h1").text == "tfgcrf studio"
 
-        # A broken upload: a message in the page, the app keeps running.
-        broken = tmp_path / "broken.png"
-        broken.write_bytes(b"this is text, not pixels\n")
-        page.find("#file").send_keys(str(broken))
+        # A broken file dropped on the page: a message in the page, the app keeps running.
+        driver.execute_script("""
+            const data = new DataTransfer();
+            data.items.add(new File([arguments[0]], "broken.png", {type: "image/png"}));
+            document.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+        """, "this is text, not pixels\n")
         page.wait(page.error, "the error message")
-        assert "not an image file" in page.error()
+        assert page.error().startswith("broken.png: not an image file")
 
         version = page.version()
         page.find("#file").send_keys(PHOTO)
