@@ -33,6 +33,7 @@ def test_folder_without_photos(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serves_the_page_until_interrupted(smoke_model_file):
     process = subprocess.Popen(
         [sys.executable, "-m", "tfgcrf", "studio", PHOTO, "--model", smoke_model_file],

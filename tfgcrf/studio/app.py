@@ -42,7 +42,7 @@ from tfgcrf.errors import InputError, UserError
 
 LOG = logging.getLogger("tfgcrf.studio")
 
-# Largest upload accepted (bytes): a 40-megapixel PNG (the decoder's pixel limit) fits.
+# Largest upload accepted (bytes): a PNG at the decoder's pixel limit (imageio.MAX_PIXELS) fits.
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 # Longest side of the pictures sent to the page; downloads keep the photo's full resolution.
 DISPLAY_SIDE = 1600
