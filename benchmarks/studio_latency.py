@@ -16,7 +16,6 @@ compare slider at 30 %.
 import argparse
 import importlib.resources
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "commands"))
-
-from studio_browser_test import Page, chrome  # noqa: E402
+from tfgcrf.studio.browser import Page, chrome
 
 # (x, y, #rrggbb) of the added points, on the 1024 x 768 pagoda photo: sky, trees, roof, water.
 _COLORS = ["#e89850", "#3c7a3c", "#b04030", "#5080c0", "#d0b070", "#2f6b4f", "#c86040",

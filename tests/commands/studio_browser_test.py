@@ -1,9 +1,9 @@
 """`tfgcrf studio` driven in a real headless Chromium (Debian's chromium + chromedriver, Selenium).
 
 One session as a person would do it: a broken file dropped on the page (message in the page), the
-fixture photo through the file picker,
-a start sample, two points, a move, undo (button), redo and undo (keys), a point removed by a right click, a "same color"
-link, a hover (attention map), the compare slider, and both downloads. The downloaded PNG is checked pixel by pixel against the photo
+fixture photo through the file picker, a start sample, two points, a move, undo (button), redo and
+undo (keys), a point removed by a right click, a "same color" link, a hover (attention map), the
+compare slider, and both downloads. The downloaded PNG is checked pixel by pixel against the photo
 (lightness kept, the points' colors at their places) and the downloaded JSON is replayed by
 `tfgcrf edit --points-json`, which must give the same image within one level.
 
@@ -13,7 +13,6 @@ it never skips. Marked `slow` (a browser and a server): `make test-fast` leaves 
 
 import json
 import os
-import re
 import time
 
 import numpy as np
@@ -24,125 +23,10 @@ from tfgcrf import cli
 from tfgcrf.colorizer import Colorizer
 from tfgcrf.imageio import read_image
 from tfgcrf.studio import StudioApp, StudioServer
+from tfgcrf.studio.browser import TIMEOUT, Page, chrome
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 PHOTO = os.path.join(DATA, "fullres", "sklearn_china.jpg")  # 384x256
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-# The flags this machine's Chromium needs (closed network, root, no GPU).
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,900")
-TIMEOUT = 120.0
-
-
-def chrome(tmp_path):
-    """A headless Chromium session downloading into `tmp_path/downloads`."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    for path in (CHROMIUM, CHROMEDRIVER):
-        assert os.access(path, os.X_OK), (
-            f"{path} is missing: `make test` installs Debian's chromium and chromium-driver "
-            "(make browser)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options.add_experimental_option("prefs", {
-        "download.default_directory": str(downloads),
-        "download.prompt_for_download": False,
-    })
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_script_timeout(TIMEOUT)
-    return driver, downloads
-
-
-class Page:
-    """The studio page in the browser, with photo-pixel coordinates."""
-
-    def __init__(self, driver, width, height):
-        self.driver = driver
-        self.width, self.height = width, height
-
-    def find(self, css):
-        from selenium.webdriver.common.by import By
-
-        return self.driver.find_element(By.CSS_SELECTOR, css)
-
-    def wait(self, condition, what):
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; page status: "
-                             f"{self.find('#status').text!r}, error: {self.error()!r}")
-
-    def idle_after(self, version):
-        """Waits until the page has had an answer after `version` and nothing is in flight."""
-        self.wait(lambda: self.version() > version and self.find("body").get_attribute(
-            "data-busy") == "0", "the server's answer")
-
-    def version(self):
-        return int(self.find("body").get_attribute("data-version"))
-
-    def error(self):
-        box = self.find("#error")
-        return None if box.get_attribute("hidden") is not None else self.find("#error-text").text
-
-    def offset(self, x, y):
-        """Offset from the center of the picture to the center of photo pixel (x, y)."""
-        rect = self.driver.execute_script(
-            "const r = arguments[0].getBoundingClientRect(); return [r.width, r.height];",
-            self.find("#marks"))
-        return ((x + 0.5) / self.width * rect[0] - rect[0] / 2,
-                (y + 0.5) / self.height * rect[1] - rect[1] / 2)
-
-    def actions(self):
-        from selenium.webdriver import ActionChains
-
-        return ActionChains(self.driver, duration=50)
-
-    def act(self, build):
-        """Runs a gesture and waits for the server's answer to it."""
-        version = self.version()
-        build(self.actions()).perform()
-        self.idle_after(version)
-        assert self.error() is None, self.error()
-
-    def at(self, chain, x, y):
-        dx, dy = self.offset(x, y)
-        return chain.move_to_element_with_offset(self.find("#marks"), round(dx), round(dy))
-
-    def set_color(self, hex_color):
-        self.driver.execute_script(
-            "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));",
-            self.find("#color"), hex_color)
-
-    def click(self, x, y):
-        self.act(lambda chain: self.at(chain, x, y).click())
-
-    def drag(self, start, end):
-        self.act(lambda chain: self.at(chain, *start).click_and_hold()
-                 .pause(0.1).move_by_offset(*np.subtract(self.offset(*end), self.offset(*start)))
-                 .pause(0.1).release())
-
-    def points(self):
-        """(x, y) of the points, as the page lists them."""
-        found = [re.match(r"point \((\d+), (\d+)\)", text) for text in self.items()]
-        return [(int(m.group(1)), int(m.group(2))) for m in found if m]
-
-    def items(self):
-        from selenium.webdriver.common.by import By
-
-        return [item.text.rstrip("\u00d7 ") for item in
-                self.driver.find_elements(By.CSS_SELECTOR, "#item-list li")]
-
 
 def _color_with_lightness(photo_lab, point, a, b):
     """A `#rrggbb` color with the photo's own lightness at `point` (reachable by an edit)."""
