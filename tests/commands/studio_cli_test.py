@@ -37,7 +37,9 @@ def test_folder_without_photos(tmp_path, capsys):
 def test_serves_the_page_until_interrupted(smoke_model_file):
     process = subprocess.Popen(
         [sys.executable, "-m", "tfgcrf", "studio", PHOTO, "--model", smoke_model_file],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A test run started in the background ignores SIGINT, and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = process.stdout.readline()
         assert line.startswith("tfgcrf studio: open http://127.0.0.1:"), (line, process.stderr.read())
