@@ -1,14 +1,13 @@
 """`tfgcrf edit`: colorize a photo from a few color points, propagated by the learned structure."""
 
 import os
-import re
 
+from tfgcrf import edit_json
 from tfgcrf.commands.colorize import add_model_argument, check_samples, load_colorizer, make_folder
 from tfgcrf.errors import InputError
 
 HELP = "colorize a photo from a few user color points (optionally on top of a sample)"
 
-_HEX_COLOR = re.compile(r"#([0-9a-fA-F]{6})")
 _POINT_FORMAT = "X,Y,#rrggbb or X,Y,R,G,B (X, Y in input pixels; R, G, B in 0..255)"
 
 
@@ -19,15 +18,20 @@ def add_arguments(parser):
     parser.add_argument("--link", action="append", default=[], metavar="X1,Y1,X2,Y2",
                         help="the places (X1, Y1) and (X2, Y2) should take the same color, whichever "
                         "it is (input pixels); repeat for several links")
+    parser.add_argument("--points-json", default=None, metavar="FILE",
+                        help="points and links from a JSON edit file (what `tfgcrf studio` "
+                        "downloads; README: \"The edit file\"); its from_sample, seed, samples and "
+                        "mode apply unless given here; --point/--link add to it")
     parser.add_argument("--from-sample", type=int, default=None, metavar="K",
                         help="apply the points on top of sample K of `tfgcrf colorize` (0-based, "
                         "as in <stem>_s<K>.png) instead of colorizing from the points alone")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="the seed sample K was colorized with (matters for --mode draw)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S",
+                        help="the seed sample K was colorized with (matters for --mode draw; "
+                        "default: 0)")
     parser.add_argument("--samples", type=int, default=None, metavar="N",
                         help="the --samples sample K was colorized with (matters for --mode draw; "
                         "default: 8)")
-    parser.add_argument("--mode", choices=("top", "draw"), default="top",
+    parser.add_argument("--mode", choices=("top", "draw"), default=None,
                         help="the --mode sample K was colorized with (default: top)")
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="output image (default: out/<stem>_edit.png)")
@@ -60,11 +64,12 @@ def parse_point(spec):
         raise InputError(f"malformed --point {spec!r}: X and Y must be integers (pixels)") from None
     if len(parts) == 5:
         return (x, y), tuple(_channel(part, spec) for part in parts[2:])
-    match = _HEX_COLOR.fullmatch(parts[2])
-    if not match:
+    if not parts[2].startswith("#"):
         raise InputError(f"malformed color in --point {spec!r}: {parts[2]!r} is not #rrggbb")
-    value = int(match.group(1), 16)
-    return (x, y), (value >> 16, (value >> 8) & 255, value & 255)
+    try:
+        return (x, y), edit_json.parse_color(parts[2])
+    except InputError:
+        raise InputError(f"malformed color in --point {spec!r}: {parts[2]!r} is not #rrggbb") from None
 
 
 def parse_link(spec):
@@ -81,11 +86,17 @@ def parse_link(spec):
 
 
 def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, num_samples=None,
-              mode="top", show_points=False, explain=False, links=None):
-    """Edits one photo and writes the result (and attention maps); returns the written paths."""
+              mode="top", show_points=False, explain=False, links=None, size=None):
+    """Edits one photo and writes the result (and attention maps); returns the written paths.
+
+    `size`: the (width, height) the points were given for (an edit file's), checked on the photo.
+    """
     from tfgcrf import imageio, render
 
     rgb = imageio.read_image(path)
+    if size is not None and tuple(size) != (rgb.shape[1], rgb.shape[0]):
+        raise InputError(f"the edit file was made on a {size[0]}x{size[1]} photo, {path} is "
+                         f"{rgb.shape[1]}x{rgb.shape[0]}")
     edited = colorizer.edit(rgb, points, colors, from_sample=from_sample, seed=seed,
                             num_samples=num_samples, mode=mode, links=links)
     if show_points:
@@ -108,8 +119,21 @@ def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, nu
 def run(args):
     parsed = [parse_point(spec) for spec in args.point]
     links = [parse_link(spec) for spec in args.link]
+    size = None
+    if args.points_json is not None:
+        document = edit_json.load(args.points_json)
+        parsed = list(document.points.values()) + parsed
+        links = list(document.links.values()) + links
+        size = document.size
+        for name, value in (("from_sample", document.from_sample), ("seed", document.seed),
+                            ("samples", document.num_samples), ("mode", document.mode)):
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    args.seed = 0 if args.seed is None else args.seed
+    args.mode = args.mode or "top"
     if not parsed and not links:
-        raise InputError("give at least one --point X,Y,COLOR or --link X1,Y1,X2,Y2")
+        raise InputError("give at least one --point X,Y,COLOR or --link X1,Y1,X2,Y2 (or a "
+                         "--points-json file holding some)")
     from tfgcrf.edit_session import MAX_POINTS
 
     if len(parsed) > MAX_POINTS or len(links) > MAX_POINTS:
@@ -124,6 +148,6 @@ def run(args):
         out = os.path.join("out", os.path.splitext(os.path.basename(args.input))[0] + "_edit.png")
     colorizer = load_colorizer(args.model)
     written = edit_file(colorizer, args.input, out, points, colors, args.from_sample, args.seed,
-                        args.samples, args.mode, args.show_points, args.explain, links)
+                        args.samples, args.mode, args.show_points, args.explain, links, size)
     print("wrote " + ", ".join(written))
     return 0
