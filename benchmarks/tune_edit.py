@@ -1,7 +1,7 @@
 """Chooses the edit path's constants on the VALIDATION split (never the test split).
 
 Scores the control protocol of `tfgcrf evaluate` (PSNR vs |H| revealed 7x7 patches at 256x256,
-Levin et al. in the same run) for a grid of local smoothness weights x model prior weights
+every patch pixel a point as in `evaluate`, Levin et al. in the same run) for a grid of local smoothness weights x model prior weights
 (one factorization each per image, nested hint sets by Woodbury updates) and, for the best of
 those, a grid of refinement kernel widths:
 
@@ -73,7 +73,9 @@ def main():
             session = model.edit_session(l, prior_weight=prior, local_weight=local)
             grids[(local, prior)] = []
             for c, count in enumerate(counts):
-                grid = session.solve(*mean_by_cell(cells[:count], colors[:count]))
+                relative_points, chroma = harness._hint_points(corners, colors, count, "patch")
+                grid = session.solve(*mean_by_cell(grid_index(relative_points, size).numpy(),
+                                                   chroma))
                 ab = fullres.upsample_chroma(tf.reshape(grid, [1, size, size, 2]), lightness)[0]
                 grids[(local, prior)].append(ab)
                 image = fullres.compose(lightness, ab[None]).numpy()[0]

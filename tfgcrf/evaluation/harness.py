@@ -146,16 +146,16 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
 
 
 # G-CRF control variants: name -> (`edit_session` arguments, hints given to the grid, refinement at
-# the patch centers at 256 px). "gcrf" is the full edit path: the defaults of `edit_terms` (local
-# smoothness, no model prior), every pixel of each 7x7 hint patch as a point (the hints at the
+# the patch centers at 256 px). "gcrf" is the full edit path: the defaults of `edit_terms` (no
+# local smoothness and no model prior for the current preset), every pixel of each 7x7 hint patch as a point (the hints at the
 # photo's resolution, as Levin et al. get them), the refinement of `Colorizer.edit`. The others are
 # its ablation steps (`ablation=True`): the learned S alone with one point per patch (its center,
-# the protocol before), + local smoothness, + the model's own prior (weight 0.002, off by default:
+# the protocol before), + local smoothness 0.3, + the model's own prior (weight 0.002, off by default:
 # it lowered the validation PSNR at every |H|), + the patches' pixels.
 CONTROL_VARIANTS = {
     "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False),
-    "gcrf_local": (dict(prior_weight=0.0), "center", False),
-    "gcrf_prior": (dict(prior_weight=0.002), "center", False),
+    "gcrf_local": (dict(prior_weight=0.0, local_weight=0.3), "center", False),
+    "gcrf_prior": (dict(prior_weight=0.002, local_weight=0.3), "center", False),
     "gcrf_patch": (dict(), "patch", False),
     "gcrf": (dict(), "patch", True),
 }

@@ -17,7 +17,7 @@ METHOD_LABELS = {
     "gcrf_grid": "G-CRF: learned S alone on the grid (before)",
     "gcrf_local": "+ local smoothness (grid)",
     "gcrf_prior": "+ local + model prior 0.002 (grid)",
-    "gcrf_patch": "+ local, hints as their 7x7 patches' pixels",
+    "gcrf_patch": "hints as their 7x7 patches' pixels (defaults)",
     "vae_mdn": "VAE-MDN (G-CRF bypassed)",
     "levin": "Levin et al. 2004",
     "gray": "gray (ab = 0)",
