@@ -152,7 +152,10 @@ def test_killed_during_hoc_resumes_without_redoing_vae(tmp_path, tiny_experiment
     run_dir = tmp_path / "run"
     command = [sys.executable, "-m", "tfgcrf.cli", "train", "--config", str(config_path),
                "--run-dir", str(run_dir), "--quiet"]
-    hoc_progress = StagePaths(run_dir / "hoc").backup / "training_metadata.json"
+    # The epoch's weights file is written after BackupAndRestore's backup of that epoch (callback
+    # order), so once it exists a complete backup does too: a kill during a later backup write
+    # falls back to it instead of racing the very first backup.
+    hoc_progress = StagePaths(run_dir / "hoc").latest
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, stdout=log, stderr=log, env=ENV)
         deadline = time.time() + 240
