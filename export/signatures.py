@@ -54,6 +54,17 @@ def _same_batch(*tensors):
     ]
 
 
+# Inputs of the `edit` signature; `edit_links` takes these and the links.
+_EDIT_INPUTS = [
+    tf.TensorSpec([None], tf.string, name="image_bytes"),
+    tf.TensorSpec([None, None, 2], tf.float32, name="points"),
+    tf.TensorSpec([None, None, 3], tf.uint8, name="colors"),
+    tf.TensorSpec([None], tf.int32, name="num_points"),
+    tf.TensorSpec([None], tf.int64, name="seed"),
+    tf.TensorSpec([None], tf.int32, name="from_sample"),
+]
+
+
 class ServingModule(tf.Module):
     """A trained `GCRFColorizer` with the serving signatures as `tf.function`s.
 
@@ -198,24 +209,11 @@ class ServingModule(tf.Module):
             )
         return {"colorized_bytes": pngs, "scores": scores}
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="image_bytes"),
-        tf.TensorSpec([None, None, 2], tf.float32, name="points"),
-        tf.TensorSpec([None, None, 3], tf.uint8, name="colors"),
-        tf.TensorSpec([None], tf.int32, name="num_points"),
-        tf.TensorSpec([None], tf.int64, name="seed"),
-        tf.TensorSpec([None], tf.int32, name="from_sample"),
-    ])
+    @tf.function(input_signature=_EDIT_INPUTS)
     def edit(self, image_bytes, points, colors, num_points, seed, from_sample):
         return self._edit_batch(image_bytes, points, colors, num_points, seed, from_sample)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name="image_bytes"),
-        tf.TensorSpec([None, None, 2], tf.float32, name="points"),
-        tf.TensorSpec([None, None, 3], tf.uint8, name="colors"),
-        tf.TensorSpec([None], tf.int32, name="num_points"),
-        tf.TensorSpec([None], tf.int64, name="seed"),
-        tf.TensorSpec([None], tf.int32, name="from_sample"),
+    @tf.function(input_signature=_EDIT_INPUTS + [
         tf.TensorSpec([None, None, 4], tf.float32, name="links"),
         tf.TensorSpec([None], tf.int32, name="num_links"),
     ])
