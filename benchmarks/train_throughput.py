@@ -31,7 +31,7 @@ def measure(stage, batch_size, window, steps):
 
     import tensorflow as tf
 
-    from tfgcrf.config import ModelConfig
+    from tfgcrf.config import ModelConfig, TrainingConfig
     from tfgcrf.data import make_dataset
     from tfgcrf.models import GCRFColorizer
 
@@ -41,7 +41,7 @@ def measure(stage, batch_size, window, steps):
 
     data = make_dataset(PHOTOS, "train", image_size=64, batch_size=batch_size, training=True)
     data = data.take(1).cache().repeat()
-    model = GCRFColorizer(ModelConfig(hoc_window=window))
+    model = GCRFColorizer(ModelConfig(), training=TrainingConfig(hoc_window=window))
     # An untrained decoder outputs gray (zero-initialized top layer): give the G-CRF real work.
     kernel = model.decoder.top_out.kernel
     kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[0, 1]))

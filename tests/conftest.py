@@ -15,15 +15,16 @@ SmokeRun = collections.namedtuple("SmokeRun", ["run_dir", "model", "config"])
 TINY_MODEL = dict(
     image_size=16, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
     encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
-    kl_warmup_steps=4,
 )
+# Its training settings: the KL weight warms up within the few steps of a test run.
+TINY_TRAINING = dict(kl_warmup_steps=4)
 
 
 def tiny_experiment(epochs=1, steps_per_epoch=4):
     """configs/smoke.yaml shrunk to the tiny model and a few steps per stage (seconds per stage)."""
     import dataclasses
 
-    from tfgcrf.config import ModelConfig, load_config
+    from tfgcrf.config import ModelConfig, TrainingConfig, load_config
 
     config = load_config("smoke")
     stages = {
@@ -33,7 +34,8 @@ def tiny_experiment(epochs=1, steps_per_epoch=4):
     }
     data = dataclasses.replace(config.data, source=os.path.join(os.path.dirname(__file__),
                                                                  "data", "photos"))
-    return dataclasses.replace(config, model=ModelConfig(**TINY_MODEL), data=data, stages=stages)
+    return dataclasses.replace(config, model=ModelConfig(**TINY_MODEL),
+                               training=TrainingConfig(**TINY_TRAINING), data=data, stages=stages)
 
 
 @pytest.fixture(scope="session", name="tiny_experiment")

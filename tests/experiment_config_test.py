@@ -7,6 +7,7 @@ from tfgcrf.config import (
     ExperimentConfig,
     ModelConfig,
     StageConfig,
+    TrainingConfig,
     config_from_dict,
     load_config,
     packaged_config_dir,
@@ -18,8 +19,9 @@ PACKAGED = ["smoke", "default64", "lfw64", "church64", "imagenet64"]
 
 
 @pytest.mark.parametrize("name", PACKAGED)
-def test_packaged_configs_load(name):
+def test_packaged_configs_load(name, recwarn):
     config = load_config(name)
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]  # no moved keys
     assert config.name == name
     assert set(config.stages) == {"vae", "hoc", "mdn"}
     assert load_config(packaged_config_dir() / f"{name}.yaml") == config
@@ -51,7 +53,13 @@ def test_yaml_round_trip(tmp_path):
         ({"model": {"unary_head": "gan"}}, "model.unary_head must be one of"),
         ({"model": {"annealed_temperature": 0.0}}, "model.annealed_temperature > 0"),
         ({"model": {"image_size": 20}}, "model.image_size must be a positive multiple of 16"),
-        ({"model": {"hoc_window": 100}}, "model.hoc_window must be in"),
+        ({"training": {"hoc_window": 100}}, r"training.hoc_window must be in \[0, model.image_size=64\]"),
+        ({"training": {"kl_warmup_steps": -1}}, "training.kl_warmup_steps must be >= 0"),
+        ({"training": {"hoc_loss": "l1"}}, "training.hoc_loss must be one of"),
+        ({"training": {"kl_wait": 1}}, r"unknown key\(s\) \['kl_wait'\] in training"),
+        ({"training": [1]}, "training must be a mapping"),
+        ({"model": {"kl_weight": 2}, "training": {"kl_weight": 1}},
+         r"\['kl_weight'\] given under both model: and training:"),
         ({"stages": {"gan": {}}}, r"unknown stage\(s\) \['gan'\]"),
         ({"stages": {"hoc": {"hoc_schedule": [[1, 0.5]]}}}, "must start with an entry for epoch 0"),
         ({"stages": {"hoc": {"hoc_schedule": [[0, 1.0], [0, 0.5]]}}}, "strictly increasing"),
@@ -82,5 +90,27 @@ def test_errors_from_files_name_the_file(tmp_path):
 def test_defaults():
     config = ExperimentConfig()
     assert config.model == ModelConfig() and config.stages["hoc"] == StageConfig()
-    assert ModelConfig().solver == "lu" and ModelConfig().hoc_loss == "l2"
+    assert ModelConfig().solver == "lu" and TrainingConfig().hoc_loss == "l2"
     assert config_from_dict({"model": {"mdn_sigma": 1}}).model.mdn_sigma == 1.0
+
+
+def test_configs_from_before_the_training_section_still_load(tmp_path):
+    """Training keys under `model:` are read into `training` with one one-line FutureWarning."""
+    path = tmp_path / "old.yaml"
+    path.write_text("model: {image_size: 32, trunk_widths: [8, 16], encoder_widths: [8, 16], "
+                    "decoder_widths: [16, 8], kl_warmup_steps: 7, hoc_window: 16, mdn_loss: nll}\n")
+    with pytest.warns(FutureWarning) as notices:
+        config = load_config(path)
+    assert len(notices) == 1
+    message = str(notices[0].message)
+    assert "\n" not in message and message.startswith(f"{path}: model.kl_warmup_steps, model.hoc_window")
+    assert "moved to the training: section" in message
+    assert config.training == TrainingConfig(kl_warmup_steps=7, hoc_window=16, mdn_loss="nll")
+    assert config.model.image_size == 32
+    save_config(config, tmp_path / "new.yaml")
+    assert "training:" in (tmp_path / "new.yaml").read_text()
+    assert load_config(tmp_path / "new.yaml") == config
+
+
+def test_saved_model_configs_hold_no_training_keys():
+    assert not set(ModelConfig.__dataclass_fields__) & set(TrainingConfig.__dataclass_fields__)

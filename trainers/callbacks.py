@@ -163,7 +163,7 @@ class PreviewImages(keras.callbacks.Callback):
         """The chroma fields shown next to the ground truth, each `[N, H, W, 2]`."""
         model = self.model
         # The training solver: previews must not cost a dense O(P^3) solve per image each epoch.
-        solver = model.model_config.train_solver
+        solver = model.training_config.train_solver
         if model.stage == "vae":
             # The MDN is not trained yet: samples draw z from the VAE prior N(0, I).
             shape = [len(self.gray), model.model_config.latent_dim]

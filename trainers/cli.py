@@ -71,15 +71,20 @@ def overrides(config, args):
 
 def run(args):
     import sys
+    import warnings
 
     from tfgcrf.config import load_config
     from tfgcrf.trainers.training import train
 
-    config = overrides(load_config(args.config), args)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
-
     def log(message):
         print(f"tfgcrf train: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings(record=True) as notices:
+        warnings.simplefilter("always", FutureWarning)
+        config = overrides(load_config(args.config), args)
+    for notice in notices:  # e.g. training keys of an older config under model:, one line each
+        log(f"note: {notice.message}")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
 
     strategy = None
     if config.strategy == "tpu":

@@ -33,7 +33,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfgcrf.config import STAGES, as_plain_dict, load_config, save_config
+from tfgcrf.config import STAGES, as_plain_dict, config_changes, load_config, save_config
 from tfgcrf.data import make_dataset
 from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
@@ -92,16 +92,30 @@ def stages_through(requested):
     return list(STAGES[: STAGES.index(requested) + 1])
 
 
-def _check_run_dir_config(run_dir, config):
-    """Writes config.yaml on a first start; refuses to resume a run of a different model."""
+def _check_run_dir_config(run_dir, config, log):
+    """Writes config.yaml; refuses to resume a run of another model, names changed settings.
+
+    The architecture and inference settings (`model:`) must match the run's; the training
+    settings (`training:`, `stages:`, `data:`) may change between starts and apply from the next
+    epoch that runs: changes of `training:` and `stages:` are logged in one line.
+    """
     path = run_dir / CONFIG_FILE
     if path.is_file():
-        previous = load_config(path)
+        with warnings.catch_warnings():
+            # A run folder of an older version: its model: section holds the training keys.
+            warnings.simplefilter("ignore", FutureWarning)
+            previous = load_config(path)
         if previous.model != config.model:
+            changed = "; ".join(config_changes(previous.model, config.model, "model."))
             raise UserError(
-                f"{run_dir} holds a run with a different model configuration; "
+                f"{run_dir} holds a run of another model ({changed}); "
                 "use a new --run-dir (or delete the old one)"
             )
+        changed = config_changes(previous.training, config.training, "training.")
+        for name in STAGES:
+            changed += config_changes(previous.stages[name], config.stages[name], f"stages.{name}.")
+        if changed:
+            log(f"resuming with changed settings: {'; '.join(changed)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, path)
 
@@ -167,9 +181,9 @@ def _datasets(config, stage):
 def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hparams, is_chief=True):
     stage_config = config.stages[stage]
     train, validation, (gray, ab) = _datasets(config, stage)
-    if stage == "vae" and config.model.rebalance_lambda < 1.0:
+    if stage == "vae" and config.training.rebalance_lambda < 1.0:
         counts = ab_histogram(train, max_batches=REBALANCE_BATCHES)
-        model.set_color_weights(rebalancing_weights(counts, config.model.rebalance_lambda))
+        model.set_color_weights(rebalancing_weights(counts, config.training.rebalance_lambda))
     with strategy.scope():
         model.compile_stage(stage, learning_rate=stage_config.learning_rate)
     paths.latest.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +274,7 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     stages = stages_through(stage)
     strategy = strategy or resolve_strategy(config.strategy)
     worker = distribute.Worker(strategy, run_dir)
-    _check_run_dir_config(worker.state_root, config)
+    _check_run_dir_config(worker.state_root, config, log)
     if worker.multi_worker:
         log(f"{worker.name} of a {strategy.num_replicas_in_sync}-replica multi-worker cluster, "
             f"state in {worker.state_root}")
@@ -270,7 +284,7 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     keras.config.set_dtype_policy(policy)
     try:
         with strategy.scope():
-            model = GCRFColorizer(config.model)
+            model = GCRFColorizer(config.model, training=config.training)
             # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
             model.load_pretrained()
     finally:

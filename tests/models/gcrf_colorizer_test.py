@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfgcrf.color import rgb_to_model
-from tfgcrf.config import ModelConfig
+from tfgcrf.config import ModelConfig, TrainingConfig
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.imageio import read_image
 from tfgcrf.models import GCRFColorizer, reveal_mask
@@ -17,8 +17,8 @@ SIZE = 16
 CONFIG = ModelConfig(
     image_size=SIZE, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
     encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
-    kl_warmup_steps=0,
 )
+TRAINING = TrainingConfig(kl_warmup_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def photos():
 def _random_model(stage="mdn", seed=0):
     """A fresh model whose zero-initialized output layer is randomized (non-trivial colors)."""
     keras.utils.set_random_seed(seed)
-    model = GCRFColorizer(CONFIG, stage=stage)
+    model = GCRFColorizer(CONFIG, stage=stage, training=TRAINING)
     kernel = model.decoder.top_out.kernel
     kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[seed, 1]))
     bias = model.mdn.logits_out.bias
@@ -59,7 +59,7 @@ STAGE_PREFIXES = {
 @pytest.mark.parametrize("stage", ["vae", "hoc", "mdn"])
 def test_stage_trains_exactly_its_variables_and_lowers_its_loss(stage, photos):
     keras.utils.set_random_seed(1)
-    model = GCRFColorizer(CONFIG)
+    model = GCRFColorizer(CONFIG, training=TRAINING)
     model.compile_stage(stage, learning_rate=3e-3)
     model.reveal_fraction.assign(0.5)
     batch = tf.data.Dataset.from_tensors(photos)
@@ -81,7 +81,7 @@ def test_alternative_losses_train(stage, option, photos):
     import dataclasses
 
     keras.utils.set_random_seed(2)
-    model = GCRFColorizer(dataclasses.replace(CONFIG, **option))
+    model = GCRFColorizer(CONFIG, training=dataclasses.replace(TRAINING, **option))
     kernel = model.decoder.top_out.kernel
     kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[2, 1]))
     model.compile_stage(stage, learning_rate=3e-3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfgcrf.config import ModelConfig
+from tfgcrf.config import ModelConfig, TrainingConfig
 from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
 from tfgcrf.models.rebalance import (
@@ -60,8 +60,8 @@ def test_histogram_counts_every_pixel():
 def test_weighted_reconstruction_matches_hand_computation():
     config = ModelConfig(image_size=16, latent_dim=4, embed_dim=4, num_components=2,
                          trunk_widths=(4, 8), encoder_widths=(4, 8), decoder_widths=(8, 4),
-                         structure_width=4, mdn_hidden=8, rebalance_lambda=0.5)
-    model = GCRFColorizer(config)
+                         structure_width=4, mdn_hidden=8)
+    model = GCRFColorizer(config, training=TrainingConfig(rebalance_lambda=0.5))
     ab = tf.random.stateless_uniform([2, 16, 16, 2], seed=[1, 2], minval=-0.5, maxval=0.5)
     predicted = tf.zeros_like(ab)
     with pytest.raises(UserError, match="set_color_weights"):
@@ -72,5 +72,5 @@ def test_weighted_reconstruction_matches_hand_computation():
     bins = ab_bins(ab).numpy()
     expected = (weights.ravel()[bins][..., None] * ab.numpy() ** 2).sum(axis=(1, 2, 3)).mean()
     assert value == pytest.approx(expected / (2 * 0.1**2), rel=1e-5)
-    plain = GCRFColorizer(dataclasses.replace(config, rebalance_lambda=1.0))
+    plain = GCRFColorizer(config, training=TrainingConfig(rebalance_lambda=1.0))
     assert plain._pixel_weights(ab) is None

@@ -18,7 +18,7 @@ SIZE = 16
 CONFIG = ModelConfig(
     image_size=SIZE, latent_dim=8, embed_dim=8, num_components=4, trunk_widths=(8, 16),
     encoder_widths=(8, 16), decoder_widths=(16, 8), structure_width=8, mdn_hidden=16,
-    kl_warmup_steps=0, backbone="efficientnet_lite0", unary_head="classification",
+    backbone="efficientnet_lite0", unary_head="classification",
     semantic_width=4, semantic_global_width=4, solver="cg",
 )
 

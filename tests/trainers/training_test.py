@@ -109,8 +109,28 @@ def test_refuses_to_resume_a_different_model(tmp_path, tiny_experiment):
     config = tiny_experiment()
     save_config(config, tmp_path / "config.yaml")
     other = dataclasses.replace(config, model=dataclasses.replace(config.model, latent_dim=4))
-    with pytest.raises(UserError, match="different model configuration"):
+    with pytest.raises(UserError, match=r"holds a run of another model \(model.latent_dim 8 -> 4\)"):
         train(other, tmp_path, verbose=0)
+
+
+def test_resumes_with_changed_training_settings_and_names_them(tmp_path, tiny_experiment):
+    """Training knobs are not the model: a resume with other values runs and says what changed.
+
+    The first start writes its config.yaml in the layout of runs started before the training:
+    section existed (training keys under model:), which must resume too.
+    """
+    import yaml
+
+    config = tiny_experiment(epochs=1, steps_per_epoch=2)
+    train(config, tmp_path, stage="vae", verbose=0, log=lambda message: None)
+    written = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    written["model"].update(written.pop("training"))  # the old layout
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
+    changed = dataclasses.replace(config, training=dataclasses.replace(config.training, kl_warmup_steps=9))
+    messages = []
+    train(changed, tmp_path, stage="vae", verbose=0, log=messages.append)
+    assert "resuming with changed settings: training.kl_warmup_steps 4 -> 9" in messages
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["training"]["kl_warmup_steps"] == 9
 
 
 def test_a_nan_loss_stops_the_stage_with_a_clear_error(tmp_path, tiny_experiment, monkeypatch):
@@ -129,8 +149,8 @@ def test_a_nan_loss_stops_the_stage_with_a_clear_error(tmp_path, tiny_experiment
 
 def test_vae_stage_computes_rebalancing_weights(tmp_path, tiny_experiment):
     config = tiny_experiment(epochs=1, steps_per_epoch=2)
-    model_config = dataclasses.replace(config.model, rebalance_lambda=0.5)
-    model = train(dataclasses.replace(config, model=model_config), tmp_path, stage="vae",
+    training = dataclasses.replace(config.training, rebalance_lambda=0.5)
+    model = train(dataclasses.replace(config, training=training), tmp_path, stage="vae",
                   verbose=0, log=lambda message: None)
     weights = model._color_weights.numpy()
     assert weights.shape == (22 * 22,) and weights.std() > 0 and np.all(weights > 0)

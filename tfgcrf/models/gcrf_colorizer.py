@@ -15,7 +15,7 @@ a fresh optimizer (changing `trainable` without recompiling is silently ignored 
 import keras
 import tensorflow as tf
 
-from tfgcrf.config import SOLVERS, STAGES, ModelConfig, as_plain_dict
+from tfgcrf.config import SOLVERS, STAGES, ModelConfig, TrainingConfig, as_plain_dict, split_moved_keys
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.layers import edit_terms
 from tfgcrf.layers.color_encoder import ColorEncoder
@@ -109,18 +109,30 @@ class GCRFColorizer(keras.Model):
     be traced into SavedModel signatures).
 
     Args:
-        config: a `ModelConfig` (or its dict form).
+        config: a `ModelConfig` (or its dict form; the training keys that dicts saved before
+            `TrainingConfig` existed hold are read into `training` when it is None).
         stage: the training stage, "vae", "hoc" or "mdn"; decides the trainable variables.
+        training: the `TrainingConfig` of the training stages (default `TrainingConfig()`);
+            not saved with the model.
         **kwargs: standard `keras.Model` arguments (name, ...).
     """
 
-    def __init__(self, config=None, stage="vae", **kwargs):
+    def __init__(self, config=None, stage="vae", training=None, **kwargs):
         super().__init__(**kwargs)
         if config is None:
             config = ModelConfig()
         elif isinstance(config, dict):
+            config, moved = split_moved_keys(config)
             config = ModelConfig(**config)
+            if training is None and moved:
+                training = TrainingConfig(**moved)
+        if training is None:
+            training = TrainingConfig()
+        elif isinstance(training, dict):
+            training = TrainingConfig(**training)
+        training.check_model(config)
         self.model_config = config
+        self.training_config = training
         self.trunk = GrayTrunk(config.trunk_widths, name="gray_trunk")
         self.semantic = None
         if config.backbone != "none":
@@ -167,9 +179,9 @@ class GCRFColorizer(keras.Model):
             for solver in SOLVERS
         }
         self.train_crf = GaussianCRF(
-            solver=config.train_solver,
+            solver=training.train_solver,
             ridge=config.ridge,
-            cg_tol=config.train_cg_tol,
+            cg_tol=training.train_cg_tol,
             cg_max_iter=config.cg_max_iter,
             preconditioner=config.cg_preconditioner,
             name="train_gaussian_crf",
@@ -260,7 +272,7 @@ class GCRFColorizer(keras.Model):
     def set_color_weights(self, weights):
         """Sets the class-rebalancing weights `[BINS_PER_AXIS, BINS_PER_AXIS]` of the VAE loss.
 
-        Needed when `config.rebalance_lambda < 1` (the trainer computes them from the training
+        Needed when `training.rebalance_lambda < 1` (the trainer computes them from the training
         data with `tfgcrf.models.rebalance`); call it before `compile_stage("vae")`.
         """
         weights = tf.constant(weights, tf.float32)
@@ -599,7 +611,7 @@ class GCRFColorizer(keras.Model):
             logits, means = (_float32(t) for t in self.mdn(features))
             z = tf.stop_gradient(z)
             sigma = self.model_config.mdn_sigma
-            loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, self.model_config.mdn_loss))
+            loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, self.training_config.mdn_loss))
             nll = tf.reduce_mean(mdn_loss(z, logits, means, sigma, "nll"))
             return loss, {"loss": loss, "mixture_nll": nll}
         if self.decoder.num_classes:
@@ -621,11 +633,11 @@ class GCRFColorizer(keras.Model):
 
     def _pixel_weights(self, ab):
         """Class-rebalancing weights `[B, H, W, 1]` of the true colors, or None (plain L2)."""
-        if self.model_config.rebalance_lambda >= 1.0:
+        if self.training_config.rebalance_lambda >= 1.0:
             return None
         if self._color_weights is None:
             raise UserError(
-                "model.rebalance_lambda < 1 needs the color weights: call set_color_weights "
+                "training.rebalance_lambda < 1 needs the color weights: call set_color_weights "
                 "(tfgcrf train computes them from the training data)"
             )
         return tf.gather(self._color_weights, ab_bins(ab))[..., None]
@@ -636,7 +648,7 @@ class GCRFColorizer(keras.Model):
         if pixel_weights is not None:
             squared = pixel_weights * squared
         per_image = tf.reduce_sum(tf.reshape(squared, [tf.shape(squared)[0], -1]), axis=-1)
-        return tf.reduce_mean(per_image) / (2.0 * self.model_config.recon_sigma**2)
+        return tf.reduce_mean(per_image) / (2.0 * self.training_config.recon_sigma**2)
 
     def _class_nll(self, logits, target, pixel_weights=None):
         """Batch mean of the per-image sum of w * cross-entropy of the true colors' classes.
@@ -652,28 +664,28 @@ class GCRFColorizer(keras.Model):
 
     def _kl_weight(self):
         """KL weight with linear warm-up over `kl_warmup_steps` optimizer steps."""
-        config = self.model_config
+        config = self.training_config
         if not config.kl_warmup_steps or self.optimizer is None:
             return config.kl_weight
         progress = tf.cast(self.optimizer.iterations + 1, tf.float32) / config.kl_warmup_steps
         return config.kl_weight * tf.minimum(progress, 1.0)
 
     def _hoc_losses(self, l, ab, features, alpha, training):
-        config = self.model_config
+        config, window = self.model_config, self.training_config.hoc_window
         seed = self._training_seed(1) if training else _VALIDATION_SEED
         # The similarity S and the G-CRF solve are float32 whatever the policy.
         embeddings = _float32(self.structure.embed(tf.cast(l, self.structure.compute_dtype), features))
         size = config.image_size
         grids = [tf.reshape(embeddings, [-1, size, size, config.embed_dim]), alpha, ab]
-        if 0 < config.hoc_window < size:
-            grids = _random_window(grids, config.hoc_window, seed)
+        if 0 < window < size:
+            grids = _random_window(grids, window, seed)
         embeddings, unary, target = (_flatten_pixels(grid) for grid in grids)
         similarity = self.structure.similarity_of(embeddings)
         weights = self._reveal_weights(unary, self.reveal_fraction, seed)
         x = self.train_crf(similarity, unary, weights, initial=unary)
         crf_l2 = self._color_nll(x, target)
         unary_l2 = self._color_nll(unary, target)
-        if self.model_config.hoc_loss == "nll":
+        if self.training_config.hoc_loss == "nll":
             loss = tf.reduce_mean(self.train_crf.gaussian_nll(similarity, unary, weights, target))
         else:
             loss = crf_l2
