@@ -302,6 +302,9 @@ class StageConfig:
         batch_size: overrides data.batch_size for this stage (0 keeps it); the HOC stage holds
             B x P x P similarity matrices, so it usually needs a smaller batch.
         hoc_schedule: HOC stage only: (first epoch, revealed fraction) pairs.
+        anchor_batches: MDN stage only: training batches whose posterior-mean codes are
+            clustered (k-means) to initialize the mixture components
+            (`MixtureDensityHead.initialize_from_codes`); 0 keeps the random initialization.
     """
 
     epochs: int = 1
@@ -310,6 +313,7 @@ class StageConfig:
     validation_steps: int = 0
     batch_size: int = 0
     hoc_schedule: tuple = PAPER_HOC_SCHEDULE
+    anchor_batches: int = 0
 
     def __post_init__(self):
         schedule = tuple((int(epoch), float(fraction)) for epoch, fraction in self.hoc_schedule)
@@ -324,7 +328,7 @@ class StageConfig:
             raise UserError(f"stage epochs must be >= 1, got {self.epochs}")
         if self.learning_rate <= 0:
             raise UserError(f"stage learning_rate must be > 0, got {self.learning_rate}")
-        for name in ("steps_per_epoch", "validation_steps", "batch_size"):
+        for name in ("steps_per_epoch", "validation_steps", "batch_size", "anchor_batches"):
             if getattr(self, name) < 0:
                 raise UserError(f"stage {name} must be >= 0, got {getattr(self, name)}")
 

@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfgcrf.config import STAGES, as_plain_dict, config_changes, load_config, save_config
@@ -184,6 +185,10 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
     if stage == "vae" and config.training.rebalance_lambda < 1.0:
         counts = ab_histogram(train, max_batches=REBALANCE_BATCHES)
         model.set_color_weights(rebalancing_weights(counts, config.training.rebalance_lambda))
+    if stage == "mdn" and stage_config.anchor_batches:
+        # Before fit: a resumed stage's BackupAndRestore then overwrites this with its weights.
+        with strategy.scope():
+            _anchor_mixture(model, train, stage_config.anchor_batches, config.seed)
     with strategy.scope():
         model.compile_stage(stage, learning_rate=stage_config.learning_rate)
     paths.latest.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +219,12 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
             f"stages.{stage}.learning_rate and run the same command again"
         )
     return history.history
+
+
+def _anchor_mixture(model, train, batches, seed):
+    """Initializes the MDN components at k-means centers of training posterior means."""
+    codes = [model.posterior(gray, ab)[0].numpy() for gray, ab in train.take(batches)]
+    model.mdn.initialize_from_codes(np.concatenate(codes), seed=seed)
 
 
 def _fit(model, train, validation, stage_config, callbacks, verbose):

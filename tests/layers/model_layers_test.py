@@ -158,3 +158,40 @@ def test_mixture_distribution_is_tfp_mixture():
     dist = mixture_distribution(tf.zeros([2, 3]), tf.zeros([2, 3, 4]), 0.1)
     assert isinstance(dist, tfp.distributions.MixtureSameFamily)
     assert dist.batch_shape == (2,) and dist.event_shape == (4,)
+
+
+def test_mixture_initialized_from_codes_starts_at_their_cluster_centers(gray_batch):
+    l, _ = gray_batch
+    features = _features(l)
+    head = MixtureDensityHead(latent_dim=4, num_components=3, sigma=0.2, hidden=16)
+    head(features)
+    # Three well separated clusters of 60, 30 and 10 codes around known centers.
+    rng = np.random.default_rng(0)
+    centers = np.array([[5.0, 0, 0, 0], [0, -5.0, 0, 0], [0, 0, 0, 5.0]])
+    sizes = [60, 30, 10]
+    codes = np.concatenate([c + 0.1 * rng.standard_normal((n, 4)) for c, n in zip(centers, sizes)])
+    found = head.initialize_from_codes(codes, seed=1, kernel_scale=0.0)
+    assert sorted(found.tolist()) == sorted(sizes)
+    logits, means = (t.numpy() for t in head(features))
+    # With a zero kernel every image gets the centers, weighted by the cluster frequencies.
+    for image_means, image_logits in zip(means, logits):
+        order = np.argsort([np.argmin(np.linalg.norm(centers - m, axis=1)) for m in image_means])
+        np.testing.assert_allclose(image_means[order], centers, atol=0.05)
+        weights = np.exp(image_logits) / np.exp(image_logits).sum()
+        np.testing.assert_allclose(weights[order], np.array(sizes) / 100, atol=0.01)
+    # The nearest loss (paper Eq. 9) of the codes is far lower than from the random start.
+    fresh = MixtureDensityHead(latent_dim=4, num_components=3, sigma=0.2, hidden=16)
+    z = tf.constant(codes[::10], tf.float32)
+    repeat = lambda t: tf.repeat(t[:1], len(z), axis=0)  # noqa: E731
+    before = mdn_loss(z, *(repeat(t) for t in fresh(features)), 0.2).numpy().mean()
+    after = mdn_loss(z, *(repeat(t) for t in head(features)), 0.2).numpy().mean()
+    assert after < 0.01 * before
+
+
+def test_mixture_initialization_refuses_bad_codes(gray_batch):
+    head = MixtureDensityHead(latent_dim=4, num_components=3, sigma=0.2, hidden=16)
+    head(_features(gray_batch[0]))
+    with pytest.raises(ValueError, match=r"codes must be \[N, 4\]"):
+        head.initialize_from_codes(np.zeros((10, 5)))
+    with pytest.raises(ValueError, match="need at least 3 codes"):
+        head.initialize_from_codes(np.zeros((2, 4)))

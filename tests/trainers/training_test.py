@@ -249,3 +249,21 @@ def test_trains_under_mirrored_strategy(tmp_path, tiny_experiment):
     assert set(report["losses"]) == set(STAGES)
     assert all(np.isfinite(v) for losses in report["losses"].values() for v in losses)
     assert report["mirrored"] == pytest.approx(report["single"], rel=1e-5)
+
+
+def test_mdn_stage_starts_from_anchored_components(tmp_path, tiny_experiment, monkeypatch):
+    from tfgcrf.layers.mixture_density import MixtureDensityHead
+
+    config = tiny_experiment(epochs=1, steps_per_epoch=2)
+    stages = dict(config.stages, mdn=dataclasses.replace(config.stages["mdn"], anchor_batches=2))
+    seen = []
+    original = MixtureDensityHead.initialize_from_codes
+
+    def spy(self, codes, **kwargs):
+        seen.append(np.asarray(codes).shape)
+        return original(self, codes, **kwargs)
+
+    monkeypatch.setattr(MixtureDensityHead, "initialize_from_codes", spy)
+    train(dataclasses.replace(config, stages=stages), tmp_path, verbose=0, log=lambda message: None)
+    batch = config.stages["mdn"].batch_size or config.data.batch_size
+    assert seen == [(2 * batch, config.model.latent_dim)]

@@ -58,6 +58,53 @@ class MixtureDensityHead(keras.layers.Layer):
         means = ops.reshape(self.means_out(x), (-1, self.num_components, self.latent_dim))
         return self.logits_out(x), means
 
+    def initialize_from_codes(self, codes, seed=0, kernel_scale=0.1):
+        """Starts the M components at the k-means centers of latent codes (before MDN training).
+
+        A randomly initialized mixture trained with the "nearest" loss (paper Eq. 9) leaves most
+        components near the average code, where they decode to nearly the same colorization
+        (samples that differ by a global tint); a component no code is nearest to never moves.
+        Starting every component at the center of a populated cluster of the training codes
+        spreads them over the codes the decoder knows, and the network then learns per image
+        which of them apply (measured: `docs/design.md`, MDN initialization).
+
+        Sets the bias of the means layer to the centers and scales its kernel by `kernel_scale`
+        (so the per-image offsets start small), and the bias of the logits layer to the log
+        cluster frequencies (its kernel scaled alike). The layer must be built.
+
+        Args:
+            codes: `[N, latent_dim]` latent codes, N >= M (e.g. posterior means of training
+                photos, `GCRFColorizer.posterior`).
+            seed: seed of k-means++ (scipy.cluster.vq.kmeans2).
+            kernel_scale: factor applied to both kernels, in (0, 1].
+
+        Returns:
+            the cluster sizes `[M]` (numpy int).
+
+        Raises:
+            ValueError: wrong shape or fewer codes than components.
+        """
+        import numpy as np
+        from scipy.cluster.vq import kmeans2
+
+        codes = np.asarray(codes, np.float64)
+        if codes.ndim != 2 or codes.shape[1] != self.latent_dim:
+            raise ValueError(f"codes must be [N, {self.latent_dim}], got {codes.shape}")
+        if codes.shape[0] < self.num_components:
+            raise ValueError(
+                f"need at least {self.num_components} codes for {self.num_components} "
+                f"components, got {codes.shape[0]}"
+            )
+        centers, labels = kmeans2(codes, self.num_components, iter=30, minit="++", seed=seed)
+        sizes = np.bincount(labels, minlength=self.num_components)
+        kernel, _ = self.means_out.get_weights()
+        self.means_out.set_weights([kernel * kernel_scale, centers.reshape(-1).astype(np.float32)])
+        kernel, _ = self.logits_out.get_weights()
+        # Empty clusters (kmeans2 can leave one) start with a small, finite weight.
+        log_frequency = np.log((sizes + 0.5) / (sizes.sum() + 0.5 * sizes.size))
+        self.logits_out.set_weights([kernel * kernel_scale, log_frequency.astype(np.float32)])
+        return sizes
+
     def distribution(self, logits, means):
         """The mixture as a `tfp.distributions.MixtureSameFamily` over `[latent_dim]` events."""
         return mixture_distribution(logits, means, self.sigma)
