@@ -1,10 +1,13 @@
 """Warm wall time of `Colorizer.colorize` (8 samples), `Colorizer.edit` and an edit session on a 1024x768 photo.
 
-Splits both into their stages (model network, similarity S, G-CRF solve, chroma upsampling,
-recombination) and compares with baselines measured in the same run: the VAE-MDN without the
-G-CRF, and plain bilinear upsampling with per-channel gamut clipping.
+Splits them into their stages (model network, similarity S, G-CRF solve, chroma upsampling,
+recombination; for the session the grid's Woodbury update and the full-resolution finish) and
+compares with baselines measured in the same run: the VAE-MDN without the G-CRF, plain bilinear
+upsampling with per-channel gamut clipping, the stateless edit and the stateless full-resolution
+finish. Session rows also give the process CPU time (less inflated than the wall time when other
+processes share the cores); the load average is printed at the start and the end.
 
-    .venv/bin/python benchmarks/colorize_latency.py [--model default|PATH] [--repeats 5]
+    .venv/bin/python benchmarks/colorize_latency.py [--model default|PATH] [--repeats 5] [--edit-only]
 
 Without an installed preset or model file it times an untrained model of the default
 architecture and says so (the timings do not depend on the weights).
@@ -21,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfgcrf import color, fullres  # noqa: E402
+from tfgcrf import color, fullres, hints  # noqa: E402
 from tfgcrf.colorizer import Colorizer  # noqa: E402
 from tfgcrf.errors import UserError  # noqa: E402
 from tfgcrf.layers import edit_terms  # noqa: E402
@@ -51,66 +54,44 @@ def _colorizer(spec):
         return Colorizer(GCRFColorizer(ModelConfig())), note
 
 
-def _time(function, repeats):
-    """Median wall time in ms of `function()` after one warm-up call."""
+def _time(function, repeats, cpu=False):
+    """Median wall time in ms of `function()` after one warm-up call (and, with `cpu`, the median
+    process CPU time in ms: all threads, close to the wall time on an idle machine for the
+    single-threaded XLA kernels, and much less inflated than the wall time by other processes)."""
     function()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = function()
         # Results are tensors or arrays; make sure the work is done.
         tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        walls.append((time.perf_counter() - start) * 1000.0)
+        cpus.append((time.process_time() - start_cpu) * 1000.0)
+    return (statistics.median(walls), statistics.median(cpus)) if cpu else statistics.median(walls)
+
+
+def _load():
+    return "load average " + "/".join(f"{v:.1f}" for v in os.getloadavg()) + " (1/5/15 min)"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="preset name or .keras file")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--edit-only", action="store_true",
+                        help="only the edit rows (stateless edit and session), not colorize")
     args = parser.parse_args()
 
+    load_before = _load()
     colorizer, note = _colorizer(args.model)
     model = colorizer.model
     config = model.model_config
     rgb = _photo()
     lightness, l_small = colorizer._prepare(rgb)
-    seed = tf.constant(0, tf.int64)
-    mode = "top" if NUM_SAMPLES <= config.num_components else "draw"
     size = config.image_size
     pixels = size * size
-
-    unary_only = tf.function(lambda l: model.sample(l, NUM_SAMPLES, seed, mode, use_gcrf=False),
-                             autograph=False)
-    alpha = unary_only(l_small)[0]
-    unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [1, pixels, NUM_SAMPLES * 2])
     similarity = colorizer._similarity(l_small)
-    solve = tf.function(lambda s, u, w: model.crf(s, u, w, initial=u), autograph=False)
-    edit_crf = model.crf_solver(config.edit_solver)
-    edit_solve = tf.function(lambda s, u, w, e: edit_crf(s, u, w, extra=e), autograph=False)
-    edit_extra = edit_terms.edit_precision(l_small)
-    sample_weights = tf.fill([1, pixels], config.beta_train)
-    ab_small = colorizer._sample(l_small, NUM_SAMPLES, seed, mode)[0][0]
-    ab_full = fullres.upsample_chroma(ab_small, lightness)
-    upsample = tf.function(fullres.upsample_chroma, autograph=False)
-    compose = tf.function(lambda l, ab: fullres.compose(l, ab, jit=True), autograph=False)
-
-    @tf.function(autograph=False)
-    def bilinear_and_clip(ab, l_full):
-        ab = tf.image.resize(ab, tf.shape(l_full))
-        l_full = tf.broadcast_to(l_full[tf.newaxis, :, :, tf.newaxis], tf.concat([tf.shape(ab)[:-1], [1]], 0))
-        return color.to_uint8(color.model_to_rgb(l_full / color.L_SCALE, ab))
-
-    # One edit: two points, from the points alone.
-    points, colors = [(800, 100), (200, 650)], [(250, 150, 60), (40, 110, 40)]
-    points_rel = colorizer._relative_points(points, HEIGHT, WIDTH)
-    chroma = colorizer._point_chroma(colors, len(points))
-    from tfgcrf.models import points_to_grid
-
-    mask, target = points_to_grid(points_rel[None], chroma[None], [len(points)], size)
-    edit_weights = config.beta_edit * tf.reshape(mask, [1, pixels])
-    edit_unary = tf.reshape(target, [1, pixels, 2])
-    edit_small = colorizer._edit(l_small, mask, target, None)
+    r = args.repeats
 
     def fresh(call):
         """Times `call` on a photo the colorizer has not seen (its kept S forgotten)."""
@@ -119,26 +100,33 @@ def main():
             return call()
         return run
 
-    r = args.repeats
-    rows = [
-        ("colorize, end to end (Colorizer.colorize)", _time(fresh(lambda: colorizer.colorize(rgb, NUM_SAMPLES)), r)),
-        ("  prepare: lightness + grid input", _time(lambda: colorizer._prepare(rgb), r)),
-        ("  model: trunk + MDN + decoder (VAE-MDN baseline)", _time(lambda: unary_only(l_small), r)),
-        ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r)),
-        (f"  G-CRF solve ({config.solver}, {NUM_SAMPLES * 2} right-hand sides)",
-         _time(lambda: solve(similarity, unary, sample_weights), r)),
-        ("  model + G-CRF together (GCRFColorizer.sample)",
-         _time(lambda: colorizer._sample(l_small, NUM_SAMPLES, seed, mode), r)),
-        ("  upsampling: guided, 8 samples", _time(lambda: upsample(ab_small, lightness), r)),
-        ("  recombination: L-preserving gamut fit + RGB (XLA)", _time(lambda: compose(lightness, ab_full), r)),
-        ("  baseline: bilinear upsampling + clip + RGB", _time(lambda: bilinear_and_clip(ab_small, lightness), r)),
-        ("edit, end to end (Colorizer.edit, 2 points)", _time(fresh(lambda: colorizer.edit(rgb, points, colors)), r)),
-        ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r)),
+    rows = []  # (name, ms, cpu ms or None, index of the row it is a share of)
+    if not args.edit_only:
+        rows += _colorize_rows(colorizer, rgb, lightness, l_small, similarity, fresh, r)
+
+    # One stateless edit: two points, from the points alone.
+    points, colors = [(800, 100), (200, 650)], [(250, 150, 60), (40, 110, 40)]
+    points_rel = colorizer._relative_points(points, HEIGHT, WIDTH)
+    chroma = colorizer._point_chroma(colors, len(points))
+    from tfgcrf.models import points_to_grid
+
+    mask, target = points_to_grid(points_rel[None], chroma[None], [len(points)], size)
+    edit_weights = config.beta_edit * tf.reshape(mask, [1, pixels])
+    edit_unary = tf.reshape(target, [1, pixels, 2])
+    edit_crf = model.crf_solver(config.edit_solver)
+    edit_solve = tf.function(lambda s, u, w, e: edit_crf(s, u, w, extra=e), autograph=False)
+    edit_extra = edit_terms.edit_precision(l_small)
+    edit = len(rows)
+    rows += [
+        ("edit, end to end (Colorizer.edit, 2 points)",
+         *_time(fresh(lambda: colorizer.edit(rgb, points, colors)), r, cpu=True), edit),
+        ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r), None, edit),
         (f"  G-CRF solve ({config.edit_solver}, 2 right-hand sides)",
-         _time(lambda: edit_solve(similarity, edit_unary, edit_weights, edit_extra), r)),
-        ("  upsampling + recombination, 1 image",
-         _time(lambda: colorizer._to_full(edit_small, lightness), r)),
+         _time(lambda: edit_solve(similarity, edit_unary, edit_weights, edit_extra), r), None, edit),
     ]
+    again = _time(lambda: colorizer.edit(rgb, points, colors), r)
+    rows.append(("  edit again on the same photo (S kept from the last call)", again, None, edit))
+
     # The interactive path: one session, then one more point at a new place each time (a new
     # grid pixel: one new Woodbury column), answered at full resolution.
     session_ms = _time(lambda: colorizer.session(rgb), r)
@@ -146,7 +134,7 @@ def main():
     for (x, y), rgb_color in zip(points, colors):
         session.add_point(x, y, rgb_color)
     session.result()
-    places = iter([(40 + 37 * i % 940, 60 + 53 * i % 650) for i in range(10 * r + 10)])
+    places = iter([(40 + 37 * i % 940, 60 + 53 * i % 650) for i in range(20 * r + 20)])
 
     def one_more_point():
         key = session.add_point(*next(places), (200, 60, 60))
@@ -164,30 +152,99 @@ def main():
     entries = list(session._points.values())
     point_px = np.array([xy for xy, _, _ in entries], np.int32)
     point_ab = np.array([ab for _, _, ab in entries], np.float32)
+    guide = session._guide
+    ab_full = fullres.upsample_guided(grid, guide, jit=True)
+    cell = hints.grid_cell(HEIGHT, WIDTH, size)
+    refine = tf.function(lambda ab, l, p, c: hints.refine_at_points(ab, l, p, c, cell), autograph=False)
+    stateless_finish = tf.function(
+        lambda ab, l, p, c: hints.finish_edit(ab, l, p, c, size), autograph=False)
+    one = len(rows) + 1
     rows += [
-        ("edit session: create (Colorizer.session: S, prior, factors)", session_ms),
-        ("edit session: one more point, end to end (add + result)", _time(one_more_point, r)),
-        ("  grid: Woodbury update, one new column", _time(grid_update, r)),
-        ("  full resolution: upsampling + point refinement + recombination (XLA)",
-         _time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab), r)),
+        ("edit session: create (Colorizer.session: S, factors, guide)", session_ms, None, None),
+        ("edit session: one more point, end to end (add + result)",
+         *_time(one_more_point, r, cpu=True), one),
+        ("  grid: Woodbury update, one new column (add + grid_result)",
+         *_time(grid_update, r, cpu=True), one),
+        ("  full resolution: upsampling + refinement + recombination",
+         *_time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab, guide), r,
+                cpu=True), one),
+        ("    upsampling (XLA, the session's guide statistics)",
+         *_time(lambda: fullres.upsample_guided(grid, guide, jit=True), r, cpu=True), one),
+        ("    point refinement (hints.refine_at_points)",
+         *_time(lambda: refine(ab_full[0], lightness, point_px, point_ab), r, cpu=True), one),
+        ("    recombination: L-preserving gamut fit + RGB (XLA)",
+         *_time(lambda: fullres.compose(lightness, ab_full, jit=True), r, cpu=True), one),
+        ("  stateless full resolution (guide statistics, no XLA)",
+         *_time(lambda: stateless_finish(grid, lightness, point_px, point_ab), r, cpu=True), one),
     ]
-    colorize_total, edit_total, session_total = rows[0][1], rows[9][1], rows[14][1]
-    print(f"{note}; grid {size}x{size}, photo {WIDTH}x{HEIGHT}, {NUM_SAMPLES} samples ({mode}), "
-          f"median of {r} warm runs, {os.cpu_count()} CPU cores")
-    print(f"| {'stage':<58} | {'ms':>8} | {'share':>6} |")
-    print(f"| {'-' * 58} | {'-' * 8}:| {'-' * 6}:|")
-    for index, (name, ms) in enumerate(rows):
-        total = colorize_total if index < 9 else edit_total if index < 13 else session_total
-        print(f"| {name:<58} | {ms:8.1f} | {100 * ms / total:5.0f}% |")
-    again = _time(lambda: colorizer.edit(rgb, points, colors), r)
-    print(f"| {'edit again on the same photo (S kept from the last call)':<58} | {again:8.1f} | "
-          f"{100 * again / edit_total:5.0f}% |")
-    guided = rows[6][1] + rows[7][1]
-    print(f"\nguided upsampling + L-preserving recombination vs the bilinear + clip baseline: "
-          f"{guided / rows[8][1]:.2f}x the time")
-    print(f"G-CRF colorize (model + S + solve) vs the VAE-MDN baseline: {rows[5][1] / rows[2][1]:.2f}x the time")
-    print(f"one more point in a session vs a stateless 2-point edit: {rows[14][1] / edit_total:.3f}x "
-          f"the time ({rows[14][1]:.0f} ms; target 150 ms)")
+    load_after = _load()
+
+    print(f"{note}; grid {size}x{size}, photo {WIDTH}x{HEIGHT}, {NUM_SAMPLES} samples, median of {r} "
+          f"warm runs, {os.cpu_count()} CPU cores; {load_before} at the start, {load_after} at the end")
+    print(f"| {'stage':<64} | {'wall ms':>8} | {'CPU ms':>8} | {'share':>6} |")
+    print(f"| {'-' * 64} | {'-' * 8}:| {'-' * 8}:| {'-' * 6}:|")
+    for name, ms, cpu_ms, total in rows:
+        cpu_text = "" if cpu_ms is None else f"{cpu_ms:8.1f}"
+        share = "" if total is None else f"{100 * ms / rows[total][1]:5.0f}%"
+        print(f"| {name:<64} | {ms:8.1f} | {cpu_text:>8} | {share:>6} |")
+    by_name = {name.strip(): (ms, cpu_ms) for name, ms, cpu_ms, _ in rows}
+    if not args.edit_only:
+        guided = by_name["upsampling: guided, 8 samples"][0] + by_name[
+            "recombination: L-preserving gamut fit + RGB (XLA)"][0]
+        print(f"\nguided upsampling + L-preserving recombination vs the bilinear + clip baseline: "
+              f"{guided / by_name['baseline: bilinear upsampling + clip + RGB'][0]:.2f}x the time")
+        print(f"G-CRF colorize (model + S + solve) vs the VAE-MDN baseline: "
+              f"{by_name['model + G-CRF together (GCRFColorizer.sample)'][0] / by_name['model: trunk + MDN + decoder (VAE-MDN baseline)'][0]:.2f}x the time")
+    more_ms, more_cpu = rows[one][1], rows[one][2]
+    edit_ms, edit_cpu = rows[edit][1], rows[edit][2]
+    full_ms = rows[one + 2][1]
+    stateless_ms = rows[one + 6][1]
+    print(f"\none more point in a session vs the stateless 2-point edit (same process): "
+          f"{more_ms / edit_ms:.3f}x the wall time, {more_cpu / edit_cpu:.3f}x the CPU time")
+    print(f"session full resolution vs the stateless full resolution (same grid answer): "
+          f"{full_ms / stateless_ms:.2f}x the wall time")
+    print(f"one more point: {more_ms:.0f} ms wall, {more_cpu:.0f} ms CPU (target 150 ms)")
+
+
+def _colorize_rows(colorizer, rgb, lightness, l_small, similarity, fresh, r):
+    """`Colorizer.colorize` (8 samples) and its stages, with the same-run baselines."""
+    model = colorizer.model
+    config = model.model_config
+    seed = tf.constant(0, tf.int64)
+    mode = "top" if NUM_SAMPLES <= config.num_components else "draw"
+    size = config.image_size
+    pixels = size * size
+    unary_only = tf.function(lambda l: model.sample(l, NUM_SAMPLES, seed, mode, use_gcrf=False),
+                             autograph=False)
+    alpha = unary_only(l_small)[0]
+    unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [1, pixels, NUM_SAMPLES * 2])
+    solve = tf.function(lambda s, u, w: model.crf(s, u, w, initial=u), autograph=False)
+    sample_weights = tf.fill([1, pixels], config.beta_train)
+    ab_small = colorizer._sample(l_small, NUM_SAMPLES, seed, mode)[0][0]
+    ab_full = fullres.upsample_chroma(ab_small, lightness, jit=True)
+    compose = tf.function(lambda l, ab: fullres.compose(l, ab, jit=True), autograph=False)
+
+    @tf.function(autograph=False)
+    def bilinear_and_clip(ab, l_full):
+        ab = tf.image.resize(ab, tf.shape(l_full))
+        l_full = tf.broadcast_to(l_full[tf.newaxis, :, :, tf.newaxis], tf.concat([tf.shape(ab)[:-1], [1]], 0))
+        return color.to_uint8(color.model_to_rgb(l_full / color.L_SCALE, ab))
+
+    rows = [
+        ("colorize, end to end (Colorizer.colorize)", _time(fresh(lambda: colorizer.colorize(rgb, NUM_SAMPLES)), r)),
+        ("  prepare: lightness + grid input", _time(lambda: colorizer._prepare(rgb), r)),
+        ("  model: trunk + MDN + decoder (VAE-MDN baseline)", _time(lambda: unary_only(l_small), r)),
+        ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r)),
+        (f"  G-CRF solve ({config.solver}, {NUM_SAMPLES * 2} right-hand sides)",
+         _time(lambda: solve(similarity, unary, sample_weights), r)),
+        ("  model + G-CRF together (GCRFColorizer.sample)",
+         _time(lambda: colorizer._sample(l_small, NUM_SAMPLES, seed, mode), r)),
+        ("  upsampling: guided, 8 samples",
+         _time(lambda: fullres.upsample_chroma(ab_small, lightness, jit=True), r)),
+        ("  recombination: L-preserving gamut fit + RGB (XLA)", _time(lambda: compose(lightness, ab_full), r)),
+        ("  baseline: bilinear upsampling + clip + RGB", _time(lambda: bilinear_and_clip(ab_small, lightness), r)),
+    ]
+    return [(name, ms, None, 0) for name, ms in rows]
 
 
 if __name__ == "__main__":

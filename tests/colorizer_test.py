@@ -286,6 +286,25 @@ def test_session_answers_as_the_model_edit_on_the_grid(colorizer, photo):
     np.testing.assert_allclose(session.grid_result(), expected, atol=1e-4)
 
 
+def test_session_image_equals_the_stateless_finish(colorizer, photo):
+    """The session's image (cached guide statistics, XLA upsampling and recombination) is the
+    stateless full-resolution finish of the same grid answer, within one uint8 level."""
+    from tfgcrf import hints
+
+    session = colorizer.session(photo)
+    session._jit = True  # the path photos of 250k pixels and more take
+    points, colors = [(60, 30), (300, 200), (305, 203)], [(200, 120, 40), (40, 90, 200), (60, 80, 200)]
+    for point, rgb in zip(points, colors):
+        session.add_point(*point, rgb)
+    image = session.result().astype(int)
+    expected = hints.finish_edit(session.grid_result(), session._lightness,
+                                 np.array(points, np.int32), colorizer._point_chroma(colors, 3),
+                                 colorizer.grid_size).numpy().astype(int)
+    difference = np.abs(image - expected).max(axis=-1)
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (
+        difference.max(), np.mean(difference > 0))
+
+
 def mid_lightness_places(photo):
     """Three places of lightness L* 45-60 (room for saturated colors in sRGB): two far apart, and
     a third 60-150 px from the second."""

@@ -123,14 +123,32 @@ def lab_to_rgb(lab, name=None):
     with tf.name_scope(name or "lab_to_rgb"):
         lab = tf.convert_to_tensor(lab)
         _check_channels(lab, 3, "lab")
-        lightness, a, b = _split(lab)
-        fy = (lightness + 16.0) / 116.0
-        fx = fy + a / 500.0
-        # Negative f(z) has no physical XYZ; skimage clips it to zero the same way.
-        fz = tf.maximum(fy - b / 200.0, 0.0)
-        xyz = [_lab_f_inverse(f) * w for f, w in zip((fx, fy, fz), _WHITE)]
-        linear = tf.stack(_mix(xyz, _RGB_FROM_XYZ), axis=-1)
+        linear = tf.stack(lab_to_linear_rgb(*_split(lab)), axis=-1)
         return tf.clip_by_value(_linear_to_srgb(linear), 0.0, 1.0)
+
+
+def lab_to_linear_rgb(lightness, a, b):
+    """CIE Lab (D65) as three same-shape tensors -> `[R, G, B]` linear sRGB tensors, not clipped.
+
+    The first half of `lab_to_rgb` (values outside [0, 1] are outside the sRGB gamut); kept apart
+    for gamut tests that need no transfer curve (`tfgcrf.fullres.compose`).
+    """
+    fy = (lightness + 16.0) / 116.0
+    fx = fy + a / 500.0
+    # Negative f(z) has no physical XYZ; skimage clips it to zero the same way.
+    fz = tf.maximum(fy - b / 200.0, 0.0)
+    xyz = [_lab_f_inverse(f) * w for f, w in zip((fx, fy, fz), _WHITE)]
+    return _mix(xyz, _RGB_FROM_XYZ)
+
+
+def luminance(linear_rgb):
+    """CIE Y (white = 1) of linear sRGB channels `[R, G, B]` (a list of same-shape tensors)."""
+    return _mix(linear_rgb, _XYZ_FROM_RGB)[1]
+
+
+def lightness_to_luminance(lightness):
+    """CIE L* -> luminance Y (white = 1): the inverse of L* = 116 f(Y) - 16 (also below L* = 0)."""
+    return _lab_f_inverse((tf.convert_to_tensor(lightness) + 16.0) / 116.0) * _WHITE[1]
 
 
 def lightness(rgb, name=None):
@@ -149,7 +167,7 @@ def lightness(rgb, name=None):
     with tf.name_scope(name or "lightness"):
         rgb = _to_float(rgb)
         _check_channels(rgb, 3, "rgb")
-        y = _mix(_split(_srgb_to_linear(rgb)), _XYZ_FROM_RGB)[1]
+        y = luminance(_split(_srgb_to_linear(rgb)))
         return _y_to_lightness(y)[..., tf.newaxis]
 
 

@@ -27,6 +27,10 @@ from tfgcrf.preprocessing import GridConverter
 _CHUNK_PIXELS = 8_000_000
 # Outputs (samples x H x W) from which the color conversion is compiled with XLA.
 _JIT_PIXELS = 2_000_000
+# Chroma (model units) of user colors `[K, 3]` uint8, traced once: one eager conversion costs tens
+# of ms of op dispatch, more than an edit session's grid update.
+_chroma_of = tf.function(lambda rgb: color.rgb_to_model(rgb)[1], autograph=False,
+                         input_signature=[tf.TensorSpec([None, 3], tf.uint8)])
 # Colorizations per photo unless asked otherwise (API and CLI).
 DEFAULT_SAMPLES = 8
 
@@ -104,13 +108,16 @@ class Colorizer:
         # One edit's grid chroma -> uint8 image (upsampling, point refinement, recombination).
         self._finish_edit = {
             jit: tf.function(
-                lambda ab, lightness, points, chroma, jit=jit: hints.finish_edit(
-                    ab, lightness, points, chroma, size, jit=jit),
+                lambda ab, lightness, points, chroma, statistics, jit=jit: hints.finish_edit(
+                    ab, lightness, points, chroma, size, jit=jit, statistics=statistics),
                 input_signature=[
                     tf.TensorSpec([1, size, size, 2], tf.float32),
                     tf.TensorSpec([None, None], tf.float32),
                     tf.TensorSpec([None, 2], tf.int32),
                     tf.TensorSpec([None, 2], tf.float32),
+                    fullres.GuideStatistics(
+                        tf.TensorSpec([1, None, None, 1], tf.float32),
+                        *[tf.TensorSpec([1, size, size, 1], tf.float32)] * 3),
                 ],
                 autograph=False,
             )
@@ -355,7 +362,7 @@ class Colorizer:
             raise InputError(f"expected one (r, g, b) color per point ({count}), got {colors!r}")
         if not (np.all(array >= 0) and np.all(array <= 255) and np.all(array == np.round(array))):
             raise InputError(f"color channels must be integers in 0..255, got {colors!r}")
-        return color.rgb_to_model(array.astype(np.uint8))[1].numpy()
+        return _chroma_of(array.astype(np.uint8)).numpy()
 
     def _to_full(self, ab_small, lightness):
         """Grid chroma `[N, h, w, 2]` -> uint8 `[N, H, W, 3]`, in chunks that bound memory."""

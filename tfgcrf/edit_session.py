@@ -20,7 +20,7 @@ at its pixel, recombination with the photo's lightness). The answer is the same 
 import numpy as np
 import tensorflow as tf
 
-from tfgcrf import hints
+from tfgcrf import fullres, hints
 from tfgcrf.errors import InputError
 from tfgcrf.layers import edit_terms
 from tfgcrf.models.points import grid_index, mean_by_cell
@@ -54,6 +54,8 @@ class EditSession:
         self._links = {}  # id -> ((x1, y1), (x2, y2))
         self._next_id = 0
         self._jit = self.height * self.width >= 250_000
+        # The guided upsampling's photo-only part (`fullres.guide_statistics`), once per photo.
+        self._guide = fullres.guide_statistics(lightness, self._grid_size, self._grid_size)
         self._image = None
 
     # ------------------------------------------------------------------------------ edits
@@ -119,7 +121,7 @@ class EditSession:
             points = np.array([xy for xy, _, _ in entries], np.int32).reshape(-1, 2)
             chroma = np.array([ab for _, _, ab in entries], np.float32).reshape(-1, 2)
             self._image = self._colorizer._finish_edit[self._jit](
-                self.grid_result(), self._lightness, points, chroma).numpy()
+                self.grid_result(), self._lightness, points, chroma, self._guide).numpy()
         return self._image
 
     # ------------------------------------------------------------------------------ helpers

@@ -12,6 +12,8 @@ These functions are the single implementation used by the Python API, the CLI, t
 SavedModel and evaluation; they accept dynamic shapes (any H, W, including tiny and non-square).
 """
 
+import collections
+
 import tensorflow as tf
 
 from tfgcrf import color
@@ -40,12 +42,12 @@ def to_photo(ab_small, L_full, jit=False):
     Args:
       ab_small: `[N, h, w, 2]` chroma on the model grid (model units).
       L_full: `[H, W]` CIE L* of the photo.
-      jit: XLA for the color conversion (see `compose`).
+      jit: XLA for the upsampling and the recombination (see `compose`).
 
     Returns:
       uint8 `[N, H, W, 3]` sRGB.
     """
-    return compose(L_full, upsample_chroma(ab_small, L_full), jit=jit)
+    return compose(L_full, upsample_chroma(ab_small, L_full, jit=jit), jit=jit)
 
 
 def squeeze(rgb, size):
@@ -86,7 +88,104 @@ def _box(images, radius):
     return tf.nn.avg_pool2d(images, ksize=2 * radius + 1, strides=1, padding="SAME")
 
 
-def upsample_chroma(ab_small, L_full, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON):
+class GuideStatistics(collections.namedtuple(
+        "GuideStatistics", ["guide_full", "guide", "mean_guide", "denominator"])):
+    """What the guided upsampling needs of the photo alone (`guide_statistics`), for many calls.
+
+    Fields: `guide_full` `[1, H, W, 1]` l = L / L_SCALE at full resolution; `guide`
+    `[1, h, w, 1]` its antialiased resize to the grid; `mean_guide` its box mean; `denominator`
+    the box variance + epsilon (all float32).
+    """
+
+
+def guide_statistics(L_full, grid_height, grid_width, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON):
+    """The photo-only part of `upsample_chroma` (an edit session computes it once per photo).
+
+    Args:
+      L_full: `[H, W]` CIE L* of the photo, in [0, 100].
+      grid_height, grid_width: the model grid's size (int or scalar tensors).
+      radius, epsilon: as for `upsample_chroma`.
+
+    Returns:
+      a `GuideStatistics`.
+    """
+    guide_full = tf.convert_to_tensor(L_full, tf.float32)[tf.newaxis, :, :, tf.newaxis] / color.L_SCALE
+    guide = _resize(guide_full, grid_height, grid_width)  # [1, h, w, 1], broadcasts over samples
+    mean_guide = _box(guide, radius)
+    variance = _box(guide * guide, radius) - mean_guide * mean_guide
+    return GuideStatistics(guide_full, guide, mean_guide, variance + epsilon)
+
+
+def _interpolation(out_size, in_size):
+    """Bilinear weights along one axis as `tf.image.resize` computes them (half-pixel centers):
+    `(lower [out], upper [out], fraction [out, 1])`."""
+    coord = ((tf.cast(tf.range(out_size), tf.float32) + 0.5)
+             * (tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)) - 0.5)
+    floor = tf.floor(coord)
+    lower = tf.cast(tf.maximum(floor, 0.0), tf.int32)
+    upper = tf.minimum(tf.cast(tf.math.ceil(coord), tf.int32), in_size - 1)
+    return lower, upper, (coord - floor)[:, tf.newaxis]
+
+
+def _bilinear(field, height, width):
+    """`tf.image.resize(field, [height, width], "bilinear")` as gathers and lerps, which XLA fuses
+    with what follows (its own resize kernel is slow on CPU); equal up to float round-off."""
+    lower, upper, fraction = _interpolation(width, tf.shape(field)[2])
+    left, right = tf.gather(field, lower, axis=2), tf.gather(field, upper, axis=2)
+    rows = left + (right - left) * fraction
+    lower, upper, fraction = _interpolation(height, tf.shape(field)[1])
+    top, bottom = tf.gather(rows, lower, axis=1), tf.gather(rows, upper, axis=1)
+    return top + (bottom - top) * fraction[:, tf.newaxis]
+
+
+def upsample_guided(ab_small, statistics, radius=GUIDE_RADIUS, jit=False):
+    """`upsample_chroma` with the photo's `guide_statistics` given: the part that depends on the
+    chroma (linear in `ab_small` up to the final clip to each grid window's chroma range).
+
+    Args:
+      ab_small: `[N, h, w, 2]` chroma in model units.
+      statistics: `guide_statistics` of the photo for this grid and the same `radius`.
+      radius: as for `upsample_chroma`.
+      jit: the full-resolution part compiled by XLA, its bilinear upsampling written as gathers
+        (equal up to float round-off; XLA's own resize is slow on CPU). Not inside exported
+        SavedModels.
+
+    Returns:
+      `[N, H, W, 2]` chroma in model units.
+    """
+    ab_small = tf.convert_to_tensor(ab_small, tf.float32)
+    guide_full, guide, mean_guide, denominator = GuideStatistics(*statistics)
+    covariance = _box(guide * ab_small, radius) - mean_guide * _box(ab_small, radius)
+    slope = _box(covariance / denominator, radius)
+    offset = ab_small - slope * guide
+    # Full-resolution detail (texture, thin highlights) far outside a window's lightness range
+    # would extrapolate the slope: keep each pixel within the chroma range of its grid window.
+    window = 2 * radius + 1
+    highest = tf.nn.max_pool2d(ab_small, window, strides=1, padding="SAME")
+    lowest = -tf.nn.max_pool2d(-ab_small, window, strides=1, padding="SAME")
+    fields = tf.concat([slope, offset, lowest, highest], axis=-1)  # [N, h, w, 8]
+    return (_expand_xla if jit else _expand)(fields, guide_full)
+
+
+def _expand(fields, guide_full, gathers=False):
+    """Grid fields `[N, h, w, 8]` (slope, offset, lowest, highest) -> full-resolution chroma."""
+    full = tf.shape(guide_full)[1:3]
+    # Plain bilinear (the same as the antialiased resize when enlarging, and 4x faster), once for
+    # the four fields.
+    if gathers:
+        fields = _bilinear(fields, full[0], full[1])
+    else:
+        fields = tf.image.resize(fields, full, method="bilinear")
+    slope, offset, lowest, highest = tf.split(fields, 4, axis=-1)
+    return tf.clip_by_value(slope * guide_full + offset, lowest, highest)
+
+
+# The full-resolution part fused by XLA (compiled once per image size). Not for SavedModels.
+_expand_xla = tf.function(lambda fields, guide_full: _expand(fields, guide_full, gathers=True),
+                          jit_compile=True, autograph=False)
+
+
+def upsample_chroma(ab_small, L_full, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON, jit=False):
     """Edge-aware upsampling of model-grid chroma to full resolution, guided by the lightness.
 
     A guided-filter variant for upsampling: on the grid, each window fits `ab ~ slope * l + offset`
@@ -96,38 +195,23 @@ def upsample_chroma(ab_small, L_full, radius=GUIDE_RADIUS, epsilon=GUIDE_EPSILON
     follow the photo's luminance edges between grid pixels. The result is bounded by the chroma
     range of the grid window around each pixel.
 
+    `guide_statistics` + `upsample_guided`, which an edit session calls apart (the first once).
+
     Args:
       ab_small: `[N, h, w, 2]` chroma in model units (ab / AB_SCALE).
       L_full: `[H, W]` CIE L* of the photo, in [0, 100].
       radius: box radius of the local fit, in grid pixels.
       epsilon: ridge regularizer of the fit on the variance of `l = L / L_SCALE`; larger values
         give flatter slopes, i.e. results closer to plain bilinear interpolation.
+      jit: the full-resolution part compiled by XLA (see `upsample_guided`).
 
     Returns:
       `[N, H, W, 2]` chroma in model units.
     """
     ab_small = tf.convert_to_tensor(ab_small, tf.float32)
-    guide_full = tf.convert_to_tensor(L_full, tf.float32)[tf.newaxis, :, :, tf.newaxis] / color.L_SCALE
     grid = tf.shape(ab_small)
-    full = tf.shape(guide_full)
-
-    def upsample(field):
-        # Plain bilinear: the same as the antialiased resize when enlarging, and 4x faster.
-        return tf.image.resize(field, full[1:3], method="bilinear")
-
-    guide = _resize(guide_full, grid[1], grid[2])  # [1, h, w, 1], broadcasts over the N samples
-    mean_guide = _box(guide, radius)
-    covariance = _box(guide * ab_small, radius) - mean_guide * _box(ab_small, radius)
-    variance = _box(guide * guide, radius) - mean_guide * mean_guide
-    slope = _box(covariance / (variance + epsilon), radius)
-    offset = ab_small - slope * guide
-    ab_full = upsample(slope) * guide_full + upsample(offset)
-    # Full-resolution detail (texture, thin highlights) far outside a window's lightness range
-    # would extrapolate the slope: keep each pixel within the chroma range of its grid window.
-    window = 2 * radius + 1
-    highest = tf.nn.max_pool2d(ab_small, window, strides=1, padding="SAME")
-    lowest = -tf.nn.max_pool2d(-ab_small, window, strides=1, padding="SAME")
-    return tf.clip_by_value(ab_full, upsample(lowest), upsample(highest))
+    statistics = guide_statistics(L_full, grid[1], grid[2], radius, epsilon)
+    return upsample_guided(ab_small, statistics, radius, jit=jit)
 
 
 def _to_rgb(lightness, ab):
@@ -135,50 +219,74 @@ def _to_rgb(lightness, ab):
     return color.model_to_rgb(lightness[..., tf.newaxis] / color.L_SCALE, ab)
 
 
-def _keeps_lightness(rgb, lightness):
-    """Whether gamut clipping left the lightness of the colors intact."""
-    return tf.abs(color.lightness(rgb)[..., 0] - lightness) <= _GAMUT_TOLERANCE
+def _keeps_lightness(lightness, ab, luminance_range):
+    """Whether the gamut-clipped color (L*, chroma `ab` [..., 2] in model units) keeps its
+    lightness within `_GAMUT_TOLERANCE`, tested on linear RGB without the transfer curve:
+    clipping sRGB to [0, 1] clips linear RGB to [0, 1], and |L*' - L*| <= tolerance is
+    low <= Y' <= high on the luminance (`luminance_range`, from `_luminance_range`)."""
+    channels = color.lab_to_linear_rgb(lightness, ab[..., 0] * color.AB_SCALE,
+                                       ab[..., 1] * color.AB_SCALE)
+    clipped = color.luminance([tf.clip_by_value(c, 0.0, 1.0) for c in channels])
+    low, high = luminance_range
+    return (clipped >= low) & (clipped <= high)
 
 
-def _rgb_and_fit(lightness, ab):
-    """sRGB of every color and whether it kept its lightness (the full-resolution pass)."""
-    rgb = _to_rgb(lightness, ab)
-    return rgb, _keeps_lightness(rgb, lightness)
+def _luminance_range(lightness):
+    return (color.lightness_to_luminance(lightness - _GAMUT_TOLERANCE),
+            color.lightness_to_luminance(lightness + _GAMUT_TOLERANCE))
 
 
-# The same pass fused by XLA: about 5x faster on CPU, compiled once per image size. Not for
-# exported SavedModels (TF Serving runs XLA on CPU only when asked to).
-_rgb_and_fit_xla = tf.function(_rgb_and_fit, jit_compile=True, autograph=False)
+def _bisect_scale(lightness, ab, luminance_range):
+    """The largest chroma scale k / 2^steps (k < 2^steps) found by bisection whose color keeps
+    its lightness (scale 0 is gray, always in gamut), `[...]`."""
+    low = tf.zeros_like(lightness)
+    high = tf.ones_like(lightness)
+    for _ in range(_GAMUT_BISECTION_STEPS):
+        middle = 0.5 * (low + high)
+        inside = _keeps_lightness(lightness, ab * middle[..., tf.newaxis], luminance_range)
+        low = tf.where(inside, middle, low)
+        high = tf.where(inside, high, middle)
+    return low
+
+
+def _compose_all(lightness, ab):
+    """`compose` on every pixel at once (no gather; the XLA path)."""
+    luminance_range = _luminance_range(lightness)
+    scale = tf.where(_keeps_lightness(lightness, ab, luminance_range), 1.0,
+                     _bisect_scale(lightness, ab, luminance_range))
+    return color.to_uint8(_to_rgb(lightness, ab * scale[..., tf.newaxis]))
+
+
+# The same computation fused by XLA: compiled once per image size. Not for exported SavedModels
+# (TF Serving runs XLA on CPU only when asked to).
+_compose_xla = tf.function(_compose_all, jit_compile=True, autograph=False)
 
 
 def compose(L_full, ab_full, jit=False):
     """Recombines the photo's own lightness with predicted chroma into uint8 sRGB images.
 
     Colors outside the sRGB gamut are not simply clipped per channel (which changes their
-    lightness): their chroma is scaled toward gray, by bisection, to the largest tested scale whose
-    color keeps its lightness. Only those (usually few) colors go through the bisection.
+    lightness): their chroma is scaled toward gray, by bisection, to the largest tested scale
+    (a multiple of 1/64) whose gamut-clipped color keeps its lightness within 0.25 L*. The test
+    runs on linear RGB (no transfer curve), and without XLA only the colors that fail it at full
+    chroma go through the bisection.
 
     Args:
       L_full: `[H, W]` CIE L* of the input photo.
       ab_full: `[N, H, W, 2]` chroma in model units.
-      jit: compile the full-resolution color conversion with XLA (faster for large photos;
-        each new image size compiles once).
+      jit: compile the whole recombination with XLA (faster for large photos; each new image
+        size compiles once).
 
     Returns:
       `[N, H, W, 3]` uint8 sRGB whose lightness equals `L_full` up to quantization.
     """
     ab_full = tf.convert_to_tensor(ab_full, tf.float32)
     lightness = tf.broadcast_to(tf.convert_to_tensor(L_full, tf.float32), tf.shape(ab_full)[:-1])
-    rgb, kept = (_rgb_and_fit_xla if jit else _rgb_and_fit)(lightness, ab_full)
-    outside = tf.where(tf.logical_not(kept))
-    lightness_out = tf.gather_nd(lightness, outside)
-    ab_out = tf.gather_nd(ab_full, outside)
-    low = tf.zeros_like(lightness_out)  # scale 0 is gray, always in gamut
-    high = tf.ones_like(lightness_out)
-    for _ in range(_GAMUT_BISECTION_STEPS):
-        middle = 0.5 * (low + high)
-        inside = _keeps_lightness(_to_rgb(lightness_out, ab_out * middle[:, tf.newaxis]), lightness_out)
-        low = tf.where(inside, middle, low)
-        high = tf.where(inside, high, middle)
-    rgb_out = _to_rgb(lightness_out, ab_out * low[:, tf.newaxis])
-    return color.to_uint8(tf.tensor_scatter_nd_update(rgb, outside, rgb_out))
+    if jit:
+        return _compose_xla(lightness, ab_full)
+    luminance_range = _luminance_range(lightness)
+    outside = tf.where(tf.logical_not(_keeps_lightness(lightness, ab_full, luminance_range)))
+    scale = _bisect_scale(tf.gather_nd(lightness, outside), tf.gather_nd(ab_full, outside),
+                          [tf.gather_nd(bound, outside) for bound in luminance_range])
+    scale = tf.tensor_scatter_nd_update(tf.ones_like(lightness), outside, scale)
+    return color.to_uint8(_to_rgb(lightness, ab_full * scale[..., tf.newaxis]))

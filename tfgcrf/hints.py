@@ -168,7 +168,7 @@ def grid_cell(height, width, grid_size):
     return math.sqrt(height * width) / grid_size
 
 
-def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False):
+def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, statistics=None):
     """Grid chroma of one edit -> uint8 `[H, W, 3]`: guided upsampling, point refinement, L-keeping
     recombination (`tfgcrf.fullres`), as TensorFlow ops (API, session, SavedModel, evaluation).
 
@@ -177,12 +177,16 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False):
       L_full: `[H, W]` CIE L* of the photo.
       points_px: `[K, 2]` int `(x, y)` pixels of the points; colors_ab `[K, 2]` their chroma.
       grid_size: the model grid's side.
-      jit: XLA for the color conversion (`fullres.compose`).
+      jit: XLA for the upsampling and the recombination (`fullres.upsample_guided`, `compose`).
+      statistics: the photo's `fullres.guide_statistics` if already known (an edit session keeps
+        them); computed here otherwise.
     """
     from tfgcrf import fullres
 
     shape = tf.cast(tf.shape(L_full), tf.float32)
     cell = tf.sqrt(shape[0] * shape[1]) / grid_size
-    ab_full = fullres.upsample_chroma(ab_small, L_full)[0]
+    if statistics is None:
+        statistics = fullres.guide_statistics(L_full, grid_size, grid_size)
+    ab_full = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
     ab_full = refine_at_points(ab_full, L_full, points_px, colors_ab, cell)
     return fullres.compose(L_full, ab_full[None], jit=jit)[0]

@@ -4,7 +4,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from gaussian_crf_test import _photo_similarity, _reference, _relative_error
 from gcrf_reference import numpy_gcrf
@@ -48,10 +47,23 @@ def test_one_more_point_solves_one_new_column():
     session = EditSession(similarity)
     colors = np.full((len(POINTS), 2), 0.3)
     session.solve(POINTS[:3], colors[:3])
-    with mock.patch.object(tf.linalg, "cholesky_solve", wraps=tf.linalg.cholesky_solve) as solve:
+    with mock.patch.object(session, "_solve", wraps=session._solve) as solve:
         session.solve(POINTS[:5], colors)  # adds pixel 450 (pixel 100 is already known)
     assert solve.call_count == 1
-    assert solve.call_args.args[1].shape == (similarity.shape[-1], 1)
+    assert solve.call_args.args[0].shape == (similarity.shape[-1], 1)
+
+
+def test_many_new_columns_at_once_match_one_by_one():
+    """More than `_VECTOR_SOLVES` new pixels go through one triangular solve with many columns."""
+    similarity = _photo_similarity()
+    pixels = list(range(3, 3 + 7 * (EditSession._VECTOR_SOLVES + 4), 7))
+    colors = np.random.default_rng(1).uniform(-0.5, 0.5, (len(pixels), 2))
+    together = EditSession(similarity).solve(pixels, colors)
+    one_by_one = EditSession(similarity)
+    for count in range(1, len(pixels) + 1):
+        x = one_by_one.solve(pixels[:count], colors[:count])
+    np.testing.assert_allclose(together, x, atol=1e-9)
+    assert _relative_error(together, _expected(similarity, pixels, colors)) <= 1e-10
 
 
 def test_bad_arguments():

@@ -15,9 +15,15 @@ or a few hundred CG iterations (sparse points leave A badly conditioned).
 The session also takes the edit terms of `tfgcrf.layers.edit_terms`: a fixed `extra` matrix (local
 smoothness) goes into A0, and "same color" links are more Woodbury columns: a link adds
 link_weight u u^T to A, so it is the column u with d = link_weight (G = A0^{-1} u cached per link).
+
+After the factorization the session works in numpy: a new column is two BLAS triangular
+matrix-vector solves on the cached factor (memory-bound, a few ms at P = 4096), and the Woodbury
+correction is a few small matrix products, without TensorFlow's per-op dispatch.
 """
 
+import numpy as np
 import tensorflow as tf
+from scipy import linalg as scipy_linalg
 
 from tfgcrf.errors import UserError
 from tfgcrf.layers.edit_terms import LINK_WEIGHT
@@ -41,6 +47,9 @@ class EditSession:
         kept as `self.affinity` for the link vectors.
     """
 
+    # Up to this many new columns are solved one by one (BLAS trsv); more at once (LAPACK trtrs).
+    _VECTOR_SOLVES = 16
+
     def __init__(self, similarity, prior_weights=None, prior_unary=None, ridge=DEFAULT_RIDGE,
                  extra=None, point_weight=5.0, link_weight=LINK_WEIGHT, affinity=None):
         self.point_weight, self.link_weight, self.affinity = point_weight, link_weight, affinity
@@ -51,48 +60,64 @@ class EditSession:
         dtype = similarity.dtype
         if (prior_weights is None) != (prior_unary is None):
             raise UserError("EditSession: give both prior_weights and prior_unary, or neither")
-        self._prior_weights = (tf.zeros([size], dtype) if prior_weights is None
-                               else tf.cast(prior_weights, dtype))
+        prior_weights = (tf.zeros([size], dtype) if prior_weights is None
+                         else tf.cast(prior_weights, dtype))
         if extra is not None:
             extra = tf.cast(tf.convert_to_tensor(extra), dtype)
             extra = extra if extra.shape.rank == 3 else extra[None]
-        precision = precision_matrix(similarity[None], self._prior_weights[None], ridge, extra)[0]
-        self._chol = tf.linalg.cholesky(precision)
+        precision = precision_matrix(similarity[None], prior_weights[None], ridge, extra)[0]
+        # A0 = L L^T. The row-major L is the column-major (Fortran) U = L^T: BLAS reads it
+        # in place, A0^{-1} v = U^{-1} (U^{-T} v).
+        self._upper = tf.linalg.cholesky(precision).numpy().T
+        self._dtype = self._upper.dtype
+        self._trsv = scipy_linalg.get_blas_funcs("trsv", (self._upper,))
+        self._prior_weights = prior_weights.numpy()
         if prior_unary is None:
             self._prior_unary, self._prior_solution = None, None
         else:
-            self._prior_unary = tf.cast(prior_unary, dtype)
-            self._prior_solution = tf.linalg.cholesky_solve(
-                self._chol, self._prior_weights[:, None] * self._prior_unary)
-        self._size, self._dtype = size, dtype
+            self._prior_unary = tf.cast(prior_unary, dtype).numpy()
+            self._prior_solution = self._solve(self._prior_weights[:, None] * self._prior_unary)
+        self._size = size
         self._columns = {}  # pixel index -> A0^{-1} e_pixel, [P]
         self._link_columns = {}  # link key -> (u [P], A0^{-1} u [P])
 
+    def _solve(self, right):
+        """A0^{-1} right, `right` [P, m] (numpy)."""
+        right = np.asarray(right, self._dtype)
+        if right.shape[1] <= self._VECTOR_SOLVES:
+            columns = [self._trsv(self._upper, self._trsv(self._upper, right[:, i], trans=1))
+                       for i in range(right.shape[1])]
+            return np.stack(columns, axis=1) if columns else right.copy()
+        lower = scipy_linalg.solve_triangular(self._upper, right, trans="T", check_finite=False)
+        return scipy_linalg.solve_triangular(self._upper, lower, check_finite=False)
+
     def _green_columns(self, pixels):
-        """G = A0^{-1} U [P, n], solving only for pixels not seen before (one batched solve)."""
+        """G = A0^{-1} U [P, n], solving only for pixels not seen before."""
         new = [p for p in pixels if p not in self._columns]
         if new:
-            unit = tf.one_hot(new, self._size, dtype=self._dtype, axis=0)  # [P, len(new)]
-            solved = tf.linalg.cholesky_solve(self._chol, unit)
+            unit = np.zeros([self._size, len(new)], self._dtype)
+            unit[new, np.arange(len(new))] = 1.0
+            solved = self._solve(unit)
             for i, pixel in enumerate(new):
                 self._columns[pixel] = solved[:, i]
-        if not pixels:
-            return tf.zeros([self._size, 0], self._dtype)
-        return tf.stack([self._columns[p] for p in pixels], axis=1)
+        return self._stack([self._columns[p] for p in pixels])
 
     def _link_green(self, links):
         """(U [P, J], A0^{-1} U [P, J]) of `links` {key: u [P]}, solving only for new keys."""
         new = [key for key in links if key not in self._link_columns]
         if new:
-            vectors = tf.stack([tf.cast(links[key], self._dtype) for key in new], axis=1)
-            solved = tf.linalg.cholesky_solve(self._chol, vectors)
+            vectors = np.stack([np.asarray(links[key], self._dtype) for key in new], axis=1)
+            solved = self._solve(vectors)
             for i, key in enumerate(new):
                 self._link_columns[key] = (vectors[:, i], solved[:, i])
-        if not links:
-            empty = tf.zeros([self._size, 0], self._dtype)
-            return empty, empty
         pairs = [self._link_columns[key] for key in links]
-        return (tf.stack([u for u, _ in pairs], axis=1), tf.stack([g for _, g in pairs], axis=1))
+        return self._stack([u for u, _ in pairs]), self._stack([g for _, g in pairs])
+
+    def _stack(self, columns):
+        """Columns `[P]` -> `[P, n]` (n may be 0)."""
+        if not columns:
+            return np.zeros([self._size, 0], self._dtype)
+        return np.stack(columns, axis=1)
 
     def forget_link(self, key):
         """Drops the cached column of a link that will not come back."""
@@ -110,11 +135,11 @@ class EditSession:
           link_weight: the weight of every link (default `self.link_weight`).
 
         Returns:
-          x [P, K].
+          x [P, K] (a tensor of the similarity's dtype).
         """
         weight = self.point_weight if weight is None else weight
         link_weight = self.link_weight if link_weight is None else link_weight
-        colors = tf.cast(tf.convert_to_tensor(colors), self._dtype)
+        colors = np.asarray(colors, self._dtype)
         latest = {}
         for i, pixel in enumerate(int(p) for p in pixels):
             if not 0 <= pixel < self._size:
@@ -122,33 +147,27 @@ class EditSession:
             latest[pixel] = i
         links = links or {}
         channels = colors.shape[-1] if self._prior_unary is None else self._prior_unary.shape[-1]
+        solution = (np.zeros([self._size, channels], self._dtype) if self._prior_solution is None
+                    else self._prior_solution)
         if not latest and not links:
-            if self._prior_solution is None:
-                return tf.zeros([self._size, channels], self._dtype)
-            return self._prior_solution
+            return tf.constant(solution)
         pixels = list(latest)
         green = self._green_columns(pixels)  # [P, n]
-        indices = tf.constant(pixels, tf.int32, shape=[len(pixels)])
-        solution = (tf.zeros([self._size, channels], self._dtype) if self._prior_solution is None
-                    else self._prior_solution)
-        delta = tf.zeros([0], self._dtype)
+        delta = np.zeros([0], self._dtype)
         if pixels:
-            colors = tf.gather(colors, list(latest.values()))
-            prior_weights = tf.gather(self._prior_weights, indices)
-            delta = tf.cast(weight, self._dtype) - prior_weights  # [n]
-            change = tf.cast(weight, self._dtype) * colors  # the points' part of b
+            colors = colors[list(latest.values())]
+            prior_weights = self._prior_weights[pixels]
+            delta = (weight - prior_weights).astype(self._dtype)  # [n]
+            change = weight * colors  # the points' part of b
             if self._prior_unary is not None:
-                change -= prior_weights[:, None] * tf.gather(self._prior_unary, indices)
-            solution += tf.linalg.matmul(green, change)
+                change -= prior_weights[:, None] * self._prior_unary[pixels]
+            solution = solution + green @ change.astype(self._dtype)
         vectors, link_green = self._link_green(links)
         # Woodbury with the columns V = [e_pixels, u_links] and D = diag(delta, link_weight).
-        columns = tf.concat([green, link_green], axis=1)
-        delta = tf.concat([delta, tf.fill([len(links)], tf.cast(link_weight, self._dtype))], 0)
-        at_points = tf.gather(columns, indices)  # e_p^T G
-        at_links = tf.linalg.matmul(vectors, columns, adjoint_a=True)  # u^T G
-        projected = tf.concat([at_points, at_links], axis=0)  # V^T G, [n + J, n + J]
-        values = tf.concat([tf.gather(solution, indices),
-                            tf.linalg.matmul(vectors, solution, adjoint_a=True)], axis=0)
-        system = tf.eye(len(pixels) + len(links), dtype=self._dtype) + delta[:, None] * projected
-        correction = tf.linalg.solve(system, delta[:, None] * values)
-        return solution - tf.linalg.matmul(columns, correction)
+        columns = np.concatenate([green, link_green], axis=1)
+        delta = np.concatenate([delta, np.full([len(links)], link_weight, self._dtype)])
+        projected = np.concatenate([columns[pixels], vectors.T @ columns])  # V^T G [n+J, n+J]
+        values = np.concatenate([solution[pixels], vectors.T @ solution])
+        system = np.eye(len(delta), dtype=self._dtype) + delta[:, None] * projected
+        correction = np.linalg.solve(system, delta[:, None] * values)
+        return tf.constant(solution - columns @ correction.astype(self._dtype))
