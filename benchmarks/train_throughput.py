@@ -43,7 +43,7 @@ def measure(stage, batch_size, window, steps):
     data = data.take(1).cache().repeat()
     model = GCRFColorizer(ModelConfig(), training=TrainingConfig(hoc_window=window))
     # An untrained decoder outputs gray (zero-initialized top layer): give the G-CRF real work.
-    kernel = model.decoder.top_out.kernel
+    kernel = model.backbone.decoder.top_out.kernel
     kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[0, 1]))
     model.compile_stage(stage)
     model.reveal_fraction.assign(0.1)

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfgcrf.config import as_plain_dict
 from tfgcrf.errors import UserError
 from tfgcrf.export.signatures import DEFAULT_MAX_PIXELS, ServingModule
 from tfgcrf.export import WARMUP_FILE
@@ -175,7 +176,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
             "mode": mode,
             "max_pixels": module.max_pixels,
             "grid_size": module.grid_size,
-            "model_config": model.get_config()["config"],
+            "model_config": as_plain_dict(model.model_config),
         }
         with open(os.path.join(staging, DESCRIPTION_FILE), "w") as f:
             json.dump(description, f, indent=2)

@@ -33,9 +33,9 @@ def _random_model(stage="mdn", seed=0):
     """A fresh model whose zero-initialized output layer is randomized (non-trivial colors)."""
     keras.utils.set_random_seed(seed)
     model = GCRFColorizer(CONFIG, stage=stage, training=TRAINING)
-    kernel = model.decoder.top_out.kernel
+    kernel = model.backbone.decoder.top_out.kernel
     kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[seed, 1]))
-    bias = model.mdn.logits_out.bias
+    bias = model.backbone.mdn.logits_out.bias
     bias.assign(tf.random.stateless_normal(bias.shape, seed=[seed, 2]))
     return model
 
@@ -82,7 +82,7 @@ def test_alternative_losses_train(stage, option, photos):
 
     keras.utils.set_random_seed(2)
     model = GCRFColorizer(CONFIG, training=dataclasses.replace(TRAINING, **option))
-    kernel = model.decoder.top_out.kernel
+    kernel = model.backbone.decoder.top_out.kernel
     kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[2, 1]))
     model.compile_stage(stage, learning_rate=3e-3)
     model.reveal_fraction.assign(0.5)
@@ -116,7 +116,7 @@ def test_top_samples_match_mixture_and_numpy_gcrf(model, photos, numpy_gcrf):
     probs = model.mixture(l).mixture_distribution.probs_parameter().numpy()
     top = np.argsort(-probs, axis=-1)[:, :3]
     np.testing.assert_allclose(scores.numpy(), np.take_along_axis(probs, top, -1), rtol=1e-6)
-    _, means = model.mdn(model.trunk(l))
+    _, means = model.backbone.mdn(model.backbone.trunk(l))
     for k in range(3):
         codes = np.take_along_axis(means.numpy(), top[:, k, None, None], axis=1)[:, 0]
         np.testing.assert_allclose(unary_ab[:, k].numpy(), model.unary(l, codes).numpy(), atol=1e-6)

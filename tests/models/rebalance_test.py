@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfgcrf.config import ModelConfig, TrainingConfig
 from tfgcrf.errors import UserError
-from tfgcrf.models import GCRFColorizer
+from tfgcrf.models import GCRFColorizer, stage_losses
 from tfgcrf.models.rebalance import (
     BINS_PER_AXIS,
     ab_bins,
@@ -68,7 +68,8 @@ def test_weighted_reconstruction_matches_hand_computation():
         model._pixel_weights(ab)
     weights = np.random.default_rng(1).uniform(0.5, 2.0, (22, 22)).astype(np.float32)
     model.set_color_weights(weights)
-    value = model._color_nll(predicted, ab, model._pixel_weights(ab)).numpy()
+    value = stage_losses.color_nll(predicted, ab, model.training_config.recon_sigma,
+                                   model._pixel_weights(ab)).numpy()
     bins = ab_bins(ab).numpy()
     expected = (weights.ravel()[bins][..., None] * ab.numpy() ** 2).sum(axis=(1, 2, 3)).mean()
     assert value == pytest.approx(expected / (2 * 0.1**2), rel=1e-5)

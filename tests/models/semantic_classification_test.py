@@ -11,7 +11,7 @@ import tensorflow as tf
 from tfgcrf.color import rgb_to_model
 from tfgcrf.config import ModelConfig
 from tfgcrf.imageio import read_image
-from tfgcrf.models import GCRFColorizer
+from tfgcrf.models import GCRFColorizer, stage_losses
 from tfgcrf.models.rebalance import AB_SCALE, BIN_SIZE, ab_bins, bin_centers, gamut_bins
 
 SIZE = 16
@@ -67,7 +67,7 @@ def test_gamut_bins_hold_exactly_the_srgb_colors():
 
 def test_annealed_mean_and_class_nll_match_numpy(pretrained, photos):
     l, ab = photos
-    decoder = pretrained.decoder
+    decoder = pretrained.backbone.decoder
     logits = tf.random.stateless_normal((2, SIZE, SIZE, decoder.num_classes), seed=(3, 4)) * 3
     centers = bin_centers(gamut_bins())
     z = logits.numpy().astype(np.float64) / CONFIG.annealed_temperature
@@ -82,7 +82,8 @@ def test_annealed_mean_and_class_nll_match_numpy(pretrained, photos):
     log_p = logits.numpy() - np.log(np.exp(logits.numpy()).sum(-1, keepdims=True))
     nll = -np.take_along_axis(log_p, labels[..., None], -1)[..., 0]
     expected = nll.reshape(2, -1).sum(-1).mean()
-    assert float(pretrained._class_nll(logits, target)) == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_array_equal(pretrained.color_classes(target).numpy(), labels)
+    assert float(stage_losses.class_nll(logits, pretrained.color_classes(target))) == pytest.approx(expected, rel=1e-5)
 
 
 STAGE_PREFIXES = {
@@ -117,15 +118,15 @@ def test_backbone_stays_frozen_in_every_stage(stage, photos):
 
 def test_roundtrip_keeps_imagenet_weights_and_outputs(pretrained, photos, tmp_path):
     l, ab = photos
-    pretrained.decoder.top_out.kernel.assign(
-        0.3 * tf.random.stateless_normal(pretrained.decoder.top_out.kernel.shape, seed=(5, 6))
+    pretrained.backbone.decoder.top_out.kernel.assign(
+        0.3 * tf.random.stateless_normal(pretrained.backbone.decoder.top_out.kernel.shape, seed=(5, 6))
     )
     path = tmp_path / "model.keras"
     pretrained.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.model_config == CONFIG
-    assert loaded.semantic.backbone.trainable_weights == []
-    for before, after in zip(pretrained.semantic.backbone.weights, loaded.semantic.backbone.weights):
+    assert loaded.backbone.semantic.backbone.trainable_weights == []
+    for before, after in zip(pretrained.backbone.semantic.backbone.weights, loaded.backbone.semantic.backbone.weights):
         np.testing.assert_array_equal(before.numpy(), after.numpy())
     first, _ = pretrained.sample(l, 3)
     second, _ = loaded.sample(l, 3)
@@ -139,5 +140,5 @@ def test_old_configs_build_the_old_model():
     """Configs without the new keys (every preset saved before them) keep their architecture."""
     old = dataclasses.replace(CONFIG, backbone="none", unary_head="regression")
     model = GCRFColorizer(old)
-    assert model.semantic is None and model.decoder.num_classes == 0
+    assert model.backbone.semantic is None and model.backbone.decoder.num_classes == 0
     assert ModelConfig().backbone == "none" and ModelConfig().unary_head == "regression"

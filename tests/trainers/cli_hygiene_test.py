@@ -78,7 +78,7 @@ def test_mixed_precision_keeps_the_gcrf_in_float32(tmp_path, tiny_experiment):
     config = dataclasses.replace(tiny_experiment(epochs=1, steps_per_epoch=2), mixed_precision=True)
     model = train(config, tmp_path, stage="hoc", verbose=0, log=lambda message: None)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
-    assert model.trunk.compute_dtype == "float16" and model.decoder.compute_dtype == "float16"
+    assert model.backbone.trunk.compute_dtype == "float16" and model.backbone.decoder.compute_dtype == "float16"
     assert all(v.dtype == "float32" for v in model.weights if "iteration" not in v.path)
     assert model.train_crf.compute_dtype == "float32"
     assert type(model.optimizer).__name__ == "LossScaleOptimizer"

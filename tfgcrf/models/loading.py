@@ -65,18 +65,26 @@ def load_model(path_or_preset, solver=None):
         replace it (the weights do not depend on it; saving the model keeps the choice).
 
     Returns:
-      The `GCRFColorizer`.
+      The `GCRFColorizer` (the task; `model.backbone` is its `GCRFBackbone`). Files saved before
+      the backbone/task split are converted on the fly (`tfgcrf.models.legacy`), with the same
+      weights and outputs.
 
     Raises:
       UserError: the file or preset does not exist, cannot be read, or is not a GCRFColorizer.
     """
     import keras
 
+    from tfgcrf.models import legacy
     from tfgcrf.models.gcrf_colorizer import GCRFColorizer  # registers the serializable classes
 
     path = resolve_model_path(path_or_preset)
     try:
-        model = keras.saving.load_model(path, compile=False)
+        if legacy.is_legacy_archive(path):
+            model = legacy.load_legacy_archive(path)
+        else:
+            model = keras.saving.load_model(path, compile=False)
+    except UserError:
+        raise
     except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
         message = " ".join(str(err).split())[:200] or type(err).__name__
         raise UserError(f"cannot load model {path}: {message}") from None
@@ -84,7 +92,7 @@ def load_model(path_or_preset, solver=None):
         raise UserError(f"{path} holds a {type(model).__name__}, not a GCRFColorizer")
     if solver is not None:
         model.crf_solver(solver)  # validates the name with a one-line error
-        model.model_config = dataclasses.replace(model.model_config, solver=solver)
+        model.backbone.model_config = dataclasses.replace(model.model_config, solver=solver)
     return model
 
 
@@ -96,9 +104,11 @@ def save_to_preset(model, preset_dir, experiment=None, metadata=None):
     """Writes a preset folder from a trained model, so that its files cannot disagree.
 
     Written (keras-hub's `save_to_preset` is the model):
-      * `model.keras`: the model (weights, architecture and inference settings);
+      * `model.keras`: the model (weights, architecture and inference settings; no training
+        settings);
       * `config.yaml`: `model:` is read back from the saved model itself (never hand-written);
-        the training sections (`data`, `stages`, `seed`) come from `experiment` when given;
+        the training sections (`training`, `data`, `stages`, `seed`) come from `experiment` when
+        given;
       * `metadata.json`: versions of tfgcrf / TensorFlow / Keras, parameter counts and
         `metadata` (e.g. the run's per-stage times and losses).
 

@@ -1,0 +1,45 @@
+"""The training stages' loss terms against numpy float64."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfgcrf.models import stage_losses
+
+RNG = np.random.default_rng(0)
+
+
+def test_color_nll_is_the_per_image_weighted_squared_error():
+    predicted, target = RNG.normal(size=(3, 4, 4, 2)), RNG.normal(size=(3, 4, 4, 2))
+    weights = RNG.uniform(0.5, 2, size=(3, 4, 4, 1))
+    expected = (weights * (predicted - target) ** 2).sum(axis=(1, 2, 3)).mean() / (2 * 0.2**2)
+    value = stage_losses.color_nll(tf.constant(predicted, tf.float32), tf.constant(target, tf.float32),
+                                   0.2, tf.constant(weights, tf.float32))
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+    plain = stage_losses.color_nll(tf.constant(predicted), tf.constant(target), 1.0)
+    assert float(plain) == pytest.approx(((predicted - target) ** 2).sum(axis=(1, 2, 3)).mean() / 2, rel=1e-12)
+
+
+def test_class_nll_is_the_weighted_cross_entropy():
+    logits = RNG.normal(size=(2, 3, 3, 5))
+    labels = RNG.integers(0, 5, size=(2, 3, 3))
+    weights = RNG.uniform(0.5, 2, size=(2, 3, 3))
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    picked = np.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0]
+    expected = (-weights * picked).sum(axis=(1, 2)).mean()
+    value = stage_losses.class_nll(tf.constant(logits), tf.constant(labels), tf.constant(weights))
+    assert float(value) == pytest.approx(expected, rel=1e-10)
+
+
+def test_gaussian_kl_matches_the_closed_form():
+    mean, log_var = RNG.normal(size=(4, 3)), RNG.normal(size=(4, 3))
+    var = np.exp(log_var)
+    expected = np.mean(np.sum(0.5 * (var + mean**2 - 1 - log_var), axis=-1))
+    assert float(stage_losses.gaussian_kl(tf.constant(mean), tf.constant(log_var))) == pytest.approx(expected)
+
+
+def test_kl_weight_warms_up_linearly():
+    assert stage_losses.kl_weight(2.0, 0, tf.constant(5)) == 2.0
+    assert stage_losses.kl_weight(2.0, 10, None) == 2.0
+    values = [float(stage_losses.kl_weight(2.0, 10, tf.constant(step))) for step in (0, 4, 9, 50)]
+    assert values == pytest.approx([0.2, 1.0, 2.0, 2.0])
