@@ -224,7 +224,7 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
 def _anchor_mixture(model, train, batches, seed):
     """Initializes the MDN components at k-means centers of training posterior means."""
     codes = [model.posterior(gray, ab)[0].numpy() for gray, ab in train.take(batches)]
-    model.mdn.initialize_from_codes(np.concatenate(codes), seed=seed)
+    model.backbone.mdn.initialize_from_codes(np.concatenate(codes), seed=seed)
 
 
 def _fit(model, train, validation, stage_config, callbacks, verbose):
