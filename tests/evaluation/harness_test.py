@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfgcrf import color
 from tfgcrf.errors import UserError
 from tfgcrf.evaluation import control, harness, metrics
+from tfgcrf.layers import edit_terms
 
 PHOTOS = "tests/data/photos"
 SIZE = 32
@@ -113,7 +115,8 @@ def test_oracle_scores_match_the_truth(pairs):
     }
     # One edit session per image answers the nested hint sets: every pixel of a 7x7 patch is a
     # point (a patch covers 2x2 to 3x3 cells of the 32x32 grid); more patches reach more cells.
-    assert model.sessions == [{}, {}]
+    defaults = {"prior_weight": edit_terms.MODEL_PRIOR_WEIGHT, "local_weight": edit_terms.LOCAL_WEIGHT}
+    assert model.sessions == [defaults, defaults]
     counts = model.solved[:len(control.POINT_COUNTS)]
     assert 1 <= counts[0] <= 9 and np.all(np.diff(counts) >= 0) and counts[-1] > 200
     assert len(kept) == 1 and set(kept[0]["samples"]) == {"gcrf", "vae_mdn"}
@@ -166,6 +169,36 @@ def test_ablation_scores_every_step(pairs):
     results, _ = harness.evaluate(model, pairs[:1], num_samples=2, seed=7, ablation=True)
     steps = [name for name in harness.CONTROL_VARIANTS if name != "gcrf"]
     assert all("psnr_points" in results["methods"][name] for name in steps)
-    # Variants with the same grid energy share one session.
-    assert len(model.sessions) == len({tuple(sorted(o.items())) for o, _, _ in
-                                       harness.CONTROL_VARIANTS.values()})
+    # Variants with the same grid energy (defaults filled in) share one session.
+    energies = {(o.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
+                 o.get("local_weight", edit_terms.LOCAL_WEIGHT))
+                for o, _, _ in harness.CONTROL_VARIANTS.values()}
+    assert len(model.sessions) == len(energies) < len(harness.CONTROL_VARIANTS)
+    assert {(o["prior_weight"], o["local_weight"]) for o in model.sessions} == energies
+
+
+def test_compiled_control_finish_matches_the_eager_reference(pairs):
+    """The control answers go through compiled functions; the eager ops give the same pixels."""
+    from tfgcrf import fullres, hints
+
+    example = pairs[0]
+    model = OracleColorizer([example.grids[SIZE][1]])
+    l, _ = example.grids[SIZE]
+    l_full, ab_full = example.control
+    lightness = l_full[0, ..., 0] * color.L_SCALE
+    corners = control.patch_corners(7, 0)
+    colors = control.patch_colors(ab_full[0].numpy(), corners).astype(np.float32)
+    similarity = model.similarity(l)
+    fast = harness._gcrf_control(model, l, similarity, lightness, corners, colors,
+                                 ["gcrf", "gcrf_grid"])
+    grid = tf.reshape(example.grids[SIZE][1], [1, SIZE, SIZE, 2])
+    centers = np.floor(control.patch_centers_xy(corners) * 256).astype(np.int32)
+    cell = hints.grid_cell(256, 256, SIZE)
+    upsampled = fullres.upsample_chroma(grid, lightness)[0]
+    for index, count in enumerate(control.POINT_COUNTS):
+        refined = hints.refine_at_points(upsampled, lightness, centers[:count], colors[:count], cell)
+        for name, ab in (("gcrf", refined), ("gcrf_grid", upsampled)):
+            reference = fullres.compose(lightness, ab[None]).numpy()[0]
+            difference = np.abs(fast[name][index].astype(int) - reference.astype(int))
+            assert fast[name].dtype == np.uint8 and difference.max() <= 1
+            assert np.mean(difference > 0) < 1e-3

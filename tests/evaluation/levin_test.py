@@ -65,3 +65,58 @@ def test_requires_a_hint():
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="must match"):
         levin.colorize(np.zeros((4, 4)), np.ones((4, 5), bool), np.zeros((4, 4, 2)))
+
+
+def _dense_reference(luminance, mask, hints):
+    """Levin et al.'s system written out densely from its definition, solved in float64."""
+    height, width = luminance.shape
+    weights = levin.affinities(luminance)
+    count = height * width
+    system = np.eye(count)
+    for y in range(height):
+        for x in range(width):
+            if mask[y, x]:
+                continue
+            for (dy, dx), weight in zip(levin._OFFSETS, weights[:, y, x]):
+                if 0 <= y + dy < height and 0 <= x + dx < width:
+                    system[y * width + x, (y + dy) * width + x + dx] -= weight
+    rhs = np.where(mask[..., None], hints, 0.0).reshape(count, -1)
+    return np.linalg.solve(system, rhs).reshape(height, width, -1)
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (5, 3), (12, 17), (20, 20)])
+def test_matches_a_dense_float64_solve_for_several_hint_sets(shape):
+    rng = np.random.default_rng(sum(shape))
+    luminance = rng.uniform(0, 1, shape)
+    luminance[:, : shape[1] // 2] *= 0.3  # an edge
+    propagation = levin.Propagation(luminance)
+    for fraction in (0.02, 0.1, 0.5):  # one system, several hint sets
+        mask = rng.uniform(size=shape) < fraction
+        mask.flat[rng.integers(mask.size)] = True
+        hints = rng.uniform(-1, 1, shape + (2,))
+        expected = _dense_reference(luminance, mask, hints)
+        np.testing.assert_allclose(propagation.colorize(mask, hints), expected, atol=1e-10)
+        np.testing.assert_allclose(levin.colorize(luminance, mask, hints), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 5), (17, 23), (64, 64), (31, 90)])
+def test_dissection_order_is_a_permutation_with_separators_last(shape):
+    height, width = shape
+    order = levin.dissection_order(height, width)
+    np.testing.assert_array_equal(np.sort(order), np.arange(height * width))
+    if height * width > 16:
+        # The last pixels form the top separator: a full middle column (or row) of the grid.
+        side = height if width >= height else width
+        last = order[-side:]
+        rows, cols = last // width, last % width
+        assert len(set(cols)) == 1 or len(set(rows)) == 1
+
+
+def test_propagation_checks_its_inputs():
+    propagation = levin.Propagation(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="at least one hinted pixel"):
+        propagation.colorize(np.zeros((4, 4), bool), np.zeros((4, 4, 2)))
+    with pytest.raises(ValueError, match="must match"):
+        propagation.colorize(np.ones((4, 5), bool), np.zeros((4, 5, 2)))
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        levin.Propagation(np.zeros((4, 4, 1)))

@@ -35,6 +35,7 @@ from tfgcrf import color, fullres, hints
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.evaluation import control, levin, metrics
 from tfgcrf.evaluation.report import SHEET_POINTS
+from tfgcrf.layers import edit_terms
 from tfgcrf.models.points import grid_index, mean_by_cell
 
 logger = logging.getLogger("tfgcrf.evaluation")
@@ -48,9 +49,17 @@ _MEAN_METRICS = ("eob", "variance", "ssim_pairwise", "colorfulness", "auc", "auc
 # (l [1, 256, 256, 1], ab [1, 256, 256, 2]), all in model units.
 Example = collections.namedtuple("Example", ["name", "domain", "grids", "control"])
 
+# The per-image TensorFlow steps around the solves, compiled once per shape: run eagerly, their
+# many small ops cost more than the solves. The same functions as `Colorizer.edit` (upsampling,
+# point refinement, recombination) and `Colorizer.colorize` (upsampling, recombination).
+_to_rgb = tf.function(color.model_to_rgb, autograph=False, reduce_retracing=True)
+_compose = tf.function(fullres.compose, autograph=False, reduce_retracing=True)
+_to_photo = tf.function(fullres.to_photo, autograph=False, reduce_retracing=True)
+_finish_edit = tf.function(hints.finish_edit, autograph=False, reduce_retracing=True)
+
 
 def _rgb_uint8(l, ab):
-    return color.to_uint8(color.model_to_rgb(l, ab)).numpy()
+    return color.to_uint8(_to_rgb(l, ab)).numpy()
 
 
 class _Totals:
@@ -79,7 +88,7 @@ def _truth(l, ab_truth):
     return {
         "ab": truth,
         "flat": flat,
-        "colorfulness": metrics.colorfulness(color.model_to_rgb(l, ab_truth)[0].numpy()),
+        "colorfulness": metrics.colorfulness(_to_rgb(l, ab_truth)[0].numpy()),
         "energy": metrics.chroma_gradient_energy(truth),
         "energy_flat": metrics.chroma_gradient_energy(truth, flat),
     }
@@ -119,7 +128,7 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
             ab = ab[0]  # [N, h, w, 2]
             samples = ab.numpy()
             values[f"seconds/{name}_sample"] = time.perf_counter() - start
-            renders = color.model_to_rgb(tf.repeat(l, num_samples, axis=0), ab).numpy()
+            renders = _to_rgb(tf.repeat(l, num_samples, axis=0), ab).numpy()
             values[f"{name}/eob"] = metrics.eob(samples, truth["ab"])
             values[f"{name}/variance"] = metrics.variance(samples)
             values[f"{name}/ssim_pairwise"] = metrics.ssim_pairwise(renders)
@@ -138,7 +147,7 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
     gray = np.zeros_like(truth["ab"])
     values["gray/eob"] = metrics.eob(gray[None], truth["ab"])
     values["gray/auc"] = metrics.auc(gray[None], truth["ab"])
-    values["gray/colorfulness"] = metrics.colorfulness(color.model_to_rgb(l[0], gray).numpy())
+    values["gray/colorfulness"] = metrics.colorfulness(_to_rgb(l[0], gray).numpy())
     for key in ("energy", "energy_flat"):
         values[f"gray/{key}"] = 0.0
     _references(values, "gray", truth)
@@ -171,19 +180,28 @@ def _hint_points(corners, colors, count, hints_as):
     return (pixels[:, ::-1] + 0.5) / control.CONTROL_SIZE, np.repeat(colors[:count], len(offsets), 0)
 
 
+def _session_options(options):
+    """A variant's `edit_session` options with the defaults filled in (variants that resolve to
+    the same energy share one factorization)."""
+    return {"prior_weight": options.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
+            "local_weight": options.get("local_weight", edit_terms.LOCAL_WEIGHT)}
+
+
 def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants):
     """One model's answers to the nested hint sets: {variant: uint8 [len(POINT_COUNTS), 256, 256, 3]}.
 
-    Each variant factors its prior system once per image (`Colorizer.edit_session_grid`) and
+    Every distinct edit energy is factored once per image (`Colorizer.edit_session_grid`) and
     answers the nested point sets by Woodbury updates: the same answers as `GCRFColorizer.edit`
-    with those points.
+    with those points. The grid answers are finished at 256x256 by the compiled functions of
+    `Colorizer.edit` (`hints.finish_edit`: with the point refinement) or `colorize`
+    (`fullres.to_photo`: without).
     """
     size = control.CONTROL_SIZE
     centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
-    cell = hints.grid_cell(size, size, colorizer.grid_size)
     sessions, outputs = {}, {}
     for name in variants:
         options, hints_as, refine = CONTROL_VARIANTS[name]
+        options = _session_options(options)
         key = tuple(sorted(options.items()))
         if key not in sessions:
             sessions[key] = colorizer.edit_session_grid(l, similarity=similarity, **options)
@@ -193,11 +211,13 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
             cells = grid_index(relative, colorizer.grid_size).numpy()
             grid = sessions[key].solve(*mean_by_cell(cells, chroma))
             grid = tf.reshape(grid, [1, colorizer.grid_size, colorizer.grid_size, 2])
-            ab = fullres.upsample_chroma(grid, lightness)[0]
             if refine:
-                ab = hints.refine_at_points(ab, lightness, centers[:count], colors[:count], cell)
-            images.append(ab)
-        outputs[name] = fullres.compose(lightness, tf.stack(images)).numpy()
+                image = _finish_edit(grid, lightness, centers[:count], colors[:count],
+                                     colorizer.grid_size)
+            else:
+                image = _to_photo(grid, lightness)[0]
+            images.append(image.numpy())
+        outputs[name] = np.stack(images)
     return outputs
 
 
@@ -211,10 +231,11 @@ def _control(colorizers, example, similarities, corners, values, keep, ablation=
 
     start = time.perf_counter()
     levin_ab = []
+    propagation = levin.Propagation(l_full[0, ..., 0].numpy())  # the image's system, once
     for count in control.POINT_COUNTS:
         mask, hint_ab = control.hint_image(corners[:count], colors[:count])
-        levin_ab.append(levin.colorize(l_full[0, ..., 0].numpy(), mask, hint_ab))
-    outputs["levin"] = fullres.compose(lightness, np.stack(levin_ab)).numpy()
+        levin_ab.append(propagation.colorize(mask, hint_ab))
+    outputs["levin"] = _compose(lightness, np.stack(levin_ab).astype(np.float32)).numpy()
     values["seconds/levin_control"] = time.perf_counter() - start
 
     variants = list(CONTROL_VARIANTS) if ablation else ["gcrf"]
@@ -229,7 +250,7 @@ def _control(colorizers, example, similarities, corners, values, keep, ablation=
             time.perf_counter() - start)
 
     batch = len(control.POINT_COUNTS)
-    gray = fullres.compose(lightness, tf.zeros_like(ab_full)).numpy()
+    gray = _compose(lightness, tf.zeros_like(ab_full)).numpy()
     outputs["gray"] = np.repeat(gray, batch, axis=0)
     for name, images in outputs.items():
         for count, image in zip(control.POINT_COUNTS, images):
@@ -238,7 +259,7 @@ def _control(colorizers, example, similarities, corners, values, keep, ablation=
         index = control.POINT_COUNTS.index(SHEET_POINTS)
         mask, hint_ab = control.hint_image(corners[:SHEET_POINTS], colors[:SHEET_POINTS])
         hinted = np.where(mask[None, ..., None], hint_ab[None], 0.0).astype(np.float32)
-        shown = fullres.compose(lightness, hinted).numpy()[0]
+        shown = _compose(lightness, hinted).numpy()[0]
         return {"truth": truth, "hints": shown, **{k: v[index] for k, v in outputs.items()}}
     return None
 
