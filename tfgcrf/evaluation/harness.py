@@ -23,6 +23,7 @@ domain.
 """
 
 import collections
+import concurrent.futures
 import csv
 import logging
 import os
@@ -221,22 +222,36 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
     return outputs
 
 
-def _control(colorizers, example, similarities, corners, values, keep, ablation=False):
-    """Reveals the same patches to every method on one 256x256 image; adds PSNR per |H|."""
-    l_full, ab_full = example.control
-    lightness = l_full[0, ..., 0] * color.L_SCALE
-    truth = _rgb_uint8(l_full, ab_full)[0]
-    colors = control.patch_colors(ab_full[0].numpy(), corners).astype(np.float32)
-    outputs = {}
+def _patches(example, seed, index):
+    """The control hints of one image: `(corners [K, 2], colors [K, 2] float32)`."""
+    corners = control.patch_corners(seed, index)
+    colors = control.patch_colors(example.control[1][0].numpy(), corners).astype(np.float32)
+    return corners, colors
 
+
+def _levin_control(luminance, corners, colors):
+    """Levin et al.'s chroma for the nested hint sets: `(float32 [len(POINT_COUNTS), H, W, 2],
+    seconds)`. NumPy/SciPy only (the sparse LU releases the GIL): it runs in a background thread
+    while TensorFlow runs the models on the same image."""
     start = time.perf_counter()
+    propagation = levin.Propagation(luminance)  # the image's system, once
     levin_ab = []
-    propagation = levin.Propagation(l_full[0, ..., 0].numpy())  # the image's system, once
     for count in control.POINT_COUNTS:
         mask, hint_ab = control.hint_image(corners[:count], colors[:count])
         levin_ab.append(propagation.colorize(mask, hint_ab))
-    outputs["levin"] = _compose(lightness, np.stack(levin_ab).astype(np.float32)).numpy()
-    values["seconds/levin_control"] = time.perf_counter() - start
+    return np.stack(levin_ab).astype(np.float32), time.perf_counter() - start
+
+
+def _control(colorizers, example, similarities, patches, levin_job, values, keep, ablation=False):
+    """Reveals the same patches to every method on one 256x256 image; adds PSNR per |H|.
+
+    `levin_job` is the future of `_levin_control` for this image.
+    """
+    l_full, ab_full = example.control
+    lightness = l_full[0, ..., 0] * color.L_SCALE
+    truth = _rgb_uint8(l_full, ab_full)[0]
+    corners, colors = patches
+    outputs = {}
 
     variants = list(CONTROL_VARIANTS) if ablation else ["gcrf"]
     for model_name, colorizer in colorizers.items():
@@ -249,6 +264,8 @@ def _control(colorizers, example, similarities, corners, values, keep, ablation=
         values[f"seconds/{_key('gcrf', model_name, colorizers)}_control"] = (
             time.perf_counter() - start)
 
+    levin_ab, values["seconds/levin_control"] = levin_job.result()
+    outputs["levin"] = _compose(lightness, levin_ab).numpy()
     batch = len(control.POINT_COUNTS)
     gray = _compose(lightness, tf.zeros_like(ab_full)).numpy()
     outputs["gray"] = np.repeat(gray, batch, axis=0)
@@ -426,33 +443,45 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
     names = _method_names(colorizers, ablation)
     totals, by_domain = _Totals(), {}
     kept = []
-    for index, example in enumerate(images):
-        start = time.perf_counter()
-        keep = index < keep_images
-        values = {}
-        samples, similarities = _diversity(
-            colorizers, example, num_samples, seed + index, mode, values, keep
-        )
-        controlled = None
-        if with_control:
-            corners = control.patch_corners(seed, index)
-            controlled = _control(colorizers, example, similarities, corners, values, keep,
-                                  ablation)
-        del similarities
-        if keep:
-            first = example.grids[min(example.grids)][0]
-            kept.append({"samples": samples, "l": first, "l_full": example.control[0],
-                         "truth": _rgb_uint8(*example.control)[0], "control": controlled})
-        values["seconds/total"] = time.perf_counter() - start
-        groups = [totals]
-        if example.domain:
-            groups.append(by_domain.setdefault(example.domain, _Totals()))
-        for group in groups:
-            group.count += 1
-            for key, value in values.items():
-                group.add(key, value)
-        if on_image:
-            on_image(index, values["seconds/total"])
+    # Levin et al. (SciPy) runs beside the models (TensorFlow) on the same image.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
+        for index, example in enumerate(images):
+            _evaluate_image(colorizers, index, example, num_samples, seed, mode,
+                            index < keep_images, with_control, ablation, background,
+                            totals, by_domain, kept, on_image)
     if not totals.count:
         raise UserError("the data source has no images to evaluate (check --data and --split)")
     return _summary(totals, by_domain, names, num_samples, seed), kept
+
+
+def _evaluate_image(colorizers, index, example, num_samples, seed, mode, keep, with_control,
+                    ablation, background, totals, by_domain, kept, on_image):
+    """Every method on one image (see `evaluate`); adds its values to `totals` / `by_domain`."""
+    start = time.perf_counter()
+    values = {}
+    if with_control:
+        patches = _patches(example, seed, index)
+        levin_job = background.submit(_levin_control, example.control[0][0, ..., 0].numpy(),
+                                      *patches)
+    samples, similarities = _diversity(
+        colorizers, example, num_samples, seed + index, mode, values, keep
+    )
+    controlled = None
+    if with_control:
+        controlled = _control(colorizers, example, similarities, patches, levin_job, values,
+                              keep, ablation)
+    del similarities
+    if keep:
+        first = example.grids[min(example.grids)][0]
+        kept.append({"samples": samples, "l": first, "l_full": example.control[0],
+                     "truth": _rgb_uint8(*example.control)[0], "control": controlled})
+    values["seconds/total"] = time.perf_counter() - start
+    groups = [totals]
+    if example.domain:
+        groups.append(by_domain.setdefault(example.domain, _Totals()))
+    for group in groups:
+        group.count += 1
+        for key, value in values.items():
+            group.add(key, value)
+    if on_image:
+        on_image(index, values["seconds/total"])
