@@ -185,8 +185,11 @@ class ServingModule(tf.Module):
         pixels = tf.cast(tf.floor(valid * tf.cast(tf.stack([shape[1], shape[0]]), tf.float32)),
                          tf.int32)
         pixels = tf.minimum(pixels, tf.stack([shape[1], shape[0]]) - 1)
+        link_pixels = None
+        if links is not None:  # the links' end pixels, found as the points' are
+            link_pixels = tf.minimum(pixel_ends, tf.stack([shape[1], shape[0]]) - 1)
         return hints.finish_edit(ab_small, lightness, pixels, colors_ab[:num_points],
-                                 self.grid_size)
+                                 self.grid_size, links_px=link_pixels)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes"),

@@ -108,8 +108,9 @@ class Colorizer:
         # One edit's grid chroma -> uint8 image (upsampling, point refinement, recombination).
         self._finish_edit = {
             jit: tf.function(
-                lambda ab, lightness, points, chroma, statistics, jit=jit: hints.finish_edit(
-                    ab, lightness, points, chroma, size, jit=jit, statistics=statistics),
+                lambda ab, lightness, points, chroma, statistics, links, jit=jit: hints.finish_edit(
+                    ab, lightness, points, chroma, size, jit=jit, statistics=statistics,
+                    links_px=links),
                 input_signature=[
                     tf.TensorSpec([1, size, size, 2], tf.float32),
                     tf.TensorSpec([None, None], tf.float32),
@@ -118,6 +119,7 @@ class Colorizer:
                     fullres.GuideStatistics(
                         tf.TensorSpec([1, None, None, 1], tf.float32),
                         *[tf.TensorSpec([1, size, size, 1], tf.float32)] * 3),
+                    tf.TensorSpec([None, 2, 2], tf.int32),
                 ],
                 autograph=False,
             )

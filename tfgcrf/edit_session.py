@@ -2,12 +2,15 @@
 
 The session keeps everything that does not depend on the points: the photo's lightness and grid
 input, the similarity S, the local smoothness term, the prior (the model's own most probable
-colorization, or a chosen sample) and the Cholesky factors of the prior system
-(`tfgcrf.layers.gcrf_edit_session.EditSession`). Adding, moving or removing a point or a link is
+colorization, or a chosen sample), the Cholesky factors of the prior system
+(`tfgcrf.layers.gcrf_edit_session.EditSession`) and the guide statistics of the full-resolution
+upsampling (`tfgcrf.fullres.guide_statistics`). Adding, moving or removing a point or a link is
 then a Woodbury update on the grid (one new column per new grid pixel or link) followed by the
 full-resolution finish of `tfgcrf.hints.finish_edit` (guided upsampling, every point's own color
-at its pixel, recombination with the photo's lightness). The answer is the same as
-`GCRFColorizer.edit` with the same points and links (tested).
+at its pixel, carried across links, recombination with the photo's lightness; XLA-compiled for
+photos of 250k pixels and more). The answer is the same as `GCRFColorizer.edit` with the same
+points and links on the grid (tested), and as the stateless finish of that answer at full
+resolution within one uint8 level (tested).
 
     session = colorizer.session("photo.jpg")
     sky = session.add_point(400, 50, (250, 150, 60))
@@ -120,8 +123,10 @@ class EditSession:
             entries = list(self._points.values())
             points = np.array([xy for xy, _, _ in entries], np.int32).reshape(-1, 2)
             chroma = np.array([ab for _, _, ab in entries], np.float32).reshape(-1, 2)
+            ends = np.array(list(self._links.values()), np.float64).reshape(-1, 2)
+            links = hints.pixels_of(ends, self.width, self.height).reshape(-1, 2, 2)
             self._image = self._colorizer._finish_edit[self._jit](
-                self.grid_result(), self._lightness, points, chroma, self._guide).numpy()
+                self.grid_result(), self._lightness, points, chroma, self._guide, links).numpy()
         return self._image
 
     # ------------------------------------------------------------------------------ helpers

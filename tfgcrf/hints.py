@@ -107,6 +107,41 @@ def refine_at_points(ab_full, L_full, points_px, colors_ab, cell, sigma_cells=SI
     return ab_full + canvas[radius:radius + shape[0], radius:radius + shape[1]]
 
 
+# A link end whose refinement moved its chroma by less than this (model units, ~0.1 ab) passes
+# nothing to the other end.
+_LINK_CHANGE = 1e-3
+
+
+def link_points(ab_full, refined, points_px, links_px):
+    """The points' refinement carried across "same color" links (extra points for a second pass).
+
+    On the grid a link makes its two places agree; at full resolution `refine_at_points` then
+    moves the place near a point (at a point's own pixel: exactly to the point's color) and not
+    the other. For every link, the end whose chroma the refinement moved more passes its refined
+    chroma to the other end, as an extra point there (unless that pixel holds a user point: the
+    point wins). Links are taken one at a time (a chain of links passes a correction one step).
+
+    Args:
+      ab_full: `[H, W, 2]` chroma before the refinement; refined `[H, W, 2]` after it.
+      points_px: `[K, 2]` int `(x, y)` pixels of the user points.
+      links_px: `[J, 2, 2]` int `(x, y)` pixels of the links' two ends.
+
+    Returns:
+      `(pixels [M, 2] int32, chroma [M, 2] float32)` of the extra points, M <= J.
+    """
+    ends = tf.cast(links_px, tf.int32)
+    points = tf.cast(points_px, tf.int32)
+    yx = tf.reverse(ends, axis=[-1])  # [J, 2, 2]
+    after = tf.gather_nd(refined, yx)  # [J, 2 ends, 2]
+    moved = tf.norm(after - tf.gather_nd(ab_full, yx), axis=-1)  # [J, 2]
+    source = tf.cast(moved[:, 1] > moved[:, 0], tf.int32)  # the end that moved more
+    chroma = tf.gather(after, source, batch_dims=1)
+    target = tf.gather(ends, 1 - source, batch_dims=1)  # [J, 2]
+    on_point = tf.reduce_any(tf.reduce_all(target[:, None] == points[None], axis=-1), axis=1)
+    use = tf.logical_not(on_point) & (tf.reduce_max(moved, axis=1) > _LINK_CHANGE)
+    return tf.boolean_mask(target, use), tf.boolean_mask(chroma, use)
+
+
 def check_points(points, width, height, what="point"):
     """Validates `(x, y)` pixel points: numbers inside the image. Returns float64 `[K, 2]`."""
     try:
@@ -168,7 +203,8 @@ def grid_cell(height, width, grid_size):
     return math.sqrt(height * width) / grid_size
 
 
-def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, statistics=None):
+def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, statistics=None,
+                links_px=None):
     """Grid chroma of one edit -> uint8 `[H, W, 3]`: guided upsampling, point refinement, L-keeping
     recombination (`tfgcrf.fullres`), as TensorFlow ops (API, session, SavedModel, evaluation).
 
@@ -180,6 +216,8 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
       jit: XLA for the upsampling and the recombination (`fullres.upsample_guided`, `compose`).
       statistics: the photo's `fullres.guide_statistics` if already known (an edit session keeps
         them); computed here otherwise.
+      links_px: optional `[J, 2, 2]` int `(x, y)` pixels of the "same color" links' ends: the
+        refinement is carried across them (`link_points`, a second refinement pass).
     """
     from tfgcrf import fullres
 
@@ -188,5 +226,13 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
     if statistics is None:
         statistics = fullres.guide_statistics(L_full, grid_size, grid_size)
     ab_full = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
-    ab_full = refine_at_points(ab_full, L_full, points_px, colors_ab, cell)
-    return fullres.compose(L_full, ab_full[None], jit=jit)[0]
+    refined = refine_at_points(ab_full, L_full, points_px, colors_ab, cell)
+    if links_px is not None:
+        def across_links():
+            extra_px, extra_ab = link_points(ab_full, refined, points_px, links_px)
+            return refine_at_points(
+                ab_full, L_full, tf.concat([tf.cast(points_px, tf.int32), extra_px], 0),
+                tf.concat([tf.cast(colors_ab, tf.float32), extra_ab], 0), cell)
+
+        refined = tf.cond(tf.size(links_px) > 0, across_links, lambda: refined)
+    return fullres.compose(L_full, refined[None], jit=jit)[0]
