@@ -153,6 +153,7 @@ def main():
     point_px = np.array([xy for xy, _, _ in entries], np.int32)
     point_ab = np.array([ab for _, _, ab in entries], np.float32)
     guide = session._guide
+    no_links = np.zeros([0, 2, 2], np.int32)
     ab_full = fullres.upsample_guided(grid, guide, jit=True)
     cell = hints.grid_cell(HEIGHT, WIDTH, size)
     refine = tf.function(lambda ab, l, p, c: hints.refine_at_points(ab, l, p, c, cell), autograph=False)
@@ -166,7 +167,8 @@ def main():
         ("  grid: Woodbury update, one new column (add + grid_result)",
          *_time(grid_update, r, cpu=True), one),
         ("  full resolution: upsampling + refinement + recombination",
-         *_time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab, guide), r,
+         *_time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab, guide,
+                                                      no_links), r,
                 cpu=True), one),
         ("    upsampling (XLA, the session's guide statistics)",
          *_time(lambda: fullres.upsample_guided(grid, guide, jit=True), r, cpu=True), one),
