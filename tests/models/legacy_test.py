@@ -4,7 +4,7 @@ tests/data/legacy/ was written by the pre-split code (commit 5c3bd79) with `test
 a tiny classification-head model (`model.keras`), the probe's outputs on it (`outputs.npz`), a
 weights file with optimizer state from the middle of a HOC stage (`backup.weights.h5`, what
 `BackupAndRestore` keeps) and the probe's summary of the committed default preset
-(`preset_default.json`, keyed by the preset file's sha256).
+(`preset_default.json`: one entry per committed preset, keyed by the file's sha256).
 """
 
 import json
@@ -93,13 +93,14 @@ def test_old_weights_file_with_optimizer_state_resumes(tiny, tmp_path):
 @pytest.mark.slow
 def test_committed_default_preset_gives_the_pre_split_numbers():
     """The committed preset (saved by the pre-split code) through the converter: same numbers."""
-    recorded = json.loads((FIXTURES / "preset_default.json").read_text())
-    path = preset_path("default")
-    if file_sha256(path) != recorded["sha256"]:
-        pytest.skip("the default preset changed since its numbers were recorded; record them with "
-                    "tests/legacy_probe.py default tests/data/legacy/preset_default.json")
+    recorded = {entry["sha256"]: entry["outputs"] for entry in
+                json.loads((FIXTURES / "preset_default.json").read_text())}
+    sha256 = file_sha256(preset_path("default"))
+    if sha256 not in recorded:
+        pytest.skip("the default preset changed since its numbers were recorded: add them to "
+                    "tests/data/legacy/preset_default.json (tests/legacy_probe.py default OUT.json)")
     got = summary(outputs(load_model("default")))
-    for key, expected in recorded["outputs"].items():
+    for key, expected in recorded[sha256].items():
         assert got[key]["shape"] == expected["shape"], key
         np.testing.assert_allclose([got[key]["mean"], got[key]["std"]],
                                    [expected["mean"], expected["std"]], rtol=1e-5, atol=1e-6, err_msg=key)
