@@ -11,7 +11,7 @@ from tfgcrf.color import rgb_to_model
 from tfgcrf.config import ModelConfig, TrainingConfig
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.imageio import read_image
-from tfgcrf.models import GCRFColorizer, reveal_mask
+from tfgcrf.models import GCRFColorizer
 
 SIZE = 16
 CONFIG = ModelConfig(
@@ -160,34 +160,6 @@ def test_draws_are_deterministic_per_seed(model, photos):
     np.testing.assert_array_equal(top_a.numpy(), top_b.numpy())
 
 
-def test_edit_matches_numpy_gcrf(model, photos, numpy_gcrf):
-    l, ab = photos
-    mask = np.zeros((4, SIZE, SIZE), np.float32)
-    mask[:, 3, 4] = 1.0
-    mask[:, 12, 10] = 1.0
-    mask[0, 8, 8] = 1.0
-    target = np.broadcast_to(np.array([0.4, -0.3], np.float32), (4, SIZE, SIZE, 2)).copy()
-    similarity = model.similarity(l).numpy()
-    h = mask.reshape(4, -1)
-    flat_target = target.reshape(4, -1, 2)
-
-    edited = model.edit(l, mask, target).numpy()
-    expected = numpy_gcrf(similarity, flat_target, CONFIG.beta_edit * h, CONFIG.ridge)
-    np.testing.assert_allclose(edited.reshape(4, -1, 2), expected, atol=2e-5)
-
-    base = ab.numpy()
-    on_base = model.edit(l, mask, target, base_ab=base, prior_weight=0.2).numpy()
-    weights = CONFIG.beta_edit * h + 0.2 * (1 - h)
-    flat_base = base.reshape(4, -1, 2)
-    rhs = CONFIG.beta_edit * h[..., None] * flat_target + 0.2 * (1 - h[..., None]) * flat_base
-    expected = numpy_gcrf(similarity, rhs / weights[..., None], weights, CONFIG.ridge)
-    np.testing.assert_allclose(on_base.reshape(4, -1, 2), expected, atol=2e-5)
-
-    # No edit and no base: the ridge keeps the system regular; the answer is neutral gray.
-    nothing = model.edit(l, np.zeros_like(mask), target).numpy()
-    assert np.all(np.isfinite(nothing)) and np.abs(nothing).max() < 1e-6
-
-
 def test_keras_roundtrip_identical_outputs_and_stage(tmp_path, photos):
     l, ab = photos
     model = _random_model(stage="hoc", seed=3)
@@ -246,14 +218,3 @@ def test_bad_inputs_give_clear_errors(model, photos):
         model.sample(l, 2, mode="best")
     with pytest.raises(InputError, match="num_samples must be >= 1"):
         model.sample(l, 0)
-
-
-def test_reveal_mask_reveals_exact_counts():
-    mask = reveal_mask(3, 100, 0.25, seed=[1, 2]).numpy()
-    np.testing.assert_array_equal(mask.sum(axis=-1), [25, 25, 25])
-    assert not np.array_equal(mask[0], mask[1])
-    np.testing.assert_array_equal(reveal_mask(2, 10, 0.0).numpy(), 0.0)
-    np.testing.assert_array_equal(reveal_mask(2, 10, 1.0).numpy(), 1.0)
-    np.testing.assert_array_equal(
-        reveal_mask(3, 100, 0.25, seed=[1, 2]).numpy(), mask
-    )
