@@ -58,6 +58,14 @@ def test_a_converted_model_saves_in_the_new_layout_only(tiny, tmp_path):
     np.testing.assert_array_equal(again.sample(l, 2)[0].numpy(), tiny.sample(l, 2)[0].numpy())
 
 
+def test_load_weights_reads_an_old_keras_file(tiny):
+    model = GCRFColorizer(GCRFBackbone.from_config(tiny.backbone.get_config()))
+    model.load_weights(FIXTURES / "model.keras")
+    l = tf.random.stateless_uniform((1, 16, 16, 1), seed=(4, 3))
+    np.testing.assert_array_equal(model.sample(l, 2)[0].numpy(), tiny.sample(l, 2)[0].numpy())
+    assert float(model.reveal_fraction.numpy()) == 0.25
+
+
 def test_plain_keras_loading_of_an_old_file_says_how_in_one_line():
     with pytest.raises(UserError, match=r"^this model was saved before .* tfgcrf.models.loading.load_model") as err:
         keras.saving.load_model(FIXTURES / "model.keras")
@@ -67,7 +75,7 @@ def test_plain_keras_loading_of_an_old_file_says_how_in_one_line():
 def test_old_weights_file_with_optimizer_state_resumes(tiny, tmp_path):
     """A BackupAndRestore file of the old layout restores weights, optimizer step and moments."""
     state = np.load(FIXTURES / "backup_state.npz")
-    model = GCRFColorizer(tiny.backbone.__class__.from_config(tiny.backbone.get_config()),
+    model = GCRFColorizer(GCRFBackbone.from_config(tiny.backbone.get_config()),
                           training=tiny.training_config)
     model.compile_stage("hoc", learning_rate=1e-3)
     model.optimizer.build(model.trainable_variables)

@@ -140,8 +140,9 @@ class GCRFColorizer(keras.Model):
         return cls(**config)
 
     def load_weights(self, filepath, *args, **kwargs):
-        """`keras.Model.load_weights`; weights files written before the backbone/task split (run
-        folders' backups and stage weights) are converted on the fly (`legacy.upgraded_weights`)."""
+        """`keras.Model.load_weights`; files written before the backbone/task split (run folders'
+        backups and stage weights, `.keras` files) are converted on the fly
+        (`legacy.upgraded_weights`)."""
         with legacy.upgraded_weights(filepath) as path:
             return super().load_weights(path, *args, **kwargs)
 

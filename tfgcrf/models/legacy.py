@@ -9,7 +9,7 @@ variables get the same values (tests/models/legacy_test.py compares outputs with
 code's on a saved tiny model and on the committed default preset).
 
 Used by `tfgcrf.models.loading.load_model` (`.keras` files) and `GCRFColorizer.load_weights`
-(`*.weights.h5` files of run folders: stage weights and `BackupAndRestore` backups).
+(`*.weights.h5` files of run folders: stage weights and `BackupAndRestore` backups; `.keras`).
 """
 
 import contextlib
@@ -70,14 +70,21 @@ def upgrade_weights(source, target):
 
 @contextlib.contextmanager
 def upgraded_weights(path):
-    """Yields `path`, or for a pre-split weights file a converted temporary copy of it."""
+    """Yields `path`, or for a pre-split weights file or `.keras` archive a temporary weights
+    file in the current layout."""
     path = os.fspath(path)
-    if not is_legacy_weights(path):
+    archive = path.endswith(".keras") and is_legacy_archive(path)
+    if not archive and not is_legacy_weights(path):
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="tfgcrf-legacy-") as folder:
+        source = path
+        if archive:
+            source = os.path.join(folder, "saved.weights.h5")
+            with zipfile.ZipFile(path) as saved, open(source, "wb") as out:
+                out.write(saved.read("model.weights.h5"))
         converted = os.path.join(folder, "converted.weights.h5")
-        upgrade_weights(path, converted)
+        upgrade_weights(source, converted)
         yield converted
 
 
@@ -95,9 +102,5 @@ def load_legacy_archive(path):
     model = GCRFColorizer(config=ModelConfig(**model_values), stage=saved.get("stage", "vae"),
                           training=TrainingConfig(**training_values),
                           name=saved.get("name", "gcrf_colorizer"))
-    with tempfile.TemporaryDirectory(prefix="tfgcrf-legacy-") as folder:
-        weights = os.path.join(folder, "model.weights.h5")
-        with zipfile.ZipFile(path) as archive, open(weights, "wb") as out:
-            out.write(archive.read("model.weights.h5"))
-        model.load_weights(weights)
+    model.load_weights(path)  # converted by upgraded_weights
     return model
