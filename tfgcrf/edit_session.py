@@ -28,6 +28,9 @@ from tfgcrf.errors import InputError
 from tfgcrf.layers import edit_terms
 from tfgcrf.models.points import grid_index, mean_by_cell
 
+# `edit_terms.link_vectors` traced (eagerly its small ops cost ~100 ms per new link under load).
+_link_vectors = tf.function(edit_terms.link_vectors, autograph=False, reduce_retracing=True)
+
 # Most points (and links) an edit may hold: the exported `edit` signature's limit, checked by
 # the API and the CLI too, so every entry point refuses the same requests.
 MAX_POINTS = 256
@@ -55,6 +58,7 @@ class EditSession:
         self._affinity = grid.affinity
         self._points = {}  # id -> ((x, y), (r, g, b), chroma [2])
         self._links = {}  # id -> ((x1, y1), (x2, y2))
+        self._link_cache = {}  # id -> its 9 link vectors (numpy [P])
         self._next_id = 0
         self._jit = self.height * self.width >= 250_000
         # The guided upsampling's photo-only part (`fullres.guide_statistics`), once per photo.
@@ -104,6 +108,7 @@ class EditSession:
         """Removes link `key`."""
         self._check_key(key, self._links, "link")
         del self._links[key]
+        self._link_cache.pop(key, None)
         for offset in range(9):
             self._grid.forget_link((key, offset))
         self._image = None
@@ -169,10 +174,14 @@ class EditSession:
         return mean_by_cell(grid_index(relative, self._grid_size).numpy(), chroma)
 
     def _link_vectors(self):
-        if not self._links:
-            return {}
-        ends = np.array([[self._relative(a), self._relative(b)] for a, b in self._links.values()])
-        pairs = grid_index(ends, self._grid_size)[None]  # [1, J, 2]
-        vectors = edit_terms.link_vectors(self._affinity, pairs)[0]  # [P, 9 J]
-        return {(key, o): vectors[:, 9 * i + o] for i, key in enumerate(self._links)
-                for o in range(9)}
+        """{(link id, offset): u [P] numpy} of the current links; each link's 9 vectors are made
+        once (`edit_terms.link_vectors`) and kept until it is removed."""
+        new = [key for key in self._links if key not in self._link_cache]
+        if new:
+            ends = np.array([[self._relative(a), self._relative(b)]
+                             for a, b in (self._links[key] for key in new)])
+            pairs = grid_index(ends, self._grid_size)[None]  # [1, J, 2]
+            vectors = _link_vectors(self._affinity, pairs)[0].numpy()  # [P, 9 J]
+            for i, key in enumerate(new):
+                self._link_cache[key] = [vectors[:, 9 * i + o] for o in range(9)]
+        return {(key, o): self._link_cache[key][o] for key in self._links for o in range(9)}
