@@ -258,6 +258,68 @@ def run_edit_case(size, repeats, table):
               relative_error(x[None], reference), "0")
 
 
+def trained_embeddings(count, size):
+    """The default preset's structure embeddings [B, P, D] and temperature, its decoder's unary
+    alpha [B, P, 2] (at the encoder mean) and the true chroma ab [B, P, 2] of `count` photos."""
+    from tfgcrf.models.loading import load_model
+
+    model = load_model("default")
+    l, ab = load_photos(count, size)
+    l = tf.reshape(l, [count, size, size, 1])
+    ab = tf.reshape(ab, [count, size, size, 2])
+    features = model.features(l)
+    mean, _ = model.encoder(l, ab)
+    alpha = tf.reshape(model.decoder(mean, features), [count, size * size, 2])
+    embeddings = tf.cast(model.structure.embed(l, features), tf.float32)
+    temperature = float(tf.exp(model.structure.log_temperature))
+    return embeddings, temperature, alpha, tf.reshape(ab, [count, size * size, 2])
+
+
+def hoc_gradients(solver_kwargs, temperature, recon_sigma):
+    """The HOC step's loss (GCRFColorizer._hoc_losses, L2) and its gradients, CG warm-started."""
+    layer = GaussianCRF(**solver_kwargs)
+
+    @tf.function(jit_compile=False)
+    def run(embeddings, unary, weights, target):
+        with tf.GradientTape() as tape:
+            tape.watch([embeddings, unary])
+            logits = temperature * tf.linalg.matmul(embeddings, embeddings, adjoint_b=True)
+            logits -= 1e9 * tf.eye(tf.shape(logits)[-1])  # as StructureBranch.similarity_of
+            similarity = tf.nn.softmax(logits, axis=-1)
+            x, info = layer(similarity, unary, weights, initial=unary, return_info=True)
+            loss = tf.reduce_mean(tf.reduce_sum(tf.square(x - target), axis=[1, 2]))
+            loss /= 2.0 * recon_sigma**2
+        return x, info["iterations"], tape.gradient(loss, [embeddings, unary])
+
+    return run
+
+
+def run_gradient_case(size, batch, table):
+    """Gradient accuracy of the HOC step against the float64 analytic implicit gradient."""
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
+    from gcrf_reference import numpy_hoc_gradients
+
+    recon_sigma = 0.1
+    embeddings, temperature, unary, target = trained_embeddings(batch, size)
+    cases = [("cholesky (float32)", dict(solver="cholesky"))] + [
+        (f"cg+two_level tol {tol:g}", dict(solver="cg", preconditioner="two_level", cg_tol=tol))
+        for tol in (1e-3, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6)]
+    for reveal in (0.1, 0.02):
+        revealed = tf.random.stateless_uniform([batch, size * size], [5, 0]) < reveal
+        weights = tf.cast(revealed, tf.float32)
+        _, x_ref, de_ref, du_ref = numpy_hoc_gradients(
+            embeddings, temperature, unary, weights, target, 1e-4,
+            scale=1.0 / (2.0 * recon_sigma**2 * batch))
+        for label, kwargs in cases:
+            x, iterations, (de, du) = hoc_gradients(kwargs, temperature, recon_sigma)(
+                embeddings, unary, weights, target)
+            table.add(f"{size}x{size}, batch {batch}, {reveal:.0%} revealed", label,
+                      str(int(np.max(iterations))), relative_error(x.numpy(), x_ref),
+                      relative_error(de.numpy(), de_ref), relative_error(du.numpy(), du_ref))
+
+
 def fitted_exponent(sizes, values):
     pixels = np.array(sizes, float) ** 2
     return float(np.polyfit(np.log(pixels), np.log(np.array(values, float)), 1)[0])
@@ -273,7 +335,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--target-size", type=int, default=64)
     parser.add_argument("--large-size", type=int, default=128)
-    parser.add_argument("--skip", default="", help="comma list of: targets,scaling")
+    parser.add_argument("--skip", default="", help="comma list of: targets,scaling,gradients")
+    parser.add_argument("--gradient-batch", type=int, default=2)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = set(args.skip.split(","))
@@ -310,6 +373,14 @@ def main(argv=None):
             exponents.add(name, ",".join(map(str, used)),
                           fitted_exponent(used, [r[1] for r in rows]),
                           fitted_exponent(used, [r[2] for r in rows]))
+    if "gradients" not in skip:
+        gradients = Table("HOC step gradients vs the float64 analytic implicit gradient "
+                          "(default preset's S, L2 loss)",
+                          ["case", "solver", "CG iters (max)", "rel err x", "rel err dL/dE",
+                           "rel err dL/dunary"])
+        tables.append(gradients)
+        print(gradients.title, flush=True)
+        run_gradient_case(args.target_size, args.gradient_batch, gradients)
     print()
     for table in tables:
         print(table.markdown() + "\n")

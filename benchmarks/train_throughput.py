@@ -7,13 +7,26 @@ Each row runs in its own process (so peak RSS is per row) on real fixture photos
 Ratios are against the first row (the VAE stage) measured in the same run. "step peak" is the
 process's peak RSS minus its RSS just before the first training step (model, data and TF runtime
 excluded).
+
+    .venv/bin/python benchmarks/train_throughput.py --compare REV [--steps 3] [--window 0]
+
+times the HOC step of the `default64` model (hoc_window 0: the whole 64 x 64 grid, batch 16) with
+the G-CRF layer of git revision REV (`tfgcrf/layers/gaussian_crf.py` as it was there) against the
+one of the working tree, in one process: same weights (untrained, or `--preset default`'s trained
+ones), same batch, the two alternating step by step so that a shared CPU slows both alike. It reports wall img/s, CPU seconds per image (both
+cores; the work done, whatever share of the CPU the process got), TensorFlow's allocator peak
+during the steps, and the ratios.
 """
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 
 ROWS = [
     # name, stage, batch size, hoc_window (0 = whole grid)
@@ -22,14 +35,22 @@ ROWS = [
     ("hoc 32x32 windows", "hoc", 16, 32),
     ("mdn", "mdn", 32, 0),
 ]
-PHOTOS = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "photos")
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+PHOTOS = os.path.join(REPO, "tests", "data", "photos")
+LAYER = "tfgcrf/layers/gaussian_crf.py"
+
+
+def _give_real_work(model):
+    """An untrained decoder outputs gray (zero-initialized top layer): give the G-CRF real work."""
+    import tensorflow as tf
+
+    kernel = model.backbone.decoder.top_out.kernel
+    kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[0, 1]))
 
 
 def measure(stage, batch_size, window, steps):
     import resource
     import time
-
-    import tensorflow as tf
 
     from tfgcrf.config import ModelConfig, TrainingConfig
     from tfgcrf.data import make_dataset
@@ -42,9 +63,7 @@ def measure(stage, batch_size, window, steps):
     data = make_dataset(PHOTOS, "train", image_size=64, batch_size=batch_size, training=True)
     data = data.take(1).cache().repeat()
     model = GCRFColorizer(ModelConfig(), training=TrainingConfig(hoc_window=window))
-    # An untrained decoder outputs gray (zero-initialized top layer): give the G-CRF real work.
-    kernel = model.backbone.decoder.top_out.kernel
-    kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[0, 1]))
+    _give_real_work(model)
     model.compile_stage(stage)
     model.reveal_fraction.assign(0.1)
     before = rss_gb()
@@ -56,11 +75,111 @@ def measure(stage, batch_size, window, steps):
     return {"images_per_s": steps * batch_size / seconds, "peak_gb": peak, "step_gb": peak - before}
 
 
+def _layer_at(revision):
+    """The GaussianCRF class of `tfgcrf/layers/gaussian_crf.py` at a git revision."""
+    import keras
+
+    source = subprocess.run(["git", "-C", REPO, "show", f"{revision}:{LAYER}"],
+                            capture_output=True, text=True, check=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
+        handle.write(source)
+    spec = importlib.util.spec_from_file_location(f"gaussian_crf_at_{revision}", handle.name)
+    module = importlib.util.module_from_spec(spec)
+    register = keras.saving.register_keras_serializable
+    keras.saving.register_keras_serializable = lambda **_: (lambda cls: cls)  # name is taken
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        keras.saving.register_keras_serializable = register
+        os.unlink(handle.name)
+    return module.GaussianCRF
+
+
+def compare(revision, steps, window, reveal, preset=None, tol=None):
+    import tensorflow as tf
+
+    from tfgcrf.config import load_config
+    from tfgcrf.data import make_dataset
+    from tfgcrf.models import GCRFColorizer
+    from tfgcrf.models import gcrf_colorizer as colorizer_module
+
+    experiment = load_config("default64")
+    training = dataclasses.replace(experiment.training, hoc_window=window)
+    batch_size = 16
+    data = make_dataset(PHOTOS, "train", image_size=64, batch_size=batch_size, training=True)
+    data = data.take(1).cache().repeat()
+    variants = {}
+    layers = [(f"gaussian_crf.py @ {revision}", _layer_at(revision), training.train_cg_tol),
+              ("gaussian_crf.py (this tree)", colorizer_module.GaussianCRF, training.train_cg_tol)]
+    if tol is not None:
+        layers.append((f"this tree, train_cg_tol {tol:g}", colorizer_module.GaussianCRF, tol))
+    for name, layer_class, train_cg_tol in layers:
+        current, colorizer_module.GaussianCRF = colorizer_module.GaussianCRF, layer_class
+        try:
+            # Its G-CRF layers are built in __init__.
+            model = GCRFColorizer(experiment.model, training=dataclasses.replace(
+                training, train_cg_tol=train_cg_tol))
+        finally:
+            colorizer_module.GaussianCRF = current
+        if variants:
+            model.set_weights(next(iter(variants.values()))["model"].get_weights())
+        elif preset:
+            from tfgcrf.models.loading import load_model
+
+            model.set_weights(load_model(preset).get_weights())
+        else:
+            _give_real_work(model)
+        model.compile_stage("hoc")
+        model.reveal_fraction.assign(reveal)
+        model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)  # trace + warm up
+        variants[name] = {"model": model, "wall": 0.0, "cpu": 0.0, "peak": 0.0}
+    for _ in range(steps):
+        for result in variants.values():
+            tf.config.experimental.reset_memory_stats("CPU:0")
+            wall, cpu = time.perf_counter(), time.process_time()
+            result["model"].fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+            result["wall"] += time.perf_counter() - wall
+            result["cpu"] += time.process_time() - cpu
+            peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 1e9
+            result["peak"] = max(result["peak"], peak)
+    images = steps * batch_size
+    grid = "whole 64x64 grid" if window in (0, 64) else f"{window}x{window} windows"
+    weights = f"{preset} preset's weights" if preset else "untrained"
+    print(f"HOC step, default64 model ({weights}), {grid}, batch {batch_size}, "
+          f"{reveal:.0%} revealed, {steps} steps each, alternating")
+    print(f"{'G-CRF layer':34} {'img/s':>7} {'CPU s/img':>9} {'peak GB':>8} "
+          f"{'speedup (wall)':>14} {'speedup (CPU)':>13}")
+    base = next(iter(variants.values()))
+    for name, result in variants.items():
+        print(f"{name:34} {images / result['wall']:7.2f} {result['cpu'] / images:9.3f} "
+              f"{result['peak']:8.2f} {base['wall'] / result['wall']:13.2f}x "
+              f"{base['cpu'] / result['cpu']:12.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4, help="timed steps per row")
+    parser.add_argument("--compare", metavar="REV",
+                        help="HOC step: the G-CRF layer of git revision REV vs this tree's")
+    parser.add_argument("--window", type=int, default=0, help="hoc_window for --compare")
+    parser.add_argument("--reveal", type=float, default=0.1,
+                        help="revealed fraction for --compare")
+    parser.add_argument("--preset", help="--compare from this preset's weights (a trained S: more "
+                        "CG iterations) instead of the untrained default64 model")
+    parser.add_argument("--tol", type=float,
+                        help="--compare: also this tree's layer at this train_cg_tol")
     parser.add_argument("--row", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.compare:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+        try:
+            compare(args.compare, args.steps, args.window, args.reveal, args.preset,
+                    args.tol)
+        except subprocess.CalledProcessError as err:
+            sys.exit(f"train_throughput: cannot read {LAYER} at {args.compare!r}: "
+                     f"{err.stderr.strip()}")
+        return
     if args.row is not None:
         _, stage, batch_size, window = ROWS[args.row]
         print(json.dumps(measure(stage, batch_size, window, args.steps)))

@@ -58,6 +58,15 @@ def _solve_dtype(dtype):
     return tf.float64 if tf.as_dtype(dtype) == tf.float64 else tf.float32
 
 
+def transposed_product(similarity, v):
+    """S^T v [B, P, K] for S [B, P, P], v [B, P, K], computed as (v^T S)^T.
+
+    The [K, P] x [P, P] product streams S in memory order; `matmul(S, v, adjoint_a=True)` walks it
+    across rows and took 2.1x the CPU time at 64 x 64 (benchmarks/train_throughput.py --solver).
+    """
+    return tf.linalg.matrix_transpose(tf.linalg.matmul(v, similarity, adjoint_a=True))
+
+
 def apply_precision(similarity, weights, ridge, v, extra=None):
     """Matrix-free A @ v for v [B, P, K]: two products with S (S v, then S^T u), A never formed.
 
@@ -68,7 +77,7 @@ def apply_precision(similarity, weights, ridge, v, extra=None):
     variant over row blocks of S measured no faster on this 2-core CPU once it was not shared.
     """
     residual = v - tf.linalg.matmul(similarity, v)
-    smooth = residual - tf.linalg.matmul(similarity, residual, adjoint_a=True)
+    smooth = residual - transposed_product(similarity, residual)
     if extra is not None:
         smooth += tf.linalg.matmul(extra, v)
     return smooth + (weights + ridge)[..., None] * v
@@ -84,11 +93,12 @@ def precision_matrix(similarity, weights, ridge, extra=None):
     return tf.linalg.set_diag(gram, tf.linalg.diag_part(gram) + weights + ridge)
 
 
-def precision_diagonal(similarity, weights, ridge, block_rows=512, extra=None):
+def precision_diagonal(similarity, weights, ridge, block_rows=32, extra=None):
     """diag(A) [B, P] from S in O(P^2): sum_j (delta_ji - S_ji)^2 + weights + ridge.
 
     The column sums of S^2 are accumulated over blocks of rows, so the temporary is
-    block_rows x P instead of a second P x P matrix (1 GiB per image at 128 x 128).
+    block_rows x P instead of a second P x P matrix (1 GiB per image at 128 x 128); blocks of 32
+    rows stay in cache (0.6x the CPU time of 512-row blocks at 64 x 64, batch 16).
     """
     size = tf.shape(similarity)[-2]
 
@@ -111,14 +121,25 @@ def coarse_space(similarity, grid=COARSE_GRID, smoothing_steps=COARSE_SMOOTHING_
     the result orthonormalized (QR), so the coarse matrix Z^T A Z is well defined even for blocks
     that smoothing made nearly parallel.
     """
-    size = tf.shape(similarity)[-1]
-    pixel = tf.range(size)
-    side = tf.cast(tf.round(tf.sqrt(tf.cast(size, tf.float32))), tf.int32)
-    block = (pixel // side * grid // side) * grid + pixel % side * grid // side
-    run = pixel * grid * grid // size
-    labels = tf.where(tf.equal(side * side, size), block, run)
-    aggregates = tf.one_hot(labels, grid * grid, dtype=similarity.dtype)
-    basis = tf.broadcast_to(aggregates, [tf.shape(similarity)[0], size, grid * grid])
+    pixels = similarity.shape[-1]
+    side = math.isqrt(pixels) if pixels is not None else 0
+    if smoothing_steps > 0 and side and side * side == pixels and side % grid == 0:
+        # S times the block indicators = S's columns summed per block: one memory-bound pass over
+        # S instead of a [P, P] x [P, m] product (the same sums, in another order).
+        block = side // grid
+        shape = tf.concat([tf.shape(similarity)[:-1], [grid, block, grid, block]], axis=0)
+        basis = tf.reduce_sum(tf.reshape(similarity, shape), axis=[-3, -1])
+        basis = tf.reshape(basis, tf.concat([tf.shape(similarity)[:-1], [grid * grid]], axis=0))
+        smoothing_steps -= 1
+    else:
+        size = tf.shape(similarity)[-1]
+        pixel = tf.range(size)
+        side = tf.cast(tf.round(tf.sqrt(tf.cast(size, tf.float32))), tf.int32)
+        block = (pixel // side * grid // side) * grid + pixel % side * grid // side
+        run = pixel * grid * grid // size
+        labels = tf.where(tf.equal(side * side, size), block, run)
+        aggregates = tf.one_hot(labels, grid * grid, dtype=similarity.dtype)
+        basis = tf.broadcast_to(aggregates, [tf.shape(similarity)[0], size, grid * grid])
     for _ in range(smoothing_steps):
         basis = tf.linalg.matmul(similarity, basis)
     return tf.linalg.qr(basis)[0]
@@ -205,11 +226,20 @@ class _ConjugateGradientSolver:
         if preconditioner == "two_level":
             # Additive two-level preconditioner D^{-1} + Z (Z^T A Z)^{-1} Z^T: Jacobi damps the
             # rough error, the coarse solve the smooth error that sparse weights leave
-            # (edits: ~5x fewer iterations), for a setup of about four passes over S with m columns.
+            # (edits: ~5x fewer iterations), for a setup of one pass over S (block sums) and two
+            # products of S with m columns (one more smoothing step, the coarse matrix).
             basis = coarse_space(similarity)
-            coarse = tf.linalg.matmul(basis, self._apply(basis), adjoint_a=True)
+            self._coarse = (basis, tf.linalg.cholesky(self._coarse_matrix(basis)))
+
+    def _coarse_matrix(self, basis):
+        """Z^T A Z [B, m, m] as the Gram matrix of (I - S) Z: one product with S, not two."""
+        smooth = basis - tf.linalg.matmul(self._similarity, basis)
+        coarse = tf.linalg.matmul(smooth, smooth, adjoint_a=True) + tf.linalg.matmul(
+            basis, (self._weights + self._ridge)[..., None] * basis, adjoint_a=True)
+        if self._extra is not None:
+            coarse += tf.linalg.matmul(basis, tf.linalg.matmul(self._extra, basis), adjoint_a=True)
             coarse = 0.5 * (coarse + tf.linalg.adjoint(coarse))
-            self._coarse = (basis, tf.linalg.cholesky(coarse))
+        return coarse
 
     def _precondition(self, r):
         if self._inverse_diagonal is None:
@@ -224,15 +254,53 @@ class _ConjugateGradientSolver:
     def _apply(self, v):
         return apply_precision(self._similarity, self._weights, self._ridge, v, self._extra)
 
-    def solve(self, rhs, initial=None):
+    def _image(self, index):
+        """The same solver restricted to image `index` (batch of one; slices share S's memory)."""
+        view = object.__new__(_ConjugateGradientSolver)
+        view.__dict__.update(self.__dict__)
+
+        def pick(tensor):
+            return None if tensor is None else tensor[index:index + 1]
+
+        view._similarity, view._weights, view._extra = (
+            pick(self._similarity), pick(self._weights), pick(self._extra))
+        view._inverse_diagonal = pick(self._inverse_diagonal)
+        view._coarse = None if self._coarse is None else tuple(pick(t) for t in self._coarse)
+        return view
+
+    def solve(self, rhs, initial=None, true_residual=True):
+        """x [B, P, K] and info; `true_residual=False` reports CG's own (recurrence) residual
+        instead of recomputing ||rhs - A x|| (saves one product with A; the gradient solve).
+
+        Each image runs its own CG loop (`tf.map_fn`), so an image stops when its columns have
+        converged instead of iterating until the slowest image of the batch has: the batch costs
+        the sum of the images' iteration counts, not B times the largest.
+        """
+        if rhs.shape[0] == 1:
+            return self._solve_batch(rhs, initial, true_residual)
+
+        def solve_image(index):
+            x, info = self._image(index)._solve_batch(
+                rhs[index:index + 1], None if initial is None else initial[index:index + 1],
+                true_residual)
+            return x[0], info["iterations"][0], info["residual"][0], info["converged"][0]
+
+        x, iterations, residual, converged = tf.map_fn(
+            solve_image, tf.range(tf.shape(rhs)[0]),
+            fn_output_signature=(tf.TensorSpec(rhs.shape[1:], rhs.dtype), tf.int32, rhs.dtype,
+                                 tf.bool))
+        return x, {"iterations": iterations, "residual": residual, "converged": converged}
+
+    def _solve_batch(self, rhs, initial, true_residual):
+        """One CG loop for the whole batch: runs until every column of every image converged."""
         rhs_norm = _column_norm(rhs)
         threshold = tf.cast(self._tol, rhs.dtype) * rhs_norm
         if initial is None:
-            x = tf.zeros_like(rhs)
+            x, r = tf.zeros_like(rhs), rhs  # no product with A for the cold start
         else:
             # An all-zero right-hand side has the exact answer 0 whatever the warm start says.
             x = tf.where(rhs_norm > 0, tf.cast(initial, rhs.dtype), tf.zeros_like(rhs))
-        r = rhs - self._apply(x)
+            r = rhs - self._apply(x)
         z = self._precondition(r)
         rz = tf.reduce_sum(r * z, axis=-2, keepdims=True)
         active = _column_norm(r) > threshold
@@ -255,12 +323,16 @@ class _ConjugateGradientSolver:
             iterations += tf.cast(tf.reduce_any(active, axis=[-2, -1]), tf.int32)
             return x, r, z + beta * p, rz_next, _column_norm(r) > threshold, iterations
 
-        x, _, _, _, active, iterations = tf.while_loop(
+        x, r, _, _, active, iterations = tf.while_loop(
             keep_going, step, (x, r, z, rz, active, iterations),
             maximum_iterations=self._max_iter)
         x = _constant(x)  # no gradient of the loop itself (see `_constant`)
-        residual = _relative_residual(self._similarity, self._weights, self._ridge, rhs, x,
-                                      self._extra)
+        if true_residual:
+            residual = _relative_residual(self._similarity, self._weights, self._ridge, rhs, x,
+                                          self._extra)
+        else:
+            residual = tf.reduce_max(tf.math.divide_no_nan(_column_norm(r), rhs_norm),
+                                     axis=[-2, -1])
         converged = tf.logical_and(tf.logical_not(tf.reduce_any(active, axis=[-2, -1])),
                                    tf.math.is_finite(residual))
         return x, {"iterations": iterations, "residual": residual, "converged": converged}
@@ -372,7 +444,10 @@ def gcrf_solve(similarity, unary, weights, initial=None, *, solver="lu", ridge=D
                 x = tf.identity(x)
 
         def grad(dx, *unused_info_grads):
-            g, back_info = operator.solve(dx, None)
+            if solver == "cg":
+                g, back_info = operator.solve(dx, None, true_residual=False)
+            else:
+                g, back_info = operator.solve(dx, None)
             if solver == "cg":
                 with tf.control_dependencies(
                         [_warn_if_not_converged(back_info, "G-CRF gradient solve")]):
