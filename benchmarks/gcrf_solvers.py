@@ -263,7 +263,7 @@ def trained_embeddings(count, size):
     alpha [B, P, 2] (at the encoder mean) and the true chroma ab [B, P, 2] of `count` photos."""
     from tfgcrf.models.loading import load_model
 
-    model = load_model("default")
+    model = load_model("default").backbone
     l, ab = load_photos(count, size)
     l = tf.reshape(l, [count, size, size, 1])
     ab = tf.reshape(ab, [count, size, size, 2])
