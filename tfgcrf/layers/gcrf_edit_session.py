@@ -24,7 +24,6 @@ correction is a few small matrix products, without TensorFlow's per-op dispatch.
 import numpy as np
 import tensorflow as tf
 from scipy import linalg as scipy_linalg
-from threadpoolctl import ThreadpoolController
 
 from tfgcrf.errors import UserError
 from tfgcrf.layers.edit_terms import LINK_WEIGHT
@@ -40,6 +39,8 @@ def _one_blas_thread():
     other processes load the machine (measured: a 4096x72 by 4096x80 product 0.5 ms on one thread,
     60 ms median and 570 ms worst with two at load 14)."""
     if not _BLAS:
+        from threadpoolctl import ThreadpoolController  # only edit sessions need it
+
         _BLAS.append(ThreadpoolController())
     return _BLAS[0].limit(limits=1, user_api="blas")
 
