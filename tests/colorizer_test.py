@@ -254,14 +254,15 @@ def test_points_8_px_apart_keep_their_colors_at_1024_px(colorizer):
     # The same with a session, point by point, and after moving one point next to the other.
     session = colorizer.session(photo)
     keys = [session.add_point(x, y, rgb) for (x, y), rgb in zip(requested, colors)]
-    np.testing.assert_array_equal(session.result(), edited)
+    # The session finishes this size with XLA kernels, `edit` (one result) without: one level.
+    assert np.abs(session.result().astype(int) - edited).max() <= 1
     session.move_point(keys[1], 302, 501)
     moved = session.result()
     assert np.linalg.norm(_ab_at(moved, first) - requested[first]) < 3.0
     assert np.linalg.norm(_ab_at(moved, (302, 501)) - requested[second]) < 6.0
     session.remove_point(keys[1])
     alone = colorizer.edit(photo, [first], colors[:1])
-    np.testing.assert_array_equal(session.result(), alone)
+    assert np.abs(session.result().astype(int) - alone).max() <= 1
     # Coinciding points: the same color is fine, different colors are refused in one line.
     colorizer.edit(photo, [first, first], [colors[0], colors[0]])
     with pytest.raises(InputError, match="same pixel"):

@@ -47,9 +47,12 @@ class EditSession:
       lightness: `[H, W]` L* of the photo; l_small `[1, h, w, 1]` its grid input.
       grid: the grid `tfgcrf.layers.gcrf_edit_session.EditSession` of the photo
         (`GCRFColorizer.edit_session`, with the prior of the photo's sample or of the model).
+      interactive: many results expected: photos of 250k pixels and more are finished by XLA
+        kernels (compiled at the first result, ~1.3 s of CPU, then ~4x faster); False for a
+        single result (`Colorizer.edit`), which the plain graph gives sooner.
     """
 
-    def __init__(self, colorizer, shape, lightness, l_small, grid):
+    def __init__(self, colorizer, shape, lightness, l_small, grid, interactive=True):
         self._colorizer = colorizer
         self.height, self.width = (int(v) for v in shape)
         self._grid_size = colorizer.grid_size
@@ -60,7 +63,7 @@ class EditSession:
         self._links = {}  # id -> ((x1, y1), (x2, y2))
         self._link_cache = {}  # id -> its 9 link vectors (numpy [P])
         self._next_id = 0
-        self._jit = self.height * self.width >= 250_000
+        self._jit = interactive and self.height * self.width >= 250_000
         # The guided upsampling's photo-only part (`fullres.guide_statistics`), once per photo.
         self._guide = fullres.guide_statistics(lightness, self._grid_size, self._grid_size)
         self._image = None
