@@ -154,6 +154,13 @@ def main():
     point_ab = np.array([ab for _, _, ab in entries], np.float32)
     guide = session._guide
     no_links = np.zeros([0, 2, 2], np.int32)
+    correction = session._propagation.correction(grid, point_px, point_ab)
+
+    def propagation_update():  # the session's points + one at a new place (one new column)
+        place = np.array([next(places)], np.int32)
+        return session._propagation.correction(grid, np.concatenate([point_px, place]),
+                                               np.concatenate([point_ab, point_ab[:1]]))
+
     ab_full = fullres.upsample_guided(grid, guide, jit=True)
     cell = hints.grid_cell(HEIGHT, WIDTH, size)
     refine = tf.function(lambda ab, l, p, c: hints.refine_at_points(ab, l, p, c, cell), autograph=False)
@@ -166,9 +173,11 @@ def main():
          *_time(one_more_point, r, cpu=True), one),
         ("  grid: Woodbury update, one new column (add + grid_result)",
          *_time(grid_update, r, cpu=True), one),
+        ("  propagation (hints.Propagation, <= 256^2 px): one new column + solve",
+         *_time(propagation_update, r, cpu=True), one),
         ("  full resolution: upsampling + refinement + recombination",
          *_time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab, guide,
-                                                      no_links), r,
+                                                      no_links, correction), r,
                 cpu=True), one),
         ("    upsampling (XLA, the session's guide statistics)",
          *_time(lambda: fullres.upsample_guided(grid, guide, jit=True), r, cpu=True), one),

@@ -1,11 +1,15 @@
 """Chooses the edit path's constants on the VALIDATION split (never the test split).
 
 Scores the control protocol of `tfgcrf evaluate` (PSNR vs |H| revealed 7x7 patches at 256x256,
-every patch pixel a point as in `evaluate`, Levin et al. in the same run) for a grid of local smoothness weights x model prior weights
-(one factorization each per image, nested hint sets by Woodbury updates) and, for the best of
-those, a grid of refinement kernel widths:
+every patch pixel a point as in `evaluate`, Levin et al. in the same run) for a grid of local
+smoothness weights x model prior weights (one factorization each per image, nested hint sets by
+Woodbury updates) and, for the best of those, the weights of the G-CRF answer in the
+full-resolution propagation (`hints.Propagation`, `--propagation`) and a grid of refinement kernel
+widths:
 
     nice .venv/bin/python benchmarks/tune_edit.py --model default --data offline --limit 20
+    nice .venv/bin/python benchmarks/tune_edit.py --limit 6 --local= --prior= --sigma-cells= \
+        --propagation 1e-4,3e-4,1e-3,3e-3
 """
 
 import argparse
@@ -38,15 +42,19 @@ def main():
     parser.add_argument("--prior", default="0.01,0.05,0.2")
     parser.add_argument("--sigma-cells", default="0.25,0.5,1,2")
     parser.add_argument("--sigma-lightness", default="5,10,20")
+    parser.add_argument("--propagation", default="",
+                        help="weights of the G-CRF answer in hints.Propagation to score")
     args = parser.parse_args()
     if args.split == "test":
         raise SystemExit("tune on the validation split, report on test")
     model = load_model(args.model)
     size = model.model_config.image_size
-    locals_ = [float(v) for v in args.local.split(",")]
-    priors = [float(v) for v in args.prior.split(",")]
-    sigmas = [float(v) for v in args.sigma_cells.split(",")]
-    ranges = [float(v) for v in args.sigma_lightness.split(",")]
+    def numbers(text):
+        return [float(v) for v in text.split(",") if v.strip()]
+
+    locals_, priors = numbers(args.local), numbers(args.prior)
+    sigmas, ranges = numbers(args.sigma_cells), numbers(args.sigma_lightness)
+    propagations = numbers(args.propagation)
     counts = control.POINT_COUNTS
     scores = {}  # key -> [images, counts]
     images = []
@@ -81,6 +89,13 @@ def main():
                 image = fullres.compose(lightness, ab[None]).numpy()[0]
                 add(("grid", local, prior), index, c, metrics.psnr(image, truth))
         images.append((lightness, truth, pixels, colors, cell, grids))
+        for weight in propagations:
+            propagation = hints.Propagation(lightness.numpy(), weight=weight)
+            for c, count in enumerate(counts):
+                ab = propagation.solve(grids[(0.0, 0.0)][c],
+                                       *control.hint_image(corners[:count], colors[:count]))
+                image = fullres.compose(lightness, ab[None].astype(np.float32)).numpy()[0]
+                add(("propagation", weight), index, c, metrics.psnr(image, truth))
         print(f"image {index + 1} done", flush=True)
 
     def mean(key):
@@ -90,9 +105,11 @@ def main():
     print(header)
     print("|" + " --- |" * (len(counts) + 1))
     print(_row("Levin et al. 2004", mean("levin")))
-    grid_keys = [k for k in scores if k != "levin"]
+    grid_keys = [k for k in scores if k[0] == "grid"]
     for key in grid_keys:
         print(_row(f"local {key[1]:g}, prior {key[2]:g}", mean(key)))
+    for weight in propagations:
+        print(_row(f"local 0, prior 0 + propagation {weight:g}", mean(("propagation", weight))))
     # Best grid setting by the mean margin over Levin, then the refinement widths on it.
     best = max(grid_keys, key=lambda k: np.mean(mean(k) - mean("levin")))
     print(f"\nbest grid setting: local {best[1]:g}, prior {best[2]:g}; refinement:")

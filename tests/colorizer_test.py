@@ -298,9 +298,11 @@ def test_session_image_equals_the_stateless_finish(colorizer, photo):
     for point, rgb in zip(points, colors):
         session.add_point(*point, rgb)
     image = session.result().astype(int)
+    chroma = colorizer._point_chroma(colors, 3)
+    correction = session._propagation.correction(session.grid_result(), points, chroma)
     expected = hints.finish_edit(session.grid_result(), session._lightness,
-                                 np.array(points, np.int32), colorizer._point_chroma(colors, 3),
-                                 colorizer.grid_size).numpy().astype(int)
+                                 np.array(points, np.int32), chroma, colorizer.grid_size,
+                                 correction=correction).numpy().astype(int)
     difference = np.abs(image - expected).max(axis=-1)
     assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (
         difference.max(), np.mean(difference > 0))

@@ -105,12 +105,14 @@ class Colorizer:
             )
             for jit in (False, True)
         }
-        # One edit's grid chroma -> uint8 image (upsampling, point refinement, recombination).
+        # One edit's grid chroma -> uint8 image (upsampling + the propagation's correction, point
+        # refinement, recombination).
         self._finish_edit = {
             jit: tf.function(
-                lambda ab, lightness, points, chroma, statistics, links, jit=jit: hints.finish_edit(
-                    ab, lightness, points, chroma, size, jit=jit, statistics=statistics,
-                    links_px=links),
+                lambda ab, lightness, points, chroma, statistics, links, correction, jit=jit: (
+                    hints.finish_edit(ab, lightness, points, chroma, size, jit=jit,
+                                      statistics=statistics, links_px=links,
+                                      correction=correction)),
                 input_signature=[
                     tf.TensorSpec([1, size, size, 2], tf.float32),
                     tf.TensorSpec([None, None], tf.float32),
@@ -120,6 +122,7 @@ class Colorizer:
                         tf.TensorSpec([1, None, None, 1], tf.float32),
                         *[tf.TensorSpec([1, size, size, 1], tf.float32)] * 3),
                     tf.TensorSpec([None, 2, 2], tf.int32),
+                    tf.TensorSpec([None, None, 2], tf.float32),
                 ],
                 autograph=False,
             )

@@ -5,12 +5,14 @@ input, the similarity S, the local smoothness term, the prior (the model's own m
 colorization, or a chosen sample), the Cholesky factors of the prior system
 (`tfgcrf.layers.gcrf_edit_session.EditSession`) and the guide statistics of the full-resolution
 upsampling (`tfgcrf.fullres.guide_statistics`). Adding, moving or removing a point or a link is
-then a Woodbury update on the grid (one new column per new grid pixel or link) followed by the
-full-resolution finish of `tfgcrf.hints.finish_edit` (guided upsampling, every point's own color
-at its pixel, carried across links, recombination with the photo's lightness; XLA-compiled for
-photos of 250k pixels and more). The answer is the same as `GCRFColorizer.edit` with the same
-points and links on the grid (tested), and as the stateless finish of that answer at full
-resolution within one uint8 level (tested).
+then a Woodbury update on the grid (one new column per new grid pixel or link), the propagation of
+the points at the photo's resolution (`tfgcrf.hints.Propagation`, factored once per session, one
+new column per new point) and the full-resolution finish of `tfgcrf.hints.finish_edit` (guided
+upsampling + the propagation's correction, every point's own color at its pixel, carried across
+links, recombination with the photo's lightness; XLA-compiled for photos of 250k pixels and more).
+The answer is the same as `GCRFColorizer.edit` with the same points and links on the grid
+(tested), and as the stateless finish of that answer at full resolution within one uint8 level
+(tested).
 
     session = colorizer.session("photo.jpg")
     sky = session.add_point(400, 50, (250, 150, 60))
@@ -67,6 +69,7 @@ class EditSession:
         # The guided upsampling's photo-only part (`fullres.guide_statistics`), once per photo.
         self._guide = fullres.guide_statistics(lightness, self._grid_size, self._grid_size)
         self._image = None
+        self._propagation = None  # hints.Propagation of the photo
 
     # ------------------------------------------------------------------------------ edits
 
@@ -133,8 +136,12 @@ class EditSession:
             chroma = np.array([ab for _, _, ab in entries], np.float32).reshape(-1, 2)
             ends = np.array(list(self._links.values()), np.float64).reshape(-1, 2)
             links = hints.pixels_of(ends, self.width, self.height).reshape(-1, 2, 2)
+            grid = self.grid_result()
+            if self._propagation is None:  # factored at the first answer, kept for the photo
+                self._propagation = hints.Propagation(np.asarray(self._lightness))
+            correction = self._propagation.correction(grid, points, chroma)
             self._image = self._colorizer._finish_edit[self._jit](
-                self.grid_result(), self._lightness, points, chroma, self._guide, links).numpy()
+                grid, self._lightness, points, chroma, self._guide, links, correction).numpy()
         return self._image
 
     # ------------------------------------------------------------------------------ helpers

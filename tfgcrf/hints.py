@@ -14,6 +14,21 @@ closer than a cell (8 px apart on a 1024 px photo) keep their own colors instead
 blend and K stays diagonally dominant. The lightness term keeps a correction from crossing
 luminance edges.
 
+`Propagation` refines the whole chroma field at the photo's resolution (at most
+`PROPAGATION_PIXELS` pixels; larger photos at a reduced working resolution, the correction
+upsampled): Levin, Lischinski & Weiss's (2004) edge-aware local propagation with the hints as hard
+constraints and the G-CRF answer G as a weak data term (ideepcolor's idea: hints win where they
+reach, the model fills the rest). Every free pixel r satisfies
+
+    (1 + lam) U(r) - sum_s w_rs U(s) = lam G(r),          U(k) = c_k at hinted pixels k,
+
+w_rs being Levin et al.'s normalized 3x3 affinities of the lightness
+(`tfgcrf.evaluation.levin.affinities`, the constants of their code). lam = 0 is Levin et al.'s
+colorization; lam -> infinity keeps G. float64 scipy.sparse: one LU factorization of
+A0 = (1 + lam) I - W per photo, then hinted rows by a bordered (Woodbury) solve with one cached
+column A0^-1 e_k per hinted pixel; many hinted pixels (the evaluation's 7x7 patches) factor the
+hinted system directly. Not in the exported SavedModel (no sparse LU in TF ops).
+
 `check_points` is the single validation of user points and links in pixels (API, CLI, session).
 """
 
@@ -21,6 +36,8 @@ import math
 
 import numpy as np
 import tensorflow as tf
+from scipy import sparse
+from scipy.sparse import linalg as sparse_linalg
 
 from tfgcrf.errors import InputError
 
@@ -142,6 +159,176 @@ def link_points(ab_full, refined, points_px, links_px):
     return tf.boolean_mask(target, use), tf.boolean_mask(chroma, use)
 
 
+# Weight lam of the G-CRF answer in the full-resolution propagation (`Propagation`), against the
+# unit weight of the local term; chosen on the validation split (README, "Control").
+PROPAGATION_WEIGHT = 1e-3
+# Largest working resolution of the propagation (pixels): the evaluation's 256 x 256 photos are
+# refined at their own resolution, larger photos at a reduced one (the correction upsampled).
+PROPAGATION_PIXELS = 256 * 256
+# Up to this many hinted pixels a solve borders the photo's factorization (one cached column per
+# hinted pixel); beyond, it factors the hinted system (the evaluation's 7x7 patches).
+_BORDERED_HINTS = 48
+# Cached columns A0^-1 e_k beyond which the ones of pixels no longer hinted are dropped.
+_MAX_COLUMNS = 320
+
+
+def affinity_matrix(luminance):
+    """Levin et al.'s row-normalized 3x3 affinities of a photo as a sparse matrix.
+
+    Args:
+      luminance: `[H, W]` float lightness (L* / 100).
+
+    Returns:
+      scipy.sparse CSR float64 `[P, P]`, P = H W row-major: row r holds w_rs of its (up to 8)
+      neighbours s (`tfgcrf.evaluation.levin.affinities`), summing to 1.
+    """
+    from tfgcrf.evaluation import levin
+    from tfgcrf.layers.edit_terms import OFFSETS  # the order of `levin.affinities`
+
+    luminance = np.asarray(luminance, np.float64)
+    height, width = luminance.shape
+    weights = levin.affinities(luminance)
+    y, x = np.mgrid[0:height, 0:width]
+    rows, columns, values = [], [], []
+    for (dy, dx), weight in zip(OFFSETS, weights):
+        use = weight > 0  # neighbours outside the photo have weight 0
+        rows.append((y * width + x)[use])
+        columns.append(((y + dy) * width + x + dx)[use])
+        values.append(weight[use])
+    count = height * width
+    return sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows),
+                                                       np.concatenate(columns))),
+                             shape=(count, count))
+
+
+def _factor(matrix):
+    # The minimum-degree ordering of A + A^T: 2-3x faster than the default COLAMD on these
+    # 9-point stencils (same solution).
+    return sparse_linalg.splu(sparse.csc_matrix(matrix), permc_spec="MMD_AT_PLUS_A")
+
+
+class Propagation:
+    """Edge-aware propagation of hints over one photo, with the G-CRF answer as a weak data term.
+
+    The system of the module docstring at a working resolution of at most `max_pixels` pixels
+    (the photo's own when it is smaller). One object per photo: `solve` serves the evaluation
+    (hint masks at the working resolution), `correction` the edit path (points in photo pixels,
+    `tfgcrf.edit_session.EditSession`, `Colorizer.edit`).
+
+    Args:
+      lightness: `[H, W]` CIE L* of the photo (0-100).
+      weight: lam, the weight of the G-CRF answer (> 0 for bordered solves; 0 gives Levin et
+        al.'s colorization, every solve then factoring its hinted system).
+      max_pixels: largest working resolution, in pixels.
+    """
+
+    def __init__(self, lightness, weight=PROPAGATION_WEIGHT, max_pixels=PROPAGATION_PIXELS):
+        lightness = np.asarray(lightness, np.float64)
+        self.shape = lightness.shape
+        height, width = self.shape
+        scale = min(1.0, math.sqrt(max_pixels / (height * width)))
+        self.work_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if self.work_shape != self.shape:
+            lightness = tf.image.resize(lightness[..., None], self.work_shape,
+                                        antialias=True)[..., 0].numpy()
+        self.lightness = lightness  # [h, w] L* at the working resolution
+        self.weight = float(weight)
+        count = self.work_shape[0] * self.work_shape[1]
+        self._system = ((1.0 + self.weight) * sparse.identity(count, format="csr")
+                        - affinity_matrix(lightness / 100.0)).tocsr()
+        self._lu = None  # the factorization of A0, at the first bordered solve
+        self._columns = {}  # hinted pixel -> A0^-1 e_k
+
+    def solve(self, prior, mask, targets):
+        """The propagated chroma at the working resolution.
+
+        Args:
+          prior: `[h, w, C]` the G-CRF answer G at the working resolution (model units).
+          mask: `[h, w]` bool, the hinted pixels.
+          targets: `[h, w, C]` the hints' chroma, read where `mask` is set.
+
+        Returns:
+          float64 `[h, w, C]`: equal to `targets` at hinted pixels; with no hint (and lam > 0)
+          the edge-aware smoothing lam A0^-1 G of the prior.
+        """
+        prior = np.asarray(prior, np.float64)
+        flat_prior = prior.reshape(-1, prior.shape[-1])
+        hinted = np.flatnonzero(np.asarray(mask).ravel())
+        values = np.asarray(targets, np.float64).reshape(-1, prior.shape[-1])[hinted]
+        right = self.weight * flat_prior
+        right[hinted] = 0.0  # hinted rows: U(k) = c_k
+        if self.weight <= 0 or len(hinted) > _BORDERED_HINTS:
+            free = np.ones(len(flat_prior))
+            free[hinted] = 0.0
+            chosen = np.zeros(len(flat_prior))
+            chosen[hinted] = 1.0
+            system = sparse.diags(free) @ self._system + sparse.diags(chosen)
+            right[hinted] = values
+            return _factor(system).solve(right).reshape(prior.shape)
+        # U = A0^-1 (b + E y): the free rows hold, y makes U(k) = c_k at the hinted pixels.
+        if self._lu is None:
+            self._lu = _factor(self._system)
+        # One pass over the factors for the right-hand side and the new hinted pixels' columns.
+        missing = [k for k in hinted if k not in self._columns]
+        if len(self._columns) + len(missing) > _MAX_COLUMNS:
+            keep = set(hinted.tolist())
+            self._columns = {k: v for k, v in self._columns.items() if k in keep}
+        unit = np.zeros((len(right), len(missing)))
+        unit[missing, np.arange(len(missing))] = 1.0
+        solved = self._lu.solve(np.concatenate([right, unit], axis=1))
+        base = solved[:, :right.shape[1]]
+        for k, column in zip(missing, solved[:, right.shape[1]:].T):
+            self._columns[k] = column
+        if not len(hinted):
+            return base.reshape(prior.shape)
+        columns = np.stack([self._columns[k] for k in hinted], axis=1)  # [P, K]
+        sources = np.linalg.solve(columns[hinted], values - base[hinted])
+        return (base + columns @ sources).reshape(prior.shape)
+
+    def hint_mask(self, points_px, colors_ab):
+        """Points in photo pixels -> `(mask [h, w], targets [h, w, C])` at the working resolution
+        (points sharing a working pixel: their mean chroma)."""
+        points = np.asarray(points_px, np.float64).reshape(-1, 2)
+        colors = np.asarray(colors_ab, np.float64).reshape(len(points), -1)
+        (height, width), (rows, cols) = self.shape, self.work_shape
+        x = np.minimum(np.floor((points[:, 0] + 0.5) * cols / width), cols - 1).astype(int)
+        y = np.minimum(np.floor((points[:, 1] + 0.5) * rows / height), rows - 1).astype(int)
+        flat = y * cols + x
+        sums = np.zeros((rows * cols, colors.shape[-1]))
+        counts = np.zeros(rows * cols)
+        np.add.at(sums, flat, colors)
+        np.add.at(counts, flat, 1.0)
+        mask = counts > 0
+        sums[mask] /= counts[mask, None]
+        return mask.reshape(rows, cols), sums.reshape(rows, cols, -1)
+
+    def correction(self, ab_small, points_px, colors_ab):
+        """What the propagation changes in the upsampled G-CRF answer of an edit.
+
+        Args:
+          ab_small: `[1, s, s, 2]` the G-CRF answer on the model grid.
+          points_px: `[K, 2]` `(x, y)` photo pixels of the points; colors_ab `[K, 2]` their chroma.
+
+        Returns:
+          float32 `[H, W, 2]` to add to `fullres.upsample_chroma(ab_small, L)` (`finish_edit`'s
+          `correction`); zeros without points.
+        """
+        if not len(points_px):
+            return np.zeros(self.shape + (2,), np.float32)
+        return self.correction_from_mask(ab_small, *self.hint_mask(points_px, colors_ab))
+
+    def correction_from_mask(self, ab_small, mask, targets):
+        """`correction` for hints given as a mask at the working resolution (the evaluation's
+        7x7 patches): U - G there, bilinearly resized to the photo when it is larger."""
+        from tfgcrf import fullres
+
+        prior = fullres.upsample_chroma(ab_small, self.lightness.astype(np.float32))[0].numpy()
+        change = self.solve(prior, mask, targets) - prior
+        if self.work_shape != self.shape:
+            change = tf.image.resize(change[None], self.shape, method="bilinear")[0].numpy()
+        return change.astype(np.float32)
+
+
 def check_points(points, width, height, what="point"):
     """Validates `(x, y)` pixel points: numbers inside the image. Returns float64 `[K, 2]`."""
     try:
@@ -204,9 +391,10 @@ def grid_cell(height, width, grid_size):
 
 
 def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, statistics=None,
-                links_px=None):
-    """Grid chroma of one edit -> uint8 `[H, W, 3]`: guided upsampling, point refinement, L-keeping
-    recombination (`tfgcrf.fullres`), as TensorFlow ops (API, session, SavedModel, evaluation).
+                links_px=None, correction=None):
+    """Grid chroma of one edit -> uint8 `[H, W, 3]`: guided upsampling (+ the propagation's
+    correction), point refinement, L-keeping recombination (`tfgcrf.fullres`), as TensorFlow ops
+    (API, session, SavedModel, evaluation).
 
     Args:
       ab_small: `[1, h, w, 2]` G-CRF chroma on the grid.
@@ -218,6 +406,8 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
         them); computed here otherwise.
       links_px: optional `[J, 2, 2]` int `(x, y)` pixels of the "same color" links' ends: the
         refinement is carried across them (`link_points`, a second refinement pass).
+      correction: optional `[H, W, 2]` `Propagation.correction` of this edit (the API and the
+        session; the exported SavedModel has none: no sparse LU in TF ops).
     """
     from tfgcrf import fullres
 
@@ -226,6 +416,8 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
     if statistics is None:
         statistics = fullres.guide_statistics(L_full, grid_size, grid_size)
     ab_full = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
+    if correction is not None:
+        ab_full += correction
     refined = refine_at_points(ab_full, L_full, points_px, colors_ab, cell)
     if links_px is not None:
         def across_links():

@@ -172,7 +172,7 @@ def test_ablation_scores_every_step(pairs):
     # Variants with the same grid energy (defaults filled in) share one session.
     energies = {(o.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
                  o.get("local_weight", edit_terms.LOCAL_WEIGHT))
-                for o, _, _ in harness.CONTROL_VARIANTS.values()}
+                for o, *_ in harness.CONTROL_VARIANTS.values()}
     assert len(model.sessions) == len(energies) < len(harness.CONTROL_VARIANTS)
     assert {(o["prior_weight"], o["local_weight"]) for o in model.sessions} == energies
 
@@ -195,8 +195,11 @@ def test_compiled_control_finish_matches_the_eager_reference(pairs):
     centers = np.floor(control.patch_centers_xy(corners) * 256).astype(np.int32)
     cell = hints.grid_cell(256, 256, SIZE)
     upsampled = fullres.upsample_chroma(grid, lightness)[0]
+    propagation = hints.Propagation(lightness.numpy())
     for index, count in enumerate(control.POINT_COUNTS):
-        refined = hints.refine_at_points(upsampled, lightness, centers[:count], colors[:count], cell)
+        mask, hint_ab = control.hint_image(corners[:count], colors[:count])
+        propagated = propagation.solve(upsampled.numpy(), mask, hint_ab).astype(np.float32)
+        refined = hints.refine_at_points(propagated, lightness, centers[:count], colors[:count], cell)
         for name, ab in (("gcrf", refined), ("gcrf_grid", upsampled)):
             reference = fullres.compose(lightness, ab[None]).numpy()[0]
             difference = np.abs(fast[name][index].astype(int) - reference.astype(int))

@@ -156,18 +156,22 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
 
 
 # G-CRF control variants: name -> (`edit_session` arguments, hints given to the grid, refinement at
-# the patch centers at 256 px). "gcrf" is the full edit path: the defaults of `edit_terms` (no
-# local smoothness and no model prior for the current preset), every pixel of each 7x7 hint patch as a point (the hints at the
-# photo's resolution, as Levin et al. get them), the refinement of `Colorizer.edit`. The others are
-# its ablation steps (`ablation=True`): the learned S alone with one point per patch (its center,
-# the protocol before), + local smoothness 0.3, + the model's own prior (weight 0.002, off by default:
-# it lowered the validation PSNR at every |H|), + the patches' pixels.
+# the patch centers at 256 px, full-resolution propagation). "gcrf" is the full edit path: the
+# defaults of `edit_terms` (no local smoothness and no model prior for the current preset), every
+# pixel of each 7x7 hint patch as a point (the hints at the photo's resolution, as Levin et al. get
+# them), the point refinement and the propagation of `Colorizer.edit` (`hints.Propagation`: Levin
+# et al.'s local propagation at 256 px with the patches as hard constraints and the G-CRF answer as
+# a weak data term). The others are its ablation steps (`ablation=True`): the learned S alone with
+# one point per patch (its center, the protocol before), + local smoothness 0.3, + the model's own
+# prior (weight 0.002, off by default: it lowered the validation PSNR at every |H|), + the patches'
+# pixels, + the point refinement.
 CONTROL_VARIANTS = {
-    "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False),
-    "gcrf_local": (dict(prior_weight=0.0, local_weight=0.3), "center", False),
-    "gcrf_prior": (dict(prior_weight=0.002, local_weight=0.3), "center", False),
-    "gcrf_patch": (dict(), "patch", False),
-    "gcrf": (dict(), "patch", True),
+    "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False, False),
+    "gcrf_local": (dict(prior_weight=0.0, local_weight=0.3), "center", False, False),
+    "gcrf_prior": (dict(prior_weight=0.002, local_weight=0.3), "center", False, False),
+    "gcrf_patch": (dict(), "patch", False, False),
+    "gcrf_points": (dict(), "patch", True, False),
+    "gcrf": (dict(), "patch", True, True),
 }
 
 
@@ -194,14 +198,15 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
     Every distinct edit energy is factored once per image (`Colorizer.edit_session_grid`) and
     answers the nested point sets by Woodbury updates: the same answers as `GCRFColorizer.edit`
     with those points. The grid answers are finished at 256x256 by the compiled functions of
-    `Colorizer.edit` (`hints.finish_edit`: with the point refinement) or `colorize`
-    (`fullres.to_photo`: without).
+    `Colorizer.edit` (`hints.finish_edit`: with the point refinement, and for `gcrf` the
+    correction of the full-resolution propagation `hints.Propagation`, one LU per hint set) or
+    `colorize` (`fullres.to_photo`: without).
     """
     size = control.CONTROL_SIZE
     centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
-    sessions, outputs = {}, {}
+    sessions, outputs, propagation = {}, {}, None
     for name in variants:
-        options, hints_as, refine = CONTROL_VARIANTS[name]
+        options, hints_as, refine, propagate = CONTROL_VARIANTS[name]
         options = _session_options(options)
         key = tuple(sorted(options.items()))
         if key not in sessions:
@@ -212,9 +217,14 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
             cells = grid_index(relative, colorizer.grid_size).numpy()
             grid = sessions[key].solve(*mean_by_cell(cells, chroma))
             grid = tf.reshape(grid, [1, colorizer.grid_size, colorizer.grid_size, 2])
+            correction = None
+            if propagate:  # at 256 px: the working resolution is the photo's
+                propagation = propagation or hints.Propagation(np.asarray(lightness))
+                correction = propagation.correction_from_mask(
+                    grid, *control.hint_image(corners[:count], colors[:count]))
             if refine:
                 image = _finish_edit(grid, lightness, centers[:count], colors[:count],
-                                     colorizer.grid_size)
+                                     colorizer.grid_size, correction=correction)
             else:
                 image = _to_photo(grid, lightness)[0]
             images.append(image.numpy())
@@ -430,7 +440,8 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
       with_control: also run the control protocol (Levin et al. and the models' edits: most
         of the time per image); False gives the diversity table only.
       ablation: also score the steps of the G-CRF edit path in the control table
-        (`CONTROL_VARIANTS`: learned S alone, + local smoothness, + model prior).
+        (`CONTROL_VARIANTS`: learned S alone, + local smoothness, + model prior, + patches, +
+        point refinement; `gcrf` adds the full-resolution propagation).
 
     Returns:
       `(results, kept)`: the JSON-ready results dict (see `tfgcrf evaluate`) and a list of

@@ -1,0 +1,97 @@
+"""The full-resolution propagation of `tfgcrf.hints` against float64 references."""
+
+import numpy as np
+import pytest
+
+from tfgcrf import hints
+from tfgcrf.evaluation import levin
+
+
+def _photo(height=14, width=18, seed=0):
+    """Lightness (L*) with an edge and mild noise, and a chroma field G (model units)."""
+    rng = np.random.default_rng(seed)
+    lightness = np.where(np.arange(width)[None] < width // 2, 35.0, 70.0) + rng.normal(0, 1.0, (height, width))
+    prior = rng.uniform(-0.3, 0.3, (height, width, 2))
+    return lightness, prior
+
+
+def _dense_reference(lightness, prior, mask, targets, weight):
+    """The module docstring's system, built densely pixel by pixel and solved in float64."""
+    height, width = lightness.shape
+    weights = levin.affinities(lightness / 100.0)
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    count = height * width
+    system = np.zeros((count, count))
+    right = np.zeros((count, prior.shape[-1]))
+    for y in range(height):
+        for x in range(width):
+            r = y * width + x
+            if mask[y, x]:
+                system[r, r], right[r] = 1.0, targets[y, x]
+                continue
+            system[r, r] = 1.0 + weight
+            right[r] = weight * prior[y, x]
+            for (dy, dx), w in zip(offsets, weights[:, y, x]):
+                if 0 <= y + dy < height and 0 <= x + dx < width:
+                    system[r, (y + dy) * width + x + dx] -= w
+    return np.linalg.solve(system, right).reshape(prior.shape)
+
+
+def _hints(shape, pixels, seed=1):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(shape, bool)
+    targets = np.zeros(shape + (2,))
+    for y, x in pixels:
+        mask[y, x] = True
+        targets[y, x] = rng.uniform(-0.5, 0.5, 2)
+    return mask, targets
+
+
+@pytest.mark.parametrize("pixels", [[(2, 3)], [(2, 3), (10, 15), (7, 9)], [(y, 4) for y in range(14)]])
+def test_bordered_and_factored_solves_match_a_dense_reference(pixels):
+    lightness, prior = _photo()
+    mask, targets = _hints(lightness.shape, pixels)
+    expected = _dense_reference(lightness, prior, mask, targets, 1e-2)
+    propagation = hints.Propagation(lightness, weight=1e-2)
+    bordered = propagation.solve(prior, mask, targets)  # few hints: bordered, columns cached
+    np.testing.assert_allclose(bordered, expected, atol=1e-9)
+    np.testing.assert_allclose(bordered[mask], targets[mask], atol=1e-12)
+    factored = hints.Propagation(lightness, weight=1e-2)
+    previous = hints._BORDERED_HINTS
+    try:
+        hints._BORDERED_HINTS = 0
+        np.testing.assert_allclose(factored.solve(prior, mask, targets), expected, atol=1e-9)
+    finally:
+        hints._BORDERED_HINTS = previous
+    # The cached columns answer a second, overlapping hint set exactly too.
+    mask2, targets2 = _hints(lightness.shape, pixels[:1] + [(0, 0)], seed=5)
+    np.testing.assert_allclose(propagation.solve(prior, mask2, targets2),
+                               _dense_reference(lightness, prior, mask2, targets2, 1e-2), atol=1e-9)
+
+
+def test_weight_zero_is_levin_and_a_large_weight_keeps_the_prior():
+    lightness, prior = _photo()
+    mask, targets = _hints(lightness.shape, [(3, 2), (11, 14)])
+    np.testing.assert_allclose(hints.Propagation(lightness, weight=0.0).solve(prior, mask, targets),
+                               levin.colorize(lightness / 100.0, mask, targets), atol=1e-9)
+    kept = hints.Propagation(lightness, weight=1e6).solve(prior, mask, targets)
+    np.testing.assert_allclose(kept[~mask], prior[~mask], atol=1e-4)
+
+
+def test_correction_of_a_larger_photo_at_a_reduced_working_resolution():
+    lightness, _ = _photo(40, 60)
+    propagation = hints.Propagation(lightness, max_pixels=600)
+    assert propagation.work_shape == (20, 30)
+    ab_small = np.zeros([1, 4, 4, 2], np.float32)
+    assert not propagation.correction(ab_small, np.zeros([0, 2]), np.zeros([0, 2])).any()
+    # Two points in one working pixel count as their mean; a third far away.
+    points = np.array([[10, 10], [11, 10], [50, 30]])
+    colors = np.array([[0.4, 0.0], [0.2, 0.0], [-0.3, 0.3]])
+    mask, targets = propagation.hint_mask(points, colors)
+    assert mask.sum() == 2
+    np.testing.assert_allclose(targets[5, 5], [0.3, 0.0])
+    change = propagation.correction(ab_small, points, colors)
+    assert change.shape == (40, 60, 2) and change.dtype == np.float32
+    # G is 0: the change is the propagated colors, the hints' at their pixels' neighbourhood.
+    np.testing.assert_allclose(change[30, 50], [-0.3, 0.3], atol=0.05)
+    np.testing.assert_allclose(change[10, 10], [0.3, 0.0], atol=0.05)
