@@ -173,7 +173,7 @@ def main():
          *_time(one_more_point, r, cpu=True), one),
         ("  grid: Woodbury update, one new column (add + grid_result)",
          *_time(grid_update, r, cpu=True), one),
-        ("  propagation (hints.Propagation, <= 256^2 px): one new column + solve",
+        ("  propagation (hints.Propagation, 128^2 px): one new column + solve",
          *_time(propagation_update, r, cpu=True), one),
         ("  full resolution: upsampling + refinement + recombination",
          *_time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab, guide,

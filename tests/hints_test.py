@@ -82,6 +82,8 @@ def test_correction_of_a_larger_photo_at_a_reduced_working_resolution():
     lightness, _ = _photo(40, 60)
     propagation = hints.Propagation(lightness, max_pixels=600)
     assert propagation.work_shape == (20, 30)
+    assert hints.Propagation(np.zeros((300, 300)), weight=1e-3).work_shape == (128, 128)
+    assert hints.Propagation(np.zeros((256, 256)), weight=1e-3).work_shape == (256, 256)
     ab_small = np.zeros([1, 4, 4, 2], np.float32)
     assert not propagation.correction(ab_small, np.zeros([0, 2]), np.zeros([0, 2])).any()
     # Two points in one working pixel count as their mean; a third far away.
