@@ -296,10 +296,7 @@ def hoc_gradients(solver_kwargs, temperature, recon_sigma):
 
 def run_gradient_case(size, batch, table):
     """Gradient accuracy of the HOC step against the float64 analytic implicit gradient."""
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "tests"))
-    from gcrf_reference import numpy_hoc_gradients
+    from tfgcrf.layers.gcrf_reference import numpy_hoc_gradients
 
     recon_sigma = 0.1
     embeddings, temperature, unary, target = trained_embeddings(batch, size)

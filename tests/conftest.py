@@ -88,6 +88,6 @@ def exported_model(tmp_path_factory, smoke_run):
 @pytest.fixture(scope="session", name="numpy_gcrf")
 def numpy_gcrf_fixture():
     """`numpy_gcrf(similarity, unary, weights, ridge)`: the dense float64 G-CRF solve."""
-    from gcrf_reference import numpy_gcrf
+    from tfgcrf.layers.gcrf_reference import numpy_gcrf
 
     return numpy_gcrf

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from gaussian_crf_test import RIDGE, _photo_similarity
-from gcrf_reference import numpy_gcrf
+from tfgcrf.layers.gcrf_reference import numpy_gcrf
 from tfgcrf.evaluation import levin
 from tfgcrf.layers import edit_terms
 from tfgcrf.layers.gaussian_crf import GaussianCRF

@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
 
-from gcrf_reference import numpy_gcrf, numpy_hoc_gradients  # tests/gcrf_reference.py
+from tfgcrf.layers.gcrf_reference import numpy_gcrf, numpy_hoc_gradients
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gaussian_crf import GaussianCRF, coarse_space, gaussian_nll, gcrf_solve
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gaussian_crf_test import _photo_similarity, _reference, _relative_error
-from gcrf_reference import numpy_gcrf
+from tfgcrf.layers.gcrf_reference import numpy_gcrf
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gcrf_edit_session import EditSession
 

@@ -1,4 +1,7 @@
-"""The suite's independent float64 reference for the G-CRF solve (numpy dense solve)."""
+"""Independent float64 references of the G-CRF solve and its HOC gradients (numpy dense solves).
+
+No TensorFlow: the tests and `benchmarks/gcrf_solvers.py` check the TF layers against these.
+"""
 
 import numpy as np
 
