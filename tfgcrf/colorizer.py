@@ -225,7 +225,7 @@ class Colorizer:
         return (images, scores[0].numpy()) if return_scores else images
 
     def edit(self, image, points, colors, from_sample=None, seed=0, num_samples=None, mode="top",
-             links=None):
+             links=None, propagate=True):
         """Colorizes a photo from a few user color points, propagated by the learned structure.
 
         Args:
@@ -243,6 +243,9 @@ class Colorizer:
             `DEFAULT_SAMPLES`, as in `colorize`.
           links: optional `[((x1, y1), (x2, y2)), ...]`: each pair of places should take the
             same color, without saying which (the paper's second kind of control).
+          propagate: refine with the full-resolution propagation (`tfgcrf.hints.Propagation`);
+            False gives what the exported SavedModel's `edit` signature answers (it has no
+            propagation: scipy's sparse LU has no TensorFlow op).
 
         Returns:
           uint8 `[H, W, 3]` sRGB image.
@@ -263,14 +266,16 @@ class Colorizer:
             if count > MAX_POINTS:
                 raise InputError(f"an edit holds at most {MAX_POINTS} {what}, got {count}")
         hints.check_conflicts(pixels, self._point_chroma(colors, len(pixels)), width, height)
-        session = self._session(rgb, from_sample, seed, num_samples, mode, interactive=False)
+        session = self._session(rgb, from_sample, seed, num_samples, mode, interactive=False,
+                                propagate=propagate)
         for (x, y), rgb_color in zip(pixels, colors):
             session.add_point(x, y, rgb_color)
         for first, second in links:
             session.link(first, second)
         return session.result()
 
-    def session(self, image, from_sample=None, seed=0, num_samples=None, mode="top"):
+    def session(self, image, from_sample=None, seed=0, num_samples=None, mode="top",
+                propagate=True):
         """An interactive edit session on one photo (`tfgcrf.edit_session.EditSession`).
 
         It computes what does not depend on the points once (S, the prior, one factorization);
@@ -280,14 +285,16 @@ class Colorizer:
         of 250k pixels and more, whose session finishes with XLA kernels).
 
         Args:
-          image, from_sample, seed, num_samples, mode: as for `edit`.
+          image, from_sample, seed, num_samples, mode, propagate: as for `edit`.
 
         Raises:
           InputError: unreadable image or invalid `from_sample`.
         """
-        return self._session(_as_rgb(image), from_sample, seed, num_samples, mode)
+        return self._session(_as_rgb(image), from_sample, seed, num_samples, mode,
+                             propagate=propagate)
 
-    def _session(self, rgb, from_sample, seed, num_samples, mode, interactive=True):
+    def _session(self, rgb, from_sample, seed, num_samples, mode, interactive=True,
+                 propagate=True):
         base = None
         if from_sample is not None:
             num_samples = self._check_from_sample(from_sample, num_samples, mode)
@@ -296,7 +303,7 @@ class Colorizer:
             samples, _ = self.sample_grid(l_small, num_samples, seed, mode, similarity=similarity)
             base = samples[:, int(from_sample)]
         grid = self.edit_session_grid(l_small, base, similarity=similarity)
-        return EditSession(self, rgb.shape[:2], lightness, l_small, grid, interactive)
+        return EditSession(self, rgb.shape[:2], lightness, l_small, grid, interactive, propagate)
 
     def explain(self, image, point):
         """The attention map of one pixel: its row of the learned similarity S.

@@ -54,7 +54,7 @@ class EditSession:
         single result (`Colorizer.edit`), which the plain graph gives sooner.
     """
 
-    def __init__(self, colorizer, shape, lightness, l_small, grid, interactive=True):
+    def __init__(self, colorizer, shape, lightness, l_small, grid, interactive=True, propagate=True):
         self._colorizer = colorizer
         self.height, self.width = (int(v) for v in shape)
         self._grid_size = colorizer.grid_size
@@ -65,6 +65,7 @@ class EditSession:
         self._links = {}  # id -> ((x1, y1), (x2, y2))
         self._link_cache = {}  # id -> its 9 link vectors (numpy [P])
         self._next_id = 0
+        self._propagate = propagate  # False: no full-resolution propagation (as the SavedModel)
         self._jit = interactive and self.height * self.width >= 250_000
         # The guided upsampling's photo-only part (`fullres.guide_statistics`), once per photo.
         self._guide = fullres.guide_statistics(lightness, self._grid_size, self._grid_size)
@@ -137,9 +138,12 @@ class EditSession:
             ends = np.array(list(self._links.values()), np.float64).reshape(-1, 2)
             links = hints.pixels_of(ends, self.width, self.height).reshape(-1, 2, 2)
             grid = self.grid_result()
-            if self._propagation is None:  # factored at the first answer, kept for the photo
-                self._propagation = hints.Propagation(np.asarray(self._lightness))
-            correction = self._propagation.correction(grid, points, chroma)
+            if not self._propagate:
+                correction = np.zeros((self.height, self.width, 2), np.float32)
+            else:
+                if self._propagation is None:  # factored at the first answer, kept for the photo
+                    self._propagation = hints.Propagation(np.asarray(self._lightness))
+                correction = self._propagation.correction(grid, points, chroma)
             self._image = self._colorizer._finish_edit[self._jit](
                 grid, self._lightness, points, chroma, self._guide, links, correction).numpy()
         return self._image

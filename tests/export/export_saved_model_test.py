@@ -171,26 +171,23 @@ def test_sample_equals_the_python_api(tf_only_run, exported_model):
 
 
 @pytest.mark.slow
-def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_model, monkeypatch):
-    from tfgcrf import hints
-
+def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_model):
     result, out_dir = tf_only_run
     assert result["edit_shape"] == [2] and result["edit_deterministic"]
-    # The SavedModel has no full-resolution propagation (scipy's sparse LU, README "Edits"): the
-    # Python API without it is the same pipeline.
-    monkeypatch.setattr(hints.Propagation, "correction",
-                        lambda self, ab, points, chroma: np.zeros(self.shape + (2,), np.float32))
     colorizer = Colorizer(exported_model.model)
     n = exported_model.num_samples
     first, second = (_photo(name) for name in PHOTO_NAMES)
-    # Relative (x, y) = (pixel + 0.5) / size: the pixel centers the Python API uses.
+    # Relative (x, y) = (pixel + 0.5) / size: the pixel centers the Python API uses. The
+    # SavedModel has no full-resolution propagation (scipy): it equals the API's propagate=False.
     h, w = first.shape[:2]
     expected_first = colorizer.edit(
-        first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)]
+        first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)],
+        propagate=False,
     )
     h, w = second.shape[:2]
     expected_second = colorizer.edit(
-        second, [(0.5 * w - 0.5, 0.5 * h - 0.5)], [(30, 200, 30)], from_sample=1, seed=2, num_samples=n
+        second, [(0.5 * w - 0.5, 0.5 * h - 0.5)], [(30, 200, 30)], from_sample=1, seed=2, num_samples=n,
+        propagate=False,
     )
     for i, expected in enumerate((expected_first, expected_second)):
         got = _png(out_dir / f"edit_{i}.png")
@@ -201,7 +198,7 @@ def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_mo
     h, w = first.shape[:2]
     linked = colorizer.edit(
         first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)],
-        links=[((0.1 * w - 0.5, 0.1 * h - 0.5), (0.9 * w - 0.5, 0.8 * h - 0.5))])
+        links=[((0.1 * w - 0.5, 0.1 * h - 0.5), (0.9 * w - 0.5, 0.8 * h - 0.5))], propagate=False)
     got = _png(out_dir / "linked_0.png")
     assert np.abs(got.astype(int) - linked).max() <= 1
     assert np.any(got != _png(out_dir / "edit_0.png"))
