@@ -16,6 +16,22 @@ import numpy as np
 import tensorflow as tf
 
 
+def grid_photos(size, select=slice(4, 8)):
+    """Real fixture photos (tests/data/photos/*.png, sorted, `select`ed) on a `size` x `size` grid.
+
+    Returns:
+      `(l [N, size, size, 1], ab [N, size, size, 2])` float32 tensors in model units.
+    """
+    from pathlib import Path
+
+    from tfgcrf.color import rgb_to_model
+    from tfgcrf.imageio import read_image
+
+    paths = sorted((Path(__file__).parent / "data" / "photos").glob("*.png"))[select]
+    rgb = np.stack([tf.image.resize(read_image(p), [size, size]).numpy() / 255.0 for p in paths])
+    return rgb_to_model(tf.constant(rgb, tf.float32))
+
+
 def saving_round_trip(model, inputs, tmp_path):
     """Saves a model as .keras, reloads it and checks identical outputs and layer configs."""
     path = tmp_path / "layer.keras"

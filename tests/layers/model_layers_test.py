@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from layer_testing import saving_round_trip
+from layer_testing import grid_photos, saving_round_trip
 
 from tfgcrf.layers.color_encoder import LOG_VAR_RANGE, ColorEncoder
 from tfgcrf.layers.gray_trunk import GrayTrunk
@@ -19,15 +19,7 @@ WIDTHS = (4, 8, 8)
 @pytest.fixture(scope="module")
 def gray_batch():
     """Three real photos (fixture PNGs) on a 16x16 grid: l [3, 16, 16, 1], ab [3, 16, 16, 2]."""
-    from pathlib import Path
-
-    from tfgcrf.color import rgb_to_model
-    from tfgcrf.imageio import read_image
-
-    paths = sorted((Path(__file__).parents[1] / "data" / "photos").glob("*.png"))[:3]
-    rgb = np.stack([tf.image.resize(read_image(p), [SIZE, SIZE]).numpy() / 255.0 for p in paths])
-    l, ab = rgb_to_model(tf.constant(rgb, tf.float32))
-    return l, ab
+    return grid_photos(SIZE, slice(0, 3))
 
 
 def _features(l):

@@ -1,16 +1,14 @@
 """GCRFColorizer: stage variables, losses, sampling/editing against numpy float64 G-CRF solves."""
 
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import grid_photos
 
-from tfgcrf.color import rgb_to_model
 from tfgcrf.config import ModelConfig, TrainingConfig
 from tfgcrf.errors import InputError, UserError
-from tfgcrf.imageio import read_image
 from tfgcrf.models import GCRFColorizer
 
 SIZE = 16
@@ -24,9 +22,7 @@ TRAINING = TrainingConfig(kl_warmup_steps=0)
 @pytest.fixture(scope="module")
 def photos():
     """Four real fixture photos on the model grid: (l [4, 16, 16, 1], ab [4, 16, 16, 2])."""
-    paths = sorted((Path(__file__).parents[1] / "data" / "photos").glob("*.png"))[4:8]
-    rgb = np.stack([tf.image.resize(read_image(p), [SIZE, SIZE]).numpy() / 255.0 for p in paths])
-    return rgb_to_model(tf.constant(rgb, tf.float32))
+    return grid_photos(SIZE)
 
 
 def _random_model(stage="mdn", seed=0):

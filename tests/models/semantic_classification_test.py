@@ -1,16 +1,14 @@
 """GCRFColorizer with the frozen ImageNet backbone and the color-classification unary head."""
 
 import dataclasses
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from layer_testing import grid_photos
 
-from tfgcrf.color import rgb_to_model
 from tfgcrf.config import ModelConfig
-from tfgcrf.imageio import read_image
 from tfgcrf.models import GCRFColorizer, stage_losses
 from tfgcrf.models.rebalance import AB_SCALE, BIN_SIZE, ab_bins, bin_centers, gamut_bins
 
@@ -26,9 +24,7 @@ CONFIG = ModelConfig(
 @pytest.fixture(scope="module")
 def photos():
     """Four real fixture photos on the model grid: (l [4, 16, 16, 1], ab [4, 16, 16, 2])."""
-    paths = sorted((Path(__file__).parents[1] / "data" / "photos").glob("*.png"))[4:8]
-    rgb = np.stack([tf.image.resize(read_image(p), [SIZE, SIZE]).numpy() / 255.0 for p in paths])
-    return rgb_to_model(tf.constant(rgb, tf.float32))
+    return grid_photos(SIZE)
 
 
 @pytest.fixture(scope="module")
