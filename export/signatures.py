@@ -25,9 +25,9 @@ import tensorflow as tf
 
 from tfgcrf import color, fullres, hints
 from tfgcrf.edit_session import MAX_POINTS
+from tfgcrf.errors import UserError
 from tfgcrf.decode import MAX_PIXELS, decode_image
 from tfgcrf.models.points import links_to_grid, points_to_grid
-from tfgcrf.preprocessing import GridConverter
 
 # Default limit on the pixels of a request image: the package's one limit (`tfgcrf.decode`), so a
 # photo the CLI accepts is accepted by the served model too. `tfgcrf export --max-pixels` lowers it
@@ -87,7 +87,10 @@ class ServingModule(tf.Module):
         self.mode = mode
         self.max_pixels = int(max_pixels)
         self.grid_size = int(model.model_config.image_size)
-        self.converter = GridConverter(self.grid_size)
+        self.converter = model.preprocessor  # the task's GridConverter (photo -> model grid)
+        if self.converter is None:
+            raise UserError("the model has no preprocessor (GCRFColorizer.preprocessor is None): "
+                            "the SavedModel needs one to convert photos to the model grid")
 
     # Plain TF control flow (tf.cond, tf.map_fn) only: autograph is not needed, and its
     # conversion of the nested branch functions fails.

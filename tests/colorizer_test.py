@@ -210,6 +210,15 @@ def test_loading_errors(tmp_path):
         Colorizer.from_preset("no-such-preset")
 
 
+def test_the_photo_path_is_the_models_preprocessor(colorizer, smoke_run):
+    assert colorizer.converter is colorizer.model.preprocessor
+    from tfgcrf.models import GCRFColorizer
+
+    bare = GCRFColorizer.from_preset(smoke_run.run_dir, preprocessor=None)
+    with pytest.raises(UserError, match=r"^the model has no preprocessor .*GridConverter\(16\)$"):
+        Colorizer(bare)
+
+
 def test_default_preset_colorizes_diversely():
     """The bundled default model (once committed): 8 clearly different samples, input lightness."""
     from tfgcrf.models.loading import preset_names

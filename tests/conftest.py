@@ -91,3 +91,23 @@ def numpy_gcrf_fixture():
     from tfgcrf.layers.gcrf_reference import numpy_gcrf
 
     return numpy_gcrf
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory, tiny_experiment):
+    """A preset folder written by `save_to_preset` from a tiny `GCRFColorizer` whose zero-initialized
+    output layers are randomized (non-trivial colors and scores), once per session; no training."""
+    import keras
+    import tensorflow as tf
+
+    from tfgcrf.config import ModelConfig
+    from tfgcrf.models import GCRFColorizer
+    from tfgcrf.models.loading import save_to_preset
+
+    keras.utils.set_random_seed(11)
+    model = GCRFColorizer(ModelConfig(**TINY_MODEL), stage="mdn")
+    kernel, bias = model.backbone.decoder.top_out.kernel, model.backbone.mdn.logits_out.bias
+    kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[11, 1]))
+    bias.assign(tf.random.stateless_normal(bias.shape, seed=[11, 2]))
+    return save_to_preset(model, tmp_path_factory.mktemp("presets") / "tiny", tiny_experiment(),
+                          {"note": "tiny test preset"})

@@ -7,6 +7,9 @@
 - the same outputs eagerly and traced in a `tf.function`, with the expected shapes;
 - optionally a `.keras` round trip of a functional model around the layer (`saving_round_trip`):
   identical outputs and layer configs after reloading.
+
+`run_preset_test(cls, preset, inputs)` checks a class's `from_preset` (keras-hub's
+`run_preset_test`).
 """
 
 import json
@@ -79,3 +82,32 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shapes=None, 
         model = keras.Model(functional_inputs, layer_cls(**init_kwargs)(*symbolic))
         saving_round_trip(model, inputs, tmp_path)
     return eager
+
+
+def run_preset_test(cls, preset, inputs, **kwargs):
+    """The shared `from_preset` checks, after keras-hub's `TestCase.run_preset_test`.
+
+    - an unknown preset name is a one-line `UserError` listing the installed presets;
+    - `cls.from_preset(preset, **kwargs)` gives a `cls` that runs on `inputs`;
+    - for models, `load_weights=False` gives the same architecture (config) with fresh weights.
+
+    Returns:
+      `(instance, its outputs on inputs)`.
+    """
+    import pytest
+
+    from tfgcrf.errors import UserError
+
+    with pytest.raises(UserError, match=r"clowntown.*installed presets: \w+") as err:
+        cls.from_preset("clowntown", **kwargs)
+    assert "\n" not in str(err.value), str(err.value)
+    instance = cls.from_preset(preset, **kwargs)
+    assert type(instance) is cls
+    output = instance(inputs)
+    if isinstance(instance, keras.Model):
+        fresh = cls.from_preset(preset, load_weights=False, **kwargs)
+        assert fresh.get_config() == instance.get_config()
+        assert [v.path for v in fresh.weights] == [v.path for v in instance.weights]
+        fresh(inputs)
+        assert any(not np.array_equal(a, b) for a, b in zip(fresh.get_weights(), instance.get_weights()))
+    return instance, output

@@ -48,3 +48,22 @@ def test_to_photo_is_upsampling_then_recombination(photo):
     np.testing.assert_array_equal(out, fullres.compose(lightness, fullres.upsample_chroma(ab, lightness)).numpy())
     # The output keeps the photo's lightness (L-preserving recombination).
     assert np.abs(skimage.color.rgb2lab(out[0])[..., 0] - lightness.numpy()).mean() < 0.5
+
+
+def test_from_preset_reads_the_task_config(tiny_preset, tmp_path):
+    from layer_testing import run_preset_test
+
+    from tfgcrf.errors import UserError
+    from tfgcrf.models import GCRFColorizer
+    from tfgcrf.models.loading import save_to_preset
+
+    photo = tf.constant(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    converter, (lightness, l_small) = run_preset_test(GridConverter, tiny_preset, photo)
+    assert converter.get_config() == GCRFColorizer.from_preset(tiny_preset).preprocessor.get_config()
+    expected = GridConverter(16)(photo)
+    np.testing.assert_array_equal(l_small.numpy(), expected[1].numpy())
+    np.testing.assert_array_equal(lightness.numpy(), expected[0].numpy())
+    assert GridConverter.from_preset("default").image_size == 64  # the installed preset's grid
+    bare = save_to_preset(GCRFColorizer.from_preset(tiny_preset, preprocessor=None), tmp_path / "bare")
+    with pytest.raises(UserError, match=r"bare/model.keras was saved without a preprocessor \(installed presets: "):
+        GridConverter.from_preset(bare)

@@ -16,11 +16,9 @@ import tensorflow as tf
 
 from tfgcrf import color, fullres, hints, imageio
 from tfgcrf.edit_session import MAX_POINTS, EditSession
-from tfgcrf.errors import InputError
-from tfgcrf.models.gcrf_colorizer import SAMPLE_MODES
-from tfgcrf.models.loading import load_model
+from tfgcrf.errors import InputError, UserError
+from tfgcrf.models.gcrf_colorizer import SAMPLE_MODES, GCRFColorizer
 from tfgcrf.models.points import points_to_grid
-from tfgcrf.preprocessing import GridConverter
 
 # Full-resolution pixels (samples x H x W) upsampled and composed at once: bounds the memory of
 # big photos (a chunk of 8M pixels needs roughly 1 GB of float temporaries).
@@ -81,14 +79,24 @@ class Colorizer:
     and recombined with it.
 
     Args:
-      model: a trained `tfgcrf.models.GCRFColorizer`.
+      model: a trained `tfgcrf.models.GCRFColorizer`; its `preprocessor` (a `GridConverter`)
+        converts the photos to the model grid.
+
+    Raises:
+      UserError: the model has no preprocessor (`model.preprocessor` is None).
     """
 
     def __init__(self, model):
         self.model = model
         self.grid_size = model.model_config.image_size
         size = self.grid_size
-        self.converter = GridConverter(size)
+        self.converter = model.preprocessor
+        if self.converter is None:
+            raise UserError(
+                "the model has no preprocessor (GCRFColorizer.preprocessor is None), so photos "
+                "cannot be converted to its grid: set model.preprocessor = "
+                f"tfgcrf.preprocessing.GridConverter({size})"
+            )
         self._prepare = tf.function(
             lambda rgb: self.converter(rgb),
             input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)],
@@ -140,13 +148,15 @@ class Colorizer:
 
     @classmethod
     def from_preset(cls, name="default"):
-        """Loads a preset bundled with the package (no network), e.g. "default"."""
-        return cls(load_model(name))
+        """Loads a preset bundled with the package (no network), e.g. "default", or a preset
+        folder (`GCRFColorizer.from_preset`)."""
+        return cls(GCRFColorizer.from_preset(name))
 
     @classmethod
     def load(cls, path):
-        """Loads a trained model from a `.keras` file (or a folder holding `model.keras`)."""
-        return cls(load_model(path))
+        """Loads a trained model from a `.keras` file, a folder holding `model.keras` or a preset
+        name (`GCRFColorizer.from_preset`: the same loader)."""
+        return cls(GCRFColorizer.from_preset(path))
 
     # ------------------------------------------------------------------ on the model grid
     # The compiled functions every user path runs (API, CLI, evaluation). `l` is the model

@@ -50,3 +50,29 @@ class GridConverter(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size}
+
+    class _Presets:
+        # `GridConverter.presets`, as `tfgcrf.models.loading.classproperty` (imported when read:
+        # tfgcrf.models imports this module).
+        def __get__(self, _, owner):
+            from tfgcrf.models.loading import presets
+
+            return presets()
+
+    presets = _Presets()
+
+    @classmethod
+    def from_preset(cls, preset):
+        """The preprocessor of a preset's task (keras-hub's `ImageConverter.from_preset`), read
+        from its config alone (no weights are loaded).
+
+        Args:
+          preset: an installed preset's name ("default"), a folder holding `model.keras`, or a
+            `.keras` file.
+
+        Raises:
+          UserError: one line: unknown preset, broken files, or a task saved without one.
+        """
+        from tfgcrf.models.loading import PresetLoader
+
+        return PresetLoader(preset).load_preprocessor()

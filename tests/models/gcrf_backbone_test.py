@@ -80,3 +80,17 @@ def test_bad_inputs_are_one_line_errors():
         backbone.crf_solver("qr")
     with pytest.raises(InputError, match="mode 'top' gives at most 4 samples"):
         backbone.sample(tf.zeros([1, 16, 16, 1]), 5)
+
+
+def test_from_preset(tiny_preset):
+    from layer_testing import run_preset_test
+
+    l = tf.random.stateless_uniform((2, 16, 16, 1), seed=(3, 4))
+    backbone, output = run_preset_test(GCRFBackbone, tiny_preset, l)
+    task = keras.saving.load_model(tiny_preset / "model.keras", compile=False)
+    assert backbone.get_config() == task.backbone.get_config()
+    for mine, theirs in zip(backbone.weights, task.backbone.weights, strict=True):
+        assert mine.path == theirs.path
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(output.numpy(), task(l).numpy())
+    assert GCRFBackbone.from_preset(tiny_preset, solver="lu").model_config.solver == "lu"

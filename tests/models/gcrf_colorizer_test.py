@@ -214,3 +214,71 @@ def test_bad_inputs_give_clear_errors(model, photos):
         model.sample(l, 2, mode="best")
     with pytest.raises(InputError, match="num_samples must be >= 1"):
         model.sample(l, 0)
+
+
+# ----------------------------------------------------------------------------- preprocessor, presets
+
+
+def test_the_task_owns_its_preprocessor_in_its_config(tmp_path):
+    from tfgcrf.preprocessing import GridConverter
+
+    model = GCRFColorizer(CONFIG, name="task")
+    assert type(model.preprocessor) is GridConverter and model.preprocessor.image_size == SIZE
+    config = model.get_config()
+    assert config["preprocessor"]["registered_name"] == "tfgcrf>GridConverter"
+    again = GCRFColorizer.from_config(config)
+    assert again.get_config() == config and again.preprocessor.get_config() == model.preprocessor.get_config()
+    # None is kept as None (grid inputs only), through the config and a .keras file.
+    bare = GCRFColorizer(CONFIG, preprocessor=None, name="task")
+    assert bare.get_config()["preprocessor"] is None
+    assert GCRFColorizer.from_config(bare.get_config()).preprocessor is None
+    bare.save(tmp_path / "bare.keras")
+    assert keras.saving.load_model(tmp_path / "bare.keras").preprocessor is None
+    # A config without the key (saved before the task had a preprocessor) gets the default.
+    old = {key: value for key, value in config.items() if key != "preprocessor"}
+    assert GCRFColorizer.from_config(old).preprocessor.image_size == SIZE
+    # Weightless and not a layer of the network: the weights and parameter count do not change.
+    assert model.count_params() == bare.count_params()
+    assert [v.path for v in model.weights] == [v.path for v in bare.weights]
+    assert model.preprocessor not in model.layers
+
+
+def test_a_bad_preprocessor_is_a_one_line_error():
+    from tfgcrf.preprocessing import GridConverter
+
+    with pytest.raises(UserError, match=r"^the preprocessor's grid \(32\) differs from the model's image_size \(16\)$"):
+        GCRFColorizer(CONFIG, preprocessor=GridConverter(32))
+    with pytest.raises(UserError, match="^preprocessor must be a GridConverter, None or 'default', got Dense$"):
+        GCRFColorizer(CONFIG, preprocessor=keras.layers.Dense(1))
+
+
+def test_from_preset(tiny_preset, photos):
+    from layer_testing import run_preset_test
+
+    l, _ = photos
+    model, output = run_preset_test(GCRFColorizer, tiny_preset, l)
+    reference = keras.saving.load_model(tiny_preset / "model.keras", compile=False)
+    assert model.get_config() == reference.get_config()
+    for mine, theirs in zip(model.weights, reference.weights, strict=True):
+        assert mine.path == theirs.path
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(output.numpy(), reference(l).numpy())
+    # Constructor arguments replace the saved ones, with the saved weights.
+    bare = GCRFColorizer.from_preset(tiny_preset, preprocessor=None, stage="vae")
+    assert bare.preprocessor is None and bare.stage == "vae"
+    np.testing.assert_array_equal(bare(l).numpy(), output.numpy())
+
+
+def test_save_to_preset_round_trip(tmp_path, photos):
+    l, _ = photos
+    model = _random_model(seed=5)
+    folder = model.save_to_preset(tmp_path / "mine")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "metadata.json", "model.keras"]
+    loaded = GCRFColorizer.from_preset(folder)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(loaded.sample(l, 2)[0].numpy(), model.sample(l, 2)[0].numpy())
+    # Written again from another model, the folder holds the new one (no stale config refused).
+    other = _random_model(seed=6)
+    other.save_to_preset(folder)
+    np.testing.assert_array_equal(GCRFColorizer.from_preset(folder).sample(l, 2)[0].numpy(),
+                                  other.sample(l, 2)[0].numpy())

@@ -28,6 +28,7 @@ from tfgcrf.layers.mixture_density import MixtureDensityHead
 from tfgcrf.layers.semantic_features import SemanticFeatures
 from tfgcrf.layers.structure_branch import StructureBranch
 from tfgcrf.layers.unary_decoder import UnaryDecoder
+from tfgcrf.models import loading
 from tfgcrf.models.gcrf_edits import EditMethods
 from tfgcrf.models.grid import flatten_pixels, replica_rows, reveal_mask, stateless_seed
 
@@ -126,6 +127,30 @@ class GCRFBackbone(EditMethods, keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    @loading.classproperty
+    def presets(cls):
+        """`{name: metadata}` of the presets installed with the package (`metadata.json`)."""
+        return loading.presets()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, solver=None):
+        """The backbone of a preset (keras-hub's `Backbone.from_preset`).
+
+        A preset holds the whole task (`model.keras` of `save_to_preset`); this is its
+        `backbone`, read by the one loader (`tfgcrf.models.loading.PresetLoader`).
+
+        Args:
+            preset: an installed preset's name ("default"; see `GCRFBackbone.presets`), a folder
+                holding `model.keras`, or a `.keras` file.
+            load_weights: False builds the saved architecture with fresh weights.
+            solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
+
+        Raises:
+            UserError: one line: unknown preset name, missing or broken files (listing the
+                installed presets).
+        """
+        return loading.PresetLoader(preset).load_backbone(load_weights=load_weights, solver=solver)
 
     def load_pretrained(self, path=None):
         """Loads the ImageNet weights of the frozen semantic network (no-op when `config.backbone`

@@ -6,10 +6,12 @@ losses and `train_step`, the training G-CRF solver, the HOC reveal fraction and 
 class-rebalancing weights. `compile_stage(stage)` sets the trainable flags and compiles with a
 fresh optimizer (changing `trainable` without recompiling is silently ignored by Keras).
 
-The task's config is `{"backbone": <GCRFBackbone>, "stage": ...}`: a saved model carries the
-architecture and inference settings, never the `TrainingConfig` (given to the constructor by the
-trainer). The inference methods (`sample`, `edit`, `similarity`, ...) are the backbone's, reachable
-from the task too. Models saved before the split load through `tfgcrf.models.legacy`.
+The task's config is `{"backbone": <GCRFBackbone>, "preprocessor": <GridConverter or None>,
+"stage": ...}`: a saved model carries the architecture, the inference settings and the photo ->
+grid preprocessing, never the `TrainingConfig` (given to the constructor by the trainer). The
+inference methods (`sample`, `edit`, `similarity`, ...) are the backbone's, reachable from the task
+too. `GCRFColorizer.from_preset("default")` loads a preset (`tfgcrf.models.loading.PresetLoader`);
+models saved before the split load through `tfgcrf.models.legacy`.
 """
 
 import keras
@@ -19,10 +21,11 @@ from tfgcrf.config import STAGES, ModelConfig, TrainingConfig, split_moved_keys
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gaussian_crf import GaussianCRF
 from tfgcrf.layers.mixture_density import mdn_loss
-from tfgcrf.models import legacy, stage_losses
+from tfgcrf.models import legacy, loading, stage_losses
 from tfgcrf.models.gcrf_backbone import SAMPLE_MODES, GCRFBackbone  # noqa: F401 (SAMPLE_MODES: re-export)
 from tfgcrf.models.grid import float32, flatten_pixels, random_window, replica_rows
 from tfgcrf.models.rebalance import BINS_PER_AXIS, ab_bins, class_of_bin, gamut_bins
+from tfgcrf.preprocessing import GridConverter
 
 # Seed of the latent noise and reveal masks of `test_step` (deterministic validation losses).
 _VALIDATION_SEED = (20180908, 0)
@@ -32,6 +35,9 @@ _METRICS = {
     "hoc": ("loss", "crf_l2", "unary_l2", "reveal"),
     "mdn": ("loss", "mixture_nll"),
 }
+
+# The constructor's default `preprocessor`: a `GridConverter` of the backbone's grid size.
+DEFAULT_PREPROCESSOR = "default"
 
 # The backbone's inference methods, callable on the task as well (`task.sample(...)`).
 INFERENCE_METHODS = (
@@ -46,6 +52,12 @@ class GCRFColorizer(keras.Model):
 
     Args:
         backbone: a `GCRFBackbone` (or its serialized form); None builds one from `config`.
+        preprocessor: the photo -> model grid layer used by `tfgcrf.Colorizer` and the SavedModel
+            export: a `GridConverter` of the backbone's `image_size` (or its serialized form),
+            None for none (the task then takes grid inputs only), or "default" (the default)
+            for `GridConverter(image_size)`. Unlike keras-hub, where `from_preset` supplies it,
+            a new task has one: it is stateless and fixed by the backbone. Configs saved before
+            the task had a preprocessor (no "preprocessor" key) get the default.
         stage: the training stage, "vae", "hoc" or "mdn"; decides the trainable variables.
         training: the `TrainingConfig` of the stages' losses (default `TrainingConfig()`); not
             saved with the model.
@@ -53,12 +65,16 @@ class GCRFColorizer(keras.Model):
         **kwargs: standard `keras.Model` arguments (name, ...).
 
     Raises:
-        UserError: invalid configs, a training config that does not fit the model, or the
-            config of a model saved before the backbone/task split (load those with
-            `tfgcrf.models.loading.load_model`).
+        UserError: invalid configs, a training config that does not fit the model, a
+            preprocessor that is not a `GridConverter` of the backbone's grid size, or the config
+            of a model saved before the backbone/task split (load those with `from_preset`).
     """
 
-    def __init__(self, backbone=None, stage="vae", training=None, config=None, **kwargs):
+    backbone_cls = GCRFBackbone
+    preprocessor_cls = GridConverter
+
+    def __init__(self, backbone=None, preprocessor=DEFAULT_PREPROCESSOR, stage="vae", training=None,
+                 config=None, **kwargs):
         if isinstance(backbone, ModelConfig):  # GCRFColorizer(model_config, ...) as before the split
             backbone, config = None, backbone
         super().__init__(**kwargs)
@@ -77,6 +93,7 @@ class GCRFColorizer(keras.Model):
             training = TrainingConfig(**training)
         training.check_model(backbone.model_config)
         self.backbone = backbone
+        self.preprocessor = self._checked_preprocessor(preprocessor, backbone.model_config)
         self.training_config = training
         if backbone.decoder.num_classes:
             # True colors -> class index of the classification head (nearest in-gamut bin).
@@ -121,11 +138,44 @@ class GCRFColorizer(keras.Model):
         )
         self.built = True
 
+    @staticmethod
+    def _checked_preprocessor(preprocessor, model_config):
+        if isinstance(preprocessor, str) and preprocessor == DEFAULT_PREPROCESSOR:
+            return GridConverter(model_config.image_size, name="grid_converter")
+        if isinstance(preprocessor, dict):
+            preprocessor = keras.saving.deserialize_keras_object(preprocessor)
+        if preprocessor is None:
+            return None
+        if not isinstance(preprocessor, GridConverter):
+            raise UserError(
+                f"preprocessor must be a GridConverter, None or {DEFAULT_PREPROCESSOR!r}, got "
+                f"{type(preprocessor).__name__}"
+            )
+        if preprocessor.image_size != model_config.image_size:
+            raise UserError(
+                f"the preprocessor's grid ({preprocessor.image_size}) differs from the model's "
+                f"image_size ({model_config.image_size})"
+            )
+        return preprocessor
+
+    @classmethod
+    def preprocessor_from_config(cls, config, model_config):
+        """The preprocessor a saved task `config` (`get_config()`) holds, without building the
+        task: a `GridConverter` or None (used by `GridConverter.from_preset`)."""
+        return cls._checked_preprocessor(config.get("preprocessor", DEFAULT_PREPROCESSOR), model_config)
+
+    @property
+    def layers(self):
+        # As keras-hub's Task: the preprocessor is not part of the network (summary, layers).
+        return [layer for layer in super().layers if layer is not self.preprocessor]
+
     def get_config(self):
         # Not chained to keras.Model's, as keras-hub's Task: the backbone carries the architecture.
+        preprocessor = self.preprocessor
         return {
             "name": self.name,
             "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "preprocessor": None if preprocessor is None else keras.saving.serialize_keras_object(preprocessor),
             "stage": self.stage,
         }
 
@@ -134,10 +184,44 @@ class GCRFColorizer(keras.Model):
         if legacy.is_legacy_config(config):
             raise UserError(
                 "this model was saved before tfgcrf split GCRFColorizer into a backbone and a "
-                "task: load it with tfgcrf.models.loading.load_model (or tfgcrf.Colorizer.load), "
-                "which converts it"
+                "task: load it with GCRFColorizer.from_preset (or tfgcrf.models.loading.load_model, "
+                "tfgcrf.Colorizer.load), which converts it"
             )
         return cls(**config)
+
+    # ----------------------------------------------------------------------------- presets
+
+    @loading.classproperty
+    def presets(cls):
+        """`{name: metadata}` of the presets installed with the package (`metadata.json`)."""
+        return loading.presets()
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, solver=None, **kwargs):
+        """A trained `GCRFColorizer` from a preset (keras-hub's `Task.from_preset`).
+
+        Args:
+            preset: an installed preset's name ("default"; see `GCRFColorizer.presets`), a folder
+                written by `save_to_preset` (or a run folder) holding `model.keras`, or a `.keras`
+                file.
+            load_weights: False builds the saved architecture with fresh weights.
+            solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
+            **kwargs: constructor arguments replacing the saved ones (`preprocessor`, `stage`,
+                `training`).
+
+        Returns:
+            The task, with its `backbone` and `preprocessor` (same weights as
+            `keras.saving.load_model` of the preset's `model.keras`, bit for bit).
+
+        Raises:
+            UserError: one line: unknown preset name, missing or broken files (listing the
+                installed presets).
+        """
+        return loading.PresetLoader(preset).load_task(load_weights=load_weights, solver=solver, **kwargs)
+
+    def save_to_preset(self, preset_dir, experiment=None, metadata=None):
+        """Writes a preset folder (`tfgcrf.models.loading.save_to_preset`); returns its path."""
+        return loading.save_to_preset(self, preset_dir, experiment, metadata)
 
     def load_weights(self, filepath, *args, **kwargs):
         """`keras.Model.load_weights`; files written before the backbone/task split (run folders'

@@ -88,19 +88,21 @@ def upgraded_weights(path):
         yield converted
 
 
-def load_legacy_archive(path):
-    """A pre-split `.keras` file as the current `GCRFColorizer` (same weights, same outputs).
-
-    The saved `ModelConfig` becomes the backbone's config; its training keys become the task's
-    `TrainingConfig` (they are not saved again).
+def upgraded_config(saved):
+    """The config dict of a pre-split `GCRFColorizer` (`saved`, `is_legacy_config`) in the current
+    form: the saved `ModelConfig` becomes the backbone's config, its training keys the task's
+    `training` (given to the constructor; not saved again). Used by
+    `tfgcrf.models.loading.PresetLoader`, which then loads the weights with
+    `GCRFColorizer.load_weights` (converted by `upgraded_weights`).
     """
-    from tfgcrf.config import ModelConfig, TrainingConfig, split_moved_keys
-    from tfgcrf.models.gcrf_colorizer import GCRFColorizer
+    from tfgcrf.config import split_moved_keys
 
-    saved = archive_config(path)["config"]
     model_values, training_values = split_moved_keys(saved["config"])
-    model = GCRFColorizer(config=ModelConfig(**model_values), stage=saved.get("stage", "vae"),
-                          training=TrainingConfig(**training_values),
-                          name=saved.get("name", "gcrf_colorizer"))
-    model.load_weights(path)  # converted by upgraded_weights
-    return model
+    backbone = {
+        "module": "tfgcrf.models.gcrf_backbone",
+        "class_name": "GCRFBackbone",
+        "registered_name": "tfgcrf>GCRFBackbone",
+        "config": {"name": "gcrf_backbone", "trainable": True, "config": model_values},
+    }
+    return {"name": saved.get("name", "gcrf_colorizer"), "backbone": backbone,
+            "stage": saved.get("stage", "vae"), "training": training_values}

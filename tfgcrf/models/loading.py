@@ -1,10 +1,14 @@
-"""Loading a trained `GCRFColorizer` from a `.keras` file, a folder or a bundled preset.
+"""Presets: loading a trained `GCRFColorizer` from a `.keras` file, a folder or a bundled preset,
+and writing preset folders (`save_to_preset`), after keras-hub's `preset_utils`.
 
-A preset is a folder `tfgcrf/presets/<name>/` of the installed package holding `model.keras` (and a
-model card); it loads with no download. The one resolver below serves the Python API
-(`tfgcrf.Colorizer`), the CLI commands, evaluation and export.
+A preset is a folder written by `save_to_preset` (`model.keras`, `config.yaml`, `metadata.json`);
+the installed ones are `tfgcrf/presets/<name>/` of the package and load with no download. The one
+loader, `PresetLoader`, serves `GCRFColorizer.from_preset`, `GCRFBackbone.from_preset`,
+`GridConverter.from_preset`, `load_model` and through them the Python API (`tfgcrf.Colorizer`),
+the CLI commands, evaluation and export.
 """
 
+import copy
 import dataclasses
 import importlib.resources
 import os
@@ -28,13 +32,12 @@ def preset_path(name):
       UserError: no such preset is installed.
     """
     if not name or os.sep in name or "/" in name or name.startswith("."):
-        raise UserError(f"invalid preset name {name!r}")
+        raise UserError(f"invalid preset name {name!r} (installed presets: {_available()})")
     model_file = importlib.resources.files(_PRESETS_PACKAGE).joinpath(name, MODEL_FILENAME)
     if not model_file.is_file():
-        available = ", ".join(preset_names()) or "none"
         raise UserError(
             f"preset {name!r} is not installed (no tfgcrf/presets/{name}/{MODEL_FILENAME} in the "
-            f"package; installed presets: {available}); pass a .keras file instead"
+            f"package): pass a preset folder or a .keras file (installed presets: {_available()})"
         )
     # The package is installed as plain files (setup.cfg), so the resource is a real path.
     return os.fspath(model_file)
@@ -56,44 +59,210 @@ def resolve_model_path(path_or_preset):
 
 
 def load_model(path_or_preset, solver=None):
-    """Loads a trained `GCRFColorizer`.
+    """Loads a trained `GCRFColorizer`: `GCRFColorizer.from_preset(path_or_preset, solver=solver)`.
+
+    Kept as the functional form of the one loader (`PresetLoader`), which every entry point
+    (Python API, CLI, evaluation, export, benchmarks) goes through.
 
     Args:
-      path_or_preset: a `.keras` file, a folder containing `model.keras`, or the name of an
-        installed preset such as "default".
+      path_or_preset: a `.keras` file, a folder containing `model.keras` (a preset folder written
+        by `save_to_preset`, or a run folder), or the name of an installed preset such as
+        "default".
       solver: None to keep the model's inference G-CRF solver, or "lu", "cholesky" or "cg" to
         replace it (the weights do not depend on it; saving the model keeps the choice).
 
     Returns:
-      The `GCRFColorizer` (the task; `model.backbone` is its `GCRFBackbone`). Files saved before
-      the backbone/task split are converted on the fly (`tfgcrf.models.legacy`), with the same
-      weights and outputs.
+      The `GCRFColorizer` (the task; `model.backbone` is its `GCRFBackbone`, `model.preprocessor`
+      its `GridConverter`). Files saved before the backbone/task split are converted on the fly
+      (`tfgcrf.models.legacy`), with the same weights and outputs.
 
     Raises:
-      UserError: the file or preset does not exist, cannot be read, or is not a GCRFColorizer.
+      UserError: one line: the file or preset does not exist, cannot be read, or is not a
+        GCRFColorizer (the message lists the installed presets).
     """
-    import keras
+    return PresetLoader(path_or_preset).load_task(solver=solver)
 
-    from tfgcrf.models import legacy
-    from tfgcrf.models.gcrf_colorizer import GCRFColorizer  # registers the serializable classes
 
-    path = resolve_model_path(path_or_preset)
+class classproperty(property):  # noqa: N801 (named like the builtin decorators)
+    """A read-only property of the class (keras-hub's `python_utils.classproperty`)."""
+
+    def __get__(self, _, owner):
+        return self.fget(owner)
+
+
+def presets():
+    """`{name: metadata}` of the installed presets (the `metadata.json` written by
+    `save_to_preset`; {} for a preset folder without one). The `presets` class property of
+    `GCRFBackbone`, `GCRFColorizer` and `GridConverter` (keras-hub's `Backbone.presets`)."""
+    return {name: PresetLoader(name).metadata for name in preset_names()}
+
+
+class PresetLoader:
+    """The one reader of a preset: an installed preset name, a folder or a `.keras` file.
+
+    After keras-hub's `KerasPresetLoader`, for the folder `save_to_preset` writes:
+      * `model.keras`: the task's config (backbone, preprocessor, stage) and all weights;
+      * `metadata.json` (optional): versions and parameter counts, read into `metadata`;
+      * `config.yaml` (optional): the experiment; when the folder also holds `metadata.json` (a
+        folder written by `save_to_preset`), its `model:` section must agree with `model.keras`
+        (a hand-edited, stale config is refused instead of silently ignored).
+    Run folders (`tfgcrf train --run-dir`) hold `model.keras` and `config.yaml` and load as well.
+
+    Constructing the loader checks the files and reads the configs, without building the model;
+    `load_task`, `load_backbone` and `load_preprocessor` build what the `from_preset` classmethods
+    return. Every problem is a one-line `UserError` naming the preset and listing the installed
+    presets.
+
+    Args:
+      spec: a preset name, a folder holding `model.keras`, or a `.keras` file (str or path).
+    """
+
+    def __init__(self, spec):
+        from tfgcrf.models import legacy
+
+        self.spec = spec
+        self.model_path = _with_presets(resolve_model_path, spec)
+        self.folder = os.path.dirname(self.model_path)
+        self.metadata = self._read_metadata()
+        saved = legacy.archive_config(self.model_path)
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise _preset_error(f"cannot load model {self.model_path}: not a Keras .keras archive")
+        name = saved.get("registered_name") or saved.get("class_name")
+        if saved.get("class_name") != "GCRFColorizer":
+            raise _preset_error(f"{self.model_path} holds a {name}, not a GCRFColorizer")
+        self.legacy = legacy.is_legacy_config(saved["config"])
+        #: The task's config dict (`GCRFColorizer.get_config()` as saved).
+        self.config = legacy.upgraded_config(saved["config"]) if self.legacy else saved["config"]
+        self.model_config = self._read_model_config()
+        self._check_experiment()
+
+    # ------------------------------------------------------------------ reading the folder
+
+    def _read_metadata(self):
+        import json
+
+        path = os.path.join(self.folder, METADATA_FILENAME)
+        if not os.path.isfile(path):
+            return {}
+        try:
+            with open(path, encoding="utf-8") as handle:
+                metadata = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise _preset_error(f"cannot read {path}: {_one_line(err)}") from None
+        if not isinstance(metadata, dict):
+            raise _preset_error(f"{path} must hold a JSON object")
+        return metadata
+
+    def _read_model_config(self):
+        from tfgcrf.config import ModelConfig, build_dataclass
+
+        backbone = self.config.get("backbone")
+        values = backbone.get("config", {}).get("config") if isinstance(backbone, dict) else None
+        if not isinstance(values, dict):
+            raise _preset_error(f"{self.model_path} holds no GCRFBackbone config")
+        try:
+            return build_dataclass(ModelConfig, values, f"{self.model_path}: model")
+        except UserError as err:
+            raise _preset_error(str(err)) from None
+
+    def _check_experiment(self):
+        from tfgcrf.config import ModelConfig, as_plain_dict, build_dataclass, split_moved_keys
+
+        path = os.path.join(self.folder, CONFIG_FILENAME)
+        if not (self.metadata and os.path.isfile(path)):
+            return
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as handle:
+                written = yaml.safe_load(handle)
+            values, _ = split_moved_keys((written or {}).get("model"))
+            written = as_plain_dict(build_dataclass(ModelConfig, values, f"{path}: model"))
+        except UserError as err:
+            raise _preset_error(str(err)) from None
+        except (OSError, ValueError, AttributeError, yaml.YAMLError) as err:
+            raise _preset_error(f"cannot read {path}: {_one_line(err)}") from None
+        saved = as_plain_dict(self.model_config)
+        changed = [f"model.{key} {written[key]!r} != {saved[key]!r}"
+                   for key in saved if written[key] != saved[key]]
+        if changed:
+            raise _preset_error(
+                f"{path} disagrees with {MODEL_FILENAME} ({', '.join(changed)}): the folder was "
+                "edited by hand; write it again with tfgcrf.models.loading.save_to_preset"
+            )
+
+    # ------------------------------------------------------------------ building
+
+    def load_task(self, load_weights=True, solver=None, **kwargs):
+        """The `GCRFColorizer` of the preset.
+
+        Args:
+          load_weights: False builds the saved architecture with fresh (random) weights.
+          solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
+          **kwargs: constructor arguments that replace the saved ones (e.g. `preprocessor=None`,
+            `stage`, `training`); given any, the model is built from its config with them and the
+            saved weights are loaded into it.
+        """
+        import keras
+
+        from tfgcrf.models.gcrf_colorizer import GCRFColorizer
+
+        try:
+            if load_weights and not kwargs and not self.legacy:
+                model = keras.saving.load_model(self.model_path, compile=False)
+            else:
+                model = GCRFColorizer.from_config({**copy.deepcopy(self.config), **kwargs})
+                if load_weights:
+                    model.load_weights(self.model_path)  # legacy files: converted on the fly
+        except UserError as err:
+            raise _preset_error(str(err)) from None
+        except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
+            raise _preset_error(f"cannot load model {self.model_path}: {_one_line(err)}") from None
+        if not isinstance(model, GCRFColorizer):
+            raise _preset_error(f"{self.model_path} holds a {type(model).__name__}, not a GCRFColorizer")
+        if solver is not None:
+            model.crf_solver(solver)  # validates the name with a one-line error
+            model.backbone.model_config = dataclasses.replace(model.model_config, solver=solver)
+        return model
+
+    def load_backbone(self, load_weights=True, solver=None):
+        """The `GCRFBackbone` of the preset (the task's `backbone`, with the same weights)."""
+        return self.load_task(load_weights=load_weights, solver=solver).backbone
+
+    def load_preprocessor(self):
+        """The preset's `GridConverter`, built from the config alone (no weights are read).
+
+        Raises:
+          UserError: the preset's task was saved with `preprocessor=None`.
+        """
+        from tfgcrf.models.gcrf_colorizer import GCRFColorizer
+
+        preprocessor = GCRFColorizer.preprocessor_from_config(self.config, self.model_config)
+        if preprocessor is None:
+            raise _preset_error(f"{self.model_path} was saved without a preprocessor")
+        return preprocessor
+
+
+def _one_line(err):
+    return " ".join(str(err).split())[:200] or type(err).__name__
+
+
+def _available():
+    return ", ".join(preset_names()) or "none"
+
+
+def _preset_error(message):
+    """A one-line `UserError` ending with the installed presets."""
+    if "installed presets:" in message:
+        return UserError(message)
+    return UserError(f"{message} (installed presets: {_available()})")
+
+
+def _with_presets(function, *args):
     try:
-        if legacy.is_legacy_archive(path):
-            model = legacy.load_legacy_archive(path)
-        else:
-            model = keras.saving.load_model(path, compile=False)
-    except UserError:
-        raise
-    except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
-        message = " ".join(str(err).split())[:200] or type(err).__name__
-        raise UserError(f"cannot load model {path}: {message}") from None
-    if not isinstance(model, GCRFColorizer):
-        raise UserError(f"{path} holds a {type(model).__name__}, not a GCRFColorizer")
-    if solver is not None:
-        model.crf_solver(solver)  # validates the name with a one-line error
-        model.backbone.model_config = dataclasses.replace(model.model_config, solver=solver)
-    return model
+        return function(*args)
+    except UserError as err:
+        raise _preset_error(str(err)) from None
 
 
 CONFIG_FILENAME = "config.yaml"
@@ -104,8 +273,8 @@ def save_to_preset(model, preset_dir, experiment=None, metadata=None):
     """Writes a preset folder from a trained model, so that its files cannot disagree.
 
     Written (keras-hub's `save_to_preset` is the model):
-      * `model.keras`: the model (weights, architecture and inference settings; no training
-        settings);
+      * `model.keras`: the model (weights, architecture, inference settings and the
+        preprocessor; no training settings);
       * `config.yaml`: `model:` is read back from the saved model itself (never hand-written);
         the training sections (`training`, `data`, `stages`, `seed`) come from `experiment` when
         given;
@@ -133,6 +302,8 @@ def save_to_preset(model, preset_dir, experiment=None, metadata=None):
 
     folder = pathlib.Path(preset_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in (CONFIG_FILENAME, METADATA_FILENAME):  # replaced below; checked on loading
+        (folder / stale).unlink(missing_ok=True)
     model_file = folder / MODEL_FILENAME
     model.save(model_file)
     saved = load_model(model_file)
