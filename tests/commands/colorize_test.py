@@ -106,7 +106,11 @@ def test_bad_sample_count(samples, message, tmp_path, smoke_model_file, capsys):
 def test_missing_model(tmp_path, capsys):
     code = cli.main(["colorize", PHOTO, "--model", str(tmp_path / "nope.keras")])
     lines = _error_lines(capsys.readouterr().err)
-    assert code != 0 and lines == [f"tfgcrf: error: no such model file: {tmp_path / 'nope.keras'}"]
+    from tfgcrf.models.loading import preset_names
+
+    installed = ", ".join(preset_names())
+    assert code != 0 and lines == [
+        f"tfgcrf: error: no such model file: {tmp_path / 'nope.keras'} (installed presets: {installed})"]
 
 
 def test_inputs_are_deduplicated_by_real_path(tmp_path, monkeypatch):
