@@ -145,7 +145,8 @@ def remove_stale_staging(base, now=None):
     return removed
 
 
-def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT_MAX_PIXELS):
+def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT_MAX_PIXELS,
+                       propagate=True):
     """Exports `model` as the TF Serving version folder `out` (e.g. `models/tfgcrf/1`).
 
     Args:
@@ -154,6 +155,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
       num_samples: N samples per `sample` request.
       mode: "top" or "draw", see `ServingModule`.
       max_pixels: largest accepted request image, in pixels.
+      propagate: edits with the full-resolution propagation (see `ServingModule`).
 
     Returns:
       The absolute path of the written version folder.
@@ -163,7 +165,8 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
         raise UserError(f"--num-samples must be >= 1, got {num_samples}")
     if max_pixels < 1:
         raise UserError(f"--max-pixels must be >= 1, got {max_pixels}")
-    module = ServingModule(model, num_samples, mode=mode, max_pixels=max_pixels)
+    module = ServingModule(model, num_samples, mode=mode, max_pixels=max_pixels,
+                           propagate=propagate)
     base = os.path.dirname(out)
     os.makedirs(base, exist_ok=True)
     remove_stale_staging(base)
@@ -175,6 +178,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
             "num_samples": module.num_samples,
             "mode": mode,
             "max_pixels": module.max_pixels,
+            "propagate": module.propagate,
             "grid_size": module.grid_size,
             "model_config": as_plain_dict(model.model_config),
         }

@@ -15,8 +15,9 @@ the SavedModel signatures (the contract is documented in the README, "Export and
   [B, N, H, W, 3], `scores` float32 [B, N] (no image coding, one size per batch).
 
 Each image goes through decode -> size check -> lightness -> resize to the model grid -> model
-(MDN codes, decoder, G-CRF LU solve) -> edge-aware chroma upsampling to the input size ->
-recombination with the input's lightness -> PNG. Images of one batch may differ in size, so the
+(MDN codes, decoder, G-CRF LU solve) -> edge-aware chroma upsampling to the input size (edits:
++ the full-resolution propagation of the points, `hints.propagation_correction`, and each point's
+own color at its pixel) -> recombination with the input's lightness -> PNG. Images of one batch may differ in size, so the
 examples are processed one by one with `tf.map_fn`. Bad requests fail with InvalidArgument
 errors whose messages say what is wrong (graph assertions), never by crashing the server.
 """
@@ -74,9 +75,12 @@ class ServingModule(tf.Module):
       mode: the model's sampling mode, "top" (the N most probable mixture components, seed not
         used) or "draw" (N codes drawn from the mixture with the request's seed).
       max_pixels: the largest accepted request image, in pixels.
+      propagate: edits with the full-resolution propagation (`Colorizer.edit`'s default); False
+        answers `Colorizer.edit(..., propagate=False)` (faster; `benchmarks/served_edit.py`).
     """
 
-    def __init__(self, model, num_samples, mode="top", max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(self, model, num_samples, mode="top", max_pixels=DEFAULT_MAX_PIXELS,
+                 propagate=True):
         super().__init__(name="tfgcrf_serving")
         self.model = model
         # Keras 3 models do not expose their variables to tf.Module tracking: list the
@@ -86,6 +90,7 @@ class ServingModule(tf.Module):
         self.num_samples = int(num_samples)
         self.mode = mode
         self.max_pixels = int(max_pixels)
+        self.propagate = bool(propagate)
         self.grid_size = int(model.model_config.image_size)
         self.converter = model.preprocessor  # the task's GridConverter (photo -> model grid)
         if self.converter is None:
@@ -191,8 +196,14 @@ class ServingModule(tf.Module):
         link_pixels = None
         if links is not None:  # the links' end pixels, found as the points' are
             link_pixels = tf.minimum(pixel_ends, tf.stack([shape[1], shape[0]]) - 1)
+        # The full-resolution propagation of the points (`Colorizer.edit`'s default), by the
+        # TensorFlow solver of the same system as the API's sparse LU.
+        correction = None
+        if self.propagate:
+            correction = hints.propagation_correction(ab_small, lightness, pixels,
+                                                      colors_ab[:num_points])
         return hints.finish_edit(ab_small, lightness, pixels, colors_ab[:num_points],
-                                 self.grid_size, links_px=link_pixels)
+                                 self.grid_size, links_px=link_pixels, correction=correction)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes"),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tfgcrf import hints
 from tfgcrf.evaluation import levin
@@ -97,3 +98,59 @@ def test_correction_of_a_larger_photo_at_a_reduced_working_resolution():
     # G is 0: the change is the propagated colors, the hints' at their pixels' neighbourhood.
     np.testing.assert_allclose(change[30, 50], [-0.3, 0.3], atol=0.05)
     np.testing.assert_allclose(change[10, 10], [0.3, 0.0], atol=0.05)
+
+
+# The TensorFlow solver (the SavedModel's) against the float64 references: the dense system and
+# the sparse LU of `Propagation`. Traced, as in the SavedModel (an eager tf.while_loop is slow).
+_solve = tf.function(hints.propagation_solve, autograph=False)
+
+@pytest.mark.parametrize("pixels", [[(2, 3)], [(2, 3), (10, 15), (7, 9)], [(y, 4) for y in range(14)]])
+@pytest.mark.parametrize("weight", [1e-3, 1e-2])
+def test_tensorflow_solver_matches_the_dense_reference(pixels, weight):
+    lightness, prior = _photo()
+    mask, targets = _hints(lightness.shape, pixels)
+    expected = _dense_reference(lightness, prior, mask, targets, weight)
+    weights = hints.propagation_weights(lightness)
+    solved, iterations = _solve(weights, prior, mask, targets, weight=weight)
+    # Every entry within the accuracy bound (residual <= accuracy * lam, |A^-1|_inf <= 1 / lam).
+    assert np.abs(solved.numpy() - expected).max() <= hints.PROPAGATION_ACCURACY
+    np.testing.assert_array_equal(solved.numpy()[mask], targets[mask])  # hard constraints
+    assert 0 < int(iterations) < hints.PROPAGATION_MAX_ITERATIONS
+    tighter, _ = _solve(weights, prior, mask, targets, weight=weight, accuracy=1e-9)
+    np.testing.assert_allclose(tighter.numpy(), expected, atol=1e-9)
+
+
+def test_one_definition_of_the_system_for_both_solvers():
+    lightness, _ = _photo(14, 18)
+    np.testing.assert_allclose(hints.propagation_weights(lightness).numpy(),
+                               np.moveaxis(levin.affinities(lightness / 100.0), 0, -1), atol=1e-15)
+    for shape, expected in [((256, 256), (256, 256)), ((300, 300), (128, 128)),
+                            ((240, 384), (101, 162)), ((80, 128), (80, 128)), ((1, 70000), (1, 33866))]:
+        assert tuple(int(v) for v in hints.propagation_shape(*shape)) == expected
+    mask, targets = hints.propagation_hints([[10, 10], [11, 10], [50, 30]],
+                                            [[0.4, 0.0], [0.2, 0.0], [-0.3, 0.3]], (40, 60), (20, 30))
+    assert mask.numpy().sum() == 2
+    np.testing.assert_allclose(targets.numpy()[5, 5], [0.3, 0.0])
+    np.testing.assert_allclose(targets.numpy()[15, 25], [-0.3, 0.3])
+
+
+@pytest.mark.parametrize("shape, max_pixels", [((24, 40), None), ((300, 230), None)])
+def test_tensorflow_correction_equals_the_sparse_lu_one(shape, max_pixels):
+    """`propagation_correction` (TF ops, also inside a tf.function as in the SavedModel) and
+    `Propagation.correction` (sparse LU): non-square photos at their own resolution and above
+    256^2 px (working resolution 128^2 px)."""
+    rng = np.random.default_rng(3)
+    height, width = shape
+    lightness, _ = _photo(height, width)
+    ab_small = rng.uniform(-0.3, 0.3, (1, 8, 8, 2)).astype(np.float32)
+    points = np.stack([rng.integers(0, width, 4), rng.integers(0, height, 4)], 1).astype(np.int32)
+    colors = rng.uniform(-0.5, 0.5, (4, 2)).astype(np.float32)
+    expected = hints.Propagation(lightness).correction(ab_small, points, colors)
+    traced = tf.function(hints.propagation_correction, autograph=False)
+    for points_in, colors_in, want in [(points, colors, expected),
+                                       (points[:0], colors[:0], np.zeros_like(expected))]:
+        got = traced(ab_small, lightness.astype(np.float32), points_in, colors_in).numpy()
+        assert got.shape == (height, width, 2) and got.dtype == np.float32
+        # Within the solver's accuracy (+ float32 rounding of the lightness and the prior).
+        assert np.abs(got - want).max() <= 2 * hints.PROPAGATION_ACCURACY
+    assert np.abs(expected).max() > 0.05  # the points change the photo

@@ -253,9 +253,9 @@ class Colorizer:
             `DEFAULT_SAMPLES`, as in `colorize`.
           links: optional `[((x1, y1), (x2, y2)), ...]`: each pair of places should take the
             same color, without saying which (the paper's second kind of control).
-          propagate: refine with the full-resolution propagation (`tfgcrf.hints.Propagation`);
-            False gives what the exported SavedModel's `edit` signature answers (it has no
-            propagation: scipy's sparse LU has no TensorFlow op).
+          propagate: refine with the full-resolution propagation (`tfgcrf.hints.Propagation`,
+            as the exported SavedModel's `edit` signature does with TensorFlow ops); False: the
+            upsampled G-CRF answer and the point refinement only.
 
         Returns:
           uint8 `[H, W, 3]` sRGB image.

@@ -65,7 +65,7 @@ class EditSession:
         self._links = {}  # id -> ((x1, y1), (x2, y2))
         self._link_cache = {}  # id -> its 9 link vectors (numpy [P])
         self._next_id = 0
-        self._propagate = propagate  # False: no full-resolution propagation (as the SavedModel)
+        self._propagate = propagate  # False: no full-resolution propagation
         self._jit = interactive and self.height * self.width >= 250_000
         # The guided upsampling's photo-only part (`fullres.guide_statistics`), once per photo.
         self._guide = fullres.guide_statistics(lightness, self._grid_size, self._grid_size)

@@ -27,7 +27,9 @@ w_rs being Levin et al.'s normalized 3x3 affinities of the lightness
 colorization; lam -> infinity keeps G. float64 scipy.sparse: one LU factorization of
 A0 = (1 + lam) I - W per photo, then hinted rows by a bordered (Woodbury) solve with one cached
 column A0^-1 e_k per hinted pixel; many hinted pixels (the evaluation's 7x7 patches) factor the
-hinted system directly. Not in the exported SavedModel (no sparse LU in TF ops).
+hinted system directly. The exported SavedModel solves the same system (one definition:
+`propagation_shape`, `propagation_lightness`, `propagation_weights`, `propagation_hints`) with
+TensorFlow ops: `propagation_correction`, matrix-free BiCGSTAB in a `tf.while_loop`.
 
 `check_points` is the single validation of user points and links in pixels (API, CLI, session).
 """
@@ -175,25 +177,108 @@ _BORDERED_HINTS = 48
 _MAX_COLUMNS = 320
 
 
-def affinity_matrix(luminance):
-    """Levin et al.'s row-normalized 3x3 affinities of a photo as a sparse matrix.
+# The system, one definition for both solvers (`Propagation`: scipy sparse LU, the Python API and
+# evaluation; `propagation_correction`: TensorFlow ops, the exported SavedModel): the working
+# resolution (`propagation_shape`), the lightness there (`propagation_lightness`), the affinities
+# (`propagation_weights`), the hints at the working resolution (`propagation_hints`), the prior G
+# (`_prior`) and the way back to the photo's resolution (`_to_photo`).
 
-    Args:
-      luminance: `[H, W]` float lightness (L* / 100).
+
+def propagation_shape(height, width, max_pixels=PROPAGATION_PIXELS):
+    """Working resolution of the propagation of a `height x width` photo (TF ops, float64).
+
+    The photo's own when it has at most `max_pixels` pixels, else min(`max_pixels`,
+    `LARGE_PHOTO_PIXELS`) pixels at about its aspect ratio (each side rounded half to even, >= 1).
 
     Returns:
-      scipy.sparse CSR float64 `[P, P]`, P = H W row-major: row r holds w_rs of its (up to 8)
-      neighbours s (`tfgcrf.evaluation.levin.affinities`), summing to 1.
+      int32 scalar tensors `(h, w)`.
     """
-    from tfgcrf.evaluation import levin
-    from tfgcrf.layers.edit_terms import OFFSETS  # the order of `levin.affinities`
+    height = tf.cast(height, tf.float64)
+    width = tf.cast(width, tf.float64)
+    pixels = height * width
+    limit = tf.where(pixels > max_pixels,
+                     tf.constant(min(max_pixels, LARGE_PHOTO_PIXELS), tf.float64),
+                     tf.constant(max_pixels, tf.float64))
+    scale = tf.minimum(tf.constant(1.0, tf.float64), tf.sqrt(limit / pixels))
+    return tuple(tf.maximum(1, tf.cast(tf.round(side * scale), tf.int32))
+                 for side in (height, width))
 
-    luminance = np.asarray(luminance, np.float64)
-    height, width = luminance.shape
-    weights = levin.affinities(luminance)
+
+def propagation_lightness(lightness, work_shape):
+    """`[H, W]` L* -> float64 `[h, w]` L* at the working resolution (antialiased bilinear resize;
+    the photo's own values when the working resolution is the photo's)."""
+    lightness = tf.cast(lightness, tf.float64)
+    shape = tf.shape(lightness)
+
+    def resized():
+        return tf.cast(tf.image.resize(lightness[..., None], tf.stack(work_shape),
+                                       antialias=True)[..., 0], tf.float64)
+
+    same = tf.logical_and(tf.equal(shape[0], work_shape[0]), tf.equal(shape[1], work_shape[1]))
+    return tf.cond(same, lambda: lightness, resized)
+
+
+def propagation_weights(lightness):
+    """Levin et al.'s row-normalized 3x3 affinities w_rs of the working lightness `[h, w]` L*:
+    float64 `[h, w, 8]` in `edit_terms.OFFSETS` order, 0 outside the photo, rows summing to 1
+    (`edit_terms.local_affinities` of L* / 100 = `tfgcrf.evaluation.levin.affinities`)."""
+    from tfgcrf.layers import edit_terms
+
+    return edit_terms.local_affinities(tf.cast(lightness, tf.float64)[None] / 100.0,
+                                       dtype=tf.float64)[0]
+
+
+def propagation_hints(points_px, colors_ab, shape, work_shape):
+    """Points in photo pixels -> `(mask [h, w] bool, targets [h, w, C] float64)` at the working
+    resolution: point (x, y) falls in working pixel floor((x + 0.5) w / W) (clipped; likewise
+    y); points sharing a working pixel give their mean chroma. TF ops (float64)."""
+    points = tf.reshape(tf.cast(points_px, tf.float64), [-1, 2])
+    colors = tf.cast(colors_ab, tf.float64)
+    colors = tf.reshape(colors, tf.stack([tf.shape(points)[0], tf.shape(colors)[-1]]))
+    height, width = (tf.cast(side, tf.float64) for side in shape)
+    rows, cols = work_shape
+    x = tf.minimum(tf.cast(tf.floor((points[:, 0] + 0.5) * tf.cast(cols, tf.float64) / width),
+                           tf.int32), cols - 1)
+    y = tf.minimum(tf.cast(tf.floor((points[:, 1] + 0.5) * tf.cast(rows, tf.float64) / height),
+                           tf.int32), rows - 1)
+    flat = y * cols + x
+    sums = tf.math.unsorted_segment_sum(colors, flat, rows * cols)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(colors[:, 0]), flat, rows * cols)
+    mask = counts > 0
+    targets = sums / tf.maximum(counts, 1.0)[:, None]
+    return (tf.reshape(mask, tf.stack([rows, cols])),
+            tf.reshape(targets, tf.stack([rows, cols, tf.shape(colors)[1]])))
+
+
+def _prior(ab_small, work_lightness):
+    """G: the grid answer `[1, s, s, 2]` upsampled to the working resolution, float64 `[h, w, 2]`
+    (`fullres.upsample_chroma` guided by the float32 working lightness)."""
+    from tfgcrf import fullres
+
+    return tf.cast(fullres.upsample_chroma(ab_small, tf.cast(work_lightness, tf.float32))[0],
+                   tf.float64)
+
+
+def _to_photo(change, shape):
+    """`[h, w, C]` change at the working resolution -> float32 `[H, W, C]` (bilinear resize when
+    the working resolution is not the photo's)."""
+    change = tf.convert_to_tensor(change)
+    same = tf.logical_and(tf.equal(tf.shape(change)[0], shape[0]),
+                          tf.equal(tf.shape(change)[1], shape[1]))
+    return tf.cond(same, lambda: tf.cast(change, tf.float32),
+                   lambda: tf.image.resize(change[None], tf.stack(shape), method="bilinear")[0])
+
+
+def _sparse_affinities(weights):
+    """`propagation_weights` `[h, w, 8]` -> scipy.sparse CSR float64 W `[P, P]`, P = h w
+    row-major: row r holds w_rs of its (up to 8) neighbours s."""
+    from tfgcrf.layers.edit_terms import OFFSETS
+
+    weights = np.asarray(weights, np.float64)
+    height, width = weights.shape[:2]
     y, x = np.mgrid[0:height, 0:width]
     rows, columns, values = [], [], []
-    for (dy, dx), weight in zip(OFFSETS, weights):
+    for (dy, dx), weight in zip(OFFSETS, np.moveaxis(weights, -1, 0)):
         use = weight > 0  # neighbours outside the photo have weight 0
         rows.append((y * width + x)[use])
         columns.append(((y + dy) * width + x + dx)[use])
@@ -241,19 +326,13 @@ class Propagation:
     def __init__(self, lightness, weight=PROPAGATION_WEIGHT, max_pixels=PROPAGATION_PIXELS):
         lightness = np.asarray(lightness, np.float64)
         self.shape = lightness.shape
-        height, width = self.shape
-        if height * width > max_pixels:
-            max_pixels = min(max_pixels, LARGE_PHOTO_PIXELS)
-        scale = min(1.0, math.sqrt(max_pixels / (height * width)))
-        self.work_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-        if self.work_shape != self.shape:
-            lightness = tf.image.resize(lightness[..., None], self.work_shape,
-                                        antialias=True)[..., 0].numpy()
-        self.lightness = lightness  # [h, w] L* at the working resolution
+        self.work_shape = tuple(int(side) for side in propagation_shape(*self.shape, max_pixels))
+        lightness = propagation_lightness(lightness, self.work_shape)
+        self.lightness = lightness.numpy()  # [h, w] L* at the working resolution
         self.weight = float(weight)
         count = self.work_shape[0] * self.work_shape[1]
         self._system = ((1.0 + self.weight) * sparse.identity(count, format="csr")
-                        - affinity_matrix(lightness / 100.0)).tocsr()
+                        - _sparse_affinities(propagation_weights(lightness))).tocsr()
         self._lu = None  # the factorization of A0, at the first bordered solve
         self._columns = {}  # hinted pixel -> A0^-1 e_k
 
@@ -306,19 +385,8 @@ class Propagation:
     def hint_mask(self, points_px, colors_ab):
         """Points in photo pixels -> `(mask [h, w], targets [h, w, C])` at the working resolution
         (points sharing a working pixel: their mean chroma)."""
-        points = np.asarray(points_px, np.float64).reshape(-1, 2)
-        colors = np.asarray(colors_ab, np.float64).reshape(len(points), -1)
-        (height, width), (rows, cols) = self.shape, self.work_shape
-        x = np.minimum(np.floor((points[:, 0] + 0.5) * cols / width), cols - 1).astype(int)
-        y = np.minimum(np.floor((points[:, 1] + 0.5) * rows / height), rows - 1).astype(int)
-        flat = y * cols + x
-        sums = np.zeros((rows * cols, colors.shape[-1]))
-        counts = np.zeros(rows * cols)
-        np.add.at(sums, flat, colors)
-        np.add.at(counts, flat, 1.0)
-        mask = counts > 0
-        sums[mask] /= counts[mask, None]
-        return mask.reshape(rows, cols), sums.reshape(rows, cols, -1)
+        mask, targets = propagation_hints(points_px, colors_ab, self.shape, self.work_shape)
+        return mask.numpy(), targets.numpy()
 
     def correction(self, ab_small, points_px, colors_ab):
         """What the propagation changes in the upsampled G-CRF answer of an edit.
@@ -338,13 +406,129 @@ class Propagation:
     def correction_from_mask(self, ab_small, mask, targets):
         """`correction` for hints given as a mask at the working resolution (the evaluation's
         7x7 patches): U - G there, bilinearly resized to the photo when it is larger."""
-        from tfgcrf import fullres
+        prior = _prior(ab_small, self.lightness).numpy()
+        return _to_photo(self.solve(prior, mask, targets) - prior, self.shape).numpy()
 
-        prior = fullres.upsample_chroma(ab_small, self.lightness.astype(np.float32))[0].numpy()
-        change = self.solve(prior, mask, targets) - prior
-        if self.work_shape != self.shape:
-            change = tf.image.resize(change[None], self.shape, method="bilinear")[0].numpy()
-        return change.astype(np.float32)
+
+# Accuracy of the TensorFlow solver (model units: 1e-4 is 0.01 ab, one 8-bit level is ~0.5 ab):
+# it stops when every residual entry is below PROPAGATION_ACCURACY * lam. A is an M-matrix whose
+# rows sum to >= lam (free) or 1 (hinted), so |A^-1|_inf <= 1 / lam and every entry of the
+# solution is then within PROPAGATION_ACCURACY of the exact one.
+PROPAGATION_ACCURACY = 1e-4
+# Iteration cap of the TensorFlow solver (a photo at 256^2 px needs a few hundred).
+PROPAGATION_MAX_ITERATIONS = 3000
+
+
+def _stencil(weights, mask, weight):
+    """The rows of the propagation system as per-pixel 3x3 stencils, float64 `[h, w, 9, 1]`
+    (offsets row-major, the pixel itself in the middle): free rows 1 + lam at the middle and
+    -w_rs around, hinted rows the identity."""
+    from tfgcrf.layers.edit_terms import OFFSETS
+
+    index = {offset: i for i, offset in enumerate(OFFSETS)}
+    columns = [-weights[..., index[(dy, dx)]] if (dy, dx) != (0, 0)
+               else tf.fill(tf.shape(weights)[:2], tf.constant(1.0 + weight, tf.float64))
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    free = tf.stack(columns, axis=-1)
+    identity = tf.one_hot(4, 9, dtype=tf.float64)
+    return tf.where(mask[..., None], identity, free)[..., None]
+
+
+def _apply(stencil, field):
+    """The stencils `[h, w, 9, 1]` applied to a field `[h, w, C]` (zero outside the photo): nine
+    shifted slices of the padded field (fewer CPU cycles than `tf.image.extract_patches`)."""
+    height, width = tf.shape(field)[0], tf.shape(field)[1]
+    padded = tf.pad(field, [[1, 1], [1, 1], [0, 0]])
+    return tf.add_n([stencil[:, :, 3 * (dy + 1) + dx + 1]
+                     * padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                     for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+
+
+def propagation_solve(weights, prior, mask, targets, weight=PROPAGATION_WEIGHT,
+                      accuracy=PROPAGATION_ACCURACY, max_iterations=PROPAGATION_MAX_ITERATIONS):
+    """The propagation system of the module docstring solved with TensorFlow ops (the SavedModel).
+
+    Matrix-free BiCGSTAB (van der Vorst 1992; A is not symmetric: Levin et al.'s affinities are
+    normalized per row) in a `tf.while_loop`, one set of scalars per chroma channel, the rows held
+    as per-pixel 3x3 stencils. Warm start U0 = the hints at hinted pixels and G elsewhere; the
+    correction D = U - U0 is 0 at hinted pixels (identity rows, zero right-hand side: the hard
+    constraints hold exactly) and solves the free rows (1 + lam) D - W D = lam G - A U0.
+    Unpreconditioned: the diagonal is 1 + lam everywhere (Jacobi would change nothing).
+
+    Args:
+      weights: float64 `[h, w, 8]` `propagation_weights`.
+      prior: float64 `[h, w, C]` G; mask `[h, w]` bool hinted pixels; targets float64
+        `[h, w, C]` their chroma (read where `mask` is set).
+      weight: lam (> 0).
+      accuracy: bound on the error of every entry (model units, `PROPAGATION_ACCURACY`): the loop
+        stops when every residual entry is below accuracy * lam.
+      max_iterations: iteration cap (the answer so far is returned).
+
+    Returns:
+      `(U float64 [h, w, C], iterations int32)`; `Propagation.solve` is the exact reference.
+    """
+    prior = tf.cast(prior, tf.float64)
+    mask = tf.convert_to_tensor(mask, tf.bool)
+    stencil = _stencil(tf.cast(weights, tf.float64), mask, weight)
+    start = tf.where(mask[..., None], tf.cast(targets, tf.float64), prior)
+
+    def dot(a, b):
+        return tf.reduce_sum(a * b, axis=[0, 1])  # [C]
+
+    residual = tf.where(mask[..., None], tf.zeros_like(prior),
+                        weight * prior - _apply(stencil, start))
+    shadow = residual
+    ones = tf.ones_like(residual[0, 0])
+    zeros = tf.zeros_like(residual)
+
+    def running(i, change, r, *_):
+        return (i < max_iterations) & (tf.reduce_max(tf.abs(r)) > accuracy * weight)
+
+    def step(i, change, r, p, v, rho, alpha, omega):
+        rho_new = dot(shadow, r)
+        beta = tf.math.divide_no_nan(rho_new, rho) * tf.math.divide_no_nan(alpha, omega)
+        p = r + beta * (p - omega * v)
+        v = _apply(stencil, p)
+        alpha = tf.math.divide_no_nan(rho_new, dot(shadow, v))
+        s = r - alpha * v
+        t = _apply(stencil, s)
+        omega = tf.math.divide_no_nan(dot(t, s), dot(t, t))
+        return i + 1, change + alpha * p + omega * s, s - omega * t, p, v, rho_new, alpha, omega
+
+    iterations, change, *_ = tf.while_loop(
+        running, step, (tf.constant(0), zeros, residual, zeros, zeros, ones, ones, ones))
+    return start + change, iterations
+
+
+def propagation_correction(ab_small, lightness, points_px, colors_ab):
+    """`Propagation.correction` in TensorFlow ops (the exported SavedModel's edit signature).
+
+    The same system (`propagation_shape`, `propagation_lightness`, `propagation_weights`,
+    `propagation_hints`, lam = `PROPAGATION_WEIGHT`) solved by `propagation_solve` instead of a
+    sparse LU; equal to `Propagation(lightness).correction(...)` within PROPAGATION_ACCURACY
+    (tested).
+
+    Args:
+      ab_small: `[1, s, s, 2]` the G-CRF answer on the model grid.
+      lightness: `[H, W]` CIE L* of the photo (0-100).
+      points_px: `[K, 2]` `(x, y)` photo pixels of the points; colors_ab `[K, 2]` their chroma.
+
+    Returns:
+      float32 `[H, W, 2]` to add to the upsampled G-CRF answer (`finish_edit`'s `correction`);
+      zeros without points.
+    """
+    shape = tf.unstack(tf.shape(lightness)[:2])
+    work_shape = propagation_shape(*shape)
+    work_lightness = propagation_lightness(lightness, work_shape)
+
+    def solve():
+        mask, targets = propagation_hints(points_px, colors_ab, shape, work_shape)
+        prior = _prior(ab_small, work_lightness)
+        solution, _ = propagation_solve(propagation_weights(work_lightness), prior, mask, targets)
+        return _to_photo(solution - prior, shape)
+
+    return tf.cond(tf.shape(points_px)[0] > 0, solve,
+                   lambda: tf.zeros(tf.stack(shape + [2]), tf.float32))
 
 
 def check_points(points, width, height, what="point"):
@@ -425,7 +609,7 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
       links_px: optional `[J, 2, 2]` int `(x, y)` pixels of the "same color" links' ends: the
         refinement is carried across them (`link_points`, a second refinement pass).
       correction: optional `[H, W, 2]` `Propagation.correction` of this edit (the API and the
-        session; the exported SavedModel has none: no sparse LU in TF ops).
+        session; the exported SavedModel: `propagation_correction`).
     """
     from tfgcrf import fullres
 

@@ -30,7 +30,7 @@ import json, os, sys
 import tensorflow as tf
 from tensorflow.python.framework import op_def_registry
 
-model_dir, out_dir, *photos = sys.argv[1:]
+model_dir, out_dir, large_photo, *photos = sys.argv[1:]
 imported_by_tensorflow = {m.split(".")[0] for m in sys.modules}
 loaded = tf.saved_model.load(model_dir)
 result = {"signatures": sorted(loaded.signatures)}
@@ -82,6 +82,16 @@ result["links_without_links_equal_edit"] = bool(linked[1] == edited[1])
 for i, png in enumerate(linked.numpy()):
     open(os.path.join(out_dir, f"linked_{i}.png"), "wb").write(png)
 
+# A photo above the propagation's 256^2 px (propagated at 128^2 px), with points and a link.
+large = dict(image_bytes=tf.constant([open(large_photo, "rb").read()]),
+             points=tf.constant([[[0.25, 0.4], [0.7, 0.7], [0.71, 0.7]]]),
+             colors=tf.constant([[[200, 40, 40], [30, 60, 200], [40, 180, 60]]], tf.uint8),
+             num_points=tf.constant([3]), seed=seeds[:1], from_sample=tf.constant([-1]))
+open(os.path.join(out_dir, "large_edit.png"), "wb").write(edit(**large)["colorized_bytes"][0].numpy())
+large_linked = edit_links(**large, links=tf.constant([[[0.1, 0.1, 0.9, 0.3]]]),
+                          num_links=tf.constant([1]))["colorized_bytes"][0].numpy()
+open(os.path.join(out_dir, "large_linked.png"), "wb").write(large_linked)
+
 huge_png = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + (100000).to_bytes(4, "big") * 2 + b"\x08\x02"
 bad = {
     "undecodable": (sample, dict(image_bytes=tf.constant([b"not an image"]), seed=seeds[:1])),
@@ -112,9 +122,11 @@ print(json.dumps(result))
 def tf_only_run(exported_model, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("tf_only_outputs")
     photos = [os.path.join(PHOTOS, name) for name in PHOTO_NAMES]
+    Image.fromarray(_large_photo()).save(out_dir / "large.png")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run(
-        [sys.executable, "-c", TF_ONLY_SCRIPT, exported_model.path, str(out_dir), *photos],
+        [sys.executable, "-c", TF_ONLY_SCRIPT, exported_model.path, str(out_dir),
+         str(out_dir / "large.png"), *photos],
         capture_output=True, text=True, env=env, timeout=600, cwd=str(out_dir),
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -123,6 +135,12 @@ def tf_only_run(exported_model, tmp_path_factory):
 
 def _photo(name):
     return np.asarray(Image.open(os.path.join(PHOTOS, name)).convert("RGB"))
+
+
+def _large_photo():
+    """A real photo enlarged above the propagation's 256^2 px (384x240: propagated at 128^2 px)."""
+    return np.asarray(Image.open(os.path.join(PHOTOS, PHOTO_NAMES[1])).convert("RGB").resize(
+        (384, 240), Image.BICUBIC))
 
 
 def _png(path):
@@ -172,36 +190,51 @@ def test_sample_equals_the_python_api(tf_only_run, exported_model):
 
 @pytest.mark.slow
 def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_model):
+    """The served edit is `Colorizer.edit`'s default (with the full-resolution propagation, solved
+    by TensorFlow ops in the SavedModel and by a sparse LU in the API) within one level: two
+    non-square photos, a sample-based edit, links, and a photo above 256^2 px."""
     result, out_dir = tf_only_run
     assert result["edit_shape"] == [2] and result["edit_deterministic"]
     colorizer = Colorizer(exported_model.model)
     n = exported_model.num_samples
     first, second = (_photo(name) for name in PHOTO_NAMES)
-    # Relative (x, y) = (pixel + 0.5) / size: the pixel centers the Python API uses. The
-    # SavedModel has no full-resolution propagation (scipy): it equals the API's propagate=False.
+    # Relative (x, y) = (pixel + 0.5) / size: the pixel centers the Python API uses.
     h, w = first.shape[:2]
-    expected_first = colorizer.edit(
-        first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)],
-        propagate=False,
-    )
+    first_points = [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)]
+    first_colors = [(220, 30, 30), (20, 40, 200)]
     h, w = second.shape[:2]
-    expected_second = colorizer.edit(
-        second, [(0.5 * w - 0.5, 0.5 * h - 0.5)], [(30, 200, 30)], from_sample=1, seed=2, num_samples=n,
-        propagate=False,
-    )
-    for i, expected in enumerate((expected_first, expected_second)):
+    second_edit = dict(points=[(0.5 * w - 0.5, 0.5 * h - 0.5)], colors=[(30, 200, 30)],
+                       from_sample=1, seed=2, num_samples=n)
+    expected = [colorizer.edit(first, first_points, first_colors),
+                colorizer.edit(second, **second_edit)]
+    without = [colorizer.edit(first, first_points, first_colors, propagate=False),
+               colorizer.edit(second, **second_edit, propagate=False)]
+    for i in range(2):
         got = _png(out_dir / f"edit_{i}.png")
-        assert got.shape == expected.shape
-        assert np.abs(got.astype(int) - expected).max() <= 1
+        assert got.shape == expected[i].shape
+        assert np.abs(got.astype(int) - expected[i]).max() <= 1, i
+    # The propagation is there: without it the answer differs.
+    assert max(np.abs(got.astype(int) - other).max() for got, other in zip(
+        (_png(out_dir / f"edit_{i}.png") for i in range(2)), without)) > 2
     # edit_links: the same edit plus a link; without links it is `edit`.
     assert result["links_without_links_equal_edit"]
     h, w = first.shape[:2]
-    linked = colorizer.edit(
-        first, [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)], [(220, 30, 30), (20, 40, 200)],
-        links=[((0.1 * w - 0.5, 0.1 * h - 0.5), (0.9 * w - 0.5, 0.8 * h - 0.5))], propagate=False)
+    linked = colorizer.edit(first, first_points, first_colors,
+                            links=[((0.1 * w - 0.5, 0.1 * h - 0.5), (0.9 * w - 0.5, 0.8 * h - 0.5))])
     got = _png(out_dir / "linked_0.png")
     assert np.abs(got.astype(int) - linked).max() <= 1
     assert np.any(got != _png(out_dir / "edit_0.png"))
+    # Above 256^2 px (working resolution 128^2 px): three points (two 4 px apart) and a link.
+    large = _large_photo()
+    h, w = large.shape[:2]
+    points = [(x * w - 0.5, y * h - 0.5) for x, y in ((0.25, 0.4), (0.7, 0.7), (0.71, 0.7))]
+    colors = [(200, 40, 40), (30, 60, 200), (40, 180, 60)]
+    got = _png(out_dir / "large_edit.png")
+    assert got.shape == large.shape
+    assert np.abs(got.astype(int) - colorizer.edit(large, points, colors)).max() <= 1
+    linked = colorizer.edit(large, points, colors,
+                            links=[((0.1 * w - 0.5, 0.1 * h - 0.5), (0.9 * w - 0.5, 0.3 * h - 0.5))])
+    assert np.abs(_png(out_dir / "large_linked.png").astype(int) - linked).max() <= 1
 
 
 @pytest.mark.slow

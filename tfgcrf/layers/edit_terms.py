@@ -52,17 +52,19 @@ def _shift(image, dy, dx):
     return padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
 
 
-def local_affinities(l):
+def local_affinities(l, dtype=tf.float32):
     """Levin et al.'s normalized 3x3 affinities of every grid pixel to its 8 neighbours.
 
     Args:
       l: `[B, H, W, 1]` (or `[B, H, W]`) lightness L / 100.
+      dtype: float dtype of the computation and result (float64 for the full-resolution
+        propagation of `tfgcrf.hints`).
 
     Returns:
-      `[B, H, W, 8]` float32 weights in `OFFSETS` order, 0 for neighbours outside the grid, each
+      `[B, H, W, 8]` weights in `OFFSETS` order, 0 for neighbours outside the grid, each
       pixel's weights summing to 1 (`tfgcrf.evaluation.levin.affinities`, as TensorFlow ops).
     """
-    l = tf.convert_to_tensor(l, tf.float32)
+    l = tf.cast(l, dtype)
     if l.shape.rank == 4:
         l = l[..., 0]
     inside = tf.ones_like(l)
@@ -73,7 +75,7 @@ def local_affinities(l):
     variance = (tf.square(l - mean) + tf.reduce_sum(valid * tf.square(neighbours - mean[..., None]),
                                                     axis=-1)) / count
     squared = tf.square(neighbours - l[..., None])
-    closest = tf.reduce_min(tf.where(valid > 0, squared, tf.fill(tf.shape(squared), math.inf)),
+    closest = tf.reduce_min(tf.where(valid > 0, squared, tf.constant(math.inf, dtype)),
                             axis=-1)
     denominator = tf.maximum(tf.maximum(_VARIANCE_SCALE * variance,
                                         closest / -math.log(_MIN_RELATIVE_WEIGHT)),
