@@ -412,3 +412,14 @@ def test_stale_staging_folders_are_removed(tmp_path):
     removed = saved_model.remove_stale_staging(str(tmp_path))
     assert sorted(os.path.basename(p) for p in removed) == sorted(n for n, stale in names.items() if stale)
     assert sorted(os.listdir(tmp_path)) == sorted(n for n, stale in names.items() if not stale)
+
+
+def test_the_export_converts_photos_with_the_models_preprocessor(smoke_run):
+    from tfgcrf.errors import UserError
+    from tfgcrf.models import GCRFColorizer
+
+    model = GCRFColorizer.from_preset(smoke_run.run_dir)
+    assert ServingModule(model, 2).converter is model.preprocessor
+    model.preprocessor = None
+    with pytest.raises(UserError, match=r"^the model has no preprocessor"):
+        ServingModule(model, 2)

@@ -250,6 +250,13 @@ def test_a_bad_preprocessor_is_a_one_line_error():
         GCRFColorizer(CONFIG, preprocessor=GridConverter(32))
     with pytest.raises(UserError, match="^preprocessor must be a GridConverter, None or 'default', got Dense$"):
         GCRFColorizer(CONFIG, preprocessor=keras.layers.Dense(1))
+    model = GCRFColorizer(CONFIG)
+    with pytest.raises(UserError, match="differs from the model's image_size"):
+        model.preprocessor = GridConverter(8)
+    model.preprocessor = None
+    assert model.preprocessor is None and model.get_config()["preprocessor"] is None
+    model.preprocessor = "default"
+    assert model.preprocessor.image_size == SIZE
 
 
 def test_from_preset(tiny_preset, photos):

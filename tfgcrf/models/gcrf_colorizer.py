@@ -93,7 +93,7 @@ class GCRFColorizer(keras.Model):
             training = TrainingConfig(**training)
         training.check_model(backbone.model_config)
         self.backbone = backbone
-        self.preprocessor = self._checked_preprocessor(preprocessor, backbone.model_config)
+        self.preprocessor = preprocessor
         self.training_config = training
         if backbone.decoder.num_classes:
             # True colors -> class index of the classification head (nearest in-gamut bin).
@@ -138,6 +138,24 @@ class GCRFColorizer(keras.Model):
         )
         self.built = True
 
+    @property
+    def preprocessor(self):
+        """The `GridConverter` from photos to the model grid (None: grid inputs only); setting it
+        checks it as the constructor does (a `GridConverter` of the backbone's grid, None, or
+        "default")."""
+        return self._preprocessor
+
+    @preprocessor.setter
+    def preprocessor(self, value):
+        object.__setattr__(self, "_preprocessor", self._checked_preprocessor(value, self.backbone.model_config))
+
+    def __setattr__(self, name, value):
+        # The preprocessor is weightless and saved in the config: not a tracked sublayer of the
+        # network (not in `layers` or the weights file), so it can be replaced after building.
+        if name == "preprocessor":
+            return object.__setattr__(self, name, value)
+        return super().__setattr__(name, value)
+
     @staticmethod
     def _checked_preprocessor(preprocessor, model_config):
         if isinstance(preprocessor, str) and preprocessor == DEFAULT_PREPROCESSOR:
@@ -163,11 +181,6 @@ class GCRFColorizer(keras.Model):
         """The preprocessor a saved task `config` (`get_config()`) holds, without building the
         task: a `GridConverter` or None (used by `GridConverter.from_preset`)."""
         return cls._checked_preprocessor(config.get("preprocessor", DEFAULT_PREPROCESSOR), model_config)
-
-    @property
-    def layers(self):
-        # As keras-hub's Task: the preprocessor is not part of the network (summary, layers).
-        return [layer for layer in super().layers if layer is not self.preprocessor]
 
     def get_config(self):
         # Not chained to keras.Model's, as keras-hub's Task: the backbone carries the architecture.
