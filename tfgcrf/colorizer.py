@@ -142,6 +142,8 @@ class Colorizer:
         self._sample = tf.function(model.sample, jit_compile=False, autograph=False)
         self._edit = tf.function(model.edit, jit_compile=False, autograph=False)
         self._similarity = tf.function(model.similarity, jit_compile=False, autograph=False)
+        self._hint_prior = tf.function(model.hint_prior, jit_compile=False, autograph=False,
+                                       reduce_retracing=True)
         # The last photo's grid input and similarity S: colorize, edit (with or without a
         # sample) and explain on the same photo compute S once.
         self._last = None
@@ -177,6 +179,23 @@ class Colorizer:
     def edit_grid(self, l, mask, target_ab, base_ab=None, similarity=None):
         """`GCRFColorizer.edit` compiled: ab `[B, size, size, 2]` (`similarity` reused)."""
         return self._edit(l, mask, target_ab, base_ab, similarity=similarity)
+
+    def hint_prior_grid(self, l, cells, chroma):
+        """`GCRFColorizer.hint_prior` compiled, for points on grid pixels: `(alpha [P, 2], z [Z])`.
+
+        Args:
+            l: one grid image `[1, size, size, 1]`.
+            cells: `[n]` flat grid pixel of each point (`points.grid_index`); chroma `[n, 2]`.
+                Each grid pixel's hint is the mean of its points, weighted by their number.
+        """
+        pixels = self.grid_size ** 2
+        cells = np.asarray(cells, np.int64).reshape(-1)
+        chroma = np.asarray(chroma, np.float64).reshape(-1, 2)
+        counts = np.bincount(cells, minlength=pixels).astype(np.float32)
+        sums = np.stack([np.bincount(cells, chroma[:, k], minlength=pixels) for k in range(2)], -1)
+        target = (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+        alpha, z, _ = self._hint_prior(l, counts[None], target[None])
+        return alpha[0], z[0]
 
     def edit_session_grid(self, l, base_ab=None, similarity=None, **options):
         """`GCRFColorizer.edit_session` of one grid image `l [1, size, size, 1]` (`similarity`

@@ -28,7 +28,7 @@ class OracleColorizer:
         self.truths = truths  # model-size ground-truth ab, in data order
         self.index = -1
         self.calls = []
-        self.sessions, self.solved = [], []
+        self.sessions, self.solved, self.fitted = [], [], []
 
     def similarity(self, l):
         self.index += 1
@@ -49,16 +49,22 @@ class OracleColorizer:
         self.sessions.append(options)
         return OracleSession(self.truths[self.index], self.solved)
 
+    def hint_prior_grid(self, l, cells, chroma):
+        assert len(cells) == len(chroma)
+        self.fitted.append(len(cells))
+        return tf.fill([SIZE * SIZE, 2], float(len(cells))), tf.zeros([4])
+
 
 class OracleSession:
-    """Answers every point set with the truth at model size; records how many grid pixels it got."""
+    """Answers every point set with the truth at model size; records how many grid pixels it got
+    and the prior it was handed (None, or the fake fitted prior naming its number of points)."""
 
     def __init__(self, truth, solved):
         self.truth, self.solved = truth, solved
 
-    def solve(self, pixels, colors):
+    def solve(self, pixels, colors, prior_unary=None):
         assert len(pixels) == len(colors)
-        self.solved.append(len(pixels))
+        self.solved.append((len(pixels), None if prior_unary is None else float(prior_unary[0, 0])))
         return tf.reshape(self.truth, [-1, 2])
 
 
@@ -117,7 +123,8 @@ def test_oracle_scores_match_the_truth(pairs):
     # point (a patch covers 2x2 to 3x3 cells of the 32x32 grid); more patches reach more cells.
     defaults = {"prior_weight": edit_terms.MODEL_PRIOR_WEIGHT, "local_weight": edit_terms.LOCAL_WEIGHT}
     assert model.sessions == [defaults, defaults]
-    counts = model.solved[:len(control.POINT_COUNTS)]
+    counts = [n for n, prior in model.solved[:len(control.POINT_COUNTS)]]
+    assert all(prior is None for _, prior in model.solved)  # no fitted prior by default
     assert 1 <= counts[0] <= 9 and np.all(np.diff(counts) >= 0) and counts[-1] > 200
     assert len(kept) == 1 and set(kept[0]["samples"]) == {"gcrf", "vae_mdn"}
     shown = kept[0]["control"]
@@ -170,11 +177,16 @@ def test_ablation_scores_every_step(pairs):
     steps = [name for name in harness.CONTROL_VARIANTS if name != "gcrf"]
     assert all("psnr_points" in results["methods"][name] for name in steps)
     # Variants with the same grid energy (defaults filled in) share one session.
-    energies = {(o.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
+    energies = {(o.get("hint_prior") or o.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
                  o.get("local_weight", edit_terms.LOCAL_WEIGHT))
                 for o, *_ in harness.CONTROL_VARIANTS.values()}
     assert len(model.sessions) == len(energies) < len(harness.CONTROL_VARIANTS)
     assert {(o["prior_weight"], o["local_weight"]) for o in model.sessions} == energies
+    # The fitted prior: one fit per hint set, from its patches' pixels, handed to that set's solve.
+    pixels_per_set = [count * control.PATCH_SIZE ** 2 for count in control.POINT_COUNTS]
+    assert model.fitted == pixels_per_set
+    fitted_solves = [prior for _, prior in model.solved if prior is not None]
+    assert fitted_solves == [float(n) for n in pixels_per_set]
 
 
 def test_compiled_control_finish_matches_the_eager_reference(pairs):

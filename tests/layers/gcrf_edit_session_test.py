@@ -97,3 +97,27 @@ def test_links_and_extra_match_the_dense_solve_as_they_change():
         expected = numpy_gcrf(similarity, unary[None], weights[None], 1e-4,
                               (extra + link_part)[None])[0]
         assert _relative_error(x, expected) <= 1e-9
+
+
+def test_prior_unary_of_one_solve_matches_the_dense_solve_with_that_prior():
+    """`solve(..., prior_unary=)` (a prior fitted to the points) keeps A0's factor: it equals the
+    dense solve with that prior; the session's own prior comes back without it."""
+    similarity = _photo_similarity()
+    size = similarity.shape[-1]
+    rng = np.random.default_rng(2)
+    colors = rng.uniform(-0.5, 0.5, size=(len(POINTS), 2))
+    prior_weights = np.full(size, 0.05)
+    own, fitted = rng.uniform(-0.5, 0.5, size=(2, size, 2))
+    session = EditSession(similarity, prior_weights, own)
+    for count in (0, 3, len(POINTS)):
+        x = session.solve(POINTS[:count], colors[:count], prior_unary=fitted)
+        expected = _expected(similarity, POINTS[:count], colors[:count], prior_weights, fitted)
+        assert _relative_error(x, expected) <= 1e-10
+    with mock.patch.object(session, "_solve", wraps=session._solve) as solve:
+        session.solve(POINTS, colors, prior_unary=fitted.copy())  # the same prior: cached
+    assert solve.call_count == 0
+    x = session.solve(POINTS, colors)
+    expected = _expected(similarity, POINTS, colors, prior_weights, own)
+    assert _relative_error(x, expected) <= 1e-10
+    with pytest.raises(UserError, match="prior weights"):
+        EditSession(similarity).solve(POINTS, colors, prior_unary=fitted)

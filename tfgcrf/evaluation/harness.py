@@ -164,13 +164,16 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
 # a weak data term). The others are its ablation steps (`ablation=True`): the learned S alone with
 # one point per patch (its center, the protocol before), + local smoothness 0.3, + the model's own
 # prior (weight 0.002, off by default: it lowered the validation PSNR at every |H|), + the patches'
-# pixels, + the point refinement.
+# pixels, + the point refinement; and `gcrf_fitted`, the full path with the decoder's colors of a
+# latent fitted to the hints (`GCRFBackbone.hint_prior`) as the prior, weight 0.003 (off by
+# default: below no prior at 5-100 hints on validation).
 CONTROL_VARIANTS = {
     "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False, False),
     "gcrf_local": (dict(prior_weight=0.0, local_weight=0.3), "center", False, False),
     "gcrf_prior": (dict(prior_weight=0.002, local_weight=0.3), "center", False, False),
     "gcrf_patch": (dict(), "patch", False, False),
     "gcrf_points": (dict(), "patch", True, False),
+    "gcrf_fitted": (dict(hint_prior=0.003), "patch", True, True),
     "gcrf": (dict(), "patch", True, True),
 }
 
@@ -188,8 +191,10 @@ def _hint_points(corners, colors, count, hints_as):
 def _session_options(options):
     """A variant's `edit_session` options with the defaults filled in (variants that resolve to
     the same energy share one factorization)."""
-    return {"prior_weight": options.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
-            "local_weight": options.get("local_weight", edit_terms.LOCAL_WEIGHT)}
+    fitted = options.get("hint_prior", edit_terms.HINT_PRIOR_WEIGHT)
+    return {"prior_weight": fitted or options.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
+            "local_weight": options.get("local_weight", edit_terms.LOCAL_WEIGHT),
+            "fit": fitted > 0}
 
 
 def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants):
@@ -204,10 +209,11 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
     """
     size = control.CONTROL_SIZE
     centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
-    sessions, outputs, propagation = {}, {}, None
+    sessions, outputs, propagation, fitted = {}, {}, None, {}
     for name in variants:
         options, hints_as, refine, propagate = CONTROL_VARIANTS[name]
         options = _session_options(options)
+        fit = options.pop("fit")
         key = tuple(sorted(options.items()))
         if key not in sessions:
             sessions[key] = colorizer.edit_session_grid(l, similarity=similarity, **options)
@@ -215,7 +221,13 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
         for count in control.POINT_COUNTS:
             relative, chroma = _hint_points(corners, colors, count, hints_as)
             cells = grid_index(relative, colorizer.grid_size).numpy()
-            grid = sessions[key].solve(*mean_by_cell(cells, chroma))
+            pixels, means = mean_by_cell(cells, chroma)
+            prior = None
+            if fit:  # the decoder's colors of the latent fitted to these hints, once per set
+                if (hints_as, count) not in fitted:
+                    fitted[(hints_as, count)] = colorizer.hint_prior_grid(l, cells, chroma)[0]
+                prior = fitted[(hints_as, count)]
+            grid = sessions[key].solve(pixels, means, prior_unary=prior)
             grid = tf.reshape(grid, [1, colorizer.grid_size, colorizer.grid_size, 2])
             correction = None
             if propagate:  # at 256 px: the working resolution is the photo's
@@ -441,7 +453,8 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
         of the time per image); False gives the diversity table only.
       ablation: also score the steps of the G-CRF edit path in the control table
         (`CONTROL_VARIANTS`: learned S alone, + local smoothness, + model prior, + patches, +
-        point refinement; `gcrf` adds the full-resolution propagation).
+        point refinement; `gcrf` adds the full-resolution propagation, `gcrf_fitted` a prior
+        fitted to the hints).
 
     Returns:
       `(results, kept)`: the JSON-ready results dict (see `tfgcrf evaluate`) and a list of

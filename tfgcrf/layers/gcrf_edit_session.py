@@ -93,6 +93,7 @@ class EditSession:
             self._prior_unary = tf.cast(prior_unary, dtype).numpy()
             self._prior_solution = self._solve(self._prior_weights[:, None] * self._prior_unary)
         self._size = size
+        self._override = None  # (prior colors, A0^{-1} (w * prior)) of the last `prior_unary`
         self._columns = {}  # pixel index -> A0^{-1} e_pixel, [P]
         self._link_columns = {}  # link key -> (u [P], A0^{-1} u [P])
 
@@ -138,7 +139,7 @@ class EditSession:
         """Drops the cached column of a link that will not come back."""
         self._link_columns.pop(key, None)
 
-    def solve(self, pixels, colors, weight=None, links=None, link_weight=None):
+    def solve(self, pixels, colors, weight=None, links=None, link_weight=None, prior_unary=None):
         """The G-CRF answer with user points (and links) on top of the prior.
 
         Args:
@@ -148,14 +149,32 @@ class EditSession:
           links: optional {key: u [P]} link vectors (`edit_terms.link_vectors`); the key (any
             hashable, e.g. the link's id) caches A0^{-1} u across calls.
           link_weight: the weight of every link (default `self.link_weight`).
+          prior_unary: optional [P, K] prior colors for this solve instead of the session's (e.g.
+            the decoder's colors of a latent fitted to these points,
+            `GCRFBackbone.hint_prior`); the prior weights, hence A0 and its factor, stay. Costs
+            one more solve with A0 (two triangular solves per channel), cached for the last one.
 
         Returns:
           x [P, K] (a tensor of the similarity's dtype).
         """
         with _one_blas_thread():
-            return tf.constant(self._woodbury(pixels, colors, weight, links, link_weight))
+            return tf.constant(self._woodbury(pixels, colors, weight, links, link_weight,
+                                              prior_unary))
 
-    def _woodbury(self, pixels, colors, weight, links, link_weight):
+    def _prior(self, prior_unary):
+        """`(prior colors [P, K], A0^{-1} (w * prior) [P, K])`: the session's or `prior_unary`'s."""
+        if prior_unary is None:
+            return self._prior_unary, self._prior_solution
+        if self._prior_unary is None:
+            raise UserError("EditSession: prior_unary needs a session made with prior weights")
+        prior_unary = np.asarray(prior_unary, self._dtype).reshape(self._prior_unary.shape)
+        cached = self._override
+        if cached is None or not np.array_equal(cached[0], prior_unary):
+            cached = self._override = (
+                prior_unary, self._solve(self._prior_weights[:, None] * prior_unary))
+        return cached
+
+    def _woodbury(self, pixels, colors, weight, links, link_weight, prior_unary=None):
         weight = self.point_weight if weight is None else weight
         link_weight = self.link_weight if link_weight is None else link_weight
         colors = np.asarray(colors, self._dtype)
@@ -165,9 +184,10 @@ class EditSession:
                 raise UserError(f"EditSession: pixel index {pixel} outside [0, {self._size})")
             latest[pixel] = i
         links = links or {}
-        channels = colors.shape[-1] if self._prior_unary is None else self._prior_unary.shape[-1]
-        solution = (np.zeros([self._size, channels], self._dtype) if self._prior_solution is None
-                    else self._prior_solution)
+        prior_unary, prior_solution = self._prior(prior_unary)
+        channels = colors.shape[-1] if prior_unary is None else prior_unary.shape[-1]
+        solution = (np.zeros([self._size, channels], self._dtype) if prior_solution is None
+                    else prior_solution)
         if not latest and not links:
             return solution
         pixels = list(latest)
@@ -178,8 +198,8 @@ class EditSession:
             prior_weights = self._prior_weights[pixels]
             delta = (weight - prior_weights).astype(self._dtype)  # [n]
             change = weight * colors  # the points' part of b
-            if self._prior_unary is not None:
-                change -= prior_weights[:, None] * self._prior_unary[pixels]
+            if prior_unary is not None:
+                change -= prior_weights[:, None] * prior_unary[pixels]
             solution = solution + green @ change.astype(self._dtype)
         vectors, link_green = self._link_green(links)
         # Woodbury with the columns V = [e_pixels, u_links] and D = diag(delta, link_weight).

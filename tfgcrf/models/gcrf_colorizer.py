@@ -42,7 +42,8 @@ DEFAULT_PREPROCESSOR = "default"
 # The backbone's inference methods, callable on the task as well (`task.sample(...)`).
 INFERENCE_METHODS = (
     "features", "posterior", "unary", "similarity", "mixture", "sample", "reconstruct",
-    "edit", "edit_session", "edit_prior", "edit_weights", "crf_solver", "load_pretrained",
+    "edit", "edit_session", "edit_prior", "edit_weights", "hint_prior", "latent_fit_objective",
+    "crf_solver", "load_pretrained",
 )
 
 

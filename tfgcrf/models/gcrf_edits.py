@@ -11,6 +11,13 @@ from tfgcrf.layers import edit_terms
 from tfgcrf.layers.gcrf_edit_session import EditSession
 from tfgcrf.models.grid import flatten_pixels
 
+# The latent fitted to the hints (`hint_prior`): posterior inference of z given the revealed colors,
+# E(z) = sum_p h_p |alpha_p(z) - t_p|^2 / (2 FIT_SIGMA^2) - log p(z | g), started at the mixture mean
+# that minimizes it and refined by FIT_STEPS Adam steps of FIT_RATE (chosen on validation).
+FIT_SIGMA = 0.1  # the VAE's reconstruction sigma (training.recon_sigma), model ab units
+FIT_STEPS = 40
+FIT_RATE = 0.05
+
 
 class EditMethods:
     """`edit`, `edit_session`, `edit_prior` and `edit_weights` of `GCRFBackbone`."""
@@ -99,6 +106,73 @@ class EditMethods:
         else:
             weight = self.model_config.prior_weight if prior_weight is None else prior_weight
         return flatten_pixels(tf.cast(base_ab, tf.float32)), weight
+
+    def hint_prior(self, l, edited, target, steps=FIT_STEPS, rate=FIT_RATE):
+        """The decoder's colors for a latent code fitted to the hints (ideepcolor's "the model's
+        prior fills what no hint reaches", as posterior inference of z given the revealed colors).
+
+        Minimizes `latent_fit_objective` over z: first over the M mixture means (decoded in one
+        batch), then `steps` Adam steps (learning rate `rate`) from the best mean, with the
+        decoder's gradient (TensorFlow ops only: traced into the SavedModel's `edit`).
+
+        Args:
+            l: gray images `[B, H, W, 1]` on the model grid.
+            edited: `[B, P]` >= 0 weight of each grid pixel's hint (e.g. how many hinted photo
+                pixels fall on it; 0 where there is none).
+            target: `[B, P, 2]` hint chroma (model units, read where `edited` > 0).
+            steps: Adam steps after the choice among the means (0: the best mean).
+            rate: Adam's learning rate (latent units).
+
+        Returns:
+            `(alpha [B, P, 2], z [B, latent_dim], component [B] int)`: the unary colors of the fitted
+            code, the code and the mixture component it started from. Without hints (`edited` all
+            0) the component is the most probable one and z its mean: the top sample's colors.
+        """
+        l = self.check_gray(l)
+        edited = tf.cast(edited, tf.float32)
+        target = tf.cast(target, tf.float32)
+        features = self.features(l)
+        logits, means = self.mdn(features)
+        batch, count = tf.shape(means)[0], tf.shape(means)[1]
+        repeated = [tf.repeat(feature, count, axis=0) for feature in features]
+        alphas = flatten_pixels(self.decoder(tf.reshape(means, [batch * count, -1]), repeated))
+        alphas = tf.reshape(alphas, [batch, count, -1, 2])
+        misfit = tf.reduce_sum(edited[:, None] * tf.reduce_sum(
+            tf.square(alphas - target[:, None]), axis=-1), axis=-1)  # [B, M]
+        scores = misfit / (2.0 * FIT_SIGMA ** 2) - tf.nn.log_softmax(logits, axis=-1)
+        component = tf.argmin(scores, axis=-1, output_type=tf.int32)
+        z = tf.gather(means, component, batch_dims=1)
+        alpha = tf.gather(alphas, component, batch_dims=1)
+        if not (isinstance(steps, int) and steps == 0):
+            z = self._adam_fit(z, features, logits, means, edited, target, steps, rate)
+            alpha = flatten_pixels(self.decoder(z, features))
+        return alpha, z, component
+
+    def latent_fit_objective(self, z, features, logits, means, edited, target):
+        """`(E [B], dE/dz [B, Z])` of `hint_prior`'s objective at codes `z [B, Z]` (`features`, `logits`,
+        `means` of `features(l)` and `mdn(features)`; `edited`, `target` as in `hint_prior`)."""
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            alpha = flatten_pixels(self.decoder(z, features))
+            misfit = tf.reduce_sum(edited * tf.reduce_sum(tf.square(alpha - target), axis=-1), -1)
+            energy = (misfit / (2.0 * FIT_SIGMA ** 2)
+                      - self.mdn.distribution(logits, means).log_prob(z))
+        return energy, tape.gradient(energy, z)
+
+    def _adam_fit(self, z, features, logits, means, edited, target, steps, rate):
+        """`steps` Adam steps (beta 0.9 / 0.999) on `latent_fit_objective` from `z`."""
+        def body(step, z, first, second):
+            _, gradient = self.latent_fit_objective(z, features, logits, means, edited, target)
+            first = 0.9 * first + 0.1 * gradient
+            second = 0.999 * second + 0.001 * tf.square(gradient)
+            t = tf.cast(step + 1, tf.float32)
+            update = (first / (1.0 - 0.9 ** t)) / (tf.sqrt(second / (1.0 - 0.999 ** t)) + 1e-8)
+            return step + 1, z - rate * update, first, second
+
+        zeros = tf.zeros_like(z)
+        _, z, _, _ = tf.while_loop(lambda step, *_: step < steps, body,
+                                   (tf.constant(0), z, zeros, zeros))
+        return z
 
     def edit_weights(self, l, edited, target, base_ab=None, prior_weight=None):
         """G-CRF `(weights [B, P], unary [B, P, 2], initial)` of edits `edited [B, P]`, `target`."""
