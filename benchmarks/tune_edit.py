@@ -10,6 +10,12 @@ widths:
     nice .venv/bin/python benchmarks/tune_edit.py --model default --data offline --limit 20
     nice .venv/bin/python benchmarks/tune_edit.py --limit 6 --local= --prior= --sigma-cells= \
         --propagation 1e-4,3e-4,1e-3,3e-3
+
+`--hint-prior W1,W2` also scores the prior fitted to each hint set (`GCRFBackbone.hint_prior`, the
+harness's `gcrf_fitted`) at those weights, with each `--propagation` weight (default 1e-3):
+
+    nice .venv/bin/python benchmarks/tune_edit.py --limit 6 --local= --prior= --sigma-cells= \
+        --hint-prior 0.003,0.01,0.03 --propagation 1e-3,3e-3
 """
 
 import argparse
@@ -21,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfgcrf import color, fullres, hints  # noqa: E402
+from tfgcrf import Colorizer, color, fullres, hints  # noqa: E402
 from tfgcrf.evaluation import control, harness, levin, metrics  # noqa: E402
 from tfgcrf.models.loading import load_model  # noqa: E402
 from tfgcrf.models.points import grid_index, mean_by_cell  # noqa: E402
@@ -44,6 +50,8 @@ def main():
     parser.add_argument("--sigma-lightness", default="5,10,20")
     parser.add_argument("--propagation", default="",
                         help="weights of the G-CRF answer in hints.Propagation to score")
+    parser.add_argument("--hint-prior", default="",
+                        help="weights of the prior fitted to the hints (GCRFBackbone.hint_prior)")
     args = parser.parse_args()
     if args.split == "test":
         raise SystemExit("tune on the validation split, report on test")
@@ -55,6 +63,9 @@ def main():
     locals_, priors = numbers(args.local), numbers(args.prior)
     sigmas, ranges = numbers(args.sigma_cells), numbers(args.sigma_lightness)
     propagations = numbers(args.propagation)
+    fitted_weights = numbers(args.hint_prior)
+    fitted_propagations = propagations or [hints.PROPAGATION_WEIGHT]
+    colorizer = Colorizer(model) if fitted_weights else None
     counts = control.POINT_COUNTS
     scores = {}  # key -> [images, counts]
     images = []
@@ -89,13 +100,27 @@ def main():
                 image = fullres.compose(lightness, ab[None]).numpy()[0]
                 add(("grid", local, prior), index, c, metrics.psnr(image, truth))
         images.append((lightness, truth, pixels, colors, cell, grids))
-        for weight in propagations:
-            propagation = hints.Propagation(lightness.numpy(), weight=weight)
+        fitted = {}  # weight -> upsampled grid answers with the prior fitted to each hint set
+        for weight in fitted_weights:
+            session = model.edit_session(l, prior_weight=weight, local_weight=0.0)
+            fitted[weight] = []
             for c, count in enumerate(counts):
-                ab = propagation.solve(grids[(0.0, 0.0)][c],
-                                       *control.hint_image(corners[:count], colors[:count]))
-                image = fullres.compose(lightness, ab[None].astype(np.float32)).numpy()[0]
-                add(("propagation", weight), index, c, metrics.psnr(image, truth))
+                relative_points, chroma = harness._hint_points(corners, colors, count, "patch")
+                cells_points = grid_index(relative_points, size).numpy()
+                prior = colorizer.hint_prior_grid(l, cells_points, chroma)[0]
+                grid = session.solve(*mean_by_cell(cells_points, chroma), prior_unary=prior)
+                fitted[weight].append(fullres.upsample_chroma(
+                    tf.reshape(grid, [1, size, size, 2]), lightness)[0])
+        for weight in sorted(set(propagations) | (set(fitted_propagations) if fitted else set())):
+            propagation = hints.Propagation(lightness.numpy(), weight=weight)
+            answers = [(("propagation", weight), grids[(0.0, 0.0)])] if weight in propagations else []
+            answers += [(("fitted", prior, weight), fitted[prior]) for prior in fitted]
+            for key, grid_answers in answers:
+                for c, count in enumerate(counts):
+                    ab = propagation.solve(grid_answers[c],
+                                           *control.hint_image(corners[:count], colors[:count]))
+                    image = fullres.compose(lightness, ab[None].astype(np.float32)).numpy()[0]
+                    add(key, index, c, metrics.psnr(image, truth))
         print(f"image {index + 1} done", flush=True)
 
     def mean(key):
@@ -110,6 +135,9 @@ def main():
         print(_row(f"local {key[1]:g}, prior {key[2]:g}", mean(key)))
     for weight in propagations:
         print(_row(f"local 0, prior 0 + propagation {weight:g}", mean(("propagation", weight))))
+    for prior, weight in itertools.product(fitted_weights, fitted_propagations):
+        print(_row(f"fitted prior {prior:g} + propagation {weight:g}",
+                   mean(("fitted", prior, weight))))
     # Best grid setting by the mean margin over Levin, then the refinement widths on it.
     best = max(grid_keys, key=lambda k: np.mean(mean(k) - mean("levin")))
     print(f"\nbest grid setting: local {best[1]:g}, prior {best[2]:g}; refinement:")

@@ -190,8 +190,9 @@ def _hint_points(corners, colors, count, hints_as):
 
 def _session_options(options):
     """A variant's `edit_session` options with the defaults filled in (variants that resolve to
-    the same energy share one factorization)."""
-    fitted = options.get("hint_prior", edit_terms.HINT_PRIOR_WEIGHT)
+    the same energy share one factorization), and `fit`: whether its prior is fitted to each hint
+    set (`hint_prior=w`: weight w on `Colorizer.hint_prior_grid`'s colors)."""
+    fitted = options.get("hint_prior", 0.0)  # the edit path has no fitted prior
     return {"prior_weight": fitted or options.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
             "local_weight": options.get("local_weight", edit_terms.LOCAL_WEIGHT),
             "fit": fitted > 0}

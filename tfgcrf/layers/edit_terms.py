@@ -34,9 +34,6 @@ LOCAL_WEIGHT = 0.0
 # Weight of the model's own most probable colorization as the prior of edits without a chosen
 # sample: small against beta_edit = 5, so that hints win where they reach (validation split).
 MODEL_PRIOR_WEIGHT = 0.0
-# Weight of the decoder's colors for a latent fitted to the hints (`GCRFBackbone.hint_prior`) as
-# the prior of edits without a chosen sample; 0: no fitted prior (then MODEL_PRIOR_WEIGHT applies).
-HINT_PRIOR_WEIGHT = 0.0
 # Weight of a "same color" link (per link and chroma channel): strong enough that linked pixels
 # end within a few ab units of each other, still a soft term (A stays well-posed).
 LINK_WEIGHT = 200.0
