@@ -420,9 +420,9 @@ PROPAGATION_MAX_ITERATIONS = 3000
 
 
 def _stencil(weights, mask, weight):
-    """The rows of the propagation system as per-pixel 3x3 stencils, float64 `[h, w, 9, 1]`
-    (offsets row-major, the pixel itself in the middle): free rows 1 + lam at the middle and
-    -w_rs around, hinted rows the identity."""
+    """The rows of the propagation system as per-pixel 3x3 stencils: nine float64 `[h, w, 1]`
+    planes (offsets row-major, the pixel itself in the middle): free rows 1 + lam at the middle
+    and -w_rs around, hinted rows the identity."""
     from tfgcrf.layers.edit_terms import OFFSETS
 
     index = {offset: i for i, offset in enumerate(OFFSETS)}
@@ -431,15 +431,16 @@ def _stencil(weights, mask, weight):
                for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     free = tf.stack(columns, axis=-1)
     identity = tf.one_hot(4, 9, dtype=tf.float64)
-    return tf.where(mask[..., None], identity, free)[..., None]
+    return tf.unstack(tf.where(mask[..., None], identity, free)[..., None], axis=2)
 
 
 def _apply(stencil, field):
-    """The stencils `[h, w, 9, 1]` applied to a field `[h, w, C]` (zero outside the photo): nine
-    shifted slices of the padded field (fewer CPU cycles than `tf.image.extract_patches`)."""
+    """The stencils (`_stencil`'s planes) applied to a field `[h, w, C]` (zero outside the
+    photo): nine shifted slices of the padded field (fewer CPU cycles than
+    `tf.image.extract_patches`)."""
     height, width = tf.shape(field)[0], tf.shape(field)[1]
     padded = tf.pad(field, [[1, 1], [1, 1], [0, 0]])
-    return tf.add_n([stencil[:, :, 3 * (dy + 1) + dx + 1]
+    return tf.add_n([stencil[3 * (dy + 1) + dx + 1]
                      * padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
                      for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
 
