@@ -11,11 +11,13 @@ excluded).
     .venv/bin/python benchmarks/train_throughput.py --compare REV [--steps 3] [--window 0]
 
 times the HOC step of the `default64` model (hoc_window 0: the whole 64 x 64 grid, batch 16) with
-the G-CRF layer of git revision REV (`tfgcrf/layers/gaussian_crf.py` as it was there) against the
-one of the working tree, in one process: same weights (untrained, or `--preset default`'s trained
-ones), same batch, the two alternating step by step so that a shared CPU slows both alike. It reports wall img/s, CPU seconds per image (both
-cores; the work done, whatever share of the CPU the process got), TensorFlow's allocator peak
-during the steps, and the ratios.
+the G-CRF chain of git revision REV (the G-CRF layer of `tfgcrf/layers/gaussian_crf.py` and the
+similarity S of `StructureBranch.similarity_of` as they were there, the rest of the step this
+tree's) against the working tree's, in one process: same weights (untrained, or
+`--preset default`'s trained ones), same batch, the variants alternating step by step so that a
+shared CPU slows all alike. It reports the median over the steps of wall img/s and of CPU seconds
+per image (both cores; the work done, whatever share of the CPU the process got), TensorFlow's
+allocator peak during the steps, and the ratios of the medians.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ ROWS = [
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PHOTOS = os.path.join(REPO, "tests", "data", "photos")
 LAYER = "tfgcrf/layers/gaussian_crf.py"
+STRUCTURE = "tfgcrf/layers/structure_branch.py"
 
 
 def _give_real_work(model):
@@ -75,15 +79,16 @@ def measure(stage, batch_size, window, steps):
     return {"images_per_s": steps * batch_size / seconds, "peak_gb": peak, "step_gb": peak - before}
 
 
-def _layer_at(revision):
-    """The GaussianCRF class of `tfgcrf/layers/gaussian_crf.py` at a git revision."""
+def _module_at(revision, path):
+    """The module `path` of this repository as it was at a git revision."""
     import keras
 
-    source = subprocess.run(["git", "-C", REPO, "show", f"{revision}:{LAYER}"],
+    source = subprocess.run(["git", "-C", REPO, "show", f"{revision}:{path}"],
                             capture_output=True, text=True, check=True).stdout
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as handle:
         handle.write(source)
-    spec = importlib.util.spec_from_file_location(f"gaussian_crf_at_{revision}", handle.name)
+    name = f"{os.path.splitext(os.path.basename(path))[0]}_at_{revision}"
+    spec = importlib.util.spec_from_file_location(name, handle.name)
     module = importlib.util.module_from_spec(spec)
     register = keras.saving.register_keras_serializable
     keras.saving.register_keras_serializable = lambda **_: (lambda cls: cls)  # name is taken
@@ -92,7 +97,27 @@ def _layer_at(revision):
     finally:
         keras.saving.register_keras_serializable = register
         os.unlink(handle.name)
-    return module.GaussianCRF
+    return module
+
+
+def _chain_at(revision):
+    """(GaussianCRF class, similarity_of function) of a git revision, callable as this tree's.
+
+    An older layer knows no `log_partition` and an older `similarity_of` returns S only: the
+    wrappers drop / add it (log Z None: the solve multiplies by S and S^T as it did there).
+    """
+    old_layer = _module_at(revision, LAYER).GaussianCRF
+    old_similarity = _module_at(revision, STRUCTURE).StructureBranch.similarity_of
+
+    class Layer(old_layer):
+        def call(self, *args, log_partition=None, **kwargs):
+            return super().call(*args, **kwargs)
+
+    def similarity_of(structure, embeddings, return_log_partition=False):
+        similarity = old_similarity(structure, embeddings)
+        return (similarity, None) if return_log_partition else similarity
+
+    return Layer, similarity_of
 
 
 def compare(revision, steps, window, reveal, preset=None, tol=None):
@@ -108,12 +133,14 @@ def compare(revision, steps, window, reveal, preset=None, tol=None):
     batch_size = 16
     data = make_dataset(PHOTOS, "train", image_size=64, batch_size=batch_size, training=True)
     data = data.take(1).cache().repeat()
-    variants = {}
-    layers = [(f"gaussian_crf.py @ {revision}", _layer_at(revision), training.train_cg_tol),
-              ("gaussian_crf.py (this tree)", colorizer_module.GaussianCRF, training.train_cg_tol)]
+    variants, initial_weights = {}, None
+    old_layer, old_similarity = _chain_at(revision)
+    layers = [(f"G-CRF chain @ {revision}", old_layer, training.train_cg_tol, old_similarity),
+              ("this tree", colorizer_module.GaussianCRF, training.train_cg_tol, None)]
     if tol is not None:
-        layers.append((f"this tree, train_cg_tol {tol:g}", colorizer_module.GaussianCRF, tol))
-    for name, layer_class, train_cg_tol in layers:
+        layers.append((f"this tree, train_cg_tol {tol:g}", colorizer_module.GaussianCRF, tol,
+                       None))
+    for name, layer_class, train_cg_tol, similarity_of in layers:
         current, colorizer_module.GaussianCRF = colorizer_module.GaussianCRF, layer_class
         try:
             # Its G-CRF layers are built in __init__.
@@ -121,39 +148,48 @@ def compare(revision, steps, window, reveal, preset=None, tol=None):
                 training, train_cg_tol=train_cg_tol))
         finally:
             colorizer_module.GaussianCRF = current
-        if variants:
-            model.set_weights(next(iter(variants.values()))["model"].get_weights())
-        elif preset:
-            from tfgcrf.models.loading import load_model
-
-            model.set_weights(load_model(preset).get_weights())
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
         else:
-            _give_real_work(model)
+            if preset:
+                from tfgcrf.models.loading import load_model
+
+                model.set_weights(load_model(preset).get_weights())
+            else:
+                _give_real_work(model)
+            initial_weights = model.get_weights()
+        if similarity_of is not None:
+            structure = model.backbone.structure
+            structure.similarity_of = similarity_of.__get__(structure)
         model.compile_stage("hoc")
         model.reveal_fraction.assign(reveal)
-        model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)  # trace + warm up
-        variants[name] = {"model": model, "wall": 0.0, "cpu": 0.0, "peak": 0.0}
+        # Trace + warm up; its loss is from the same weights and batch for every variant.
+        history = model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+        variants[name] = {"model": model, "wall": [], "cpu": [], "peak": 0.0,
+                          "loss": history.history["crf_l2"][0]}
     for _ in range(steps):
         for result in variants.values():
             tf.config.experimental.reset_memory_stats("CPU:0")
             wall, cpu = time.perf_counter(), time.process_time()
             result["model"].fit(data, steps_per_epoch=1, epochs=1, verbose=0)
-            result["wall"] += time.perf_counter() - wall
-            result["cpu"] += time.process_time() - cpu
+            result["wall"].append(time.perf_counter() - wall)
+            result["cpu"].append(time.process_time() - cpu)
             peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 1e9
             result["peak"] = max(result["peak"], peak)
-    images = steps * batch_size
+    for result in variants.values():
+        result["wall"] = statistics.median(result["wall"])
+        result["cpu"] = statistics.median(result["cpu"])
     grid = "whole 64x64 grid" if window in (0, 64) else f"{window}x{window} windows"
     weights = f"{preset} preset's weights" if preset else "untrained"
     print(f"HOC step, default64 model ({weights}), {grid}, batch {batch_size}, "
           f"{reveal:.0%} revealed, {steps} steps each, alternating")
-    print(f"{'G-CRF layer':34} {'img/s':>7} {'CPU s/img':>9} {'peak GB':>8} "
-          f"{'speedup (wall)':>14} {'speedup (CPU)':>13}")
+    print(f"{'G-CRF chain':34} {'img/s':>7} {'CPU s/img':>9} {'peak GB':>8} "
+          f"{'speedup (wall)':>14} {'speedup (CPU)':>13} {'crf_l2 step 0':>13}")
     base = next(iter(variants.values()))
     for name, result in variants.items():
-        print(f"{name:34} {images / result['wall']:7.2f} {result['cpu'] / images:9.3f} "
+        print(f"{name:34} {batch_size / result['wall']:7.2f} {result['cpu'] / batch_size:9.3f} "
               f"{result['peak']:8.2f} {base['wall'] / result['wall']:13.2f}x "
-              f"{base['cpu'] / result['cpu']:12.2f}x")
+              f"{base['cpu'] / result['cpu']:12.2f}x {result['loss']:13.5f}")
 
 
 def main():

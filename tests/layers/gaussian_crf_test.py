@@ -5,6 +5,7 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 import skimage.color
 import tensorflow as tf
@@ -14,6 +15,7 @@ from PIL import Image
 from tfgcrf.layers.gcrf_reference import numpy_gcrf, numpy_hoc_gradients
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gaussian_crf import GaussianCRF, coarse_space, gaussian_nll, gcrf_solve
+from tfgcrf.layers.structure_branch import similarity_with_gradient
 
 PHOTO = pathlib.Path(__file__).parents[1] / "data" / "photos" / "skimage_astronaut.png"
 RIDGE = 1e-4
@@ -237,12 +239,15 @@ class GaussianCRFGradientTest(tf.test.TestCase, parameterized.TestCase):
                 numerical = (loss(*args) - loss(*minus)) / 2e-6
                 self.assertAllClose(analytic[index], numerical, rtol=1e-5, atol=1e-8)
 
-    def test_hoc_gradients_at_the_training_tolerance_match_float64(self):
+    @parameterized.parameters(False, True)
+    def test_hoc_gradients_at_the_training_tolerance_match_float64(self, training_path):
         """CG + two_level at train_cg_tol 1e-5 through the softmax: x, dL/dE, dL/dunary within 1e-3.
 
         Measured here: 3e-5 at 1e-5 and 3e-3 at 1e-3 for dL/dE (the softmax gradient cancels most
         of dL/dS, so the error of the solve is amplified); benchmarks/gcrf_solvers.py measures it
-        on the trained 64 x 64 S, where it matters much more.
+        on the trained 64 x 64 S, where it matters much more. `training_path`: the HOC step's
+        chain (`similarity_with_gradient`'s analytic gradient, the solve multiplying by S only
+        through log Z) instead of autodiff of the softmax and S^T products.
         """
         embeddings, unary, weights, target = self._hoc_problem(size=16)
         temperature = 12.0
@@ -253,15 +258,45 @@ class GaussianCRFGradientTest(tf.test.TestCase, parameterized.TestCase):
             e, u = tf.constant(embeddings, tf.float32), tf.constant(unary, tf.float32)
             with tf.GradientTape() as tape:
                 tape.watch([e, u])
-                logits = temperature * tf.linalg.matmul(e, e, adjoint_b=True) - 1e9 * tf.eye(256)
-                x = gcrf_solve(tf.nn.softmax(logits, axis=-1), u, weights, u, solver="cg",
-                               cg_tol=tol, preconditioner="two_level")[0]
+                if training_path:
+                    similarity, log_partition = similarity_with_gradient(
+                        e, tf.math.log(tf.constant(temperature, tf.float32)))
+                else:
+                    logits = temperature * tf.linalg.matmul(e, e, adjoint_b=True) - 1e9 * tf.eye(
+                        256)
+                    similarity, log_partition = tf.nn.softmax(logits, axis=-1), None
+                x = gcrf_solve(similarity, u, weights, u, solver="cg", cg_tol=tol,
+                               preconditioner="two_level", log_partition=log_partition)[0]
                 loss = tf.reduce_sum(tf.square(x - target))
             de, du = tape.gradient(loss, [e, u])
             errors[tol] = [_relative_error(a, b) for a, b in ((x, x_ref), (de, de_ref),
                                                                (du, du_ref))]
         self.assertLess(max(errors[1e-5]), 1e-3, errors)
         self.assertGreater(errors[1e-3][1], 3.0 * errors[1e-5][1], errors)
+
+    @parameterized.parameters(tf.float32, tf.float64)
+    def test_cg_multiplying_by_s_only_matches_numpy(self, dtype):
+        """`log_partition` (S^T u = Z * S (u / Z)): the same answer as the reference, also when
+        log Z spreads too far for the balance (then the products fall back to S^T)."""
+        embeddings, unary, weights, _ = self._hoc_problem(size=12)
+        for temperature in (12.0, 500.0):  # 500: log Z spreads over more than 120
+            logits = temperature * np.einsum("bpd,bqd->bpq", embeddings, embeddings)
+            for row in logits:
+                np.fill_diagonal(row, -np.inf)
+            similarity = _row_softmax(logits)
+            log_partition = scipy.special.logsumexp(logits, axis=-1)
+            spread = np.ptp(log_partition)
+            self.assertEqual(spread > 120.0, temperature > 100.0, spread)
+            answers = [gcrf_solve(tf.constant(similarity, dtype), unary, weights, solver="cg",
+                                  cg_tol=CG_TOL, preconditioner="two_level",
+                                  log_partition=partition)
+                       for partition in (tf.constant(log_partition, dtype), None)]
+            (x, info), (x_transposed, _) = answers
+            self.assertTrue(bool(np.all(info["converged"])))
+            if temperature > 100.0:  # the fallback: the very same products
+                self.assertAllEqual(x, x_transposed)
+            else:  # measured 9.5e-7 (float32) / 9.7e-7 (float64) at CG_TOL 1e-6, 19 iterations
+                self.assertLess(_relative_error(x, _reference(similarity, unary, weights)), 3e-6)
 
     def test_gaussian_nll_matches_scipy(self):
         logits, unary, weights, _ = self._inputs()

@@ -3,13 +3,14 @@
 import keras
 import numpy as np
 import pytest
+import scipy.special
 import tensorflow as tf
 from layer_testing import grid_photos, saving_round_trip
 
 from tfgcrf.layers.color_encoder import LOG_VAR_RANGE, ColorEncoder
 from tfgcrf.layers.gray_trunk import GrayTrunk
 from tfgcrf.layers.mixture_density import MixtureDensityHead, mdn_loss, mixture_distribution
-from tfgcrf.layers.structure_branch import StructureBranch
+from tfgcrf.layers.structure_branch import StructureBranch, similarity_with_gradient
 from tfgcrf.layers.unary_decoder import UnaryDecoder
 
 SIZE = 16
@@ -97,6 +98,50 @@ def test_structure_branch_similarity_matches_numpy(gray_batch, tmp_path):
     loaded = _roundtrip(model, [l, *features], tmp_path)
     assert float(loaded.layers[-1].log_temperature.numpy()) == pytest.approx(np.log(4.0))
 
+
+
+def test_similarity_gradient_matches_float64_finite_differences():
+    """`similarity_with_gradient`: S and log Z vs numpy, its analytic gradients (E, log tau, with
+    a loss on S and on log Z) vs central differences in float64 and vs TF autodiff of the softmax."""
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(2, 7, 3))
+    embeddings /= np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    log_tau = np.log(3.0)
+    weight_s, weight_z = rng.normal(size=(2, 7, 7)), rng.normal(size=(2, 7))
+
+    def numpy_loss(e, log_t):
+        logits = np.exp(log_t) * e @ e.transpose(0, 2, 1)
+        logits[:, np.arange(7), np.arange(7)] = -np.inf
+        log_z = scipy.special.logsumexp(logits, axis=-1)
+        return np.exp(logits - log_z[..., None]), log_z
+
+    e, t = tf.constant(embeddings), tf.constant(log_tau, tf.float64)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([e, t])
+        similarity, log_z = similarity_with_gradient(e, t)
+        loss = tf.reduce_sum(weight_s * similarity) + tf.reduce_sum(weight_z * log_z)
+        logits = tf.exp(t) * tf.linalg.matmul(e, e, adjoint_b=True) - 1e9 * tf.eye(7, dtype=e.dtype)
+        autodiff_loss = (tf.reduce_sum(weight_s * tf.nn.softmax(logits, axis=-1))
+                         + tf.reduce_sum(weight_z * tf.reduce_logsumexp(logits, axis=-1)))
+    expected_s, expected_z = numpy_loss(embeddings, log_tau)
+    np.testing.assert_allclose(similarity, expected_s, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(log_z, expected_z, rtol=1e-12)
+    d_e, d_t = tape.gradient(loss, [e, t])
+    for analytic, autodiff in zip((d_e, d_t), tape.gradient(autodiff_loss, [e, t])):
+        np.testing.assert_allclose(analytic, autodiff, rtol=1e-10, atol=1e-12)
+
+    def scalar(e, log_t):
+        s, z = numpy_loss(e, log_t)
+        return np.sum(weight_s * s) + np.sum(weight_z * z)
+
+    step = 1e-6
+    for index in [(0, 0, 0), (0, 3, 1), (1, 6, 2), (1, 2, 0)]:
+        delta = np.zeros_like(embeddings)
+        delta[index] = step
+        numerical = (scalar(embeddings + delta, log_tau) - scalar(embeddings - delta, log_tau))
+        assert d_e.numpy()[index] == pytest.approx(numerical / (2 * step), rel=1e-6, abs=1e-9)
+    numerical = (scalar(embeddings, log_tau + step) - scalar(embeddings, log_tau - step)) / (2 * step)
+    assert float(d_t) == pytest.approx(numerical, rel=1e-6)
 
 def test_mixture_head_distribution_and_roundtrip(gray_batch, tmp_path):
     l, _ = gray_batch

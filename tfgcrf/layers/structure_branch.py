@@ -3,9 +3,11 @@
 import math
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfgcrf.layers.blocks import concat_shape, conv
+from tfgcrf.layers.gaussian_crf import transposed_product
 
 # Added to the diagonal logits so that a pixel never attends to itself (see StructureBranch).
 _SELF_LOGIT = -1e9
@@ -86,14 +88,17 @@ class StructureBranch(keras.layers.Layer):
         embeddings = ops.reshape(embeddings, (shape[0], shape[1] * shape[2], self.embed_dim))
         return embeddings / ops.sqrt(ops.sum(embeddings**2, axis=-1, keepdims=True) + 1e-12)
 
-    def similarity_of(self, embeddings):
-        """S `[B, Q, Q]` among any Q pixels given their embeddings `[B, Q, D]` (from `embed`)."""
-        logits = ops.exp(self.log_temperature) * ops.matmul(
-            embeddings, ops.transpose(embeddings, (0, 2, 1))
-        )
-        num_pixels = ops.shape(logits)[-1]
-        logits = logits + _SELF_LOGIT * ops.eye(num_pixels, dtype=logits.dtype)
-        return ops.softmax(logits, axis=-1)
+    def similarity_of(self, embeddings, return_log_partition=False):
+        """S `[B, Q, Q]` among any Q pixels given their embeddings `[B, Q, D]` (from `embed`).
+
+        With `return_log_partition`, also `[B, Q]` log Z_i = log sum_j exp(tau e_i . e_j) of
+        every row (j != i; a constant for autodiff): S is reversible (S_ij Z_i = S_ji Z_j), which
+        `GaussianCRF(..., log_partition=...)` uses to multiply by S only. Gradients are analytic
+        (`similarity_with_gradient`): no P x P intermediate is kept for the backward pass but S.
+        """
+        log_temperature = tf.cast(tf.convert_to_tensor(self.log_temperature), embeddings.dtype)
+        similarity, log_partition = similarity_with_gradient(embeddings, log_temperature)
+        return (similarity, log_partition) if return_log_partition else similarity
 
     def call(self, l, gray_features):
         return self.similarity_of(self.embed(l, gray_features))
@@ -110,6 +115,54 @@ class StructureBranch(keras.layers.Layer):
             "num_scales": self.num_scales,
             "initial_temperature": self.initial_temperature,
         }
+
+
+@tf.custom_gradient
+def similarity_with_gradient(embeddings, log_temperature):
+    """S = row_softmax(tau E E^T) without the diagonal, and log Z `[B, Q]` of its rows.
+
+    Args:
+        embeddings: E `[B, Q, D]`.
+        log_temperature: scalar log tau.
+
+    Returns:
+        `(S [B, Q, Q], log Z [B, Q])`, S_ij = exp(tau e_i . e_j - log Z_i) for j != i, S_ii = 0.
+
+    The backward pass is the chain rule written out (checked against autodiff and a float64
+    reference in tests/layers/structure_branch_test.py): with dL = dL/dlogits,
+        dL = S * (dL/dS - rowsum(dL/dS * S) + dL/dlogZ),
+        dL/dE = tau (dL E + dL^T E),   dL/dlog tau = tau sum(E * (dL E)),
+    from S alone (autodiff of the softmax keeps the logits, tau E E^T and two more P x P
+    temporaries; 1 GiB each at 64 x 64, batch 16).
+    """
+    temperature = tf.exp(log_temperature)
+    logits = tf.linalg.matmul(temperature * embeddings, embeddings, adjoint_b=True)
+    # The diagonal's logit is a constant (no gradient): S_ii = exp(-1e9 - max) = 0.
+    logits = tf.linalg.set_diag(
+        logits, tf.fill(tf.shape(logits)[:-1], tf.constant(_SELF_LOGIT, logits.dtype)))
+    similarity = tf.nn.softmax(logits, axis=-1)
+    # log Z_i = L_ij - log S_ij at the row's largest entry (no exp over the whole row again).
+    log_partition = (tf.reduce_max(logits, axis=-1)
+                     - tf.math.log(tf.reduce_max(similarity, axis=-1)))
+
+    def grad(d_similarity, d_log_partition):
+        if d_log_partition is None:
+            d_log_partition = tf.zeros_like(log_partition)
+        d_logits = _softmax_backward(similarity, d_similarity, d_log_partition)
+        forward = tf.linalg.matmul(d_logits, embeddings)
+        d_embeddings = temperature * (forward + transposed_product(d_logits, embeddings))
+        d_log_temperature = temperature * tf.reduce_sum(embeddings * forward)
+        return d_embeddings, d_log_temperature
+
+    return (similarity, log_partition), grad
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _softmax_backward(similarity, d_similarity, d_log_partition):
+    """dL/dlogits = S * (dL/dS - rowsum(dL/dS * S) + dL/dlogZ), one XLA fusion (TF makes three
+    P x P temporaries)."""
+    shift = tf.reduce_sum(d_similarity * similarity, axis=-1, keepdims=True)
+    return (d_similarity - shift + d_log_partition[..., None]) * similarity
 
 
 def _coordinates(l):

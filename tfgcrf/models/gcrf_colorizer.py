@@ -407,9 +407,10 @@ class GCRFColorizer(keras.Model):
         if 0 < knobs.hoc_window < size:
             grids = random_window(grids, knobs.hoc_window, seed)
         embeddings, unary, target = (flatten_pixels(grid) for grid in grids)
-        similarity = structure.similarity_of(embeddings)
+        # log Z of S's rows lets the CG solve multiply by S only (S is reversible).
+        similarity, log_partition = structure.similarity_of(embeddings, return_log_partition=True)
         weights = backbone.reveal_weights(unary, self.reveal_fraction, seed)
-        x = self.train_crf(similarity, unary, weights, initial=unary)
+        x = self.train_crf(similarity, unary, weights, initial=unary, log_partition=log_partition)
         crf_l2 = stage_losses.color_nll(x, target, knobs.recon_sigma)
         unary_l2 = stage_losses.color_nll(unary, target, knobs.recon_sigma)
         if knobs.hoc_loss == "nll":
