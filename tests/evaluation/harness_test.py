@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfgcrf import color
 from tfgcrf.errors import UserError
-from tfgcrf.evaluation import control, harness, metrics
+from tfgcrf.evaluation import control, harness, metrics, report
 from tfgcrf.layers import edit_terms
 
 PHOTOS = "tests/data/photos"
@@ -176,6 +176,8 @@ def test_ablation_scores_every_step(pairs):
     results, _ = harness.evaluate(model, pairs[:1], num_samples=2, seed=7, ablation=True)
     steps = [name for name in harness.CONTROL_VARIANTS if name != "gcrf"]
     assert all("psnr_points" in results["methods"][name] for name in steps)
+    tables = report.markdown_tables(results)  # every step has a row label (as `tfgcrf evaluate`)
+    assert all(report.METHOD_LABELS[name] in tables for name in steps)
     # Variants with the same grid energy (defaults filled in) share one session.
     energies = {(o.get("hint_prior") or o.get("prior_weight", edit_terms.MODEL_PRIOR_WEIGHT),
                  o.get("local_weight", edit_terms.LOCAL_WEIGHT))

@@ -19,6 +19,7 @@ METHOD_LABELS = {
     "gcrf_prior": "+ local + model prior 0.002 (grid)",
     "gcrf_patch": "hints as their 7x7 patches' pixels (grid)",
     "gcrf_points": "+ point refinement (256 px)",
+    "gcrf_fitted": "G-CRF + prior fitted to the hints 0.003",
     "vae_mdn": "VAE-MDN (G-CRF bypassed)",
     "levin": "Levin et al. 2004",
     "gray": "gray (ab = 0)",
