@@ -72,6 +72,8 @@ def test_bad_arguments():
         EditSession(similarity).solve([64], [[0.1, 0.1]])
     with pytest.raises(UserError, match="both prior_weights and prior_unary"):
         EditSession(similarity, prior_weights=np.ones(64))
+    with pytest.raises(UserError, match="not positive definite"):
+        EditSession(similarity, ridge=-10.0)
 
 
 def test_links_and_extra_match_the_dense_solve_as_they_change():

@@ -86,7 +86,8 @@ class EditMethods:
         l = self.check_gray(l)
         affinity = edit_terms.affinity_matrix(l)
         local_weight = edit_terms.LOCAL_WEIGHT if local_weight is None else local_weight
-        extra = local_weight * edit_terms.local_laplacian(affinity)
+        extra = (None if isinstance(local_weight, (int, float)) and local_weight == 0
+                 else local_weight * edit_terms.local_laplacian(affinity))
         prior, weight = self.edit_prior(l, base_ab, prior_weight)
         pixels = self.model_config.image_size ** 2
         if similarity is None:
