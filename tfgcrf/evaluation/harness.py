@@ -53,10 +53,12 @@ Example = collections.namedtuple("Example", ["name", "domain", "grids", "control
 # The per-image TensorFlow steps around the solves, compiled once per shape: run eagerly, their
 # many small ops cost more than the solves. The same functions as `Colorizer.edit` (upsampling,
 # point refinement, recombination) and `Colorizer.colorize` (upsampling, recombination).
-_to_rgb = tf.function(color.model_to_rgb, autograph=False, reduce_retracing=True)
+_to_rgb = tf.function(color.model_to_rgb, autograph=False, input_signature=[  # one trace
+    tf.TensorSpec([None, None, None, 1], tf.float32), tf.TensorSpec([None, None, None, 2], tf.float32)])
 _compose = tf.function(fullres.compose, autograph=False, reduce_retracing=True)
 _to_photo = tf.function(fullres.to_photo, autograph=False, reduce_retracing=True)
 _finish_edit = tf.function(hints.finish_edit, autograph=False, reduce_retracing=True)
+_guide_statistics = tf.function(fullres.guide_statistics, autograph=False)  # once per photo
 
 
 def _rgb_uint8(l, ab):
@@ -148,7 +150,7 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
     gray = np.zeros_like(truth["ab"])
     values["gray/eob"] = metrics.eob(gray[None], truth["ab"])
     values["gray/auc"] = metrics.auc(gray[None], truth["ab"])
-    values["gray/colorfulness"] = metrics.colorfulness(_to_rgb(l[0], gray).numpy())
+    values["gray/colorfulness"] = metrics.colorfulness(_to_rgb(l, gray[None])[0].numpy())
     for key in ("energy", "energy_flat"):
         values[f"gray/{key}"] = 0.0
     _references(values, "gray", truth)
@@ -211,6 +213,7 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
     size = control.CONTROL_SIZE
     centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
     sessions, outputs, propagation, fitted = {}, {}, None, {}
+    statistics = _guide_statistics(lightness, colorizer.grid_size, colorizer.grid_size)
     for name in variants:
         options, hints_as, refine, propagate = CONTROL_VARIANTS[name]
         options = _session_options(options)
@@ -237,7 +240,8 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
                     grid, *control.hint_image(corners[:count], colors[:count]))
             if refine:
                 image = _finish_edit(grid, lightness, centers[:count], colors[:count],
-                                     colorizer.grid_size, correction=correction)
+                                     colorizer.grid_size, statistics=statistics,
+                                     correction=correction)
             else:
                 image = _to_photo(grid, lightness)[0]
             images.append(image.numpy())
@@ -288,10 +292,10 @@ def _control(colorizers, example, similarities, patches, levin_job, values, keep
             time.perf_counter() - start)
 
     levin_ab, values["seconds/levin_control"] = levin_job.result()
-    outputs["levin"] = _compose(lightness, levin_ab).numpy()
-    batch = len(control.POINT_COUNTS)
-    gray = _compose(lightness, tf.zeros_like(ab_full)).numpy()
-    outputs["gray"] = np.repeat(gray, batch, axis=0)
+    # Levin et al.'s answers and gray (ab = 0) recombined in one call (one trace, one run).
+    composed = _compose(lightness, np.concatenate([levin_ab, np.zeros_like(levin_ab[:1])])).numpy()
+    outputs["levin"] = composed[:-1]
+    outputs["gray"] = np.repeat(composed[-1:], len(control.POINT_COUNTS), axis=0)
     for name, images in outputs.items():
         for count, image in zip(control.POINT_COUNTS, images):
             values[f"{name}/psnr/{count}"] = metrics.psnr(image, truth)
