@@ -1,3 +1,5 @@
+from unittest import mock
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,22 @@ def test_propagation_checks_its_inputs():
         propagation.colorize(np.ones((4, 5), bool), np.zeros((4, 5, 2)))
     with pytest.raises(ValueError, match=r"\[H, W\]"):
         levin.Propagation(np.zeros((4, 4, 1)))
+
+
+def test_hints_of_one_color_give_that_color_without_a_factorization():
+    """One 7x7 patch (the control protocol's |H| = 1): the constant is the system's solution."""
+    rng = np.random.default_rng(5)
+    luminance = rng.uniform(0, 1, (14, 15))
+    luminance[:, :7] *= 0.2
+    mask = np.zeros((14, 15), bool)
+    mask[3:10, 6:13] = True
+    hints = np.where(mask[..., None], [0.3, -0.6], rng.uniform(-1, 1, (14, 15, 2)))
+    expected = _dense_reference(luminance, mask, hints)
+    propagation = levin.Propagation(luminance)
+    with mock.patch.object(levin.sparse_linalg, "splu") as factor:
+        result = propagation.colorize(mask, hints)
+    factor.assert_not_called()
+    np.testing.assert_allclose(result, expected, atol=1e-10)
+    hints[4, 7, 1] = 0.1  # two colors: factored
+    np.testing.assert_allclose(propagation.colorize(mask, hints),
+                               _dense_reference(luminance, mask, hints), atol=1e-10)

@@ -143,7 +143,8 @@ class Propagation:
           hint_ab: `[H, W, C]` chroma, read at hinted pixels only.
 
         Returns:
-          `[H, W, C]` float64 chroma, equal to `hint_ab` at hinted pixels.
+          `[H, W, C]` float64 chroma, equal to `hint_ab` at hinted pixels (when all hints have one
+          color: that color everywhere, without a factorization).
         """
         hint_mask = np.asarray(hint_mask, dtype=bool)
         hint_ab = np.asarray(hint_ab, dtype=np.float64)
@@ -155,6 +156,11 @@ class Propagation:
             )
         if not hint_mask.any():
             raise ValueError("Levin colorization needs at least one hinted pixel")
+        values = hint_ab[hint_mask]  # [n, C]
+        if np.all(values == values[:1]):
+            # One color in every hint (e.g. one 7x7 patch): the rows of W sum to 1, so that color
+            # everywhere solves the system, whose solution is unique. No factorization needed.
+            return np.array(np.broadcast_to(values[0], hint_ab.shape))
         count = height * width
         keep = self._diagonal | ~hint_mask.ravel()[self._row_pixel]
         system = sparse.csc_matrix(
