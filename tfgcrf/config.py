@@ -183,6 +183,10 @@ class TrainingConfig:
             image; inference always uses the whole grid). The G-CRF's time and memory in training
             drop by (image_size / N)^4: 16x for 32 x 32 windows of a 64 x 64 grid.
         mdn_loss: "nearest" (paper Eq. 9) or "nll" (full mixture negative log-likelihood).
+        soft_encoding_sigma: classification head only: 0 trains on hard labels (each true
+            color's nearest in-gamut bin); > 0 on Zhang et al. 2016's soft encoding (Sec. 2.1):
+            the 5 nearest bins weighted by a Gaussian of this many ab units (5 in the paper),
+            so that neighbouring bins share probability and the annealed mean is less speckled.
     """
 
     train_solver: str = "cg"
@@ -194,6 +198,7 @@ class TrainingConfig:
     hoc_loss: str = "l2"
     hoc_window: int = 0
     mdn_loss: str = "nearest"
+    soft_encoding_sigma: float = 0.0
 
     def __post_init__(self):
         _check_choice("training.train_solver", self.train_solver, SOLVERS)
@@ -205,7 +210,7 @@ class TrainingConfig:
         for name in ("recon_sigma", "train_cg_tol"):
             if getattr(self, name) <= 0:
                 raise UserError(f"training.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("kl_weight", "kl_warmup_steps", "hoc_window"):
+        for name in ("kl_weight", "kl_warmup_steps", "hoc_window", "soft_encoding_sigma"):
             if getattr(self, name) < 0:
                 raise UserError(f"training.{name} must be >= 0, got {getattr(self, name)}")
 

@@ -138,3 +138,17 @@ def test_old_configs_build_the_old_model():
     model = GCRFColorizer(old)
     assert model.backbone.semantic is None and model.backbone.decoder.num_classes == 0
     assert ModelConfig().backbone == "none" and ModelConfig().unary_head == "regression"
+
+
+def test_soft_encoding_puts_the_mass_on_the_true_colors_nearest_bins(photos):
+    """training.soft_encoding_sigma > 0: the VAE targets are Zhang et al.'s soft encoding over the
+    head's bins (their centers in ab units), and 0 keeps the hard labels."""
+    l, ab = photos
+    model = GCRFColorizer(CONFIG, training={"soft_encoding_sigma": 5.0})
+    hard = GCRFColorizer(CONFIG)
+    labels = model.color_labels(ab[:1]).numpy()
+    assert labels.shape == (1, SIZE, SIZE, model.backbone.decoder.num_classes)
+    np.testing.assert_allclose(labels.sum(-1), 1.0, atol=1e-5)
+    assert ((labels > 0).sum(-1) == 5).all()
+    # The most probable soft class is the hard label (the nearest in-gamut bin).
+    np.testing.assert_array_equal(labels.argmax(-1), hard.color_labels(ab[:1]).numpy())

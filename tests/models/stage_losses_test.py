@@ -43,3 +43,34 @@ def test_kl_weight_warms_up_linearly():
     assert stage_losses.kl_weight(2.0, 10, None) == 2.0
     values = [float(stage_losses.kl_weight(2.0, 10, tf.constant(step))) for step in (0, 4, 9, 50)]
     assert values == pytest.approx([0.2, 1.0, 2.0, 2.0])
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.float64])
+def test_soft_color_labels_match_zhang_soft_encoding_in_float64(dtype):
+    centers = RNG.uniform(-100, 100, size=(40, 2))
+    ab = RNG.uniform(-100, 100, size=(2, 3, 4, 2))
+    squared = ((ab[..., None, :] - centers) ** 2).sum(-1)
+    expected = np.zeros_like(squared)
+    for index in np.ndindex(ab.shape[:-1]):
+        nearest = np.argsort(squared[index])[:5]
+        weights = np.exp(-squared[index][nearest] / (2 * 5.0**2))
+        expected[index][nearest] = weights / weights.sum()
+    labels = stage_losses.soft_color_labels(tf.constant(ab, dtype), tf.constant(centers, dtype), 5.0)
+    np.testing.assert_allclose(labels.numpy(), expected, atol=1e-6)
+    # Far from every center (exp underflows without the shift) the labels stay a distribution.
+    far = stage_losses.soft_color_labels(tf.constant([[[[900.0, 900.0]]]]), tf.constant(centers), 1.0)
+    assert np.isfinite(far.numpy()).all() and float(tf.reduce_sum(far)) == pytest.approx(1.0)
+
+
+def test_class_nll_with_soft_labels_is_their_cross_entropy():
+    logits = RNG.normal(size=(2, 3, 3, 6))
+    soft = RNG.uniform(size=(2, 3, 3, 6))
+    soft /= soft.sum(-1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    expected = (-(soft * log_p).sum(-1)).sum(axis=(1, 2)).mean()
+    assert float(stage_losses.class_nll(tf.constant(logits), tf.constant(soft))) == pytest.approx(expected, rel=1e-10)
+    # One-hot soft labels equal the hard labels.
+    hard = RNG.integers(0, 6, size=(2, 3, 3))
+    one_hot = tf.one_hot(hard, 6, dtype=tf.float64)
+    assert float(stage_losses.class_nll(tf.constant(logits), one_hot)) == pytest.approx(
+        float(stage_losses.class_nll(tf.constant(logits), tf.constant(hard))), rel=1e-10)

@@ -17,6 +17,7 @@ models saved before the split load through `tfgcrf.models.legacy`.
 import keras
 import tensorflow as tf
 
+from tfgcrf.color import AB_SCALE
 from tfgcrf.config import STAGES, ModelConfig, TrainingConfig, split_moved_keys
 from tfgcrf.errors import UserError
 from tfgcrf.layers.gaussian_crf import GaussianCRF
@@ -99,6 +100,7 @@ class GCRFColorizer(keras.Model):
         if backbone.decoder.num_classes:
             # True colors -> class index of the classification head (nearest in-gamut bin).
             self._class_of_bin = tf.constant(class_of_bin(gamut_bins()))
+            self._class_centers = tf.constant(backbone.decoder.centers)
         model_config = backbone.model_config
         self.train_crf = GaussianCRF(
             solver=training.train_solver,
@@ -373,12 +375,21 @@ class GCRFColorizer(keras.Model):
                 recon = stage_losses.color_nll(alpha, ab, knobs.recon_sigma, weights)
             else:
                 recon = stage_losses.class_nll(
-                    logits, self.color_classes(ab), None if weights is None else weights[..., 0])
+                    logits, self.color_labels(ab), None if weights is None else weights[..., 0])
             kl = stage_losses.gaussian_kl(mean, log_var)
             step = self.optimizer.iterations if self.optimizer is not None else None
             loss = recon + stage_losses.kl_weight(knobs.kl_weight, knobs.kl_warmup_steps, step) * kl
             return loss, {"loss": loss, "recon": recon, "kl": kl}
         return self._hoc_losses(l, ab, features, alpha, training)
+
+    def color_labels(self, ab):
+        """Targets of the VAE stage's cross-entropy for true colors `ab [B, H, W, 2]`: hard class
+        indices (`color_classes`), or with `training.soft_encoding_sigma` > 0 Zhang et al.'s soft
+        encoding `[B, H, W, Q]` (distances in ab units)."""
+        sigma = self.training_config.soft_encoding_sigma
+        if sigma <= 0:
+            return self.color_classes(ab)
+        return stage_losses.soft_color_labels(ab * AB_SCALE, self._class_centers * AB_SCALE, sigma)
 
     def color_classes(self, ab):
         """The classification head's class `[B, H, W]` (int) of true colors `ab [B, H, W, 2]`: the

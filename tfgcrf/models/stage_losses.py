@@ -30,18 +30,49 @@ def color_nll(predicted, target, recon_sigma, pixel_weights=None):
 def class_nll(logits, labels, pixel_weights=None):
     """Batch mean of the per-image sum of w * cross-entropy of the true colors' classes.
 
-    The classification head's likelihood p(x | z, g) (Zhang et al. 2016, Eq. 2 with hard labels:
-    each true color's class is its nearest in-gamut bin).
+    The classification head's likelihood p(x | z, g) (Zhang et al. 2016, Eq. 2): with hard labels
+    each true color's class is its nearest in-gamut bin; soft labels are a distribution over the
+    bins (`soft_color_labels`).
 
     Args:
         logits: `[B, H, W, Q]`.
-        labels: `[B, H, W]` int class indices.
+        labels: `[B, H, W]` int class indices, or `[B, H, W, Q]` float class probabilities.
         pixel_weights: optional `[B, H, W]` weights.
     """
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if labels.dtype.is_floating:
+        nll = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    else:
+        nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     if pixel_weights is not None:
         nll = pixel_weights * nll
     return per_image_mean(nll)
+
+
+def soft_color_labels(ab, centers, sigma, neighbors=5):
+    """Zhang et al. 2016's soft encoding (Sec. 2.1) of true colors over the classification bins.
+
+    Each color's `neighbors` nearest bin centers get weights exp(-d^2 / (2 sigma^2)) (d: distance
+    in the same units as `ab` and `centers`), normalized to sum to 1; all other bins get 0.
+
+    Args:
+        ab: `[B, H, W, 2]` true chroma.
+        centers: `[Q, 2]` bin centers, Q >= `neighbors`.
+        sigma: Gaussian width (> 0), units of `ab`.
+        neighbors: how many nearest bins share the probability (5 in the paper).
+
+    Returns:
+        `[B, H, W, Q]` float32 class probabilities.
+    """
+    ab = tf.cast(ab, tf.float32)
+    centers = tf.cast(centers, tf.float32)
+    squared = tf.reduce_sum(tf.square(ab[..., None, :] - centers), axis=-1)  # [B, H, W, Q]
+    # The k-th smallest squared distance per pixel: bins at or below it are the neighbours.
+    kth = -tf.math.top_k(-squared, k=neighbors).values[..., -1:]
+    nearest = squared <= kth
+    # Shifting by the smallest distance keeps exp() away from underflow for far-off colors.
+    shifted = squared - tf.reduce_min(squared, axis=-1, keepdims=True)
+    weights = tf.where(nearest, tf.exp(-shifted / (2.0 * sigma**2)), 0.0)
+    return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
 
 
 def gaussian_kl(mean, log_var):
