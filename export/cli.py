@@ -28,7 +28,24 @@ def add_arguments(parser):
         "--max-pixels",
         type=int,
         default=None,
-        help="largest request image accepted, in pixels (default: 2048*2048)",
+        help="largest request image accepted, in pixels (default: the package's limit, "
+        "tfgcrf.imageio.MAX_PIXELS = 25,000,000)",
+    )
+    propagation = parser.add_mutually_exclusive_group()
+    propagation.add_argument(
+        "--propagation",
+        dest="propagate",
+        action="store_true",
+        default=True,
+        help="edits with the full-resolution propagation, as `tfgcrf edit` and Colorizer.edit "
+        "(default)",
+    )
+    propagation.add_argument(
+        "--no-propagation",
+        dest="propagate",
+        action="store_false",
+        help="edits without it (the grid answer + point refinement, as Colorizer.edit(..., "
+        "propagate=False)): less CPU per edit request, see README 'Serving speed'",
     )
 
 
@@ -42,8 +59,10 @@ def run(args):
     model = load_model(args.model)
     Colorizer(model).check_sampling(args.num_samples, args.mode)
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
-    out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels)
+    out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels,
+                             propagate=args.propagate)
     size_mb = saved_model_bytes(out) / 2**20
     print(f"exported {out} ({size_mb:.1f} MiB): signatures sample (= serving_default), edit, "
-          f"sample_tensor; N={args.num_samples}, mode={args.mode}, max {max_pixels} pixels")
+          f"edit_links, sample_tensor; N={args.num_samples}, mode={args.mode}, max {max_pixels} "
+          f"pixels, edits {'with' if args.propagate else 'without'} the propagation")
     return 0

@@ -371,6 +371,70 @@ def test_export_cli_errors(tmp_path, capsys):
     assert "no such model file" in capsys.readouterr().err
 
 
+# Loads a SavedModel with TensorFlow only and runs one edit: argv = model dir, photo, out PNG.
+TF_ONLY_EDIT = r"""
+import sys
+import tensorflow as tf
+
+model_dir, photo, out = sys.argv[1:]
+edit = tf.saved_model.load(model_dir).signatures["edit"]
+got = edit(image_bytes=tf.constant([open(photo, "rb").read()]),
+           points=tf.constant([[[0.3, 0.3], [0.7, 0.6]]]),
+           colors=tf.constant([[[220, 30, 30], [20, 40, 200]]], tf.uint8),
+           num_points=tf.constant([2]), seed=tf.constant([0], tf.int64),
+           from_sample=tf.constant([-1]))["colorized_bytes"][0]
+open(out, "wb").write(got.numpy())
+print(sorted({m.split(".")[0] for m in sys.modules if m.startswith("tfgcrf")}))
+"""
+
+
+@pytest.mark.slow
+def test_export_cli_without_propagation(smoke_run, exported_model, tmp_path, capsys):
+    """`tfgcrf export --no-propagation`: recorded in the description; the served edit (loaded by
+    TensorFlow alone) is `Colorizer.edit(..., propagate=False)`, not the default."""
+    from tfgcrf import cli
+
+    model_path = str(smoke_run.run_dir / "model.keras")
+    out = tmp_path / "tfgcrf" / "1"
+    assert cli.main(["export", "--model", model_path, "--out", str(out), "--num-samples", "1",
+                     "--no-propagation"]) == 0
+    assert "edits without the propagation" in capsys.readouterr().out
+    descriptions = [json.load(open(os.path.join(path, DESCRIPTION_FILE)))
+                    for path in (out, exported_model.path)]
+    assert [d["propagate"] for d in descriptions] == [False, True]
+
+    photo_path = os.path.join(PHOTOS, PHOTO_NAMES[0])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", TF_ONLY_EDIT, str(out), photo_path,
+                          str(tmp_path / "edit.png")],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"  # no tfgcrf module imported
+    got = _png(tmp_path / "edit.png")
+    photo = _photo(PHOTO_NAMES[0])
+    h, w = photo.shape[:2]
+    points = [(0.3 * w - 0.5, 0.3 * h - 0.5), (0.7 * w - 0.5, 0.6 * h - 0.5)]
+    colors = [(220, 30, 30), (20, 40, 200)]
+    colorizer = Colorizer(exported_model.model)
+    _assert_same_pixels(got, colorizer.edit(photo, points, colors, propagate=False), "no propagation")
+    assert np.abs(got.astype(int) - colorizer.edit(photo, points, colors)).max() > 2
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--propagation", "--no-propagation"], "argument --no-propagation: not allowed with argument --propagation"),
+    (["--no-propagation=yes"], "argument --no-propagation: ignored explicit argument 'yes'"),
+])
+def test_export_cli_propagation_flag_errors(tmp_path, capsys, flags, fragment):
+    from tfgcrf import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "--out", str(tmp_path / "1"), *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"tfgcrf export: error: {fragment}"
+    assert not (tmp_path / "1").exists()
+
+
 def test_draw_mode_is_deterministic_per_seed(exported_model):
     module = ServingModule(exported_model.model, 2, mode="draw")
     with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
