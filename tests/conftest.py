@@ -111,3 +111,13 @@ def tiny_preset(tmp_path_factory, tiny_experiment):
     bias.assign(tf.random.stateless_normal(bias.shape, seed=[11, 2]))
     return save_to_preset(model, tmp_path_factory.mktemp("presets") / "tiny", tiny_experiment(),
                           {"note": "tiny test preset"})
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_preset(tmp_path_factory, tiny_preset, tiny_experiment):
+    """A backbone preset (`GCRFBackbone.save_to_preset`) of `tiny_preset`'s backbone, same weights."""
+    from tfgcrf.models import GCRFBackbone
+
+    backbone = GCRFBackbone.from_preset(tiny_preset)
+    return backbone.save_to_preset(tmp_path_factory.mktemp("presets") / "tiny_backbone", tiny_experiment(),
+                                   {"note": "tiny backbone preset"})

@@ -50,7 +50,7 @@ def test_to_photo_is_upsampling_then_recombination(photo):
     assert np.abs(skimage.color.rgb2lab(out[0])[..., 0] - lightness.numpy()).mean() < 0.5
 
 
-def test_from_preset_reads_the_task_config(tiny_preset, tmp_path):
+def test_from_preset_reads_the_task_config(tiny_preset, tiny_backbone_preset, tmp_path):
     from layer_testing import run_preset_test
 
     from tfgcrf.errors import UserError
@@ -64,6 +64,8 @@ def test_from_preset_reads_the_task_config(tiny_preset, tmp_path):
     np.testing.assert_array_equal(l_small.numpy(), expected[1].numpy())
     np.testing.assert_array_equal(lightness.numpy(), expected[0].numpy())
     assert GridConverter.from_preset("default").image_size == 64  # the installed preset's grid
+    # A backbone preset has no preprocessor: the task's default for its grid, as for a new task.
+    assert GridConverter.from_preset(tiny_backbone_preset).get_config() == converter.get_config()
     bare = save_to_preset(GCRFColorizer.from_preset(tiny_preset, preprocessor=None), tmp_path / "bare")
     with pytest.raises(UserError, match=r"bare/model.keras was saved without a preprocessor \(installed presets: "):
         GridConverter.from_preset(bare)

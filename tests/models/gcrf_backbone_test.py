@@ -94,3 +94,61 @@ def test_from_preset(tiny_preset):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
     np.testing.assert_array_equal(output.numpy(), task(l).numpy())
     assert GCRFBackbone.from_preset(tiny_preset, solver="lu").model_config.solver == "lu"
+
+
+def _assert_same_weights(model, reference):
+    for mine, theirs in zip(model.weights, reference.weights, strict=True):
+        assert mine.path == theirs.path
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_save_to_preset_writes_a_backbone_preset_that_round_trips(tiny_preset, tiny_backbone_preset):
+    import json
+    import zipfile
+
+    import yaml
+
+    from layer_testing import run_preset_test
+    from tfgcrf.models.loading import PresetLoader
+
+    folder = tiny_backbone_preset
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "metadata.json", "model.keras"]
+    with zipfile.ZipFile(folder / "model.keras") as archive:
+        assert json.loads(archive.read("config.json"))["class_name"] == "GCRFBackbone"
+    task = keras.saving.load_model(tiny_preset / "model.keras", compile=False)
+    l = tf.random.stateless_uniform((2, 16, 16, 1), seed=(3, 4))
+    backbone, output = run_preset_test(GCRFBackbone, folder, l)
+    # Bit for bit the task preset's backbone: config, every weight, the outputs.
+    assert backbone.get_config() == task.backbone.get_config()
+    _assert_same_weights(backbone, task.backbone)
+    np.testing.assert_array_equal(output.numpy(), task(l).numpy())
+    for mine, theirs in [(backbone.sample(l, 3, mode="draw", seed=5), task.sample(l, 3, mode="draw", seed=5)),
+                         (backbone.similarity(l), task.similarity(l))]:
+        for x, y in zip(tf.nest.flatten(mine), tf.nest.flatten(theirs), strict=True):
+            np.testing.assert_array_equal(x.numpy(), y.numpy())
+    # The same writer as the task's: config.yaml read back from model.keras, metadata, experiment.
+    loader = PresetLoader(folder)
+    assert loader.backbone_only and loader.model_config == task.model_config
+    assert loader.metadata["note"] == "tiny backbone preset"
+    assert loader.metadata["parameters"] == backbone.count_params() == task.backbone.count_params()
+    written = yaml.safe_load((folder / "config.yaml").read_text())
+    assert written["model"] == yaml.safe_load((tiny_preset / "config.yaml").read_text())["model"]
+    assert written["training"] == yaml.safe_load((tiny_preset / "config.yaml").read_text())["training"]
+    assert GCRFBackbone.from_preset(folder, solver="lu").model_config.solver == "lu"
+
+
+def test_save_to_preset_refuses_other_models_and_stale_backbone_presets(tiny_backbone_preset, tmp_path):
+    import shutil
+
+    from tfgcrf.models.loading import save_to_preset
+
+    with pytest.raises(UserError, match="^save_to_preset writes a GCRFColorizer or a GCRFBackbone, got Sequential$"):
+        save_to_preset(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    stale = shutil.copytree(tiny_backbone_preset, tmp_path / "stale")
+    text = (stale / "config.yaml").read_text()
+    (stale / "config.yaml").write_text(text.replace("  solver: lu\n", "  solver: cg\n"))
+    with pytest.raises(UserError, match=r"stale/config.yaml disagrees with model.keras \(model.solver 'cg' != 'lu'\)"):
+        GCRFBackbone.from_preset(stale)
+    with pytest.raises(UserError, match=r"^model.solver must be one of \['lu', 'cholesky', 'cg'\], got 'qr'$"):
+        GCRFBackbone.from_preset(tiny_backbone_preset, solver="qr")

@@ -276,6 +276,31 @@ def test_from_preset(tiny_preset, photos):
     np.testing.assert_array_equal(bare(l).numpy(), output.numpy())
 
 
+def test_from_a_backbone_preset_builds_a_task_around_it(tiny_preset, tiny_backbone_preset, photos):
+    """keras-hub's `Task.from_preset` of a preset without `task.json`: the task of default
+    arguments around the preset's backbone."""
+    from layer_testing import run_preset_test
+    from tfgcrf.models.loading import load_model
+
+    l, _ = photos
+    model, output = run_preset_test(GCRFColorizer, tiny_backbone_preset, l)
+    reference = keras.saving.load_model(tiny_preset / "model.keras", compile=False)
+    assert model.backbone.get_config() == reference.backbone.get_config()
+    for mine, theirs in zip(model.backbone.weights, reference.backbone.weights, strict=True):
+        assert mine.path == theirs.path
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(output.numpy(), reference(l).numpy())
+    np.testing.assert_array_equal(model.sample(l, 2)[0].numpy(), reference.sample(l, 2)[0].numpy())
+    # Default arguments (the tiny task was saved at stage "mdn"): stage "vae", GridConverter(16).
+    assert model.stage == "vae" and model.preprocessor.get_config() == reference.preprocessor.get_config()
+    assert load_model(tiny_backbone_preset).get_config() == model.get_config()
+    # Constructor arguments as for a task preset; a bad one is a one-line error naming the preset.
+    bare = GCRFColorizer.from_preset(tiny_backbone_preset, preprocessor=None, stage="hoc", solver="lu")
+    assert bare.preprocessor is None and bare.stage == "hoc" and bare.model_config.solver == "lu"
+    with pytest.raises(UserError, match=r"^stage must be one of .*, got 'x' \(installed presets: .*\)$"):
+        GCRFColorizer.from_preset(tiny_backbone_preset, stage="x")
+
+
 def test_save_to_preset_round_trip(tmp_path, photos):
     l, _ = photos
     model = _random_model(seed=5)

@@ -137,8 +137,9 @@ class GCRFBackbone(EditMethods, keras.Model):
     def from_preset(cls, preset, load_weights=True, solver=None):
         """The backbone of a preset (keras-hub's `Backbone.from_preset`).
 
-        A preset holds the whole task (`model.keras` of `save_to_preset`); this is its
-        `backbone`, read by the one loader (`tfgcrf.models.loading.PresetLoader`).
+        Read by the one loader (`tfgcrf.models.loading.PresetLoader`): the model of a backbone
+        preset (`GCRFBackbone.save_to_preset`), or the `backbone` of a task preset
+        (`GCRFColorizer.save_to_preset`, e.g. "default").
 
         Args:
             preset: an installed preset's name ("default"; see `GCRFBackbone.presets`), a folder
@@ -148,9 +149,25 @@ class GCRFBackbone(EditMethods, keras.Model):
 
         Raises:
             UserError: one line: unknown preset name, missing or broken files (listing the
-                installed presets).
+                installed presets), or a bad solver name.
         """
         return loading.PresetLoader(preset).load_backbone(load_weights=load_weights, solver=solver)
+
+    def save_to_preset(self, preset_dir, experiment=None, metadata=None):
+        """Writes a backbone preset (keras-hub's `Backbone.save_to_preset`): `model.keras` holding
+        this backbone, `config.yaml` and `metadata.json`, by the same writer as the task's
+        (`tfgcrf.models.loading.save_to_preset`). `GCRFBackbone.from_preset` loads it, and
+        `GCRFColorizer.from_preset` builds a task of default arguments around it.
+
+        Args:
+            preset_dir: the folder (created if needed; its three files are replaced).
+            experiment: optional `ExperimentConfig` the weights were trained with (`config.yaml`).
+            metadata: optional JSON-serializable dict added to `metadata.json`.
+
+        Returns:
+            The folder as a `pathlib.Path`.
+        """
+        return loading.save_to_preset(self, preset_dir, experiment, metadata)
 
     def load_pretrained(self, path=None):
         """Loads the ImageNet weights of the frozen semantic network (no-op when `config.backbone`

@@ -227,11 +227,14 @@ class GCRFColorizer(keras.Model):
 
         Returns:
             The task, with its `backbone` and `preprocessor` (same weights as
-            `keras.saving.load_model` of the preset's `model.keras`, bit for bit).
+            `keras.saving.load_model` of the preset's `model.keras`, bit for bit). From a
+            backbone preset (`GCRFBackbone.save_to_preset`), as keras-hub's `Task.from_preset`
+            does without `task.json`: a new task `GCRFColorizer(backbone, **kwargs)` around the
+            preset's backbone (default preprocessor `GridConverter(image_size)`, stage "vae").
 
         Raises:
             UserError: one line: unknown preset name, missing or broken files (listing the
-                installed presets).
+                installed presets), bad overrides.
         """
         return loading.PresetLoader(preset).load_task(load_weights=load_weights, solver=solver, **kwargs)
 

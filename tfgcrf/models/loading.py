@@ -1,7 +1,8 @@
 """Presets: loading a trained `GCRFColorizer` from a `.keras` file, a folder or a bundled preset,
 and writing preset folders (`save_to_preset`), after keras-hub's `preset_utils`.
 
-A preset is a folder written by `save_to_preset` (`model.keras`, `config.yaml`, `metadata.json`);
+A preset is a folder written by `save_to_preset` (`model.keras`, `config.yaml`, `metadata.json`)
+from a task (`GCRFColorizer`) or, for a backbone preset, from a `GCRFBackbone` alone;
 the installed ones are `tfgcrf/presets/<name>/` of the package and load with no download. The one
 loader, `PresetLoader`, serves `GCRFColorizer.from_preset`, `GCRFBackbone.from_preset`,
 `GridConverter.from_preset`, `load_model` and through them the Python API (`tfgcrf.Colorizer`),
@@ -16,6 +17,8 @@ import os
 from tfgcrf.errors import UserError
 
 MODEL_FILENAME = "model.keras"
+# The classes a preset's `model.keras` may hold: a task, or a backbone alone (a backbone preset).
+PRESET_CLASSES = ("GCRFColorizer", "GCRFBackbone")
 _PRESETS_PACKAGE = "tfgcrf.presets"
 
 
@@ -101,7 +104,8 @@ class PresetLoader:
     """The one reader of a preset: an installed preset name, a folder or a `.keras` file.
 
     After keras-hub's `KerasPresetLoader`, for the folder `save_to_preset` writes:
-      * `model.keras`: the task's config (backbone, preprocessor, stage) and all weights;
+      * `model.keras`: the task's config (backbone, preprocessor, stage) and all weights, or in a
+        backbone preset (`GCRFBackbone.save_to_preset`) the backbone's;
       * `metadata.json` (optional): versions and parameter counts, read into `metadata`;
       * `config.yaml` (optional): the experiment; when the folder also holds `metadata.json` (a
         folder written by `save_to_preset`), its `model:` section must agree with `model.keras`
@@ -128,12 +132,16 @@ class PresetLoader:
         if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
             raise _preset_error(f"cannot load model {self.model_path}: not a Keras .keras archive")
         name = saved.get("registered_name") or saved.get("class_name")
-        if saved.get("class_name") != "GCRFColorizer":
-            raise _preset_error(f"{self.model_path} holds a {name}, not a GCRFColorizer")
-        self.legacy = legacy.is_legacy_config(saved["config"])
-        #: The task's config dict (`GCRFColorizer.get_config()` as saved).
+        if saved.get("class_name") not in PRESET_CLASSES:
+            raise _preset_error(f"{self.model_path} holds a {name}, not a {' or a '.join(PRESET_CLASSES)}")
+        #: True for a backbone preset (`GCRFBackbone.save_to_preset`): no task config, no
+        #: preprocessor; `load_task` builds a task of default arguments around the backbone.
+        self.backbone_only = saved["class_name"] == "GCRFBackbone"
+        self.legacy = not self.backbone_only and legacy.is_legacy_config(saved["config"])
+        #: The saved config of the archive's model: the task's (`GCRFColorizer.get_config()`), or
+        #: the backbone's (`GCRFBackbone.get_config()`) in a backbone preset.
         self.config = legacy.upgraded_config(saved["config"]) if self.legacy else saved["config"]
-        self.model_config = self._read_model_config()
+        self.model_config = self._read_model_config(saved if self.backbone_only else self.config.get("backbone"))
         self._check_experiment()
 
     # ------------------------------------------------------------------ reading the folder
@@ -153,10 +161,9 @@ class PresetLoader:
             raise _preset_error(f"{path} must hold a JSON object")
         return metadata
 
-    def _read_model_config(self):
+    def _read_model_config(self, backbone):
         from tfgcrf.config import ModelConfig, build_dataclass
 
-        backbone = self.config.get("backbone")
         values = backbone.get("config", {}).get("config") if isinstance(backbone, dict) else None
         if not isinstance(values, dict):
             raise _preset_error(f"{self.model_path} holds no GCRFBackbone config")
@@ -196,6 +203,11 @@ class PresetLoader:
     def load_task(self, load_weights=True, solver=None, **kwargs):
         """The `GCRFColorizer` of the preset.
 
+        A backbone preset (`GCRFBackbone.save_to_preset`) gives a new task around the preset's
+        backbone, as keras-hub's `PresetLoader.load_task` does for a preset without `task.json`:
+        `GCRFColorizer(backbone, **kwargs)`, i.e. the default preprocessor (`GridConverter` of the
+        backbone's grid) and stage unless given.
+
         Args:
           load_weights: False builds the saved architecture with fresh (random) weights.
           solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
@@ -203,44 +215,85 @@ class PresetLoader:
             `stage`, `training`); given any, the model is built from its config with them and the
             saved weights are loaded into it.
         """
-        import keras
-
         from tfgcrf.models.gcrf_colorizer import GCRFColorizer
 
-        try:
-            if load_weights and not kwargs and not self.legacy:
-                model = keras.saving.load_model(self.model_path, compile=False)
-            else:
-                model = GCRFColorizer.from_config({**copy.deepcopy(self.config), **kwargs})
-                if load_weights:
-                    model.load_weights(self.model_path)  # legacy files: converted on the fly
-        except UserError as err:
-            raise _preset_error(str(err)) from None
-        except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
-            raise _preset_error(f"cannot load model {self.model_path}: {_one_line(err)}") from None
-        if not isinstance(model, GCRFColorizer):
-            raise _preset_error(f"{self.model_path} holds a {type(model).__name__}, not a GCRFColorizer")
-        if solver is not None:
-            model.crf_solver(solver)  # validates the name with a one-line error
-            model.backbone.model_config = dataclasses.replace(model.model_config, solver=solver)
-        return model
+        self._check_solver(solver)
+        if self.backbone_only:
+            if "backbone" not in kwargs:
+                kwargs["backbone"] = self._load_archive(load_weights)
+            kwargs.setdefault("name", "gcrf_colorizer")  # the same config each time, as a saved task
+            model = self._built(lambda: GCRFColorizer(**kwargs))
+        else:
+            model = self._load_archive(load_weights, **kwargs)
+        return _with_solver(model, solver)
 
     def load_backbone(self, load_weights=True, solver=None):
-        """The `GCRFBackbone` of the preset (the task's `backbone`, with the same weights)."""
-        return self.load_task(load_weights=load_weights, solver=solver).backbone
+        """The `GCRFBackbone` of the preset: the archive's model in a backbone preset, else the
+        task's `backbone` (with the same weights)."""
+        self._check_solver(solver)
+        if self.backbone_only:
+            return _with_solver(self._load_archive(load_weights), solver)
+        return _with_solver(self._load_archive(load_weights).backbone, solver)
 
     def load_preprocessor(self):
-        """The preset's `GridConverter`, built from the config alone (no weights are read).
+        """The preset's `GridConverter`, built from the config alone (no weights are read); in a
+        backbone preset the task's default, `GridConverter(image_size)`.
 
         Raises:
           UserError: the preset's task was saved with `preprocessor=None`.
         """
         from tfgcrf.models.gcrf_colorizer import GCRFColorizer
 
-        preprocessor = GCRFColorizer.preprocessor_from_config(self.config, self.model_config)
+        config = {} if self.backbone_only else self.config
+        preprocessor = GCRFColorizer.preprocessor_from_config(config, self.model_config)
         if preprocessor is None:
             raise _preset_error(f"{self.model_path} was saved without a preprocessor")
         return preprocessor
+
+    def _check_solver(self, solver):
+        """A bad solver name is refused before anything is built (ModelConfig checks it)."""
+        if solver is not None:
+            dataclasses.replace(self.model_config, solver=solver)
+
+    def _load_archive(self, load_weights, **kwargs):
+        """The archive's model (a `GCRFColorizer`, or a `GCRFBackbone` in a backbone preset)."""
+        import keras
+
+        from tfgcrf.models.gcrf_backbone import GCRFBackbone
+        from tfgcrf.models.gcrf_colorizer import GCRFColorizer
+
+        cls = GCRFBackbone if self.backbone_only else GCRFColorizer
+
+        def build():
+            if load_weights and not kwargs and not self.legacy:
+                return keras.saving.load_model(self.model_path, compile=False)
+            model = cls.from_config({**copy.deepcopy(self.config), **kwargs})
+            if load_weights:
+                model.load_weights(self.model_path)  # legacy files: converted on the fly
+            return model
+
+        model = self._built(build)
+        if not isinstance(model, cls):
+            raise _preset_error(f"{self.model_path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def _built(self, build):
+        """`build()`, with its errors as one-line `UserError`s naming the preset."""
+        try:
+            return build()
+        except UserError as err:
+            raise _preset_error(str(err)) from None
+        except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
+            raise _preset_error(f"cannot load model {self.model_path}: {_one_line(err)}") from None
+
+
+def _with_solver(model, solver):
+    """`model` (task or backbone) with its inference G-CRF solver replaced by `solver` (None:
+    kept); saving the model keeps the choice."""
+    if solver is not None:
+        backbone = getattr(model, "backbone", model)
+        backbone.model_config = dataclasses.replace(backbone.model_config, solver=solver)
+    return model
 
 
 def _one_line(err):
@@ -270,11 +323,13 @@ METADATA_FILENAME = "metadata.json"
 
 
 def save_to_preset(model, preset_dir, experiment=None, metadata=None):
-    """Writes a preset folder from a trained model, so that its files cannot disagree.
+    """Writes a preset folder from a trained task or backbone, so that its files cannot disagree.
 
-    Written (keras-hub's `save_to_preset` is the model):
-      * `model.keras`: the model (weights, architecture, inference settings and the
-        preprocessor; no training settings);
+    The one writer of `GCRFColorizer.save_to_preset` and `GCRFBackbone.save_to_preset`. Written
+    (keras-hub's `save_to_preset` is the model):
+      * `model.keras`: the model (weights, architecture, inference settings and, for a task, the
+        preprocessor; no training settings). A backbone alone makes a backbone preset: every
+        `from_preset` loads it (`GCRFColorizer.from_preset` builds a task around it);
       * `config.yaml`: `model:` is read back from the saved model itself (never hand-written);
         the training sections (`training`, `data`, `stages`, `seed`) come from `experiment` when
         given;
@@ -282,13 +337,16 @@ def save_to_preset(model, preset_dir, experiment=None, metadata=None):
         `metadata` (e.g. the run's per-stage times and losses).
 
     Args:
-      model: a `GCRFColorizer`.
+      model: a `GCRFColorizer` or a `GCRFBackbone`.
       preset_dir: the folder (created if needed; its three files are replaced).
       experiment: optional `ExperimentConfig` the model was trained with.
       metadata: optional JSON-serializable dict.
 
     Returns:
       The folder as a `pathlib.Path`.
+
+    Raises:
+      UserError: `model` is neither a `GCRFColorizer` nor a `GCRFBackbone`.
     """
     import json
     import pathlib
@@ -299,15 +357,20 @@ def save_to_preset(model, preset_dir, experiment=None, metadata=None):
 
     import tfgcrf
     from tfgcrf.config import as_plain_dict
+    from tfgcrf.models.gcrf_backbone import GCRFBackbone
+    from tfgcrf.models.gcrf_colorizer import GCRFColorizer
 
+    if not isinstance(model, (GCRFColorizer, GCRFBackbone)):
+        raise UserError(f"save_to_preset writes a {' or a '.join(PRESET_CLASSES)}, got {type(model).__name__}")
     folder = pathlib.Path(preset_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in (CONFIG_FILENAME, METADATA_FILENAME):  # replaced below; checked on loading
         (folder / stale).unlink(missing_ok=True)
     model_file = folder / MODEL_FILENAME
     model.save(model_file)
-    saved = load_model(model_file)
-    config = {"model": as_plain_dict(saved.model_config)}
+    loader = PresetLoader(model_file)  # read back: what the files say is what loads
+    saved = loader.load_backbone() if loader.backbone_only else loader.load_task()
+    config = {"model": as_plain_dict(loader.model_config)}
     if experiment is not None:
         training = experiment.to_dict()
         training.pop("model")
