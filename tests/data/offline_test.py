@@ -173,3 +173,14 @@ def test_gcompris_credits_are_parsed_per_file():
 def test_gcompris_photo_rule_reads_the_readme(name, expected):
     fields = parse_credits(GCOMPRIS_README).get(name, {})
     assert offline_sources._gcompris_photo_rule(fields, name) == expected
+
+
+def test_package_pictures_have_the_package_s_one_pixel_limit(monkeypatch):
+    from tfgcrf import imageio
+
+    assert offline.MAX_PIXELS is imageio.MAX_PIXELS
+    data = encoded(noisy_scene(0, size=(20, 30)), "PNG")
+    assert offline._decode(data).size == (30, 20)
+    monkeypatch.setattr(offline, "MAX_PIXELS", 599)  # the check reads the one constant
+    with pytest.raises(ValueError, match=r"^too large \(30x20\)$"):
+        offline._decode(data)

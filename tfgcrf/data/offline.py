@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tfgcrf.data import offline_sources, photo_filter
 from tfgcrf.data.offline_sources import SOURCES, Fetcher
 from tfgcrf.errors import UserError
+from tfgcrf.imageio import MAX_PIXELS
 
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
@@ -39,8 +40,6 @@ MANIFEST_COLUMNS = (
     "width", "height", "colorfulness", "flat_fraction", "sha256", "domain",
 )
 REJECTED_COLUMNS = ("package", "version", "original_path", "reason")
-# Decoding limit for package pictures (they are all far smaller).
-_MAX_PIXELS = 40_000_000
 _EXIF_ORIENTATION = 0x0112
 _ORIGINAL_EXTENSIONS = {"JPEG": ".jpg", "WEBP": ".webp", "PNG": ".png"}
 
@@ -102,7 +101,7 @@ def _decode(data):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # palette-transparency notices
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > _MAX_PIXELS:
+            if image.width * image.height > MAX_PIXELS:  # the package's one limit
                 raise ValueError(f"too large ({image.width}x{image.height})")
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
