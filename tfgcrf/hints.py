@@ -39,8 +39,8 @@ import math
 import numpy as np
 import tensorflow as tf
 from scipy import sparse
-from scipy.sparse import linalg as sparse_linalg
 
+from tfgcrf import grid_lu
 from tfgcrf.errors import InputError
 
 # Reach of the correction around a point, in model-grid cells, and its lightness scale (L* units);
@@ -177,8 +177,8 @@ _BORDERED_HINTS = 48
 _MAX_COLUMNS = 320
 
 
-# The system, one definition for both solvers (`Propagation`: scipy sparse LU, the Python API and
-# evaluation; `propagation_correction`: TensorFlow ops, the exported SavedModel): the working
+# The system, one definition for both solvers (`Propagation`: sparse LU, `tfgcrf.grid_lu`, the
+# Python API and evaluation; `propagation_correction`: TensorFlow ops, the SavedModel): the working
 # resolution (`propagation_shape`), the lightness there (`propagation_lightness`), the affinities
 # (`propagation_weights`), the hints at the working resolution (`propagation_hints`), the prior G
 # (`_prior`) and the way back to the photo's resolution (`_to_photo`).
@@ -289,25 +289,6 @@ def _sparse_affinities(weights):
                              shape=(count, count))
 
 
-class _Factors:
-    """Sparse LU of one propagation system (a nonsingular M-matrix: free rows 1 + lam on the
-    diagonal and -w_rs summing to -1, hinted rows the identity) in `levin.dissection_order`,
-    without pivoting (as `tfgcrf.evaluation.levin.Propagation` factors Levin et al.'s system)."""
-
-    def __init__(self, matrix, shape):
-        from tfgcrf.evaluation import levin
-
-        self._order = levin.dissection_order(*shape)
-        permuted = sparse.csc_matrix(matrix)[self._order][:, self._order]
-        self._lu = sparse_linalg.splu(sparse.csc_matrix(permuted), permc_spec="NATURAL",
-                                      diag_pivot_thresh=0.0, options=dict(SymmetricMode=True))
-
-    def solve(self, right):
-        solution = np.empty_like(right)
-        solution[self._order] = self._lu.solve(right[self._order])
-        return solution
-
-
 class Propagation:
     """Edge-aware propagation of hints over one photo, with the G-CRF answer as a weak data term.
 
@@ -361,10 +342,10 @@ class Propagation:
             chosen[hinted] = 1.0
             system = sparse.diags(free) @ self._system + sparse.diags(chosen)
             right[hinted] = values
-            return _Factors(system, self.work_shape).solve(right).reshape(prior.shape)
+            return grid_lu.solve(system, self.work_shape, right).reshape(prior.shape)
         # U = A0^-1 (b + E y): the free rows hold, y makes U(k) = c_k at the hinted pixels.
         if self._lu is None:
-            self._lu = _Factors(self._system, self.work_shape)
+            self._lu = grid_lu.GridLU(self._system, self.work_shape)
         # One pass over the factors for the right-hand side and the new hinted pixels' columns.
         missing = [k for k in hinted if k not in self._columns]
         if len(self._columns) + len(missing) > _MAX_COLUMNS:

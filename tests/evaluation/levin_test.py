@@ -101,19 +101,6 @@ def test_matches_a_dense_float64_solve_for_several_hint_sets(shape):
         np.testing.assert_allclose(levin.colorize(luminance, mask, hints), expected, atol=1e-10)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 5), (17, 23), (64, 64), (31, 90)])
-def test_dissection_order_is_a_permutation_with_separators_last(shape):
-    height, width = shape
-    order = levin.dissection_order(height, width)
-    np.testing.assert_array_equal(np.sort(order), np.arange(height * width))
-    if height * width > 16:
-        # The last pixels form the top separator: a full middle column (or row) of the grid.
-        side = height if width >= height else width
-        last = order[-side:]
-        rows, cols = last // width, last % width
-        assert len(set(cols)) == 1 or len(set(rows)) == 1
-
-
 def test_propagation_checks_its_inputs():
     propagation = levin.Propagation(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="at least one hinted pixel"):
@@ -134,7 +121,7 @@ def test_hints_of_one_color_give_that_color_without_a_factorization():
     hints = np.where(mask[..., None], [0.3, -0.6], rng.uniform(-1, 1, (14, 15, 2)))
     expected = _dense_reference(luminance, mask, hints)
     propagation = levin.Propagation(luminance)
-    with mock.patch.object(levin.sparse_linalg, "splu") as factor:
+    with mock.patch.object(levin.grid_lu, "solve") as factor:
         result = propagation.colorize(mask, hints)
     factor.assert_not_called()
     np.testing.assert_allclose(result, expected, atol=1e-10)

@@ -10,11 +10,10 @@ for hinted ones. Here the luminance is L* / 100 and the channels are a*, b* (the
 only the luminance affinities matter and both are opponent-chroma spaces).
 """
 
-import functools
-
 import numpy as np
 from scipy import sparse
-from scipy.sparse import linalg as sparse_linalg
+
+from tfgcrf import grid_lu
 
 # The constants of the authors' reference code (getColorExact.m), which produced the published
 # Levin et al. numbers: the exponent's denominator is 0.6 times the window variance (the paper
@@ -62,50 +61,14 @@ def affinities(luminance):
     return weights / np.sum(weights, axis=0, keepdims=True)
 
 
-def dissection_order(height, width, leaf=4):
-    """A nested-dissection ordering of the pixels of a `height x width` grid (George 1973).
-
-    The grid is split in two by one row or column of pixels (a separator: with 3x3 windows, the
-    pixels on either side of a full row or column are not neighbours), recursively, until the
-    blocks have at most `leaf * leaf` pixels; each block's pixels come first, its separator last.
-    A sparse LU of the permuted system fills in O(n log n) entries instead of the O(n^1.5) of a
-    general ordering: at 256x256 half the fill of SuperLU's COLAMD and about 2.5x less time.
-
-    Returns:
-      int64 `[height * width]` permutation of the row-major pixel indices.
-    """
-    return _dissection_order(int(height), int(width), int(leaf)).copy()
-
-
-@functools.lru_cache(maxsize=8)
-def _dissection_order(height, width, leaf):
-    index = np.arange(height * width).reshape(height, width)
-    parts = []
-    stack = [(0, height, 0, width, False)]
-    while stack:  # depth-first, left block, right block, then the separator
-        top, bottom, left, right, separator = stack.pop()
-        rows, cols = bottom - top, right - left
-        if separator or rows * cols <= leaf * leaf or min(rows, cols) < 3:
-            parts.append(index[top:bottom, left:right].ravel())
-        elif cols >= rows:
-            middle = (left + right) // 2
-            stack += [(top, bottom, middle, middle + 1, True), (top, bottom, middle + 1, right, False),
-                      (top, bottom, left, middle, False)]
-        else:
-            middle = (top + bottom) // 2
-            stack += [(middle, middle + 1, left, right, True), (middle + 1, bottom, left, right, False),
-                      (top, middle, left, right, False)]
-    return np.concatenate(parts)
-
-
 class Propagation:
     """Levin et al.'s system of one image, for any number of hint sets.
 
     The affinities and the sparse entries of every pixel's row are computed once per image; each
     hint set then only replaces the hinted rows by identity rows and is solved by one sparse LU
-    in the nested-dissection order of `dissection_order`, without pivoting: the system is a
-    nonsingular M-matrix (free rows: 1 on the diagonal, -w_rs summing to -1; hinted rows: the
-    identity; every pixel connected to every other), whose LU needs no pivoting.
+    (`tfgcrf.grid_lu.solve`: nested-dissection order, no pivoting): the system is a nonsingular
+    M-matrix (free rows: 1 on the diagonal, -w_rs summing to -1; hinted rows: the identity; every
+    pixel connected to every other), whose LU needs no pivoting.
 
     Args:
       luminance: `[H, W]` luminance (L* / 100).
@@ -117,9 +80,6 @@ class Propagation:
             raise ValueError(f"luminance must be [H, W], got shape {luminance.shape}")
         self.shape = luminance.shape
         height, width = self.shape
-        order = dissection_order(height, width)
-        position = np.empty_like(order)
-        position[order] = np.arange(order.size)  # pixel -> row/column of the permuted system
         index = np.arange(height * width).reshape(height, width)
         rows, cols, values = [index.ravel()], [index.ravel()], [np.ones(height * width)]
         for (dy, dx), weight in zip(_OFFSETS, affinities(luminance)):
@@ -129,10 +89,8 @@ class Propagation:
             cols.append(neighbour[use].astype(np.int64))
             values.append(-weight[use])
         rows, cols, values = (np.concatenate(part) for part in (rows, cols, values))
-        self._order = order
-        # Entries in permuted coordinates; a hinted row keeps only its diagonal.
-        self._rows, self._cols, self._values = position[rows], position[cols], values
-        self._row_pixel = rows  # the pixel whose row holds each entry
+        # Entries of the system (row-major pixels); a hinted row keeps only its diagonal.
+        self._rows, self._cols, self._values = rows, cols, values
         self._diagonal = rows == cols
 
     def colorize(self, hint_mask, hint_ab):
@@ -162,16 +120,12 @@ class Propagation:
             # everywhere solves the system, whose solution is unique. No factorization needed.
             return np.array(np.broadcast_to(values[0], hint_ab.shape))
         count = height * width
-        keep = self._diagonal | ~hint_mask.ravel()[self._row_pixel]
-        system = sparse.csc_matrix(
+        keep = self._diagonal | ~hint_mask.ravel()[self._rows]
+        system = sparse.csr_matrix(
             (self._values[keep], (self._rows[keep], self._cols[keep])), shape=(count, count)
         )
         right_hand_side = np.where(hint_mask[..., None], hint_ab, 0.0).reshape(count, -1)
-        factors = sparse_linalg.splu(system, permc_spec="NATURAL", diag_pivot_thresh=0.0,
-                                     options=dict(SymmetricMode=True))
-        solution = np.empty_like(right_hand_side)
-        solution[self._order] = factors.solve(right_hand_side[self._order])
-        return solution.reshape(height, width, -1)
+        return grid_lu.solve(system, self.shape, right_hand_side).reshape(height, width, -1)
 
 
 def colorize(luminance, hint_mask, hint_ab):

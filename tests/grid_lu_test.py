@@ -1,0 +1,176 @@
+"""`tfgcrf.grid_lu`: sparse LU of 3x3-stencil grid systems (MKL PARDISO, SciPy SuperLU fallback)
+against a dense float64 `np.linalg.solve`."""
+
+import platform
+import threading
+from unittest import mock
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from tfgcrf import grid_lu
+
+SHAPES = [(1, 1), (1, 7), (2, 2), (3, 5), (17, 23), (9, 50)]
+
+
+def _m_matrix(shape, seed, hinted_fraction=0.1, diagonal_extra=0.0):
+    """A random system of the solver's kind: free rows 1 + extra on the diagonal and random
+    3x3-window weights summing to -1, hinted rows the identity (row-major pixels), CSR."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    count = height * width
+    y, x = np.divmod(np.arange(count), width)
+    hinted = rng.uniform(size=count) < hinted_fraction
+    hinted[rng.integers(count)] = True  # at least one: nonsingular when no extra
+    rows, cols, values = [], [], []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            inside = (y + dy >= 0) & (y + dy < height) & (x + dx >= 0) & (x + dx < width)
+            if (dy, dx) == (0, 0):
+                continue
+            use = inside & ~hinted
+            rows.append(np.flatnonzero(use))
+            cols.append(((y + dy) * width + x + dx)[use])
+            values.append(-rng.uniform(0.01, 1.0, int(use.sum())))
+    weights = sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows),
+                                                           np.concatenate(cols))),
+                                shape=(count, count))
+    row_sums = np.asarray(-weights.sum(axis=1)).ravel()
+    weights = sparse.diags(1.0 / np.where(row_sums > 0, row_sums, 1.0)) @ weights
+    diagonal = np.where(hinted, 1.0, 1.0 + diagonal_extra)
+    return (sparse.diags(diagonal) + weights).tocsr()
+
+
+def _reference(matrix, right):
+    return np.linalg.solve(matrix.toarray(), right)
+
+
+@pytest.fixture(params=["pardiso", "superlu"])
+def backend(request):
+    """Runs a test with each backend: PARDISO where installed, SuperLU with pypardiso hidden."""
+    if request.param == "pardiso":
+        if grid_lu._pardiso_module() is None:
+            pytest.skip("pypardiso is not installed on this platform")
+        yield "pardiso"
+    else:
+        with mock.patch.object(grid_lu, "_pardiso_module", return_value=None):
+            yield "superlu"
+
+
+def test_pardiso_is_installed_where_mkl_has_wheels():
+    """setup.cfg requires pypardiso on x86-64: CI runs the PARDISO path, not only the fallback."""
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert grid_lu._pardiso_module() is not None
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_solve_and_kept_factors_match_a_dense_float64_solve(shape, backend):
+    count = shape[0] * shape[1]
+    for seed, extra in ((0, 0.0), (1, 1e-3)):
+        matrix = _m_matrix(shape, seed + sum(shape), diagonal_extra=extra)
+        right = np.random.default_rng(seed).uniform(-1, 1, (count, 2))
+        expected = _reference(matrix, right)
+        np.testing.assert_allclose(grid_lu.solve(matrix, shape, right), expected, atol=1e-10)
+        factors = grid_lu.GridLU(matrix, shape)
+        np.testing.assert_allclose(factors.solve(right), expected, atol=1e-10)
+        vector = factors.solve(right[:, 0])  # one right-hand side keeps its shape
+        assert vector.shape == (count,)
+        np.testing.assert_allclose(vector, expected[:, 0], atol=1e-10)
+
+
+def test_an_ill_conditioned_system_of_few_hints(backend):
+    """Levin et al.'s system with one hinted pixel (its worst case: the solution is that pixel's
+    value everywhere, the matrix nearly singular)."""
+    shape = (30, 34)
+    matrix = _m_matrix(shape, 3, hinted_fraction=0.0)
+    right = np.zeros((30 * 34, 2))
+    hinted = np.flatnonzero(np.asarray((matrix != 0).sum(axis=1)).ravel() == 1)
+    right[hinted] = [0.7, -0.2]
+    solution = grid_lu.solve(matrix, shape, right)
+    np.testing.assert_allclose(solution, _reference(matrix, right), atol=1e-9)
+    np.testing.assert_allclose(solution, np.broadcast_to([0.7, -0.2], solution.shape), atol=1e-9)
+
+
+def test_kept_factors_are_not_touched_by_later_solves_of_the_same_shape(backend):
+    shape = (17, 23)
+    first = _m_matrix(shape, 4)
+    right = np.random.default_rng(4).uniform(-1, 1, (17 * 23, 2))
+    factors = grid_lu.GridLU(first, shape)
+    for seed in (5, 6):  # one-shot solves of other systems on the same grid, in between
+        other = _m_matrix(shape, seed)
+        np.testing.assert_allclose(grid_lu.solve(other, shape, right), _reference(other, right),
+                                   atol=1e-10)
+    np.testing.assert_allclose(factors.solve(right), _reference(first, right), atol=1e-10)
+
+
+def test_solves_from_two_threads_at_once(backend):
+    """The evaluation solves Levin's systems in a background thread next to the propagation."""
+    shape = (20, 25)
+    systems = [_m_matrix(shape, seed) for seed in range(6)]
+    right = np.random.default_rng(7).uniform(-1, 1, (20 * 25, 2))
+    results, errors = {}, []
+
+    def work(name, indices):
+        try:
+            for index in indices:
+                results[index] = grid_lu.solve(systems[index], shape, right)
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(name, indices))
+               for name, indices in (("a", [0, 2, 4]), ("b", [1, 3, 5]))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for index, matrix in enumerate(systems):
+        np.testing.assert_allclose(results[index], _reference(matrix, right), atol=1e-10)
+
+
+def test_a_rejected_pardiso_answer_falls_back_to_superlu():
+    if grid_lu._pardiso_module() is None:
+        pytest.skip("pypardiso is not installed on this platform")
+    shape = (9, 11)
+    matrix = _m_matrix(shape, 8)
+    right = np.random.default_rng(8).uniform(-1, 1, (99, 2))
+    expected = _reference(matrix, right)
+    wrong = mock.patch.object(grid_lu._Pardiso, "solve", lambda self, r: np.zeros_like(r))
+    with wrong:
+        np.testing.assert_allclose(grid_lu.solve(matrix, shape, right), expected, atol=1e-10)
+        np.testing.assert_allclose(grid_lu.GridLU(matrix, shape).solve(right), expected,
+                                   atol=1e-10)
+    with mock.patch.object(grid_lu._Pardiso, "factor", return_value=False):  # perturbed pivot
+        np.testing.assert_allclose(grid_lu.solve(matrix, shape, right), expected, atol=1e-10)
+        np.testing.assert_allclose(grid_lu.GridLU(matrix, shape).solve(right), expected,
+                                   atol=1e-10)
+
+
+def test_bad_inputs_raise():
+    matrix = _m_matrix((4, 5), 9)
+    with pytest.raises(ValueError, match=r"5x5 grid needs a 25x25 system, got \(20, 20\)"):
+        grid_lu.solve(matrix, (5, 5), np.zeros(25))
+    with pytest.raises(ValueError, match=r"right-hand side must be \[20\]"):
+        grid_lu.solve(matrix, (4, 5), np.zeros(21))
+    far = matrix.tolil()
+    far[0, 12] = -0.1  # pixel (0, 0) coupled to (2, 2)
+    with pytest.raises(ValueError, match="3x3 window"):
+        grid_lu.solve(far.tocsr(), (4, 5), np.zeros(20))
+    wrapped = matrix.tolil()
+    wrapped[4, 5] = -0.1  # (0, 4) and (1, 0): adjacent indices, not adjacent pixels
+    with pytest.raises(ValueError, match="3x3 window"):
+        grid_lu.GridLU(wrapped.tocsr(), (4, 5))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (2, 2), (3, 5), (17, 23), (64, 64), (31, 90)])
+def test_dissection_order_is_a_permutation_with_separators_last(shape):
+    height, width = shape
+    order = grid_lu.dissection_order(height, width)
+    np.testing.assert_array_equal(np.sort(order), np.arange(height * width))
+    if height * width > 16:
+        # The last pixels form the top separator: a full middle column (or row) of the grid.
+        side = height if width >= height else width
+        last = order[-side:]
+        rows, cols = last // width, last % width
+        assert len(set(cols)) == 1 or len(set(rows)) == 1
