@@ -96,6 +96,8 @@ def _one_line_error(spec, match):
 
 def test_broken_presets_are_one_line_errors_listing_the_installed_ones(tiny_preset, tmp_path):
     _one_line_error("clowntown", r"^preset 'clowntown' is not installed")
+    for spec in (None, 5, b"default"):  # a Python API caller's slip: one line, not a TypeError
+        _one_line_error(spec, rf"^a model is a preset name, a folder holding model.keras or a .keras file, got {type(spec).__name__} ")
     _one_line_error(tmp_path, "has no model.keras")
     _one_line_error(tmp_path / "missing.keras", "no such model file")
 

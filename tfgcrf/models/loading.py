@@ -47,7 +47,16 @@ def preset_path(name):
 
 
 def resolve_model_path(path_or_preset):
-    """A `.keras` file, a folder containing `model.keras`, or a preset name -> the `.keras` path."""
+    """A `.keras` file, a folder containing `model.keras`, or a preset name -> the `.keras` path.
+
+    Raises:
+      UserError: `path_or_preset` is not a str or path, or names nothing that exists.
+    """
+    if not isinstance(path_or_preset, (str, os.PathLike)):
+        raise UserError(
+            f"a model is a preset name, a folder holding {MODEL_FILENAME} or a .keras file, got "
+            f"{type(path_or_preset).__name__}"
+        )
     spec = os.fspath(path_or_preset)
     if os.path.isdir(spec):
         candidate = os.path.join(spec, MODEL_FILENAME)
