@@ -132,6 +132,16 @@ def test_one_definition_of_the_system_for_both_solvers():
     assert mask.numpy().sum() == 2
     np.testing.assert_allclose(targets.numpy()[5, 5], [0.3, 0.0])
     np.testing.assert_allclose(targets.numpy()[15, 25], [-0.3, 0.3])
+    # The TF solver's matrix is the LU path's (1 + lam) I - W with the hinted rows the identity.
+    weights = hints.propagation_weights(lightness)
+    mask, _ = _hints(lightness.shape, [(0, 0), (5, 17), (13, 9)])
+    operator = hints._operator(weights, tf.constant(mask), 1e-3)
+    count = lightness.size
+    dense = np.zeros((count, count))  # duplicates (zeros at clipped columns) add up, as in matmul
+    np.add.at(dense, tuple(operator.indices.numpy().T), operator.values.numpy())
+    expected = ((1 + 1e-3) * np.eye(count) - hints._sparse_affinities(weights).toarray())
+    expected[mask.ravel()] = np.eye(count)[mask.ravel()]
+    np.testing.assert_allclose(dense, expected, atol=1e-15)
 
 
 @pytest.mark.parametrize("shape, max_pixels", [((24, 40), None), ((300, 230), None)])
