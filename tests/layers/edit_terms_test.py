@@ -18,12 +18,37 @@ def _lightness(batch=2, height=7, width=9, seed=0):
     return l
 
 
-def test_affinities_match_levins_numpy_code():
+def _reference_affinities(luminance):
+    """Levin et al.'s affinities pixel by pixel in float64 numpy (getColorExact.m's rules: 3x3
+    window variance (ddof 0) times 0.6, at least the closest neighbour's squared difference / ln
+    100, at least 2e-6), `[H, W, 8]` in `OFFSETS` order, 0 outside the image."""
+    height, width = luminance.shape
+    weights = np.zeros((height, width, 8))
+    for y in range(height):
+        for x in range(width):
+            inside = [(k, y + dy, x + dx) for k, (dy, dx) in enumerate(edit_terms.OFFSETS)
+                      if 0 <= y + dy < height and 0 <= x + dx < width]
+            values = np.array([luminance[v, u] for _, v, u in inside])
+            squared = (values - luminance[y, x]) ** 2
+            window = np.append(values, luminance[y, x])
+            denominator = max(0.6 * window.var(), squared.min() / np.log(100.0), 2e-6)
+            raw = np.exp(-squared / denominator)
+            for (k, _, _), value in zip(inside, raw / raw.sum()):
+                weights[y, x, k] = value
+    return weights
+
+
+def test_affinities_match_a_pixel_by_pixel_reference():
     l = _lightness()
     weights = edit_terms.local_affinities(l).numpy()
-    for image, got in zip(l, weights):
-        expected = np.moveaxis(levin.affinities(image[..., 0].astype(np.float64)), 0, -1)
+    weights64 = edit_terms.local_affinities(l, dtype=tf.float64).numpy()
+    for image, got, got64 in zip(l, weights, weights64):
+        expected = _reference_affinities(image[..., 0].astype(np.float64))
         np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_allclose(got64, expected, atol=1e-13)
+        # The Levin baseline's affinities are these (one home; float64).
+        np.testing.assert_allclose(np.moveaxis(levin.affinities(image[..., 0]), 0, -1), expected,
+                                   atol=1e-13)
 
 
 def test_affinity_matrix_places_every_weight():

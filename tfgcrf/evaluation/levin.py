@@ -15,16 +15,12 @@ from scipy import sparse
 
 from tfgcrf import grid_lu
 
-# The constants of the authors' reference code (getColorExact.m), which produced the published
-# Levin et al. numbers: the exponent's denominator is 0.6 times the window variance (the paper
-# prints 2 sigma_r^2, which bleeds color across edges ~10x more), every neighbour weight stays
-# above 1% of the closest neighbour's (no pixel is cut off from the hints), and perfectly flat
-# windows get a floor.
-_VARIANCE_SCALE = 0.6
-_MIN_RELATIVE_WEIGHT = 0.01
-_MIN_DENOMINATOR = 2e-6
+from tfgcrf.layers import edit_terms
 
-_OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+# The affinities' rules and constants (those of the authors' reference code, getColorExact.m) have
+# one home, `tfgcrf.layers.edit_terms.local_affinities`, shared with the edits and the
+# full-resolution propagation of `tfgcrf.hints`.
+_OFFSETS = list(edit_terms.OFFSETS)
 
 
 def _shifted(image, dy, dx):
@@ -37,28 +33,22 @@ def _shifted(image, dy, dx):
 def affinities(luminance):
     """Normalized 3x3 affinity weights of every pixel to its 8 neighbours.
 
+    `edit_terms.local_affinities` in float64 (the constants of the authors' code: the exponent's
+    denominator is 0.6 times the window variance, every neighbour weight stays above 1% of the
+    closest neighbour's, flat windows get a floor).
+
     Args:
       luminance: `[H, W]` float luminance.
 
     Returns:
-      `[8, H, W]` weights (offsets in `_OFFSETS` order), 0 for neighbours outside the image, each
-      pixel's weights summing to 1.
+      float64 `[8, H, W]` weights (offsets in `_OFFSETS` order), 0 for neighbours outside the
+      image, each pixel's weights summing to 1.
     """
+    import tensorflow as tf
+
     luminance = np.asarray(luminance, dtype=np.float64)
-    neighbours = np.stack([_shifted(luminance, dy, dx) for dy, dx in _OFFSETS])
-    window = np.concatenate([neighbours, luminance[None]])
-    squared_diff = (neighbours - luminance[None]) ** 2
-    closest = np.nanmin(squared_diff, axis=0)
-    denominator = np.maximum.reduce(
-        [
-            _VARIANCE_SCALE * np.nanvar(window, axis=0),
-            closest / -np.log(_MIN_RELATIVE_WEIGHT),
-            np.full_like(closest, _MIN_DENOMINATOR),
-        ]
-    )
-    weights = np.exp(-squared_diff / denominator[None])
-    weights = np.where(np.isnan(weights), 0.0, weights)
-    return weights / np.sum(weights, axis=0, keepdims=True)
+    weights = edit_terms.local_affinities(luminance[None], dtype=tf.float64)[0].numpy()
+    return np.moveaxis(weights, -1, 0)
 
 
 class Propagation:
