@@ -48,6 +48,7 @@ def test_corrupt_final_weights_fall_back_to_the_last_epoch(run_copy, smoke_run):
         np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.slow  # trains stages: 65-130 s at load 9 (README "Tests")
 def test_corrupt_marker_reruns_the_stage_saying_so(run_copy, smoke_run):
     paths = StagePaths(run_copy / "mdn")
     paths.marker.write_text('{"finished": "2026-')
@@ -71,6 +72,7 @@ def _interrupted_stage(run_dir, smoke_model, stage="mdn"):
     return paths
 
 
+@pytest.mark.slow  # trains stages: 65-130 s at load 9 (README "Tests")
 def test_corrupt_backup_resumes_from_the_previous_one(run_copy, smoke_run):
     paths = _interrupted_stage(run_copy, smoke_run.model)
     metadata = paths.backup / "training_metadata.json"
@@ -82,6 +84,7 @@ def test_corrupt_backup_resumes_from_the_previous_one(run_copy, smoke_run):
     assert stage_summary(run_copy)["mdn"]["history"] == {}  # epoch 1 of 1 was already done
 
 
+@pytest.mark.slow  # trains stages: 65-130 s at load 9 (README "Tests")
 def test_no_good_backup_starts_the_stage_over(run_copy, smoke_run):
     paths = _interrupted_stage(run_copy, smoke_run.model)
     weights = paths.backup / "latest.weights.h5"

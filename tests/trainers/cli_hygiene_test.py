@@ -74,6 +74,7 @@ def test_progress_has_no_color_codes_when_not_a_terminal(monkeypatch, capsys):
     assert "loss:" in progress.getvalue() and "\x1b" not in progress.getvalue()
 
 
+@pytest.mark.slow  # trains stages: 65-130 s at load 9 (README "Tests")
 def test_mixed_precision_keeps_the_gcrf_in_float32(tmp_path, tiny_experiment):
     config = dataclasses.replace(tiny_experiment(epochs=1, steps_per_epoch=2), mixed_precision=True)
     model = train(config, tmp_path, stage="hoc", verbose=0, log=lambda message: None)

@@ -99,6 +99,7 @@ def _global_batch_config(tiny_experiment, **stage_changes):
     return dataclasses.replace(config, data=data, stages=stages)
 
 
+@pytest.mark.slow  # two training workers, all stages: 483 s at load 9 (README "Tests")
 def test_two_workers_train_all_stages_like_one_worker(tmp_path, cluster, tiny_experiment):
     config = _global_batch_config(tiny_experiment)
     workers = cluster(config)
@@ -132,6 +133,7 @@ def test_two_workers_train_all_stages_like_one_worker(tmp_path, cluster, tiny_ex
     assert "chief of a 2-replica multi-worker cluster" in workers.logs[0].read_text()
 
 
+@pytest.mark.slow  # the same two-worker training, plus a killed and restarted worker (README "Tests")
 def test_killed_worker_restarts_and_the_run_resumes(tmp_path, cluster, tiny_experiment):
     hoc_epochs = 4
     config = _global_batch_config(
