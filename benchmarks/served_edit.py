@@ -117,7 +117,7 @@ def main(argv=None):
         mask, targets = propagation.hint_mask(points, chroma)
         prior = hints._prior(ab_small, propagation.lightness)
         _, iterations = tf.function(hints.propagation_solve, autograph=False)(
-            hints.propagation_weights(propagation.lightness), prior, mask, targets)
+            hints.local_stencil(propagation.lightness), prior, mask, targets)
         tf_median, lu_median = np.median(tf_times, axis=0), np.median(lu_times, axis=0)
         print(f"| {size[0]}x{size[1]} | {tf_median[0]:.2f} | {tf_median[1]:.2f} | {int(iterations)} "
               f"| {lu_median[0]:.2f} | {lu_median[1]:.2f} | {tf_median[0] / lu_median[0]:.2f}x "

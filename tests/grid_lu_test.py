@@ -174,3 +174,43 @@ def test_dissection_order_is_a_permutation_with_separators_last(shape):
         last = order[-side:]
         rows, cols = last // width, last % width
         assert len(set(cols)) == 1 or len(set(rows)) == 1
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (17, 23), (64, 64), (31, 90)])
+def test_dissection_order_with_wide_separators(shape):
+    """Separators of two rows/columns (5x5 stencils): a permutation whose last pixels are two
+    full middle columns (or rows); width 1 is the default order."""
+    height, width = shape
+    order = grid_lu.dissection_order(height, width, separator=2)
+    np.testing.assert_array_equal(np.sort(order), np.arange(height * width))
+    np.testing.assert_array_equal(grid_lu.dissection_order(height, width, separator=1),
+                                  grid_lu.dissection_order(height, width))
+    if height * width > 16:
+        side = height if width >= height else width
+        last = order[-2 * side:]
+        rows, cols = last // width, last % width
+        assert len(set(cols)) == 2 or len(set(rows)) == 2
+
+
+def test_a_five_by_five_system_matches_a_dense_solve():
+    """radius 2 (the matting Laplacian's 5x5 windows): `solve` and `GridLU` against a dense
+    float64 solve of a symmetric positive definite system; entries beyond the window refused."""
+    rng = np.random.default_rng(4)
+    height, width = 9, 13
+    count = height * width
+    y, x = np.divmod(np.arange(count), width)
+    near = (np.abs(y[:, None] - y[None]) <= 2) & (np.abs(x[:, None] - x[None]) <= 2)
+    base = np.where(near, rng.uniform(0, 1, (count, count)), 0.0)
+    system = np.where(near, -(base + base.T) / 2, 0.0)
+    np.fill_diagonal(system, 0.0)
+    np.fill_diagonal(system, -system.sum(axis=1) + 0.1)  # SPD: diagonally dominant, symmetric
+    right = rng.normal(size=(count, 2))
+    expected = np.linalg.solve(system, right)
+    matrix = sparse.csr_matrix(system)
+    np.testing.assert_allclose(grid_lu.solve(matrix, (height, width), right, radius=2), expected,
+                               atol=1e-10)
+    np.testing.assert_allclose(grid_lu.GridLU(matrix, (height, width), radius=2).solve(right),
+                               expected, atol=1e-10)
+    with pytest.raises(ValueError, match="3x3 window"):
+        grid_lu.solve(matrix, (height, width), right)
+

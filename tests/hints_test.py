@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tfgcrf import hints
 from tfgcrf.evaluation import levin
+from tfgcrf.layers import edit_terms
 
 
 def _photo(height=14, width=18, seed=0):
@@ -110,7 +111,7 @@ def test_tensorflow_solver_matches_the_dense_reference(pixels, weight):
     lightness, prior = _photo()
     mask, targets = _hints(lightness.shape, pixels)
     expected = _dense_reference(lightness, prior, mask, targets, weight)
-    weights = hints.propagation_weights(lightness)
+    weights = hints.local_stencil(lightness)
     solved, iterations = _solve(weights, prior, mask, targets, weight=weight)
     # Every entry within the accuracy bound (residual <= accuracy * lam, |A^-1|_inf <= 1 / lam).
     assert np.abs(solved.numpy() - expected).max() <= hints.PROPAGATION_ACCURACY
@@ -135,11 +136,14 @@ def test_one_definition_of_the_system_for_both_solvers():
     # The TF solver's matrix is the LU path's (1 + lam) I - W with the hinted rows the identity.
     weights = hints.propagation_weights(lightness)
     mask, _ = _hints(lightness.shape, [(0, 0), (5, 17), (13, 9)])
-    operator = hints._operator(weights, tf.constant(mask), 1e-3)
+    operator = hints._operator(hints.local_stencil(lightness), tf.constant(mask), 1e-3)
     count = lightness.size
     dense = np.zeros((count, count))  # duplicates (zeros at clipped columns) add up, as in matmul
     np.add.at(dense, tuple(operator.indices.numpy().T), operator.values.numpy())
-    expected = ((1 + 1e-3) * np.eye(count) - hints._sparse_affinities(weights).toarray())
+    expected = (1 + 1e-3) * np.eye(count)
+    for (dy, dx), plane in zip(edit_terms.OFFSETS, np.moveaxis(weights.numpy(), -1, 0)):
+        for y, x in zip(*np.nonzero(plane)):
+            expected[y * lightness.shape[1] + x, (y + dy) * lightness.shape[1] + x + dx] -= plane[y, x]
     expected[mask.ravel()] = np.eye(count)[mask.ravel()]
     np.testing.assert_allclose(dense, expected, atol=1e-15)
 
@@ -164,3 +168,72 @@ def test_tensorflow_correction_equals_the_sparse_lu_one(shape, max_pixels):
         # Within the solver's accuracy (+ float32 rounding of the lightness and the prior).
         assert np.abs(got - want).max() <= 2 * hints.PROPAGATION_ACCURACY
     assert np.abs(expected).max() > 0.05  # the points change the photo
+
+
+# The matting Laplacian local term ("matting") against a dense float64 reference built window by
+# window from Levin, Lischinski & Weiss (2008), eq. 12 (one gray channel).
+def _dense_matting(lightness, epsilon):
+    image = lightness / 100.0
+    height, width = image.shape
+    laplacian = np.zeros((height * width, height * width))
+    for y in range(1, height - 1):
+        for x in range(1, width - 1):
+            pixels = [(y + dy) * width + x + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+            values = image[y - 1:y + 2, x - 1:x + 2].ravel()
+            mean, variance = values.mean(), values.var()
+            for i, vi in zip(pixels, values):
+                for j, vj in zip(pixels, values):
+                    laplacian[i, j] += (i == j) - (1 + (vi - mean) * (vj - mean)
+                                                   / (variance + epsilon / 9)) / 9
+    return laplacian
+
+
+def _dense_matting_solve(lightness, prior, mask, targets, weight, epsilon):
+    system = _dense_matting(lightness, epsilon) + weight * np.eye(lightness.size)
+    right = weight * prior.reshape(-1, prior.shape[-1])
+    hinted = mask.ravel()
+    system[hinted] = 0.0
+    system[hinted, hinted] = 1.0
+    right[hinted] = targets.reshape(-1, prior.shape[-1])[hinted]
+    return np.linalg.solve(system, right).reshape(prior.shape)
+
+
+def test_matting_stencil_matches_the_dense_laplacian():
+    lightness, _ = _photo(9, 11)
+    stencil = hints.local_stencil(lightness, "matting", epsilon=1e-4)
+    assert stencil.shape == (9, 11, 25) and hints.stencil_radius(stencil) == 2
+    expected = _dense_matting(lightness, 1e-4)
+    got = hints._sparse_stencil(stencil.numpy()).toarray()
+    np.testing.assert_allclose(got, expected, atol=1e-10)
+    np.testing.assert_allclose(got, got.T, atol=1e-10)  # symmetric, rows summing to 0
+    np.testing.assert_allclose(got.sum(axis=1), 0.0, atol=1e-10)
+    # The Levin term as a stencil is I - W.
+    levin_stencil = hints._sparse_stencil(hints.local_stencil(lightness).numpy()).toarray()
+    np.testing.assert_allclose(np.diag(levin_stencil), 1.0)
+    np.testing.assert_allclose(levin_stencil.sum(axis=1), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="local term"):
+        hints.local_stencil(lightness, "bilateral")
+
+
+@pytest.mark.parametrize("pixels", [[(2, 3)], [(2, 3), (10, 15), (7, 9)], [(y, 4) for y in range(14)]])
+def test_matting_propagation_solves_match_a_dense_reference(pixels):
+    lightness, prior = _photo()
+    mask, targets = _hints(lightness.shape, pixels)
+    weight, epsilon = 1e-2, hints.MATTING_EPSILON
+    expected = _dense_matting_solve(lightness, prior, mask, targets, weight, epsilon)
+    propagation = hints.Propagation(lightness, weight=weight, local="matting")
+    np.testing.assert_allclose(propagation.solve(prior, mask, targets), expected, atol=1e-8)
+    previous = hints._BORDERED_HINTS
+    try:  # the hinted system factored directly (the evaluation's patches)
+        hints._BORDERED_HINTS = 0
+        factored = hints.Propagation(lightness, weight=weight, local="matting")
+        np.testing.assert_allclose(factored.solve(prior, mask, targets), expected, atol=1e-8)
+    finally:
+        hints._BORDERED_HINTS = previous
+    solved, iterations = _solve(hints.local_stencil(lightness, "matting"), prior, mask, targets,
+                                weight=weight, accuracy=1e-10)
+    np.testing.assert_allclose(solved.numpy(), expected, atol=1e-7)
+    np.testing.assert_array_equal(solved.numpy()[mask], targets[mask])
+    assert 0 < int(iterations) < hints.PROPAGATION_MAX_ITERATIONS
+    # Default weight of the term.
+    assert hints.Propagation(lightness, local="matting").weight == hints.MATTING_WEIGHT

@@ -1,11 +1,13 @@
 """Sparse direct solves of linear systems on a pixel grid whose rows couple each pixel to its 3x3
-window: Levin et al.'s colorization (`tfgcrf.evaluation.levin`) and the full-resolution
-propagation of edits (`tfgcrf.hints`).
+window (radius 1; radius 2: 5x5, the matting Laplacian's): Levin et al.'s colorization
+(`tfgcrf.evaluation.levin`) and the full-resolution propagation of edits (`tfgcrf.hints`).
 
-Both systems are nonsingular M-matrices (free rows: a positive diagonal and non-positive
+Both 3x3 systems are nonsingular M-matrices (free rows: a positive diagonal and non-positive
 neighbour weights whose sum is at most the diagonal; hinted rows: the identity; every pixel
-connected to every other), so their LU needs no pivoting. They are factored in the
-nested-dissection order of `dissection_order` (George 1973), on the full 3x3 pattern of the grid
+connected to every other), so their LU needs no pivoting (nor does the 5x5 matting system:
+symmetric positive definite on the free pixels, the identity on the hinted ones). They are
+factored in the nested-dissection order of `dissection_order` (George 1973; separators as wide as
+the window's radius), on the full window pattern of the grid
 (entries a system does not have, such as a hinted row's neighbours, are explicit zeros: the same
 factors as the sparser system, and one pattern per grid shape).
 
@@ -40,53 +42,59 @@ _IPARM = {1: 1, 5: 1, 8: 0, 10: 13, 11: 0, 12: 0, 13: 0, 24: 10, 28: 0}
 _REAL_NONSYMMETRIC = 11
 
 
-def dissection_order(height, width, leaf=4):
+def dissection_order(height, width, leaf=4, separator=1):
     """A nested-dissection ordering of the pixels of a `height x width` grid (George 1973).
 
-    The grid is split in two by one row or column of pixels (a separator: with 3x3 windows, the
-    pixels on either side of a full row or column are not neighbours), recursively, until the
-    blocks have at most `leaf * leaf` pixels; each block's pixels come first, its separator last.
+    The grid is split in two by `separator` rows or columns of pixels (with 3x3 windows one: the
+    pixels on either side of a full row or column are not neighbours; with 5x5 windows two),
+    recursively, until the blocks have at most `leaf * leaf` pixels; each block's pixels come
+    first, its separator last.
     A sparse LU of the permuted system fills in O(n log n) entries instead of the O(n^1.5) of a
     general ordering: at 256x256 half the fill of SuperLU's COLAMD and about 2.5x less time.
 
     Returns:
       int64 `[height * width]` permutation of the row-major pixel indices.
     """
-    return _dissection_order(int(height), int(width), int(leaf)).copy()
+    return _dissection_order(int(height), int(width), int(leaf), int(separator)).copy()
 
 
 @functools.lru_cache(maxsize=8)
-def _dissection_order(height, width, leaf):
+def _dissection_order(height, width, leaf, separator=1):
     index = np.arange(height * width).reshape(height, width)
     parts = []
     stack = [(0, height, 0, width, False)]
     while stack:  # depth-first, left block, right block, then the separator
-        top, bottom, left, right, separator = stack.pop()
+        top, bottom, left, right, is_separator = stack.pop()
         rows, cols = bottom - top, right - left
-        if separator or rows * cols <= leaf * leaf or min(rows, cols) < 3:
+        if is_separator or rows * cols <= leaf * leaf or min(rows, cols) < 2 * separator + 1:
             parts.append(index[top:bottom, left:right].ravel())
         elif cols >= rows:
-            middle = (left + right) // 2
-            stack += [(top, bottom, middle, middle + 1, True), (top, bottom, middle + 1, right, False),
+            middle = (left + right) // 2 - separator // 2
+            end = middle + separator
+            stack += [(top, bottom, middle, end, True), (top, bottom, end, right, False),
                       (top, bottom, left, middle, False)]
         else:
-            middle = (top + bottom) // 2
-            stack += [(middle, middle + 1, left, right, True), (middle + 1, bottom, left, right, False),
+            middle = (top + bottom) // 2 - separator // 2
+            end = middle + separator
+            stack += [(middle, end, left, right, True), (end, bottom, left, right, False),
                       (top, middle, left, right, False)]
     return np.concatenate(parts)
 
 
 class _Pattern:
-    """The full 3x3 pattern of a `height x width` grid in row-major CSR, and the slot of every
-    (pixel, window offset) entry in its data array."""
+    """The full (2 radius + 1)^2 window pattern of a `height x width` grid in row-major CSR, and
+    the slot of every (pixel, window offset) entry in its data array."""
 
-    def __init__(self, height, width):
+    def __init__(self, height, width, radius=1):
         self.shape = (height, width)
+        self.radius = radius
         count = height * width
         y, x = np.divmod(np.arange(count), width)
-        slot = np.full((count, 9), -1, np.int64)
+        side = 2 * radius + 1
+        slot = np.full((count, side * side), -1, np.int64)
         columns = []
-        for offset, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        steps = range(-radius, radius + 1)
+        for offset, (dy, dx) in enumerate((dy, dx) for dy in steps for dx in steps):
             inside = (y + dy >= 0) & (y + dy < height) & (x + dx >= 0) & (x + dx < width)
             slot[inside, offset] = 0
             columns.append(np.where(inside, (y + dy) * width + x + dx, -1))
@@ -97,7 +105,7 @@ class _Pattern:
         self.slot = slot
         self.indices = columns[present].astype(np.int32)
         self.indptr = np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32)
-        order = dissection_order(height, width)
+        order = dissection_order(height, width, separator=radius)
         position = np.empty(count, np.int32)
         position[order] = np.arange(count, dtype=np.int32)
         self.order = order
@@ -108,7 +116,7 @@ class _Pattern:
         float64 `[nnz]`, explicit zeros where `matrix` has no entry.
 
         Raises:
-          ValueError: an entry outside some pixel's 3x3 window, or a matrix of another size.
+          ValueError: an entry outside some pixel's window, or a matrix of another size.
         """
         count = self.shape[0] * self.shape[1]
         if matrix.shape != (count, count):
@@ -116,20 +124,21 @@ class _Pattern:
                              f"system, got {matrix.shape}")
         entries = sparse.coo_matrix(matrix)
         entries.sum_duplicates()
-        width = self.shape[1]
+        width, radius = self.shape[1], self.radius
         row_y, row_x = np.divmod(entries.row, width)
         col_y, col_x = np.divmod(entries.col, width)
         dy, dx = col_y - row_y, col_x - row_x
-        if np.any(np.abs(dy) > 1) or np.any(np.abs(dx) > 1):
-            raise ValueError("the system couples pixels outside each other's 3x3 window")
+        if np.any(np.abs(dy) > radius) or np.any(np.abs(dx) > radius):
+            side = 2 * radius + 1
+            raise ValueError(f"the system couples pixels outside each other's {side}x{side} window")
         data = np.zeros(len(self.indices))
-        data[self.slot[entries.row, (dy + 1) * 3 + dx + 1]] = entries.data
+        data[self.slot[entries.row, (dy + radius) * (2 * radius + 1) + dx + radius]] = entries.data
         return data
 
 
 @functools.lru_cache(maxsize=8)
-def _pattern(height, width):
-    return _Pattern(height, width)
+def _pattern(height, width, radius=1):
+    return _Pattern(height, width, radius)
 
 
 @functools.lru_cache(maxsize=1)
@@ -233,23 +242,25 @@ def _right_hand_side(right, count):
     return right.reshape(count, -1)
 
 
-def solve(matrix, shape, right):
+def solve(matrix, shape, right, radius=1):
     """Solves one grid system `matrix @ x = right` (factored once, used once).
 
     Args:
       matrix: scipy.sparse `[P, P]` float64, P = height * width, rows and columns the pixels in
-        row-major order, nonzero only within each pixel's 3x3 window; a nonsingular M-matrix (or
-        any matrix whose LU in the dissection order needs no pivoting).
+        row-major order, nonzero only within each pixel's (2 radius + 1)^2 window; a nonsingular
+        M-matrix (or any matrix whose LU in the dissection order needs no pivoting, e.g.
+        symmetric positive definite).
       shape: `(height, width)` of the grid.
       right: `[P]` or `[P, C]` right-hand side(s).
+      radius: the window's radius (1: 3x3, 2: 5x5).
 
     Returns:
       float64 solution of `right`'s shape.
 
     Raises:
-      ValueError: sizes that do not match, or entries outside the 3x3 windows.
+      ValueError: sizes that do not match, or entries outside the windows.
     """
-    pattern = _pattern(*(int(side) for side in shape))
+    pattern = _pattern(*(int(side) for side in shape), int(radius))
     right_2d = _right_hand_side(right, pattern.perm.size)
     matrix = sparse.csr_matrix(matrix, dtype=np.float64)
     values = pattern.values(matrix)
@@ -271,13 +282,14 @@ class GridLU:
     Args:
       matrix: as in `solve`.
       shape: `(height, width)` of the grid.
+      radius: the window's radius, as in `solve`.
 
     Raises:
       ValueError: as in `solve`.
     """
 
-    def __init__(self, matrix, shape):
-        self._pattern = _pattern(*(int(side) for side in shape))
+    def __init__(self, matrix, shape, radius=1):
+        self._pattern = _pattern(*(int(side) for side in shape), int(radius))
         self._matrix = sparse.csr_matrix(matrix, dtype=np.float64)
         values = self._pattern.values(self._matrix)
         self._factors = None

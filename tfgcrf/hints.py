@@ -164,6 +164,15 @@ def link_points(ab_full, refined, points_px, links_px):
 # Weight lam of the G-CRF answer in the full-resolution propagation (`Propagation`), against the
 # unit weight of the local term; chosen on the validation split (README, "Control").
 PROPAGATION_WEIGHT = 1e-3
+# The local term of the propagation (`local_stencil`): "levin" (Levin et al. 2004's normalized
+# 3x3 affinities, I - W) or "matting" (the closed-form matting Laplacian of Levin, Lischinski &
+# Weiss 2008 of the lightness: chroma locally affine in L* within every 3x3 window).
+PROPAGATION_LOCAL = "levin"
+LOCAL_TERMS = ("levin", "matting")
+# Regularizer epsilon of the matting Laplacian (lightness in [0, 1], as in Levin et al. 2008) and
+# its weight lam of the G-CRF answer; chosen on the validation split (README, "Control").
+MATTING_EPSILON = 1e-5
+MATTING_WEIGHT = 1e-3
 # Working resolution of the propagation (pixels): photos of at most PROPAGATION_PIXELS (the
 # evaluation's 256 x 256) are refined at their own resolution; larger photos at LARGE_PHOTO_PIXELS
 # (the correction upsampled), so that one more point stays cheap in an edit session (at 1024x768,
@@ -182,6 +191,11 @@ _MAX_COLUMNS = 320
 # resolution (`propagation_shape`), the lightness there (`propagation_lightness`), the affinities
 # (`propagation_weights`), the hints at the working resolution (`propagation_hints`), the prior G
 # (`_prior`) and the way back to the photo's resolution (`_to_photo`).
+
+
+def propagation_weight(local=PROPAGATION_LOCAL):
+    """lam of a local term (`PROPAGATION_WEIGHT` for "levin", `MATTING_WEIGHT` for "matting")."""
+    return MATTING_WEIGHT if local == "matting" else PROPAGATION_WEIGHT
 
 
 def propagation_shape(height, width, max_pixels=PROPAGATION_PIXELS):
@@ -228,6 +242,79 @@ def propagation_weights(lightness):
                                        dtype=tf.float64)[0]
 
 
+def _shifted(image, dy, dx):
+    """`image[y + dy, x + dx]` of a `[h, w]` float64 tensor, zero outside it (|dy|, |dx| <= 2)."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    padded = tf.pad(image, [[2, 2], [2, 2]])
+    return padded[2 + dy:2 + dy + height, 2 + dx:2 + dx + width]
+
+
+def _matting_stencil(lightness, epsilon):
+    """The matting Laplacian M (Levin, Lischinski & Weiss 2008, eq. 12, one gray channel) of the
+    lightness I = L* / 100 as 5x5 stencil planes: for every window w_k of 3x3 pixels inside the
+    photo (mean mu_k, variance sigma_k^2), M_ij += delta_ij - (1 + (I_i - mu_k)(I_j - mu_k) /
+    (sigma_k^2 + epsilon / 9)) / 9 for i, j in w_k. Symmetric, positive semi-definite, rows summing
+    to 0 (constants and chroma affine in I inside every window cost nothing)."""
+    image = tf.cast(lightness, tf.float64) / 100.0
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    rows = tf.range(height)[:, None]
+    cols = tf.range(width)[None, :]
+    inside = tf.cast((rows >= 1) & (rows <= height - 2) & (cols >= 1) & (cols <= width - 2),
+                     tf.float64)  # centres of whole windows
+    around = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    mean = tf.add_n([_shifted(image, dy, dx) for dy, dx in around]) / 9.0
+    variance = tf.add_n([tf.square(_shifted(image, dy, dx)) for dy, dx in around]) / 9.0 \
+        - tf.square(mean)
+    scale = inside / (tf.maximum(variance, 0.0) + epsilon / 9.0)
+    planes = []
+    for oy in range(-2, 3):
+        for ox in range(-2, 3):
+            other = _shifted(image, oy, ox)
+            total = tf.zeros_like(image)
+            for qy, qx in around:  # window centre k = i + q holding both i and i + o
+                if abs(qy - oy) > 1 or abs(qx - ox) > 1:
+                    continue
+                centre_mean = _shifted(mean, qy, qx)
+                term = (1.0 + (image - centre_mean) * (other - centre_mean)
+                        * _shifted(scale, qy, qx)) / 9.0
+                valid = _shifted(inside, qy, qx)
+                total += valid * ((1.0 if (oy, ox) == (0, 0) else 0.0) - term)
+            planes.append(total)
+    return tf.stack(planes, axis=-1)
+
+
+def local_stencil(lightness, local=PROPAGATION_LOCAL, epsilon=None):
+    """The local term of the propagation as per-pixel stencils: float64 `[h, w, (2R + 1)^2]`,
+    entry (r, o) = the coefficient of pixel r + o in row r (offsets row-major, 0 outside the photo).
+
+    "levin": R = 1, I - W (`propagation_weights`: 1 at the middle, -w_rs around); "matting":
+    R = 2, the matting Laplacian of the lightness (`MATTING_EPSILON`). One definition for both
+    solvers (scipy sparse LU and the TensorFlow BiCGSTAB of the SavedModel).
+
+    Args:
+      lightness: `[h, w]` L* (0-100) at the working resolution.
+      local: one of `LOCAL_TERMS`.
+      epsilon: the matting Laplacian's regularizer (lightness in [0, 1]); None:
+        `MATTING_EPSILON`.
+    """
+    if local == "levin":
+        from tfgcrf.layers.edit_terms import OFFSETS
+
+        weights = propagation_weights(lightness)
+        index = {offset: i for i, offset in enumerate(OFFSETS)}
+        ones = tf.ones_like(weights[..., 0])
+        return tf.stack([-weights[..., index[(dy, dx)]] if (dy, dx) != (0, 0) else ones
+                         for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=-1)
+    if local == "matting":
+        return _matting_stencil(lightness, MATTING_EPSILON if epsilon is None else epsilon)
+    raise ValueError(f"local term must be one of {LOCAL_TERMS}, got {local!r}")
+
+
+def stencil_radius(stencil):
+    """R of a `[h, w, (2R + 1)^2]` stencil (static)."""
+    return (int(round(math.sqrt(stencil.shape[-1]))) - 1) // 2
+
+
 def propagation_hints(points_px, colors_ab, shape, work_shape):
     """Points in photo pixels -> `(mask [h, w] bool, targets [h, w, C] float64)` at the working
     resolution: point (x, y) falls in working pixel floor((x + 0.5) w / W) (clipped; likewise
@@ -269,20 +356,21 @@ def _to_photo(change, shape):
                    lambda: tf.image.resize(change[None], tf.stack(shape), method="bilinear")[0])
 
 
-def _sparse_affinities(weights):
-    """`propagation_weights` `[h, w, 8]` -> scipy.sparse CSR float64 W `[P, P]`, P = h w
-    row-major: row r holds w_rs of its (up to 8) neighbours s."""
-    from tfgcrf.layers.edit_terms import OFFSETS
-
-    weights = np.asarray(weights, np.float64)
-    height, width = weights.shape[:2]
+def _sparse_stencil(stencil):
+    """`local_stencil` `[h, w, (2R + 1)^2]` -> scipy.sparse CSR float64 `[P, P]`, P = h w
+    row-major: row r holds the coefficients of its neighbours r + o inside the photo."""
+    stencil = np.asarray(stencil, np.float64)
+    height, width = stencil.shape[:2]
+    radius = stencil_radius(stencil)
     y, x = np.mgrid[0:height, 0:width]
     rows, columns, values = [], [], []
-    for (dy, dx), weight in zip(OFFSETS, np.moveaxis(weights, -1, 0)):
-        use = weight > 0  # neighbours outside the photo have weight 0
+    offsets = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    for (dy, dx), plane in zip(offsets, np.moveaxis(stencil, -1, 0)):
+        use = ((y + dy >= 0) & (y + dy < height) & (x + dx >= 0) & (x + dx < width)
+               & (plane != 0))
         rows.append((y * width + x)[use])
         columns.append(((y + dy) * width + x + dx)[use])
-        values.append(weight[use])
+        values.append(plane[use])
     count = height * width
     return sparse.csr_matrix((np.concatenate(values), (np.concatenate(rows),
                                                        np.concatenate(columns))),
@@ -299,21 +387,27 @@ class Propagation:
 
     Args:
       lightness: `[H, W]` CIE L* of the photo (0-100).
-      weight: lam, the weight of the G-CRF answer (> 0 for bordered solves; 0 gives Levin et
-        al.'s colorization, every solve then factoring its hinted system).
+      weight: lam, the weight of the G-CRF answer (> 0 for bordered solves; 0 with the "levin"
+        term gives Levin et al.'s colorization, every solve then factoring its hinted system);
+        None: `propagation_weight(local)`.
       max_pixels: largest photo refined at its own resolution, in pixels.
+      local: the local term, one of `LOCAL_TERMS` (`local_stencil`).
     """
 
-    def __init__(self, lightness, weight=PROPAGATION_WEIGHT, max_pixels=PROPAGATION_PIXELS):
+    def __init__(self, lightness, weight=None, max_pixels=PROPAGATION_PIXELS,
+                 local=PROPAGATION_LOCAL):
         lightness = np.asarray(lightness, np.float64)
         self.shape = lightness.shape
         self.work_shape = tuple(int(side) for side in propagation_shape(*self.shape, max_pixels))
         lightness = propagation_lightness(lightness, self.work_shape)
         self.lightness = lightness.numpy()  # [h, w] L* at the working resolution
-        self.weight = float(weight)
+        self.local = local
+        self.weight = float(propagation_weight(local) if weight is None else weight)
         count = self.work_shape[0] * self.work_shape[1]
-        self._system = ((1.0 + self.weight) * sparse.identity(count, format="csr")
-                        - _sparse_affinities(propagation_weights(lightness))).tocsr()
+        stencil = local_stencil(lightness, local)
+        self._radius = stencil_radius(stencil)
+        self._system = (_sparse_stencil(stencil)
+                        + self.weight * sparse.identity(count, format="csr")).tocsr()
         self._lu = None  # the factorization of A0, at the first bordered solve
         self._columns = {}  # hinted pixel -> A0^-1 e_k
 
@@ -342,10 +436,11 @@ class Propagation:
             chosen[hinted] = 1.0
             system = sparse.diags(free) @ self._system + sparse.diags(chosen)
             right[hinted] = values
-            return grid_lu.solve(system, self.work_shape, right).reshape(prior.shape)
+            return grid_lu.solve(system, self.work_shape, right,
+                                 radius=self._radius).reshape(prior.shape)
         # U = A0^-1 (b + E y): the free rows hold, y makes U(k) = c_k at the hinted pixels.
         if self._lu is None:
-            self._lu = grid_lu.GridLU(self._system, self.work_shape)
+            self._lu = grid_lu.GridLU(self._system, self.work_shape, radius=self._radius)
         # One pass over the factors for the right-hand side and the new hinted pixels' columns.
         missing = [k for k in hinted if k not in self._columns]
         if len(self._columns) + len(missing) > _MAX_COLUMNS:
@@ -392,33 +487,36 @@ class Propagation:
 
 
 # Accuracy of the TensorFlow solver (model units: 1e-4 is 0.01 ab, one 8-bit level is ~0.5 ab):
-# it stops when every residual entry is below PROPAGATION_ACCURACY * lam. A is an M-matrix whose
-# rows sum to >= lam (free) or 1 (hinted), so |A^-1|_inf <= 1 / lam and every entry of the
-# solution is then within PROPAGATION_ACCURACY of the exact one.
+# it stops when every residual entry is below PROPAGATION_ACCURACY * lam. With the "levin" term A is
+# an M-matrix whose rows sum to >= lam (free) or 1 (hinted), so |A^-1|_inf <= 1 / lam and every
+# entry of the solution is then within PROPAGATION_ACCURACY of the exact one (the "matting" term
+# has positive off-diagonal entries: no such bound, tested against the LU instead).
 PROPAGATION_ACCURACY = 1e-4
 # Iteration cap of the TensorFlow solver (a photo at 256^2 px needs a few hundred).
 PROPAGATION_MAX_ITERATIONS = 3000
 
 
-def _operator(weights, mask, weight):
+def _operator(local, mask, weight):
     """The propagation system's matrix A `[P, P]`, P = h w row-major, as a float64
-    `tf.SparseTensor` of 9 entries per row (TF ops): free rows 1 + lam on the diagonal and -w_rs
-    at their 8 neighbours s (`_sparse_affinities`' W, entries outside the photo held as zeros at a
-    clipped column), hinted rows the identity. Rows in order, so no reordering is needed; one
+    `tf.SparseTensor` of (2R + 1)^2 entries per row (TF ops) from the `local_stencil` `local`:
+    free rows the local term + lam on the diagonal ("levin": 1 + lam and -w_rs at the 8
+    neighbours, `_sparse_stencil`'s matrix; entries outside the photo held as zeros at a clipped
+    column), hinted rows the identity. Rows in order, so no reordering is needed; one
     `tf.sparse.sparse_dense_matmul` per product (about half the CPU of nine shifted slices of the
     padded field)."""
-    from tfgcrf.layers.edit_terms import OFFSETS
-
-    weights = tf.cast(weights, tf.float64)
-    height, width = tf.shape(weights)[0], tf.shape(weights)[1]
+    local = tf.cast(local, tf.float64)
+    size = int(local.shape[-1])
+    radius = (int(round(math.sqrt(size))) - 1) // 2
+    middle = size // 2
+    height, width = tf.shape(local)[0], tf.shape(local)[1]
     y, x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
-    columns = [y * width + x] + [tf.clip_by_value(y + dy, 0, height - 1) * width
-                                 + tf.clip_by_value(x + dx, 0, width - 1) for dy, dx in OFFSETS]
-    diagonal = tf.where(mask, tf.constant(1.0, tf.float64), tf.constant(1.0 + weight, tf.float64))
-    values = tf.concat([diagonal[..., None], tf.where(mask[..., None], tf.zeros_like(weights),
-                                                      -weights)], axis=-1)  # [h, w, 9]
+    steps = range(-radius, radius + 1)
+    columns = [tf.clip_by_value(y + dy, 0, height - 1) * width + tf.clip_by_value(x + dx, 0, width - 1)
+               for dy in steps for dx in steps]
+    free = local + weight * tf.one_hot(middle, size, dtype=tf.float64)
+    values = tf.where(mask[..., None], tf.one_hot(middle, size, dtype=tf.float64), free)
     count = height * width
-    rows = tf.repeat(tf.range(count), 1 + len(OFFSETS))
+    rows = tf.repeat(tf.range(count), size)
     indices = tf.stack([rows, tf.reshape(tf.stack(columns, axis=-1), [-1])], axis=1)
     return tf.SparseTensor(tf.cast(indices, tf.int64), tf.reshape(values, [-1]),
                            tf.cast(tf.stack([count, count]), tf.int64))
@@ -459,7 +557,7 @@ def _bicgstab(apply, residual, accuracy, max_iterations):
 _REFINEMENT_REDUCTION = 1e-4
 
 
-def propagation_solve(weights, prior, mask, targets, weight=PROPAGATION_WEIGHT,
+def propagation_solve(local, prior, mask, targets, weight=PROPAGATION_WEIGHT,
                       accuracy=PROPAGATION_ACCURACY, max_iterations=PROPAGATION_MAX_ITERATIONS):
     """The propagation system of the module docstring solved with TensorFlow ops (the SavedModel).
 
@@ -470,12 +568,12 @@ def propagation_solve(weights, prior, mask, targets, weight=PROPAGATION_WEIGHT,
     lam (usually two rounds; about half the CPU of the same BiCGSTAB in float64, see README
     "Serving speed"). Warm start U0 = the hints at hinted pixels and G elsewhere; the correction D
     = U - U0 is 0 at hinted pixels (identity rows, zero right-hand side: the hard constraints hold
-    exactly) and solves the free rows (1 + lam) D - W D = lam G - A U0. Unpreconditioned: the
-    diagonal is 1 + lam everywhere (Jacobi would change nothing; aggregation multigrid cut the
-    iterations 3.5x but cost as much per iteration, README).
+    exactly) and solves the free rows (local + lam I) D = lam G - A U0. Unpreconditioned: with
+    "levin" the diagonal is 1 + lam everywhere (Jacobi would change nothing; aggregation multigrid
+    cut the iterations 3.5x but cost as much per iteration, README).
 
     Args:
-      weights: float64 `[h, w, 8]` `propagation_weights`.
+      local: float64 `[h, w, (2R + 1)^2]` `local_stencil` of the working lightness.
       prior: float64 `[h, w, C]` G; mask `[h, w]` bool hinted pixels; targets float64
         `[h, w, C]` their chroma (read where `mask` is set).
       weight: lam (> 0).
@@ -493,7 +591,7 @@ def propagation_solve(weights, prior, mask, targets, weight=PROPAGATION_WEIGHT,
     mask = tf.convert_to_tensor(mask, tf.bool)
     shape = tf.shape(prior)
     channels = prior.shape[-1] if prior.shape[-1] is not None else shape[-1]
-    matrix = _operator(weights, mask, weight)
+    matrix = _operator(local, mask, weight)
     matrix32 = tf.SparseTensor(matrix.indices, tf.cast(matrix.values, tf.float32),
                                matrix.dense_shape)
     hinted = tf.reshape(mask, [-1, 1])
@@ -525,13 +623,13 @@ def propagation_solve(weights, prior, mask, targets, weight=PROPAGATION_WEIGHT,
     return tf.reshape(start + change, shape), iterations
 
 
-def propagation_correction(ab_small, lightness, points_px, colors_ab):
+def propagation_correction(ab_small, lightness, points_px, colors_ab, local=PROPAGATION_LOCAL):
     """`Propagation.correction` in TensorFlow ops (the exported SavedModel's edit signature).
 
-    The same system (`propagation_shape`, `propagation_lightness`, `propagation_weights`,
-    `propagation_hints`, lam = `PROPAGATION_WEIGHT`) solved by `propagation_solve` instead of a
-    sparse LU; equal to `Propagation(lightness).correction(...)` within PROPAGATION_ACCURACY
-    (tested).
+    The same system (`propagation_shape`, `propagation_lightness`, `local_stencil`,
+    `propagation_hints`, lam = `propagation_weight(local)`) solved by `propagation_solve` instead
+    of a sparse LU; equal to `Propagation(lightness, local=local).correction(...)` within
+    PROPAGATION_ACCURACY (tested).
 
     Args:
       ab_small: `[1, s, s, 2]` the G-CRF answer on the model grid.
@@ -549,7 +647,8 @@ def propagation_correction(ab_small, lightness, points_px, colors_ab):
     def solve():
         mask, targets = propagation_hints(points_px, colors_ab, shape, work_shape)
         prior = _prior(ab_small, work_lightness)
-        solution, _ = propagation_solve(propagation_weights(work_lightness), prior, mask, targets)
+        solution, _ = propagation_solve(local_stencil(work_lightness, local), prior, mask,
+                                        targets, weight=propagation_weight(local))
         return _to_photo(solution - prior, shape)
 
     return tf.cond(tf.shape(points_px)[0] > 0, solve,

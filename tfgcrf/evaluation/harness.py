@@ -168,7 +168,10 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
 # prior (weight 0.002, off by default: it lowered the validation PSNR at every |H|), + the patches'
 # pixels, + the point refinement; and `gcrf_fitted`, the full path with the decoder's colors of a
 # latent fitted to the hints (`GCRFBackbone.hint_prior`) as the prior, weight 0.003 (off by
-# default: below no prior at 5-100 hints on validation).
+# default: below no prior at 5-100 hints on validation). The last entry names the propagation's local
+# term (`hints.LOCAL_TERMS`; True: the default `hints.PROPAGATION_LOCAL`): `gcrf_levin` and
+# `gcrf_matting` are the full path with Levin et al.'s 2004 affinities and with the matting
+# Laplacian (Levin et al. 2008), whichever is not the default being the ablation.
 CONTROL_VARIANTS = {
     "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False, False),
     "gcrf_local": (dict(prior_weight=0.0, local_weight=0.3), "center", False, False),
@@ -176,6 +179,8 @@ CONTROL_VARIANTS = {
     "gcrf_patch": (dict(), "patch", False, False),
     "gcrf_points": (dict(), "patch", True, False),
     "gcrf_fitted": (dict(hint_prior=0.003), "patch", True, True),
+    "gcrf_levin": (dict(), "patch", True, "levin"),
+    "gcrf_matting": (dict(), "patch", True, "matting"),
     "gcrf": (dict(), "patch", True, True),
 }
 
@@ -212,7 +217,7 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
     """
     size = control.CONTROL_SIZE
     centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
-    sessions, outputs, propagation, fitted = {}, {}, None, {}
+    sessions, outputs, propagations, fitted = {}, {}, {}, {}
     statistics = _guide_statistics(lightness, colorizer.grid_size, colorizer.grid_size)
     for name in variants:
         options, hints_as, refine, propagate = CONTROL_VARIANTS[name]
@@ -235,8 +240,10 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
             grid = tf.reshape(grid, [1, colorizer.grid_size, colorizer.grid_size, 2])
             correction = None
             if propagate:  # at 256 px: the working resolution is the photo's
-                propagation = propagation or hints.Propagation(np.asarray(lightness))
-                correction = propagation.correction_from_mask(
+                local = hints.PROPAGATION_LOCAL if propagate is True else propagate
+                if local not in propagations:
+                    propagations[local] = hints.Propagation(np.asarray(lightness), local=local)
+                correction = propagations[local].correction_from_mask(
                     grid, *control.hint_image(corners[:count], colors[:count]))
             if refine:
                 image = _finish_edit(grid, lightness, centers[:count], colors[:count],

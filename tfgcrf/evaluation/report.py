@@ -20,6 +20,8 @@ METHOD_LABELS = {
     "gcrf_patch": "hints as their 7x7 patches' pixels (grid)",
     "gcrf_points": "+ point refinement (256 px)",
     "gcrf_fitted": "G-CRF + prior fitted to the hints 0.003",
+    "gcrf_levin": "G-CRF, propagation with Levin et al. 2004's affinities",
+    "gcrf_matting": "G-CRF, propagation with the matting Laplacian",
     "vae_mdn": "VAE-MDN (G-CRF bypassed)",
     "levin": "Levin et al. 2004",
     "gray": "gray (ab = 0)",
