@@ -128,4 +128,3 @@ def test_hints_of_one_color_give_that_color_without_a_factorization():
     hints[4, 7, 1] = 0.1  # two colors: factored
     np.testing.assert_allclose(propagation.colorize(mask, hints),
                                _dense_reference(luminance, mask, hints), atol=1e-10)
-

@@ -171,7 +171,7 @@ def _diversity(colorizers, example, num_samples, seed, mode, values, keep):
 # default: below no prior at 5-100 hints on validation). The last entry names the propagation's local
 # term (`hints.LOCAL_TERMS`; True: the default `hints.PROPAGATION_LOCAL`): `gcrf_levin` and
 # `gcrf_matting` are the full path with Levin et al.'s 2004 affinities and with the matting
-# Laplacian (Levin et al. 2008), whichever is not the default being the ablation.
+# Laplacian (Levin et al. 2008); the one equal to the default is copied from `gcrf`, not computed.
 CONTROL_VARIANTS = {
     "gcrf_grid": (dict(prior_weight=0.0, local_weight=0.0), "center", False, False),
     "gcrf_local": (dict(prior_weight=0.0, local_weight=0.3), "center", False, False),
@@ -219,9 +219,17 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
     centers = np.floor(control.patch_centers_xy(corners) * size).astype(np.int32)
     sessions, outputs, propagations, fitted = {}, {}, {}, {}
     statistics = _guide_statistics(lightness, colorizer.grid_size, colorizer.grid_size)
+    answered = {}  # what a variant computes -> its name (variants equal to another are copied)
     for name in variants:
         options, hints_as, refine, propagate = CONTROL_VARIANTS[name]
         options = _session_options(options)
+        if propagate is True:
+            propagate = hints.PROPAGATION_LOCAL
+        recipe = (tuple(sorted(options.items())), hints_as, refine, propagate)
+        if recipe in answered:
+            outputs[name] = outputs[answered[recipe]]
+            continue
+        answered[recipe] = name
         fit = options.pop("fit")
         key = tuple(sorted(options.items()))
         if key not in sessions:
@@ -240,10 +248,10 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
             grid = tf.reshape(grid, [1, colorizer.grid_size, colorizer.grid_size, 2])
             correction = None
             if propagate:  # at 256 px: the working resolution is the photo's
-                local = hints.PROPAGATION_LOCAL if propagate is True else propagate
-                if local not in propagations:
-                    propagations[local] = hints.Propagation(np.asarray(lightness), local=local)
-                correction = propagations[local].correction_from_mask(
+                if propagate not in propagations:
+                    propagations[propagate] = hints.Propagation(np.asarray(lightness),
+                                                                local=propagate)
+                correction = propagations[propagate].correction_from_mask(
                     grid, *control.hint_image(corners[:count], colors[:count]))
             if refine:
                 image = _finish_edit(grid, lightness, centers[:count], colors[:count],
