@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade "pip>=24" -c constraints.txt
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,data]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,data,pardiso]"
 	touch $(STAMP)
 
 install: $(STAMP)

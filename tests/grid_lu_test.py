@@ -59,9 +59,63 @@ def backend(request):
 
 
 def test_pardiso_is_installed_where_mkl_has_wheels():
-    """setup.cfg requires pypardiso on x86-64: CI runs the PARDISO path, not only the fallback."""
+    """pypardiso is the optional `pardiso` extra, which the `dev` extra (the tests' environment,
+    `make install`) includes on x86-64: CI runs the PARDISO path, not only the fallback."""
     if platform.machine() in ("x86_64", "AMD64"):
-        assert grid_lu._pardiso_module() is not None
+        assert grid_lu._pardiso_module() is not None, "pip install -e '.[dev,pardiso]'"
+
+
+def test_a_plain_install_gives_the_same_answers_by_superlu():
+    """Without the extra (pypardiso hidden from the import) every solve goes to SuperLU, with the
+    answers PARDISO gives where it is installed, on a real Levin et al. system (3 hint sets)."""
+    from tfgcrf.evaluation import control, levin
+
+    rng = np.random.default_rng(11)
+    luminance = np.clip(0.5 + np.cumsum(rng.normal(0, 0.05, (40, 40)), axis=1), 0, 1)
+    corners = rng.integers(0, 40 - control.PATCH_SIZE + 1, (12, 2))
+    colors = rng.uniform(-0.3, 0.3, (12, 2))
+    answers = {}
+    for name, hidden in (("superlu", True), ("pardiso", False)):
+        with mock.patch.dict("sys.modules", {"pypardiso": None} if hidden else {}):
+            grid_lu._pardiso_module.cache_clear()
+            try:
+                if name == "pardiso" and grid_lu._pardiso_module() is None:
+                    continue
+                assert (grid_lu._pardiso_module() is None) == hidden
+                propagation = levin.Propagation(luminance)
+                answers[name] = [
+                    propagation.colorize(*control.hint_image(corners[:n], colors[:n], 40))
+                    for n in (2, 5, 12)]
+            finally:
+                grid_lu._pardiso_module.cache_clear()
+    for name, result in answers.items():
+        for n, ab in zip((2, 5, 12), result):
+            mask, hint_ab = control.hint_image(corners[:n], colors[:n], 40)
+            np.testing.assert_allclose(ab[mask], hint_ab[mask], atol=1e-9)
+    if "pardiso" in answers:
+        for ab_superlu, ab_pardiso in zip(answers["superlu"], answers["pardiso"]):
+            np.testing.assert_allclose(ab_superlu, ab_pardiso, atol=1e-9)
+
+
+def test_a_pypardiso_without_the_phase_calls_is_not_used():
+    """grid_lu runs PARDISO's phases through pypardiso 0.4's `_call_pardiso`; a version without
+    it means SuperLU (with a warning), not an AttributeError mid-evaluation."""
+    class Changed:
+        def __init__(self, *args, **kwargs):
+            pass
+
+    fake = mock.MagicMock(PyPardisoSolver=Changed, __version__="9.9")
+    with mock.patch.dict("sys.modules", {"pypardiso": fake}):
+        grid_lu._pardiso_module.cache_clear()
+        try:
+            assert grid_lu._pardiso_module() is None
+            matrix = _m_matrix((6, 7), 12)
+            right = np.random.default_rng(12).uniform(-1, 1, (42, 2))
+            np.testing.assert_allclose(grid_lu.solve(matrix, (6, 7), right),
+                                       _reference(matrix, right), atol=1e-10)
+        finally:
+            grid_lu._pardiso_module.cache_clear()
+    fake.ps.libmkl.MKL_Set_Threading_Layer.assert_not_called()
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -12,15 +12,18 @@ the window's radius), on the full window pattern of the grid
 factors as the sparser system, and one pattern per grid shape).
 
 Backend: Intel MKL PARDISO (Schenk & Gärtner 2004, a supernodal LU using dense BLAS kernels) via
-the `pypardiso` package, with the dissection order as its fill-reducing permutation, sequential
-MKL. At 256x256 pixels it factors and solves one system in about 0.09 CPU-s against 0.2 for
-SciPy's SuperLU in the same order (`benchmarks/evaluate_speed.py`, README). Where `pypardiso`
-cannot be imported (MKL ships wheels for x86-64 only), and whenever PARDISO's answer fails the
-residual check or reports a perturbed pivot, the system is solved by SciPy's SuperLU in the same
-order instead: the answer is the same to round-off either way.
+the `pypardiso` package (the optional `tfgcrf[pardiso]` extra: MKL's wheels are about 800 MB
+installed, x86-64 only; `make install` includes it), with the dissection order as its
+fill-reducing permutation, sequential MKL. At 256x256 pixels it factors and solves one system in
+about 0.09 CPU-s against 0.2 for SciPy's SuperLU in the same order (`benchmarks/evaluate_speed.py`,
+README). Where `pypardiso` is not installed (or not the interface pinned below), and whenever
+PARDISO's answer fails the residual check or reports a perturbed pivot, the system is solved by
+SciPy's SuperLU in the same order instead: the answer is the same to round-off either way
+(tests/grid_lu_test.py runs every case on both).
 """
 
 import functools
+import logging
 import os
 import threading
 import weakref
@@ -28,6 +31,8 @@ import weakref
 import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
+
+logger = logging.getLogger("tfgcrf.grid_lu")
 
 # A solution is accepted when every residual entry |b - A x| is at most this times
 # max(1, max |x|, max |b|) (a backward-stable LU of these M-matrices leaves about 1e-15).
@@ -145,7 +150,21 @@ def _pattern(height, width, radius=1):
 def _pardiso_module():
     """`pypardiso` with MKL set to its sequential layer (one thread per caller: the evaluation
     runs Levin's solves in a background thread next to TensorFlow), or None where it is not
-    installed or MKL cannot be loaded."""
+    installed, MKL cannot be loaded, or pypardiso lacks the calls `_Pardiso` makes.
+
+    Two things here reach beyond pypardiso's documented surface, on purpose:
+    - `_Pardiso` runs PARDISO's phases one by one (analysis 11 once per grid shape, then numeric
+      22 and solve 33) through `PyPardisoSolver.set_phase` + `_call_pardiso`: the public
+      `factorize`/`solve` always redo the analysis (phase 12/13), which would cost about half of
+      the gain. pypardiso's own docstring (`remove_stored_factorization`) names `_call_pardiso`
+      as the way to run a chosen phase. setup.cfg bounds pypardiso to 0.4.x and constraints.txt
+      pins 0.4.7; if a version lacks these methods, SuperLU is used (logged once).
+    - `MKL_Set_Threading_Layer(SEQUENTIAL)` is process-wide: it sets the threading of every MKL
+      call made through `mkl_rt` in this process. Here only this module calls MKL (numpy/SciPy
+      use OpenBLAS, TensorFlow its own oneDNN), and sequential PARDISO is both faster on the
+      2-core machines measured and safe to call from several threads. An application that sets
+      `MKL_THREADING_LAYER` in the environment keeps its choice: the call is skipped.
+    """
     try:
         from importlib import metadata
 
@@ -159,7 +178,14 @@ def _pardiso_module():
         import pypardiso
     except (ImportError, OSError):  # no package, or no loadable mkl_rt
         return None
-    pypardiso.ps.libmkl.MKL_Set_Threading_Layer(1)  # MKL_THREADING_SEQUENTIAL, before any call
+    if not all(hasattr(pypardiso.PyPardisoSolver, name)
+               for name in ("_call_pardiso", "set_phase", "set_iparm", "get_iparm", "free_memory")):
+        logger.warning("pypardiso %s lacks the phase calls tfgcrf.grid_lu makes (tested with "
+                       "0.4.7): sparse grid systems use SciPy's SuperLU",
+                       getattr(pypardiso, "__version__", "?"))
+        return None
+    if "MKL_THREADING_LAYER" not in os.environ:
+        pypardiso.ps.libmkl.MKL_Set_Threading_Layer(1)  # MKL_THREADING_SEQUENTIAL, before any call
     return pypardiso
 
 

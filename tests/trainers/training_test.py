@@ -163,6 +163,7 @@ def test_cli_reports_a_missing_config(capsys):
     assert err.startswith("tfgcrf: error: config 'no_such_config' not found") and "smoke" in err
 
 
+@pytest.mark.slow  # two training processes (all stages, one killed during HOC) (README "Tests")
 def test_killed_during_hoc_resumes_without_redoing_vae(tmp_path, tiny_experiment):
     config = tiny_experiment(epochs=1, steps_per_epoch=1)
     hoc_epochs = 5
@@ -234,6 +235,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # all stages under MirroredStrategy in a subprocess (README "Tests")
 def test_trains_under_mirrored_strategy(tmp_path, tiny_experiment):
     config = tiny_experiment(epochs=1, steps_per_epoch=2)
     config = dataclasses.replace(config, data=dataclasses.replace(config.data, batch_size=4))
