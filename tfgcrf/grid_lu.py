@@ -127,18 +127,20 @@ class _Pattern:
         if matrix.shape != (count, count):
             raise ValueError(f"a {self.shape[0]}x{self.shape[1]} grid needs a {count}x{count} "
                              f"system, got {matrix.shape}")
-        entries = sparse.coo_matrix(matrix)
-        entries.sum_duplicates()
+        # Straight from CSR (no COO copy, no sort): duplicates, if any, are summed in their
+        # order by `bincount`, as `sum_duplicates` would (it was 40 % of a one-shot solve's time).
+        entries = sparse.csr_matrix(matrix)
+        rows = np.repeat(np.arange(count), np.diff(entries.indptr))
         width, radius = self.shape[1], self.radius
-        row_y, row_x = np.divmod(entries.row, width)
-        col_y, col_x = np.divmod(entries.col, width)
+        row_y, row_x = np.divmod(rows, width)
+        col_y, col_x = np.divmod(entries.indices, width)
         dy, dx = col_y - row_y, col_x - row_x
         if np.any(np.abs(dy) > radius) or np.any(np.abs(dx) > radius):
             side = 2 * radius + 1
             raise ValueError(f"the system couples pixels outside each other's {side}x{side} window")
-        data = np.zeros(len(self.indices))
-        data[self.slot[entries.row, (dy + radius) * (2 * radius + 1) + dx + radius]] = entries.data
-        return data
+        slots = self.slot[rows, (dy + radius) * (2 * radius + 1) + dx + radius]
+        return np.bincount(slots, weights=np.asarray(entries.data, np.float64),
+                           minlength=len(self.indices))
 
 
 @functools.lru_cache(maxsize=8)
