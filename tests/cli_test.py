@@ -22,3 +22,22 @@ def test_export_help_states_the_real_pixel_limit():
     export = cli.build_parser()._subparsers._group_actions[0].choices["export"]
     text = " ".join(export.format_help().split())
     assert f"tfgcrf.imageio.MAX_PIXELS = {MAX_PIXELS:,})" in text  # the number in the text is the constant
+
+
+def test_a_bad_input_is_exactly_one_stderr_line_from_a_real_process(tiny_preset, tmp_path):
+    """The C++ runtime's start-up ERROR lines on a CPU machine (a failed cuInit, oneDNN's uint8
+    note at the first decoded photo) do not precede the error line (fd 2 of a real process, which
+    pytest's capsys never sees)."""
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), np.uint8)).save(photo)
+    run = subprocess.run(
+        [sys.executable, "-m", "tfgcrf", "edit", str(photo), "--model", str(tiny_preset),
+         "--point", "3,4,#ff8000", "--link", "3,4,3,4"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        "tfgcrf: error: link from (3, 4) to itself: a link needs two different places"], run.stderr

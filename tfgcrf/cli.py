@@ -56,19 +56,37 @@ def build_parser():
     return parser
 
 
-# Lines TensorFlow's C++ runtime writes to fd 2 at import, before any logging setting applies
+# Lines TensorFlow's C++ runtime writes to fd 2 at start-up, before any logging setting applies
 # (TF_CPP_MIN_LOG_LEVEL does not silence them in TF 2.21): start-up chatter, not user information.
-_STARTUP_NOISE = re.compile(rb"^(I0000 |WARNING: All log messages before absl|To enable the following)")
+# Two of them are ERROR lines although nothing is wrong: the failed cuInit of a machine without a
+# GPU driver (TensorFlow then runs on the CPU, as its INFO line just before says) and oneDNN's
+# one-time note that uint8 ops fall back to Eigen on CPUs without AVX-512.
+_STARTUP_NOISE = re.compile(
+    rb"^(I0000 |WARNING: All log messages before absl|To enable the following"
+    rb"|E0000 [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit"
+    rb"|E0000 [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_)")
 
 
-def _import_tensorflow_quietly():
-    """Imports TensorFlow with its start-up INFO lines filtered out of stderr; the rest passes."""
+def _import_tensorflow_quietly(warm_up=True):
+    """Imports TensorFlow with its start-up chatter (`_STARTUP_NOISE`) filtered out of stderr; the
+    rest passes.
+
+    Inside the same filter it lists the devices (where TensorFlow logs a failed cuInit) and, with
+    `warm_up`, runs one uint8 graph op (where oneDNN logs its one-time uint8 note, which would
+    otherwise precede the first photo's output or error line). The warm-up initializes
+    TensorFlow's runtime context, so `tfgcrf train` skips it: its `tf.distribute` strategies
+    configure the context first.
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            if warm_up:
+                tf.function(tf.transpose)(tf.zeros([2, 3], tf.uint8))
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -123,7 +141,7 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        _import_tensorflow_quietly()
+        _import_tensorflow_quietly(warm_up=args.command != "train")
         return int(args._run(args) or 0)
     except UserError as err:
         print(f"tfgcrf: error: {err}", file=sys.stderr)
