@@ -41,3 +41,20 @@ def test_a_bad_input_is_exactly_one_stderr_line_from_a_real_process(tiny_preset,
     assert run.returncode == 2, run.stderr
     assert run.stderr.splitlines() == [
         "tfgcrf: error: link from (3, 4) to itself: a link needs two different places"], run.stderr
+
+
+def test_a_negative_coordinate_is_the_commands_outside_message(tiny_preset, tmp_path, capsys):
+    """`--point -1,...` and `--link -3,...` reach the command (argparse would take them for
+    options: "expected one argument" and the usage)."""
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(photo)
+    for extra, message in (
+        (["--point", "-1,10,255,0,0"], "point (-1, 10) is outside the 24x16 image"),
+        (["--point", "1,1,#ff0000", "--link", "-3,2,5,5"], "link end (-3, 2) is outside the 24x16 image"),
+    ):
+        assert cli.main(["edit", str(photo), "--model", str(tiny_preset), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"tfgcrf: error: {message} (x must be in 0..23, y in 0..15)"], err

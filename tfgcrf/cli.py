@@ -132,11 +132,28 @@ def _first_line(err):
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
+# Options whose value is a list of pixel coordinates, which may start with a minus sign.
+_COORDINATE_OPTIONS = ("--point", "--link")
+
+
+def _attach_coordinate_values(argv):
+    """`--point -5,10,#ff0000` -> `--point=-5,10,#ff0000`: argparse takes a value starting with
+    '-' for an option unless it is a plain number, which would make a negative coordinate an
+    "expected one argument" usage error instead of the command's "outside the image" message."""
+    attached = []
+    for arg in argv:
+        if attached and attached[-1] in _COORDINATE_OPTIONS and re.match(r"-\d", arg):
+            attached[-1] = f"{attached[-1]}={arg}"
+        else:
+            attached.append(arg)
+    return attached
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_coordinate_values(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
