@@ -36,23 +36,28 @@ from tfgcrf.models.points import links_to_grid, points_to_grid
 DEFAULT_MAX_PIXELS = MAX_PIXELS
 
 
+def _check(condition, message, *values):
+    """An assertion whose error reads `assertion failed: [message] [values...]`.
+
+    `tf.debugging.assert_less` and its kin append "Condition x < y did not hold element-wise" and
+    the graph's tensor names (`map/while/TensorArrayV2Read_5/...`), which a client of the served
+    model cannot act on; the message here says what was wrong and shows the offending values.
+    """
+    return tf.debugging.Assert(tf.reduce_all(condition), [message, *values])
+
+
 def _assert_pixels(height, width, max_pixels, name):
-    return tf.debugging.assert_less_equal(
-        tf.cast(height, tf.int64) * tf.cast(width, tf.int64),
-        tf.constant(max_pixels, tf.int64),
-        message=f"{name}: the image has more pixels than the {max_pixels} this model accepts",
-    )
+    pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+    return _check(pixels <= max_pixels,
+                  f"{name}: the image has more pixels than the {max_pixels} this model accepts; got",
+                  pixels)
 
 
 def _same_batch(*tensors):
     """Asserts that all inputs share their first (batch) dimension."""
-    batch = tf.shape(tensors[0])[0]
-    return [
-        tf.debugging.assert_equal(
-            tf.shape(t)[0], batch, message="all inputs must have the same batch size (first dimension)"
-        )
-        for t in tensors[1:]
-    ]
+    sizes = tf.stack([tf.shape(t)[0] for t in tensors])
+    return [_check(tf.equal(sizes, sizes[0]), "all inputs must have the same batch size (first "
+                   "dimension); got", sizes)]
 
 
 # Inputs of the `edit` signature; `edit_links` takes these and the links.
@@ -126,24 +131,19 @@ class ServingModule(tf.Module):
         count = tf.shape(points)[0]
         valid = points[:num_points]
         checks = [
-            tf.debugging.assert_less_equal(
-                count, MAX_POINTS, message=f"an edit holds at most {MAX_POINTS} points"),
-            tf.debugging.assert_non_negative(num_points, message="num_points must be >= 0"),
-            tf.debugging.assert_less_equal(
-                num_points, count, message="num_points must be <= K, the length of the points axis"
-            ),
+            _check(count <= MAX_POINTS, f"an edit holds at most {MAX_POINTS} points; got", count),
+            _check(num_points >= 0, "num_points must be >= 0; got", num_points),
+            _check(num_points <= count,
+                   "num_points must be <= K, the length of the points axis; got num_points, K =",
+                   num_points, count),
             tf.debugging.Assert(
                 tf.reduce_all((valid >= 0.0) & (valid <= 1.0)),
                 ["points must be (x, y) relative to the image width/height, in [0, 1]; got", valid],
             ),
-            tf.debugging.assert_greater_equal(
-                from_sample, -1, message="from_sample must be -1 (points only) or a sample index"
-            ),
-            tf.debugging.assert_less(
-                from_sample,
-                self.num_samples,
-                message=f"from_sample must be < num_samples = {self.num_samples}",
-            ),
+            _check(from_sample >= -1,
+                   "from_sample must be -1 (points only) or a sample index; got", from_sample),
+            _check(from_sample < self.num_samples,
+                   f"from_sample must be < num_samples = {self.num_samples}; got", from_sample),
         ]
         link_pairs = None
         if links is not None:
@@ -152,12 +152,12 @@ class ServingModule(tf.Module):
             pixel_ends = tf.cast(tf.floor(tf.reshape(ends, [-1, 2, 2]) * tf.cast(
                 tf.stack([shape[1], shape[0]]), tf.float32)), tf.int32)
             checks += [
-                tf.debugging.assert_less_equal(
-                    tf.shape(links)[0], MAX_POINTS, message=f"an edit holds at most {MAX_POINTS} links"),
-                tf.debugging.assert_non_negative(num_links, message="num_links must be >= 0"),
-                tf.debugging.assert_less_equal(
-                    num_links, tf.shape(links)[0],
-                    message="num_links must be <= J, the length of the links axis"),
+                _check(tf.shape(links)[0] <= MAX_POINTS,
+                       f"an edit holds at most {MAX_POINTS} links; got", tf.shape(links)[0]),
+                _check(num_links >= 0, "num_links must be >= 0; got", num_links),
+                _check(num_links <= tf.shape(links)[0],
+                       "num_links must be <= J, the length of the links axis; got num_links, J =",
+                       num_links, tf.shape(links)[0]),
                 tf.debugging.Assert(
                     tf.reduce_all((ends >= 0.0) & (ends <= 1.0)),
                     ["links must be (x1, y1, x2, y2) relative to the image, in [0, 1]; got", ends]),
@@ -242,11 +242,9 @@ class ServingModule(tf.Module):
     def _edit_batch(self, image_bytes, points, colors, num_points, seed, from_sample, *links):
         checks = _same_batch(image_bytes, points, colors, num_points, seed, from_sample, *links)
         checks.append(
-            tf.debugging.assert_equal(
-                tf.shape(points)[1], tf.shape(colors)[1],
-                message="points and colors must have the same K (one color per point)",
-            )
-        )
+            _check(tf.equal(tf.shape(points)[1], tf.shape(colors)[1]),
+                   "points and colors must have the same K (one color per point); got K =",
+                   tf.shape(points)[1], tf.shape(colors)[1]))
 
         def one(args):
             data, *rest = args

@@ -270,6 +270,9 @@ def test_bad_requests_fail_with_clear_invalid_argument(tf_only_run, case, fragme
     result, _ = tf_only_run
     assert result["errors"][case] is not None, f"{case} did not fail"
     assert fragment in result["errors"][case]
+    # What was wrong and the values, not TensorFlow's "Condition x < y" and graph tensor names.
+    first_line = result["errors"][case].splitlines()[0]
+    assert "did not hold" not in first_line and "/while/" not in first_line, first_line
     assert result["still_works"] == [1, result["sample_shapes"]["scores"][1]]
 
 
