@@ -70,11 +70,13 @@ def test_open_gives_samples_with_weights(client, app):
 
 def test_bad_input_is_a_message_and_the_app_keeps_running(client, bad_uploads):
     assert _open(client, PHOTO).status_code == 200
-    for content, message in bad_uploads:
+    for name, content, message in bad_uploads:
         response = client.post(f"/api/open?tab={TAB}", data=content, headers={"X-Filename": "x.png"})
         assert response.status_code == 400, message
         error = response.get_json()["error"]
         assert re.search(message, error) and "\n" not in error and "Traceback" not in error
+        # Named as uploaded, not "<N bytes>".
+        assert "bytes>" not in error and (name == "empty" or "x.png" in error), error
     # The tab's photo is still open: a failed upload loses nothing.
     assert client.get(f"/api/result.png?tab={TAB}").status_code == 200
     assert "tab id" in client.get("/api/result.png?tab=x").get_json()["error"]
@@ -92,7 +94,7 @@ def bad_uploads(bad_inputs):
         path, message = bad_inputs[name]
         with open(path, "rb") as handle:
             content = handle.read()
-        uploads.append((content, "the upload is empty" if name == "empty" else message))
+        uploads.append((name, content, "the upload is empty" if name == "empty" else message))
     return uploads
 
 

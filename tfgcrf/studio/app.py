@@ -229,7 +229,8 @@ class StudioApp:
             name = unquote(request.headers.get("X-Filename", "")).replace("\\", "/")
             name = os.path.basename(name) or "upload"
         with self._compute:
-            rgb = imageio.read_image(source)
+            # Messages name the photo as the person knows it (not "<20 bytes>" or a server path).
+            rgb = imageio.decode_data(imageio.read_bytes(source), name)
             samples, scores = self.colorizer.colorize(rgb, self.num_samples, seed=self.seed,
                                                       mode=self.mode, return_scores=True)
             lightness = imageio.luminance(rgb)

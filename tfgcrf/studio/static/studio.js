@@ -89,7 +89,8 @@ async function openPhoto(body, name) {
                    `(${opened.samples.length} samples: ${Math.round(opened.ms)} ms on the server)`);
   } catch (err) {
     setBusy(false, photo ? "" : "Open a photo, or drop one on the page.");
-    showError(`${name}: ${err.message}`);
+    // The server's decoding messages name the photo already; others get its name in front.
+    showError(err.message.includes(name) ? err.message : `${name}: ${err.message}`);
   }
 }
 
