@@ -33,7 +33,7 @@ STAGES = ("vae", "hoc", "mdn")
 PRECONDITIONERS = ("none", "jacobi", "two_level")
 SOLVERS = ("lu", "cholesky", "cg")
 HOC_LOSSES = ("l2", "nll")
-MDN_LOSSES = ("nearest", "nll")
+MDN_LOSSES = ("nearest", "nll", "decoded")
 BACKBONES = ("none", "efficientnet_lite0")
 UNARY_HEADS = ("regression", "classification")
 # Distribution strategies of `tfgcrf train --strategy` (see tfgcrf.trainers.distribute); "default"
@@ -182,7 +182,16 @@ class TrainingConfig:
             random N x N window of the grid per batch (embeddings still come from the whole
             image; inference always uses the whole grid). The G-CRF's time and memory in training
             drop by (image_size / N)^4: 16x for 32 x 32 windows of a 64 x 64 grid.
-        mdn_loss: "nearest" (paper Eq. 9) or "nll" (full mixture negative log-likelihood).
+        hoc_trains_decoder: the HOC stage trains the decoder's top two layers with the structure
+            branch (True, the default) or the structure branch alone (False: the unary alpha
+            stays the VAE stage's, so that the HOC stage cannot trade the unary's accuracy for
+            what the G-CRF smooths away).
+        mdn_loss: "nearest" (paper Eq. 9), "nll" (full mixture negative log-likelihood) or
+            "decoded": each component's mean code is decoded and only the best component's
+            reconstruction loss (the VAE stage's) counts, plus -log of its weight (multiple-choice
+            learning, Guzman-Rivera et al. 2012): the components become the N samples that
+            together cover the photo's plausible colors, measured where it matters (colors, not
+            codes). M times the decoder's work per step.
         soft_encoding_sigma: classification head only: 0 trains on hard labels (each true
             color's nearest in-gamut bin); > 0 on Zhang et al. 2016's soft encoding (Sec. 2.1):
             the 5 nearest bins weighted by a Gaussian of this many ab units (5 in the paper),
@@ -197,6 +206,7 @@ class TrainingConfig:
     kl_warmup_steps: int = 1000
     hoc_loss: str = "l2"
     hoc_window: int = 0
+    hoc_trains_decoder: bool = True
     mdn_loss: str = "nearest"
     soft_encoding_sigma: float = 0.0
 

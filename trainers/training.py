@@ -182,7 +182,10 @@ def _datasets(config, stage):
 def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hparams, is_chief=True):
     stage_config = config.stages[stage]
     train, validation, (gray, ab) = _datasets(config, stage)
-    if stage == "vae" and config.training.rebalance_lambda < 1.0:
+    # The class-rebalanced reconstruction loss: the VAE stage's, and the MDN stage's when it
+    # scores decoded components with it (training.mdn_loss "decoded").
+    reconstructs = stage == "vae" or (stage == "mdn" and config.training.mdn_loss == "decoded")
+    if reconstructs and config.training.rebalance_lambda < 1.0:
         counts = ab_histogram(train, max_batches=REBALANCE_BATCHES)
         model.set_color_weights(rebalancing_weights(counts, config.training.rebalance_lambda))
     if stage == "mdn" and stage_config.anchor_batches:

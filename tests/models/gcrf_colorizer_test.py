@@ -72,7 +72,9 @@ def test_stage_trains_exactly_its_variables_and_lowers_its_loss(stage, photos):
     assert np.isfinite(after_loss) and after_loss < before_loss
 
 
-@pytest.mark.parametrize("stage, option", [("hoc", {"hoc_loss": "nll"}), ("mdn", {"mdn_loss": "nll"})])
+@pytest.mark.parametrize("stage, option", [
+    ("hoc", {"hoc_loss": "nll"}), ("mdn", {"mdn_loss": "nll"}), ("mdn", {"mdn_loss": "decoded"}),
+])
 def test_alternative_losses_train(stage, option, photos):
     import dataclasses
 
@@ -87,9 +89,36 @@ def test_alternative_losses_train(stage, option, photos):
     model.fit(batch.repeat(), steps_per_epoch=8, epochs=1, shuffle=False, verbose=0)
     after = model.evaluate(batch, verbose=0, return_dict=True)
     assert np.isfinite(after["loss"]) and after["loss"] < before["loss"]
-    if stage == "mdn":
+    if option.get("mdn_loss") == "nll":
         # The trained loss is the full mixture NLL, also reported as mixture_nll.
         assert after["loss"] == pytest.approx(after["mixture_nll"], rel=1e-6)
+
+
+def test_hoc_stage_without_the_decoder_trains_the_structure_branch_only():
+    import dataclasses
+
+    model = GCRFColorizer(CONFIG, training=dataclasses.replace(TRAINING, hoc_trains_decoder=False))
+    model.compile_stage("hoc")
+    paths = {v.path for v in model.trainable_variables}
+    assert paths and all("structure_branch/" in path for path in paths)
+
+
+def test_decoded_mdn_loss_is_the_best_components_reconstruction_in_numpy(photos):
+    import dataclasses
+
+    l, ab = photos
+    model = _random_model(stage="mdn", seed=3)
+    model.training_config = dataclasses.replace(TRAINING, mdn_loss="decoded", recon_sigma=0.2)
+    count = CONFIG.num_components
+    # The colors of every component's mean code, from the inference path (best first).
+    alpha, scores = model.sample(l, count, mode="top", use_gcrf=False)
+    errors = ((alpha.numpy().astype(np.float64) - ab.numpy()[:, None]) ** 2).sum(axis=(2, 3, 4))
+    errors /= 2 * 0.2**2
+    best = errors.argmin(axis=1)
+    expected = errors.min(axis=1) - np.log(scores.numpy().astype(np.float64)[np.arange(len(best)), best])
+    logits, means = model.backbone.mdn(model.backbone.features(l))
+    value = model._decoded_mdn_loss(model.backbone.features(l), ab, logits, means).numpy()
+    np.testing.assert_allclose(value, expected, rtol=1e-4)
 
 
 def test_stage_switch_needs_and_gets_a_new_optimizer(photos):

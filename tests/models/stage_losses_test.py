@@ -31,6 +31,32 @@ def test_class_nll_is_the_weighted_cross_entropy():
     assert float(value) == pytest.approx(expected, rel=1e-10)
 
 
+def test_per_image_losses_average_to_the_batch_loss():
+    logits = RNG.normal(size=(3, 2, 2, 4))
+    labels = RNG.integers(0, 4, size=(3, 2, 2))
+    each = stage_losses.class_nll(tf.constant(logits), tf.constant(labels), per_image=True).numpy()
+    assert each.shape == (3,)
+    assert each.mean() == pytest.approx(float(stage_losses.class_nll(tf.constant(logits), tf.constant(labels))))
+    predicted, target = RNG.normal(size=(3, 2, 2, 2)), RNG.normal(size=(3, 2, 2, 2))
+    each = stage_losses.color_nll(tf.constant(predicted), tf.constant(target), 0.5, per_image=True).numpy()
+    np.testing.assert_allclose(each, ((predicted - target) ** 2).sum(axis=(1, 2, 3)) / 0.5, rtol=1e-12)
+
+
+def test_multiple_choice_loss_trains_the_best_hypothesis_and_its_weight():
+    losses = RNG.uniform(1, 5, size=(6, 4))
+    logits = RNG.normal(size=(6, 4))
+    loss, winner = stage_losses.multiple_choice_loss(tf.constant(losses), tf.constant(logits))
+    log_weights = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    best = losses.argmin(axis=-1)
+    np.testing.assert_array_equal(winner.numpy(), best)
+    np.testing.assert_allclose(loss.numpy(), losses.min(axis=-1) - log_weights[np.arange(6), best], rtol=1e-12)
+    # Only the winner's loss receives a gradient.
+    variable = tf.Variable(losses)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(stage_losses.multiple_choice_loss(variable, tf.constant(logits))[0])
+    np.testing.assert_array_equal(tape.gradient(total, variable).numpy(), np.eye(4)[best])
+
+
 def test_gaussian_kl_matches_the_closed_form():
     mean, log_var = RNG.normal(size=(4, 3)), RNG.normal(size=(4, 3))
     var = np.exp(log_var)

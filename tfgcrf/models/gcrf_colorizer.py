@@ -257,7 +257,8 @@ class GCRFColorizer(keras.Model):
         semantic = [backbone.semantic] if backbone.semantic is not None else []
         return {
             "vae": [backbone.trunk, *semantic, backbone.encoder, backbone.decoder],
-            "hoc": [backbone.structure, *backbone.decoder.top_layers],
+            "hoc": [backbone.structure]
+            + (backbone.decoder.top_layers if self.training_config.hoc_trains_decoder else []),
             "mdn": [backbone.mdn],
         }[stage]
 
@@ -364,26 +365,54 @@ class GCRFColorizer(keras.Model):
             logits, means = (float32(t) for t in backbone.mdn(features))
             z = tf.stop_gradient(z)
             sigma = self.model_config.mdn_sigma
-            loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, knobs.mdn_loss))
             nll = tf.reduce_mean(mdn_loss(z, logits, means, sigma, "nll"))
-            return loss, {"loss": loss, "mixture_nll": nll}
-        if backbone.decoder.num_classes:
-            logits = float32(backbone.decoder.head_output(z, features))
-            alpha = backbone.decoder.readout(logits)
-        else:
-            logits, alpha = None, float32(backbone.decoder(z, features))
-        if self.stage == "vae":
-            weights = self._pixel_weights(ab)
-            if logits is None:
-                recon = stage_losses.color_nll(alpha, ab, knobs.recon_sigma, weights)
+            if knobs.mdn_loss == "decoded":
+                loss = tf.reduce_mean(self._decoded_mdn_loss(features, ab, logits, means))
             else:
-                recon = stage_losses.class_nll(
-                    logits, self.color_labels(ab), None if weights is None else weights[..., 0])
+                loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, knobs.mdn_loss))
+            return loss, {"loss": loss, "mixture_nll": nll}
+        logits, alpha = self._decode(z, features)
+        if self.stage == "vae":
+            recon = self._reconstruction_loss(logits, alpha, ab)
             kl = stage_losses.gaussian_kl(mean, log_var)
             step = self.optimizer.iterations if self.optimizer is not None else None
             loss = recon + stage_losses.kl_weight(knobs.kl_weight, knobs.kl_warmup_steps, step) * kl
             return loss, {"loss": loss, "recon": recon, "kl": kl}
         return self._hoc_losses(l, ab, features, alpha, training)
+
+    def _decode(self, z, features):
+        """`(class logits [B, H, W, Q] or None, alpha [B, H, W, 2])` of codes `z [B, Z]`, float32."""
+        decoder = self.backbone.decoder
+        if decoder.num_classes:
+            logits = float32(decoder.head_output(z, features))
+            return logits, decoder.readout(logits)
+        return None, float32(decoder(z, features))
+
+    def _reconstruction_loss(self, logits, alpha, ab, per_image=False):
+        """The VAE stage's -log p(x | z, g): class-rebalanced cross-entropy of the classification
+        head, or the Gaussian NLL of the regression head; batch mean or `[B]` (`per_image`)."""
+        weights = self._pixel_weights(ab)
+        if logits is None:
+            return stage_losses.color_nll(
+                alpha, ab, self.training_config.recon_sigma, weights, per_image=per_image)
+        return stage_losses.class_nll(
+            logits, self.color_labels(ab), None if weights is None else weights[..., 0],
+            per_image=per_image)
+
+    def _decoded_mdn_loss(self, features, ab, logits, means):
+        """`training.mdn_loss: decoded`, per image `[B]`: every component's mean code is decoded
+        (the colors `sample(mode="top")` returns before the G-CRF) and scored by the VAE stage's
+        reconstruction loss; the best component's loss and -log of its weight are trained
+        (`stage_losses.multiple_choice_loss`). The decoder is frozen; its gradient reaches the
+        mixture means through the codes."""
+        batch, count = tf.shape(means)[0], tf.shape(means)[1]
+        repeated = [tf.repeat(feature, count, axis=0) for feature in features]
+        codes = tf.reshape(means, [batch * count, -1])
+        class_logits, alpha = self._decode(codes, repeated)
+        recon = self._reconstruction_loss(
+            class_logits, alpha, tf.repeat(ab, count, axis=0), per_image=True)
+        loss, _ = stage_losses.multiple_choice_loss(tf.reshape(recon, [batch, count]), logits)
+        return loss
 
     def color_labels(self, ab):
         """Targets of the VAE stage's cross-entropy for true colors `ab [B, H, W, 2]`: hard class

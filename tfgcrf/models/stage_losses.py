@@ -7,12 +7,17 @@ channels per image, then averaged over the batch.
 import tensorflow as tf
 
 
+def per_image_sum(values):
+    """Per-image sum `[B]` of `values [B, ...]`."""
+    return tf.reduce_sum(tf.reshape(values, [tf.shape(values)[0], -1]), axis=-1)
+
+
 def per_image_mean(values):
     """Batch mean of the per-image sum of `values [B, ...]`."""
-    return tf.reduce_mean(tf.reduce_sum(tf.reshape(values, [tf.shape(values)[0], -1]), axis=-1))
+    return tf.reduce_mean(per_image_sum(values))
 
 
-def color_nll(predicted, target, recon_sigma, pixel_weights=None):
+def color_nll(predicted, target, recon_sigma, pixel_weights=None, per_image=False):
     """Gaussian NLL of p(x | z, g) up to a constant: batch mean of the per-image sum of
     w ||predicted - target||^2 / (2 recon_sigma^2).
 
@@ -20,14 +25,16 @@ def color_nll(predicted, target, recon_sigma, pixel_weights=None):
         predicted, target: `[B, ..., 2]` chroma (ab / 110 units).
         recon_sigma: the likelihood's standard deviation (`TrainingConfig.recon_sigma`).
         pixel_weights: optional class-rebalancing weights broadcastable to `predicted`.
+        per_image: return the per-image values `[B]` instead of their batch mean.
     """
     squared = tf.square(predicted - target)
     if pixel_weights is not None:
         squared = pixel_weights * squared
-    return per_image_mean(squared) / (2.0 * recon_sigma**2)
+    reduce = per_image_sum if per_image else per_image_mean
+    return reduce(squared) / (2.0 * recon_sigma**2)
 
 
-def class_nll(logits, labels, pixel_weights=None):
+def class_nll(logits, labels, pixel_weights=None, per_image=False):
     """Batch mean of the per-image sum of w * cross-entropy of the true colors' classes.
 
     The classification head's likelihood p(x | z, g) (Zhang et al. 2016, Eq. 2): with hard labels
@@ -38,6 +45,7 @@ def class_nll(logits, labels, pixel_weights=None):
         logits: `[B, H, W, Q]`.
         labels: `[B, H, W]` int class indices, or `[B, H, W, Q]` float class probabilities.
         pixel_weights: optional `[B, H, W]` weights.
+        per_image: return the per-image values `[B]` instead of their batch mean.
     """
     if labels.dtype.is_floating:
         nll = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
@@ -45,7 +53,7 @@ def class_nll(logits, labels, pixel_weights=None):
         nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     if pixel_weights is not None:
         nll = pixel_weights * nll
-    return per_image_mean(nll)
+    return per_image_sum(nll) if per_image else per_image_mean(nll)
 
 
 def soft_color_labels(ab, centers, sigma, neighbors=5):
@@ -90,3 +98,23 @@ def kl_weight(weight, warmup_steps, step=None):
         return weight
     progress = tf.cast(step + 1, tf.float32) / warmup_steps
     return weight * tf.minimum(progress, 1.0)
+
+
+def multiple_choice_loss(losses, logits):
+    """Multiple-choice learning over M hypotheses (Guzman-Rivera et al. 2012): per example, the
+    loss of the best hypothesis plus -log of its mixture weight.
+
+    Only the winner's loss is trained, so each hypothesis specializes on the examples it already
+    explains best, and the weights learn which one that is from the gray image alone.
+
+    Args:
+        losses: `[B, M]` per-example loss of each hypothesis.
+        logits: `[B, M]` mixture logits.
+
+    Returns:
+        `(loss [B], winner [B] int)`.
+    """
+    winner = tf.argmin(tf.stop_gradient(losses), axis=-1, output_type=tf.int32)
+    best = tf.gather(losses, winner, batch_dims=1)
+    log_weight = tf.gather(tf.nn.log_softmax(logits, axis=-1), winner, batch_dims=1)
+    return best - log_weight, winner
