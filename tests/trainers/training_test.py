@@ -157,6 +157,19 @@ def test_vae_stage_computes_rebalancing_weights(tmp_path, tiny_experiment):
     assert stage_summary(tmp_path).keys() == {"vae"}
 
 
+def test_decoded_mdn_stage_resumed_alone_gets_the_rebalancing_weights(tmp_path, tiny_experiment):
+    config = tiny_experiment(epochs=1, steps_per_epoch=2)
+    train(config, tmp_path, stage="hoc", verbose=0, log=lambda message: None)
+    # A later run with the MDN stage scored in colors (class-rebalanced reconstruction loss):
+    # only the MDN stage trains, and it needs the VAE stage's color weights again.
+    training = dataclasses.replace(config.training, rebalance_lambda=0.5, mdn_loss="decoded")
+    model = train(dataclasses.replace(config, training=training), tmp_path, verbose=0,
+                  log=lambda message: None)
+    assert model._color_weights is not None
+    history = stage_summary(tmp_path)["mdn"]["history"]
+    assert all(np.isfinite(v) for values in history.values() for v in values)
+
+
 def test_cli_reports_a_missing_config(capsys):
     assert cli.main(["train", "--config", "no_such_config"]) == 2
     err = capsys.readouterr().err
