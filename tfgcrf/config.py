@@ -33,7 +33,7 @@ STAGES = ("vae", "hoc", "mdn")
 PRECONDITIONERS = ("none", "jacobi", "two_level")
 SOLVERS = ("lu", "cholesky", "cg")
 HOC_LOSSES = ("l2", "nll")
-MDN_LOSSES = ("nearest", "nll", "decoded")
+MDN_LOSSES = ("nearest", "nll", "decoded", "decoded_l2")
 BACKBONES = ("none", "efficientnet_lite0")
 UNARY_HEADS = ("regression", "classification")
 # Distribution strategies of `tfgcrf train --strategy` (see tfgcrf.trainers.distribute); "default"
@@ -191,7 +191,9 @@ class TrainingConfig:
             reconstruction loss (the VAE stage's) counts, plus -log of its weight (multiple-choice
             learning, Guzman-Rivera et al. 2012): the components become the N samples that
             together cover the photo's plausible colors, measured where it matters (colors, not
-            codes). M times the decoder's work per step.
+            codes). M times the decoder's work per step. "decoded_l2" scores the components by
+            the squared error of their read-out colors alpha instead (unweighted: the best-of-N
+            error that `tfgcrf evaluate` reports as eob).
         soft_encoding_sigma: classification head only: 0 trains on hard labels (each true
             color's nearest in-gamut bin); > 0 on Zhang et al. 2016's soft encoding (Sec. 2.1):
             the 5 nearest bins weighted by a Gaussian of this many ab units (5 in the paper),

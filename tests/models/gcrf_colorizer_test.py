@@ -103,12 +103,13 @@ def test_hoc_stage_without_the_decoder_trains_the_structure_branch_only():
     assert paths and all("structure_branch/" in path for path in paths)
 
 
-def test_decoded_mdn_loss_is_the_best_components_reconstruction_in_numpy(photos):
+@pytest.mark.parametrize("kind", ["decoded", "decoded_l2"])
+def test_decoded_mdn_loss_is_the_best_components_reconstruction_in_numpy(kind, photos):
     import dataclasses
 
     l, ab = photos
     model = _random_model(stage="mdn", seed=3)
-    model.training_config = dataclasses.replace(TRAINING, mdn_loss="decoded", recon_sigma=0.2)
+    model.training_config = dataclasses.replace(TRAINING, mdn_loss=kind, recon_sigma=0.2)
     count = CONFIG.num_components
     # The colors of every component's mean code, from the inference path (best first).
     alpha, scores = model.sample(l, count, mode="top", use_gcrf=False)

@@ -366,7 +366,7 @@ class GCRFColorizer(keras.Model):
             z = tf.stop_gradient(z)
             sigma = self.model_config.mdn_sigma
             nll = tf.reduce_mean(mdn_loss(z, logits, means, sigma, "nll"))
-            if knobs.mdn_loss == "decoded":
+            if knobs.mdn_loss.startswith("decoded"):
                 loss = tf.reduce_mean(self._decoded_mdn_loss(features, ab, logits, means))
             else:
                 loss = tf.reduce_mean(mdn_loss(z, logits, means, sigma, knobs.mdn_loss))
@@ -402,15 +402,20 @@ class GCRFColorizer(keras.Model):
     def _decoded_mdn_loss(self, features, ab, logits, means):
         """`training.mdn_loss: decoded`, per image `[B]`: every component's mean code is decoded
         (the colors `sample(mode="top")` returns before the G-CRF) and scored by the VAE stage's
-        reconstruction loss; the best component's loss and -log of its weight are trained
+        reconstruction loss ("decoded_l2": the squared error of the colors); the best
+        component's loss and -log of its weight are trained
         (`stage_losses.multiple_choice_loss`). The decoder is frozen; its gradient reaches the
         mixture means through the codes."""
         batch, count = tf.shape(means)[0], tf.shape(means)[1]
         repeated = [tf.repeat(feature, count, axis=0) for feature in features]
         codes = tf.reshape(means, [batch * count, -1])
         class_logits, alpha = self._decode(codes, repeated)
-        recon = self._reconstruction_loss(
-            class_logits, alpha, tf.repeat(ab, count, axis=0), per_image=True)
+        target = tf.repeat(ab, count, axis=0)
+        if self.training_config.mdn_loss == "decoded_l2":
+            recon = stage_losses.color_nll(
+                alpha, target, self.training_config.recon_sigma, per_image=True)
+        else:
+            recon = self._reconstruction_loss(class_logits, alpha, target, per_image=True)
         loss, _ = stage_losses.multiple_choice_loss(tf.reshape(recon, [batch, count]), logits)
         return loss
 
