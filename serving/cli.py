@@ -105,6 +105,9 @@ def run(args):
         value = batching.get(flag, getattr(args, flag, None))
         if value < minimum:
             raise UserError(f"--{flag.replace('_', '-')} must be >= {minimum}")
+    if os.path.exists(args.model_dir) and not os.path.isdir(args.model_dir):
+        raise UserError(f"model dir {args.model_dir} is a file, not a folder: pass the folder holding "
+                        "the numbered versions (e.g. models/tfgcrf for models/tfgcrf/1)")
     if not os.path.isdir(args.model_dir):
         raise UserError(f"model dir {args.model_dir} does not exist (export a model with `tfgcrf export`)")
     model_name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.model_dir)))

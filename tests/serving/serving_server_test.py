@@ -276,6 +276,9 @@ def test_serve_cli_rejects_bad_arguments(tmp_path, capsys):
 
     assert cli.main(["serve", "--model-dir", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert cli.main(["serve", "--model-dir", str(tmp_path / "notes.txt")]) == 2
+    assert "notes.txt is a file, not a folder" in capsys.readouterr().err
     assert cli.main(["serve", "--model-dir", str(tmp_path), "--grpc-port", "70000"]) == 2
     assert "--grpc-port must be in 0..65535" in capsys.readouterr().err
     for flag in ("--max-batch-size", "--num-batch-threads", "--rest-api-timeout-in-ms"):
