@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,14 @@ def test_wheel_installs_into_a_fresh_venv_and_trains_the_packaged_smoke_config(t
         ignore=lambda folder, names: NOT_SOURCE & set(names) if Path(folder) == REPO else
         {name for name in names if name == "__pycache__"},
     )
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)])
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(source)])
     (wheel,) = (tmp_path / "dist").glob("tfgcrf-*.whl")
+    # The data folders are packages of setup.cfg, not setuptools' "would be ignored" warnings.
+    assert "Package would be ignored" not in built.stdout + built.stderr
+    files = set(zipfile.ZipFile(wheel).namelist())
+    assert {"tfgcrf/presets/default/model.keras", "tfgcrf/presets/examples/pagoda.jpg",
+            "tfgcrf/studio/static/index.html", "tfgcrf/configs/smoke_photos/skimage_chelsea.png",
+            "tfgcrf/configs/smoke.yaml", "tfgcrf/serving/models.config"} <= files, sorted(files)
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
