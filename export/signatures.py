@@ -136,10 +136,8 @@ class ServingModule(tf.Module):
             _check(num_points <= count,
                    "num_points must be <= K, the length of the points axis; got num_points, K =",
                    num_points, count),
-            tf.debugging.Assert(
-                tf.reduce_all((valid >= 0.0) & (valid <= 1.0)),
-                ["points must be (x, y) relative to the image width/height, in [0, 1]; got", valid],
-            ),
+            _check((valid >= 0.0) & (valid <= 1.0),
+                   "points must be (x, y) relative to the image width/height, in [0, 1]; got", valid),
             _check(from_sample >= -1,
                    "from_sample must be -1 (points only) or a sample index; got", from_sample),
             _check(from_sample < self.num_samples,
@@ -158,12 +156,10 @@ class ServingModule(tf.Module):
                 _check(num_links <= tf.shape(links)[0],
                        "num_links must be <= J, the length of the links axis; got num_links, J =",
                        num_links, tf.shape(links)[0]),
-                tf.debugging.Assert(
-                    tf.reduce_all((ends >= 0.0) & (ends <= 1.0)),
-                    ["links must be (x1, y1, x2, y2) relative to the image, in [0, 1]; got", ends]),
-                tf.debugging.Assert(
-                    tf.reduce_all(tf.reduce_any(pixel_ends[:, 0] != pixel_ends[:, 1], axis=-1)),
-                    ["a link must join two different pixels; got", ends]),
+                _check((ends >= 0.0) & (ends <= 1.0),
+                       "links must be (x1, y1, x2, y2) relative to the image, in [0, 1]; got", ends),
+                _check(tf.reduce_any(pixel_ends[:, 0] != pixel_ends[:, 1], axis=-1),
+                       "a link must join two different pixels; got", ends),
             ]
             link_pairs = links_to_grid(links[tf.newaxis], self.grid_size)
             num_links = num_links[tf.newaxis]
