@@ -109,6 +109,23 @@ def test_decode_rule_matches_pillow(name):
     assert np.abs(decoded.astype(int) - expected).max() <= 1, name
 
 
+def test_the_per_format_graphs_equal_the_full_rule():
+    """`decode_bytes` traces only the sniffed format's branch (`decode_image(only=...)`); its
+    pixels are the full rule's (the SavedModel's graph, every branch), and a wrong `only` is
+    refused rather than decoded by another format's branch."""
+    import tensorflow as tf
+
+    full = tf.function(decode.decode_image, autograph=False,
+                       input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)])
+    limit = tf.constant(imageio.MAX_PIXELS, tf.int64)
+    for name, data in MATRIX.items():
+        expected = full(tf.constant(data), limit).numpy()
+        assert np.array_equal(decode.decode_bytes(data), expected), name
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"only=JPEG\) was given data of another format"):
+        decode.decode_image(tf.constant(MATRIX["png_rgb"]), only=decode.JPEG)
+
+
 TF_ONLY = r"""
 import json, os, sys
 import tensorflow as tf
