@@ -126,6 +126,36 @@ def test_the_per_format_graphs_equal_the_full_rule():
         decode.decode_image(tf.constant(MATRIX["png_rgb"]), only=decode.JPEG)
 
 
+TRUNCATED_PROBE = r"""
+import sys
+from tfgcrf import cli, imageio
+from tfgcrf.errors import InputError
+cli._import_tensorflow_quietly()  # the CLI's start-up filter (TensorFlow's own start-up lines)
+for path in sys.argv[1:]:
+    try:
+        imageio.read_image(path)
+    except InputError as err:
+        print(err)
+"""
+
+
+def test_a_truncated_jpeg_is_one_error_and_nothing_on_stderr(tmp_path):
+    """libjpeg prints its own line ("Premature end of JPEG data", "Improper call to JPEG library
+    in state 201") on fd 2 before TensorFlow's error: the rule refuses a JPEG without its
+    end-of-image marker first, so the CLI's one error line is all a user sees."""
+    data = MATRIX["jpeg_gray"]
+    paths = []
+    for cut in (300, len(data) // 2, len(data) - 2):  # in the tables, in the scan, before EOI
+        paths.append(tmp_path / f"cut{cut}.jpg")
+        paths[-1].write_bytes(data[:cut])
+    run = subprocess.run([sys.executable, "-c", TRUNCATED_PROBE, *map(str, paths)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3 and all("truncated JPEG" in line for line in lines), lines
+    assert imageio.read_image(data).shape == (40, 56, 3)  # the whole file still decodes
+
+
 TF_ONLY = r"""
 import json, os, sys
 import tensorflow as tf

@@ -167,8 +167,9 @@ def _tiff_start_of_exif_payload(array, payload):
     return payload + tf.where(prefix, 6, 0)
 
 
-def _jpeg_walk(array):
-    """JPEG markers up to the start of scan: `(EXIF TIFF offset or -1, height, width)`.
+def _jpeg_walk(array, scan=False):
+    """JPEG markers up to the start of scan: `(EXIF TIFF offset or -1, height, width)`, and with
+    `scan` the offset of the start-of-scan marker (-1 when the markers end before one).
 
     The size comes from the first SOFn frame header (read here, not by libjpeg, so that a
     truncated file declaring a huge frame is still measured); 0 x 0 when there is none.
@@ -176,10 +177,10 @@ def _jpeg_walk(array):
     size = tf.shape(array)[0] - _PAD
     exif_tag = tf.constant(list(b"Exif\0\0"))
 
-    def more(position, found, shape):
+    def more(position, found, shape, start):
         return (position + 4 <= size) & tf.equal(_at(array, position), 0xFF)
 
-    def step(position, found, shape):
+    def step(position, found, shape, start):
         marker = _at(array, position + 1)
         standalone = (marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD7)) | (marker == 0xFF)
         length = _int(_uint(array, position + 2, 2, big_endian=True))
@@ -191,10 +192,28 @@ def _jpeg_walk(array):
         shape = tf.where(frame & (shape[0] + shape[1] == 0), dims, shape)
         stop = marker == 0xDA  # start of scan: no metadata after it
         step_size = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, 2 + length))
-        return tf.where(stop, size, position + step_size), found, shape
+        return (tf.where(stop, size, position + step_size), found, shape,
+                tf.where(stop, position, start))
 
-    _, found, shape = tf.while_loop(more, step, (tf.constant(2), tf.constant(-1), tf.zeros([2], tf.int64)))
-    return found, shape[0], shape[1]
+    _, found, shape, start = tf.while_loop(
+        more, step, (tf.constant(2), tf.constant(-1), tf.zeros([2], tf.int64), tf.constant(-1)))
+    return (found, shape[0], shape[1]) + ((start,) if scan else ())
+
+
+def _jpeg_complete(array):
+    """True when the JPEG has a start of scan followed somewhere by the end-of-image marker FF D9.
+
+    In the entropy-coded data a 0xFF byte is followed by 0x00 or a restart marker, so FF D9 after
+    the start of scan is the image's end (an EXIF thumbnail's ends before). A file cut short
+    lacks it: refused before libjpeg runs, which would print its own "Premature end of JPEG
+    data" / "Improper call to JPEG library" line on the process's stderr before the error.
+    """
+    _, _, _, start = _jpeg_walk(array, scan=True)
+    size = tf.shape(array)[0] - _PAD
+    index = tf.range(tf.shape(array)[0] - 1)
+    ends = (tf.equal(array[:-1], 0xFF) & tf.equal(array[1:], 0xD9) & (index > start)
+            & (index + 2 <= size))
+    return (start >= 0) & tf.reduce_any(ends)
 
 
 def _orientation_jpeg(array):
@@ -699,7 +718,10 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         return _decode_png(data, array, transparency), orientation
 
     def jpeg():
-        pixels = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+        complete = tf.debugging.Assert(_jpeg_complete(array), [
+            "truncated JPEG: the file ends before its image data does (no end-of-image marker)"])
+        with tf.control_dependencies([complete]):
+            pixels = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
         return pixels, _orientation_jpeg(array)
 
     def gif():
