@@ -144,6 +144,14 @@ class ServingModule(tf.Module):
                    f"from_sample must be < num_samples = {self.num_samples}; got", from_sample),
         ]
         link_pairs = None
+        # No point, no link and no sample: nothing to edit with (the answer would be gray); the
+        # API and the CLI refuse it too. A sample without points stays a valid request.
+        hinted = num_points > 0 if links is None else (num_points > 0) | (num_links > 0)
+        checks.append(_check(
+            hinted | (from_sample >= 0),
+            "an edit needs at least one point or one link (or from_sample >= 0); got num_points"
+            + ("" if links is None else ", num_links") + ", from_sample =",
+            num_points, *([] if links is None else [num_links]), from_sample))
         if links is not None:
             ends = links[:num_links]
             shape = tf.shape(rgb)

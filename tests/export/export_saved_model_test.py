@@ -104,7 +104,19 @@ bad = {
     "link_out_of_range": (edit_links, {**link_inputs, "links": 2 * link_inputs["links"]}),
     "too_many_points": (edit, {**edit_inputs, "points": tf.zeros([2, 257, 2]),
                                "colors": tf.zeros([2, 257, 3], tf.uint8)}),
+    "no_points": (edit, {**edit_inputs, "num_points": tf.constant([0, 1])}),
+    "no_points_no_links": (edit_links, {**link_inputs, "num_points": tf.constant([0, 1]),
+                                        "num_links": tf.constant([0, 0])}),
 }
+# Without points but with a link, or on a sample (from_sample >= 0): still valid requests.
+result["link_only_shape"] = edit_links(**{**link_inputs, "num_points": tf.constant([0, 0]),
+                                          "num_links": tf.constant([1, 1]),
+                                          "links": tf.constant([[[0.1, 0.1, 0.9, 0.8]],
+                                                                [[0.2, 0.2, 0.7, 0.6]]])}
+                                       )["colorized_bytes"].shape.as_list()
+result["sample_only_shape"] = edit(**{**edit_inputs, "num_points": tf.constant([0, 0]),
+                                      "from_sample": tf.constant([0, 1])}
+                                   )["colorized_bytes"].shape.as_list()
 result["errors"] = {}
 for name, (function, inputs) in bad.items():
     try:
@@ -264,6 +276,10 @@ def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_mo
         ("too_many_points", "at most 256 points"),
         ("num_points_above_k", "num_points must be <= K"),
         ("from_sample_too_big", "from_sample must be < num_samples"),
+        ("no_points", "an edit needs at least one point or one link (or from_sample >= 0); "
+                      "got num_points, from_sample =] [0] [-1]"),
+        ("no_points_no_links", "(or from_sample >= 0); got num_points, num_links, from_sample =] "
+                               "[0] [0] [-1]"),
     ],
 )
 def test_bad_requests_fail_with_clear_invalid_argument(tf_only_run, case, fragment):
@@ -274,6 +290,7 @@ def test_bad_requests_fail_with_clear_invalid_argument(tf_only_run, case, fragme
     first_line = result["errors"][case].splitlines()[0]
     assert "did not hold" not in first_line and "/while/" not in first_line, first_line
     assert result["still_works"] == [1, result["sample_shapes"]["scores"][1]]
+    assert result["link_only_shape"] == result["sample_only_shape"] == [2]  # still answered
 
 
 @pytest.mark.slow
