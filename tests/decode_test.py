@@ -124,6 +124,12 @@ def test_the_per_format_graphs_equal_the_full_rule():
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"only=JPEG\) was given data of another format"):
         decode.decode_image(tf.constant(MATRIX["png_rgb"]), only=decode.JPEG)
+    # The header checks still come first: a small file declaring a huge image is refused by
+    # them, not by its format's decoder (the memory is measured in the slow bomb test).
+    for name, data in BOMBS.items():
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            decode.decode_bytes(data)
+        assert decode.error_message(info.value).startswith("image too large"), name
 
 
 TRUNCATED_PROBE = r"""

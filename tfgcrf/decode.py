@@ -597,10 +597,13 @@ def _decode_bmp(data, array):
 
 def _branch(code, branches, only):
     """`tf.switch_case(code, branches)`, or with `only` (a `FORMATS` index known before tracing)
-    that format's branch alone: one format's ops traced instead of all five."""
+    that format's branch alone: one format's ops traced instead of all five. Either way the
+    branch's ops run after `code` (in `decode_image`, after the header checks: nothing is decoded
+    from a file that declares too many pixels)."""
     if only is None:
         return tf.switch_case(code, branches)
-    return branches[only]()
+    with tf.control_dependencies([code]):
+        return branches[only]()
 
 
 @tf.autograph.experimental.do_not_convert
