@@ -188,6 +188,36 @@ def main():
         ("  stateless full resolution (guide statistics, no XLA)",
          *_time(lambda: stateless_finish(grid, lightness, point_px, point_ab), r, cpu=True), one),
     ]
+    # The propagation's local terms side by side (`hints.LOCAL_TERMS`, the default first): its
+    # factorization (paid once per photo, at the session's first result) and one more point of a
+    # session using it (the same points and places as above).
+    terms = [hints.PROPAGATION_LOCAL] + [
+        t for t in hints.LOCAL_TERMS if t != hints.PROPAGATION_LOCAL]
+    by_term = []  # (label, index of its one-more-point row)
+    for term in terms:
+        label = f"`{term}`" + (", the default" if term == hints.PROPAGATION_LOCAL else ", option")
+        other = colorizer.session(rgb)
+        for (x, y), rgb_color in zip(points, colors):
+            other.add_point(x, y, rgb_color)
+        other._propagation = hints.Propagation(np.asarray(lightness), local=term)
+        other.result()
+
+        def more(session_=other):
+            key = session_.add_point(*next(places), (200, 60, 60))
+            image = session_.result()
+            session_.remove_point(key)
+            return image
+
+        def factor(term_=term):
+            return hints.Propagation(np.asarray(lightness), local=term_).correction(
+                grid, point_px, point_ab)
+
+        by_term.append((label, len(rows) + 1))
+        rows += [
+            (f"propagation {label}: factor (once per photo, first result)",
+             *_time(factor, r, cpu=True), None),
+            ("  session with it: one more point, end to end", *_time(more, r, cpu=True), None),
+        ]
     load_after = _load()
 
     print(f"{note}; grid {size}x{size}, photo {WIDTH}x{HEIGHT}, {NUM_SAMPLES} samples, median of {r} "
@@ -215,6 +245,9 @@ def main():
     print(f"session full resolution vs the stateless full resolution (same grid answer): "
           f"{full_ms / stateless_ms:.2f}x the wall time")
     print(f"one more point: {more_ms:.0f} ms wall, {more_cpu:.0f} ms CPU (target 150 ms)")
+    for label, index in by_term:
+        print(f"one more point, propagation {label}: {rows[index][1]:.0f} ms wall, "
+              f"{rows[index][2]:.0f} ms CPU (target 150 ms)")
 
 
 def _colorize_rows(colorizer, rgb, lightness, l_small, similarity, fresh, r):
