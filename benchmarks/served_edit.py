@@ -1,6 +1,7 @@
 """Served edit latency with and without the full-resolution propagation, in one process.
 
-    .venv/bin/python benchmarks/served_edit.py [--model default|PATH.keras] [--repeats 5]
+    .venv/bin/python benchmarks/served_edit.py [--model default|PATH.keras] [--repeats 5] \
+        [--propagation-only]
 
 Exports the model twice (`export_saved_model(..., propagate=False)`: the `edit` signature before
 the propagation was added; `propagate=True`: today's default), loads both with plain
@@ -11,6 +12,8 @@ after / before. Then the propagation alone at the same sizes: the SavedModel's T
 (`hints.propagation_correction`, traced, BiCGSTAB iterations) against the Python API's sparse LU
 (`hints.Propagation(...).correction`, factorization included, as one `Colorizer.edit` does), and
 the size of both SavedModel folders. The load average is printed at the start and the end.
+The propagation table has one row per local term (`hints.LOCAL_TERMS`, the default first);
+`--propagation-only` prints it alone (no export).
 """
 
 import argparse
@@ -63,12 +66,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="preset name or .keras file")
     parser.add_argument("--repeats", type=int, default=5, help="timed requests per row and export")
+    parser.add_argument("--propagation-only", action="store_true",
+                        help="only the propagation table (no export)")
     args = parser.parse_args(argv)
 
     from tfgcrf.export.saved_model import export_saved_model
     from tfgcrf.models.loading import load_model
 
     print("load average at start:", " ".join(f"{v:.1f}" for v in os.getloadavg()))
+    if args.propagation_only:
+        _propagation_table(args.repeats)
+        print("load average at end:", " ".join(f"{v:.1f}" for v in os.getloadavg()))
+        return
     model = load_model(args.model)
     base = tempfile.mkdtemp(prefix="served_edit_")
     paths = {"before (no propagation)": export_saved_model(model, os.path.join(base, "a", "1"),
@@ -93,41 +102,56 @@ def main(argv=None):
               f"| {after[0] / before[0]:.2f}x | {before[1]:.2f} | {after[1]:.2f} "
               f"| {after[1] / before[1]:.2f}x |")
 
-    # The propagation alone: the SavedModel's TF solver vs the API's sparse LU.
-    rng = np.random.default_rng(0)
-    traced = tf.function(hints.propagation_correction, autograph=False)
-    print("\n| photo | TF solver wall s | TF CPU s | BiCGSTAB iterations | sparse LU wall s "
-          "| LU CPU s | TF / LU wall | max abs diff (model units) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for size in SIZES:
-        rgb = _photo(size)
-        lightness = color.lightness(tf.image.convert_image_dtype(rgb, tf.float32))[..., 0].numpy()
-        ab_small = rng.uniform(-0.2, 0.2, (1, 64, 64, 2)).astype(np.float32)
-        points = (np.array(POINTS) * size).astype(np.int32)
-        chroma = rng.uniform(-0.5, 0.5, (len(POINTS), 2)).astype(np.float32)
-        traced(ab_small, lightness, points, chroma)  # tracing
-        tf_times, lu_times = [], []
-        for _ in range(args.repeats):
-            tf_times.append(_timed(lambda: traced(ab_small, lightness, points, chroma).numpy()))
-            lu_times.append(_timed(lambda: hints.Propagation(lightness).correction(
-                ab_small, points, chroma)))
-        got = traced(ab_small, lightness, points, chroma).numpy()
-        want = hints.Propagation(lightness).correction(ab_small, points, chroma)
-        propagation = hints.Propagation(lightness)
-        mask, targets = propagation.hint_mask(points, chroma)
-        prior = hints._prior(ab_small, propagation.lightness)
-        _, iterations = tf.function(hints.propagation_solve, autograph=False)(
-            hints.local_stencil(propagation.lightness), prior, mask, targets)
-        tf_median, lu_median = np.median(tf_times, axis=0), np.median(lu_times, axis=0)
-        print(f"| {size[0]}x{size[1]} | {tf_median[0]:.2f} | {tf_median[1]:.2f} | {int(iterations)} "
-              f"| {lu_median[0]:.2f} | {lu_median[1]:.2f} | {tf_median[0] / lu_median[0]:.2f}x "
-              f"| {np.abs(got - want).max():.1e} |")
+    _propagation_table(args.repeats)
 
     sizes = {name: _folder_bytes(path) for name, path in paths.items()}
     print("\nSavedModel size: " + ", ".join(f"{name} {value / 1e6:.3f} MB"
                                             for name, value in sizes.items())
           + f" ({(sizes['after (propagation)'] - sizes['before (no propagation)']) / 1e3:+.0f} kB)")
     print("load average at end:", " ".join(f"{v:.1f}" for v in os.getloadavg()))
+
+
+def _propagation_table(repeats):
+    """The propagation alone, for every local term (`hints.LOCAL_TERMS`, the default first): the
+    SavedModel's TF solver vs the API's sparse LU."""
+    terms = [hints.PROPAGATION_LOCAL] + [
+        t for t in hints.LOCAL_TERMS if t != hints.PROPAGATION_LOCAL]
+    print("\n| photo | local term | TF solver wall s | TF CPU s | BiCGSTAB iterations "
+          "| sparse LU wall s | LU CPU s | TF / LU wall | max abs diff (model units) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size in SIZES:
+        for term in terms:
+            _propagation_row(size, term, repeats)
+
+
+def _propagation_row(size, term, repeats):
+    """One row of `_propagation_table`: `size` (width, height), local term `term`."""
+    rng = np.random.default_rng(0)
+    traced = tf.function(lambda *args: hints.propagation_correction(*args, local=term),
+                         autograph=False)
+    rgb = _photo(size)
+    lightness = color.lightness(tf.image.convert_image_dtype(rgb, tf.float32))[..., 0].numpy()
+    ab_small = rng.uniform(-0.2, 0.2, (1, 64, 64, 2)).astype(np.float32)
+    points = (np.array(POINTS) * size).astype(np.int32)
+    chroma = rng.uniform(-0.5, 0.5, (len(POINTS), 2)).astype(np.float32)
+    traced(ab_small, lightness, points, chroma)  # tracing
+    tf_times, lu_times = [], []
+    for _ in range(repeats):
+        tf_times.append(_timed(lambda: traced(ab_small, lightness, points, chroma).numpy()))
+        lu_times.append(_timed(lambda: hints.Propagation(lightness, local=term).correction(
+            ab_small, points, chroma)))
+    got = traced(ab_small, lightness, points, chroma).numpy()
+    propagation = hints.Propagation(lightness, local=term)
+    want = propagation.correction(ab_small, points, chroma)
+    mask, targets = propagation.hint_mask(points, chroma)
+    prior = hints._prior(ab_small, propagation.lightness)
+    _, iterations = tf.function(hints.propagation_solve, autograph=False)(
+        hints.local_stencil(propagation.lightness, term), prior, mask, targets,
+        weight=hints.propagation_weight(term))
+    tf_median, lu_median = np.median(tf_times, axis=0), np.median(lu_times, axis=0)
+    print(f"| {size[0]}x{size[1]} | {term} | {tf_median[0]:.2f} | {tf_median[1]:.2f} "
+          f"| {int(iterations)} | {lu_median[0]:.2f} | {lu_median[1]:.2f} "
+          f"| {tf_median[0] / lu_median[0]:.2f}x | {np.abs(got - want).max():.1e} |")
 
 
 if __name__ == "__main__":
