@@ -54,11 +54,11 @@ def test_bordered_and_factored_solves_match_a_dense_reference(pixels):
     lightness, prior = _photo()
     mask, targets = _hints(lightness.shape, pixels)
     expected = _dense_reference(lightness, prior, mask, targets, 1e-2)
-    propagation = hints.Propagation(lightness, weight=1e-2)
+    propagation = hints.Propagation(lightness, weight=1e-2, local="levin")
     bordered = propagation.solve(prior, mask, targets)  # few hints: bordered, columns cached
     np.testing.assert_allclose(bordered, expected, atol=1e-9)
     np.testing.assert_allclose(bordered[mask], targets[mask], atol=1e-12)
-    factored = hints.Propagation(lightness, weight=1e-2)
+    factored = hints.Propagation(lightness, weight=1e-2, local="levin")
     previous = hints._BORDERED_HINTS
     try:
         hints._BORDERED_HINTS = 0
@@ -74,7 +74,8 @@ def test_bordered_and_factored_solves_match_a_dense_reference(pixels):
 def test_weight_zero_is_levin_and_a_large_weight_keeps_the_prior():
     lightness, prior = _photo()
     mask, targets = _hints(lightness.shape, [(3, 2), (11, 14)])
-    np.testing.assert_allclose(hints.Propagation(lightness, weight=0.0).solve(prior, mask, targets),
+    np.testing.assert_allclose(hints.Propagation(lightness, weight=0.0, local="levin").solve(
+                                   prior, mask, targets),
                                levin.colorize(lightness / 100.0, mask, targets), atol=1e-9)
     kept = hints.Propagation(lightness, weight=1e6).solve(prior, mask, targets)
     np.testing.assert_allclose(kept[~mask], prior[~mask], atol=1e-4)
@@ -111,7 +112,7 @@ def test_tensorflow_solver_matches_the_dense_reference(pixels, weight):
     lightness, prior = _photo()
     mask, targets = _hints(lightness.shape, pixels)
     expected = _dense_reference(lightness, prior, mask, targets, weight)
-    weights = hints.local_stencil(lightness)
+    weights = hints.local_stencil(lightness, "levin")
     solved, iterations = _solve(weights, prior, mask, targets, weight=weight)
     # Every entry within the accuracy bound (residual <= accuracy * lam, |A^-1|_inf <= 1 / lam).
     assert np.abs(solved.numpy() - expected).max() <= hints.PROPAGATION_ACCURACY
@@ -136,7 +137,7 @@ def test_one_definition_of_the_system_for_both_solvers():
     # The TF solver's matrix is the LU path's (1 + lam) I - W with the hinted rows the identity.
     weights = hints.propagation_weights(lightness)
     mask, _ = _hints(lightness.shape, [(0, 0), (5, 17), (13, 9)])
-    operator = hints._operator(hints.local_stencil(lightness), tf.constant(mask), 1e-3)
+    operator = hints._operator(hints.local_stencil(lightness, "levin"), tf.constant(mask), 1e-3)
     count = lightness.size
     dense = np.zeros((count, count))  # duplicates (zeros at clipped columns) add up, as in matmul
     np.add.at(dense, tuple(operator.indices.numpy().T), operator.values.numpy())
@@ -148,19 +149,21 @@ def test_one_definition_of_the_system_for_both_solvers():
     np.testing.assert_allclose(dense, expected, atol=1e-15)
 
 
+@pytest.mark.parametrize("local", hints.LOCAL_TERMS)
 @pytest.mark.parametrize("shape, max_pixels", [((24, 40), None), ((300, 230), None)])
-def test_tensorflow_correction_equals_the_sparse_lu_one(shape, max_pixels):
+def test_tensorflow_correction_equals_the_sparse_lu_one(shape, max_pixels, local):
     """`propagation_correction` (TF ops, also inside a tf.function as in the SavedModel) and
-    `Propagation.correction` (sparse LU): non-square photos at their own resolution and above
-    256^2 px (working resolution 128^2 px)."""
+    `Propagation.correction` (sparse LU), with either local term: non-square photos at their own
+    resolution and above 256^2 px (working resolution 128^2 px)."""
     rng = np.random.default_rng(3)
     height, width = shape
     lightness, _ = _photo(height, width)
     ab_small = rng.uniform(-0.3, 0.3, (1, 8, 8, 2)).astype(np.float32)
     points = np.stack([rng.integers(0, width, 4), rng.integers(0, height, 4)], 1).astype(np.int32)
     colors = rng.uniform(-0.5, 0.5, (4, 2)).astype(np.float32)
-    expected = hints.Propagation(lightness).correction(ab_small, points, colors)
-    traced = tf.function(hints.propagation_correction, autograph=False)
+    expected = hints.Propagation(lightness, local=local).correction(ab_small, points, colors)
+    traced = tf.function(lambda *args: hints.propagation_correction(*args, local=local),
+                         autograph=False)
     for points_in, colors_in, want in [(points, colors, expected),
                                        (points[:0], colors[:0], np.zeros_like(expected))]:
         got = traced(ab_small, lightness.astype(np.float32), points_in, colors_in).numpy()
@@ -208,7 +211,7 @@ def test_matting_stencil_matches_the_dense_laplacian():
     np.testing.assert_allclose(got, got.T, atol=1e-10)  # symmetric, rows summing to 0
     np.testing.assert_allclose(got.sum(axis=1), 0.0, atol=1e-10)
     # The Levin term as a stencil is I - W.
-    levin_stencil = hints._sparse_stencil(hints.local_stencil(lightness).numpy()).toarray()
+    levin_stencil = hints._sparse_stencil(hints.local_stencil(lightness, "levin").numpy()).toarray()
     np.testing.assert_allclose(np.diag(levin_stencil), 1.0)
     np.testing.assert_allclose(levin_stencil.sum(axis=1), 0.0, atol=1e-12)
     with pytest.raises(ValueError, match="local term"):
