@@ -132,6 +132,28 @@ def test_the_per_format_graphs_equal_the_full_rule():
         assert decode.error_message(info.value).startswith("image too large"), name
 
 
+def _loops(concrete):
+    """Number of while loops in a concrete function's graph, its branches' functions included."""
+    graph = concrete.graph.as_graph_def()
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    return sum(node.op in ("While", "StatelessWhile") for node in nodes)
+
+
+def test_a_jpeg_s_markers_are_walked_once_per_decode():
+    """The size (pixel limit), EXIF orientation and start of scan (truncation check) of a JPEG
+    come from one marker walk: the traced JPEG rule holds exactly one loop (it held three)."""
+    import tensorflow as tf
+
+    concrete = tf.function(lambda data: decode.decode_image(data, only=decode.JPEG), autograph=False)
+    assert _loops(concrete.get_concrete_function(tf.TensorSpec([], tf.string))) == 1
+    # The one walk still gives all three: an upright EXIF photo, its header size, a cut file refused.
+    rotated = decode.decode_bytes(_with_exif(6))
+    assert rotated.shape == (56, 40, 3)
+    assert decode.read_header(_with_exif(6)) == ("JPEG", 40, 56, 40 * 56)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="truncated JPEG"):
+        decode.decode_bytes(_with_exif(6)[:-2])
+
+
 TRUNCATED_PROBE = r"""
 import sys
 from tfgcrf import cli, imageio
@@ -333,8 +355,8 @@ import tensorflow as tf
 from tfgcrf import decode
 with open(sys.argv[1], "rb") as handle:
     bombs = json.load(handle)
-small = bytes.fromhex(bombs.pop("_small"))
-decode.decode_bytes(small)  # traced and warm
+for small in bombs.pop("_small"):  # every format's graph traced and warm (one graph per format)
+    decode.decode_bytes(bytes.fromhex(small))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 errors = {}
 for name, data in bombs.items():
@@ -352,7 +374,8 @@ print(json.dumps({"errors": errors, "growth_mb": growth}))
 def test_bombs_are_refused_from_the_header_without_memory_growth(tmp_path):
     assert max(len(data) for data in BOMBS.values()) < 1000
     path = tmp_path / "bombs.json"
-    path.write_text(json.dumps({"_small": _encoded(Image.new("RGB", (8, 8)), "PNG").hex(),
+    small = [_encoded(Image.new("RGB", (8, 8)), kind).hex() for kind in ("PNG", "JPEG", "GIF", "BMP", "WEBP")]
+    path.write_text(json.dumps({"_small": small,
                                 **{name: data.hex() for name, data in BOMBS.items()}}))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True,

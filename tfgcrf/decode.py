@@ -167,12 +167,14 @@ def _tiff_start_of_exif_payload(array, payload):
     return payload + tf.where(prefix, 6, 0)
 
 
-def _jpeg_walk(array, scan=False):
-    """JPEG markers up to the start of scan: `(EXIF TIFF offset or -1, height, width)`, and with
-    `scan` the offset of the start-of-scan marker (-1 when the markers end before one).
+def _jpeg_walk(array):
+    """JPEG markers up to the start of scan, walked once: everything the rule needs of a JPEG.
 
-    The size comes from the first SOFn frame header (read here, not by libjpeg, so that a
-    truncated file declaring a huge frame is still measured); 0 x 0 when there is none.
+    Returns a dict of scalars: `exif` (int32 offset of the APP1 "Exif" segment's TIFF header,
+    -1 when absent), `height` and `width` (int64, from the first SOFn frame header: read here,
+    not by libjpeg, so that a truncated file declaring a huge frame is still measured; 0 x 0
+    when there is none) and `scan` (int32 offset of the start-of-scan marker, -1 when the
+    markers end before one).
     """
     size = tf.shape(array)[0] - _PAD
     exif_tag = tf.constant(list(b"Exif\0\0"))
@@ -197,29 +199,23 @@ def _jpeg_walk(array, scan=False):
 
     _, found, shape, start = tf.while_loop(
         more, step, (tf.constant(2), tf.constant(-1), tf.zeros([2], tf.int64), tf.constant(-1)))
-    return (found, shape[0], shape[1]) + ((start,) if scan else ())
+    return dict(exif=found, height=shape[0], width=shape[1], scan=start)
 
 
-def _jpeg_complete(array):
-    """True when the JPEG has a start of scan followed somewhere by the end-of-image marker FF D9.
+def _jpeg_complete(array, scan):
+    """True when the JPEG has a start of scan (at `scan`, from `_jpeg_walk`; -1: none) followed
+    somewhere by the end-of-image marker FF D9.
 
     In the entropy-coded data a 0xFF byte is followed by 0x00 or a restart marker, so FF D9 after
     the start of scan is the image's end (an EXIF thumbnail's ends before). A file cut short
     lacks it: refused before libjpeg runs, which would print its own "Premature end of JPEG
     data" / "Improper call to JPEG library" line on the process's stderr before the error.
     """
-    _, _, _, start = _jpeg_walk(array, scan=True)
     size = tf.shape(array)[0] - _PAD
     index = tf.range(tf.shape(array)[0] - 1)
-    ends = (tf.equal(array[:-1], 0xFF) & tf.equal(array[1:], 0xD9) & (index > start)
+    ends = (tf.equal(array[:-1], 0xFF) & tf.equal(array[1:], 0xD9) & (index > scan)
             & (index + 2 <= size))
-    return (start >= 0) & tf.reduce_any(ends)
-
-
-def _orientation_jpeg(array):
-    """Orientation from the APP1 "Exif" segment of a JPEG."""
-    found, _, _ = _jpeg_walk(array)
-    return tf.cond(found >= 0, lambda: _tiff_orientation(array, found), lambda: tf.constant(1))
+    return (scan >= 0) & tf.reduce_any(ends)
 
 
 # ----------------------------------------------------------------------------------- PNG
@@ -606,6 +602,52 @@ def _branch(code, branches, only):
         return branches[only]()
 
 
+def _inspect(array, code, only):
+    """The headers of the file whose bytes are `array` (`_byte_array`) and format `code`.
+
+    Returns a dict of scalars: `height`, `width` (int64, the output image's; for animations the
+    canvas / logical screen), `declared` (int64, the largest pixel count the file declares
+    anywhere: the output, every frame, every bitstream), and from the JPEG marker walk (-1 for
+    the other formats) `exif` (int32 offset of the EXIF TIFF header) and `scan` (int32 offset
+    of the start of scan). Unknown formats give zeros. `only`: as for `header_info`. The JPEG
+    markers are walked here once; `decode_image` reuses the walk for orientation and the
+    truncation check.
+    """
+    none = tf.constant(-1)
+
+    def png():
+        height, width = _uint(array, 20, 4, True), _uint(array, 16, 4, True)
+        frames, _, _ = _png_walk(array)
+        return height, width, tf.maximum(height * width, frames), none, none
+
+    def jpeg():
+        walk = _jpeg_walk(array)
+        height, width = walk["height"], walk["width"]
+        return height, width, height * width, walk["exif"], walk["scan"]
+
+    def gif():
+        height, width = _uint(array, 8, 2), _uint(array, 6, 2)
+        return height, width, tf.maximum(height * width, _gif_walk(array)["largest"]), none, none
+
+    def bmp():
+        layout = _bmp_layout(array)
+        height, width = tf.cast(layout["height"], tf.int64), tf.cast(layout["width"], tf.int64)
+        return height, width, height * width, none, none
+
+    def webp():
+        walk = _webp_walk(array)
+        # A still image without VP8X: its bitstream's size is the image's.
+        canvas = tf.where(walk["canvas"][0] > 0, walk["canvas"], walk["first"])
+        return canvas[0], canvas[1], walk["largest"], none, none
+
+    def unknown():
+        zero = tf.constant(0, tf.int64)
+        return zero, zero, zero, none, none
+
+    values = _branch(code, [unknown, png, jpeg, gif, bmp, webp], only)
+    return dict(zip(("height", "width", "declared", "exif", "scan"), values))
+
+
 @tf.autograph.experimental.do_not_convert
 def header_info(data, only=None):
     """What a file declares, read without decoding any pixel.
@@ -622,48 +664,14 @@ def header_info(data, only=None):
       formats give zeros.
     """
     code = sniff(data)
-    array = _byte_array(data)
-
-    def png():
-        height, width = _uint(array, 20, 4, True), _uint(array, 16, 4, True)
-        frames, _, _ = _png_walk(array)
-        return height, width, tf.maximum(height * width, frames)
-
-    def jpeg():
-        _, height, width = _jpeg_walk(array)
-        return height, width, height * width
-
-    def gif():
-        height, width = _uint(array, 8, 2), _uint(array, 6, 2)
-        return height, width, tf.maximum(height * width, _gif_walk(array)["largest"])
-
-    def bmp():
-        layout = _bmp_layout(array)
-        height, width = tf.cast(layout["height"], tf.int64), tf.cast(layout["width"], tf.int64)
-        return height, width, height * width
-
-    def webp():
-        walk = _webp_walk(array)
-        # A still image without VP8X: its bitstream's size is the image's.
-        canvas = tf.where(walk["canvas"][0] > 0, walk["canvas"], walk["first"])
-        return canvas[0], canvas[1], walk["largest"]
-
-    def unknown():
-        zero = tf.constant(0, tf.int64)
-        return zero, zero, zero
-
-    height, width, declared = _branch(code, [unknown, png, jpeg, gif, bmp, webp], only)
-    return code, height, width, declared
+    info = _inspect(_byte_array(data), code, only)
+    return code, info["height"], info["width"], info["declared"]
 
 
-@tf.autograph.experimental.do_not_convert
-def check_header(data, max_pixels=MAX_PIXELS, only=None):
-    """Assert ops refusing unknown formats and files declaring more than `max_pixels` pixels.
-
-    The messages name the format and the sizes; the ops read the header only. `only`: as for
-    `header_info`.
-    """
-    code, height, width, declared = header_info(data, only)
+def _header_checks(data, code, info, max_pixels):
+    """Assert ops refusing unknown formats (`code`, a `FORMATS` index) and files declaring more
+    than `max_pixels` pixels (`info` from `_inspect`). The messages name the format and sizes."""
+    height, width, declared = info["height"], info["width"], info["declared"]
     name = format_name(data)
     limit = tf.cast(max_pixels, tf.int64)
 
@@ -707,13 +715,15 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         decoder's message, which names its format).
     """
     data = tf.convert_to_tensor(data, tf.string)
-    checks = check_header(data, max_pixels, only)
+    array = _byte_array(data)
+    sniffed = sniff(data)
+    info = _inspect(array, sniffed, only)  # every header walk of the file, once
+    checks = _header_checks(data, sniffed, info, max_pixels)
     if only is not None:
-        checks.append(tf.debugging.Assert(tf.equal(sniff(data), only), [
+        checks.append(tf.debugging.Assert(tf.equal(sniffed, only), [
             f"decode_image(only={FORMATS[only]}) was given data of another format"]))
     with tf.control_dependencies(checks):
-        code = tf.identity(sniff(data))
-    array = _byte_array(data)
+        code = tf.identity(sniffed)
 
     def png():
         _, exif, transparency = _png_walk(array)
@@ -721,11 +731,13 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         return _decode_png(data, array, transparency), orientation
 
     def jpeg():
-        complete = tf.debugging.Assert(_jpeg_complete(array), [
+        complete = tf.debugging.Assert(_jpeg_complete(array, info["scan"]), [
             "truncated JPEG: the file ends before its image data does (no end-of-image marker)"])
         with tf.control_dependencies([complete]):
             pixels = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
-        return pixels, _orientation_jpeg(array)
+        exif = info["exif"]
+        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, exif), lambda: tf.constant(1))
+        return pixels, orientation
 
     def gif():
         return _decode_gif(data, array), tf.constant(1)
