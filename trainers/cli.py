@@ -43,6 +43,12 @@ def add_arguments(parser):
         help="run directory holding checkpoints, logs and model.keras; re-running the same "
         "command resumes there (default: runs/CONFIG_NAME)",
     )
+    parser.add_argument(
+        "--init-weights", metavar="MODEL",
+        help="start every stage from the weights of a trained model of the same architecture "
+        "(a preset name such as default, a model folder or a .keras file) instead of random "
+        "ones: fine-tuning (completed stages and resume state still win)",
+    )
     parser.add_argument("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"),
                         help=STRATEGY_HELP)
     parser.add_argument("--tpu", metavar="NAME", help="TPU name or address for --strategy tpu "
@@ -95,5 +101,6 @@ def run(args):
     interactive = hasattr(sys.stdout, "isatty") and sys.stdout.isatty()
     verbose = 1 if interactive and not args.quiet else 2
     log(f"config {config.name}, run dir {run_dir}")
-    train(config, run_dir, stage=args.stage, strategy=strategy, verbose=verbose, log=log)
+    train(config, run_dir, stage=args.stage, strategy=strategy, verbose=verbose, log=log,
+          init_weights=args.init_weights)
     return 0

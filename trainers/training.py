@@ -179,6 +179,32 @@ def _datasets(config, stage):
     return train, validation, (gray, ab)
 
 
+def copy_weights(source, model):
+    """Assigns the weights of the trained model `source` (preset name or path) to `model`.
+
+    Raises:
+        UserError: `source` does not load, or its weights differ in number or shape (one line
+            naming the first difference).
+    """
+    from tfgcrf.models.loading import load_model
+
+    trained = load_model(source)
+    ours, theirs = model.weights, trained.weights
+    if len(ours) != len(theirs):
+        raise UserError(
+            f"init weights {source} hold another architecture: {len(theirs)} weights, "
+            f"this model has {len(ours)}"
+        )
+    for mine, other in zip(ours, theirs):
+        if tuple(mine.shape) != tuple(other.shape):
+            raise UserError(
+                f"init weights {source} hold another architecture: {other.path} has shape "
+                f"{tuple(other.shape)}, this model's {mine.path} {tuple(mine.shape)}"
+            )
+    for mine, other in zip(ours, theirs):
+        mine.assign(other)
+
+
 def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hparams, is_chief=True):
     stage_config = config.stages[stage]
     train, validation, (gray, ab) = _datasets(config, stage)
@@ -258,7 +284,8 @@ def _finish_stage(model, paths, history, started):
     paths.marker.write_text(json.dumps(summary, indent=2))
 
 
-def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose="auto", log=print):
+def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose="auto", log=print,
+          init_weights=None):
     """Trains `config` in `run_dir` through `stage`, resuming whatever a previous run left.
 
     Args:
@@ -273,12 +300,19 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
         strategy: a `tf.distribute.Strategy`; None resolves `config.strategy`.
         verbose: Keras `fit` verbosity ("auto" shows a progress bar).
         log: function receiving one-line progress messages.
+        init_weights: None to start from random weights (and the ImageNet backbone), or a trained
+            model (preset name, folder holding model.keras, or .keras file) of the same
+            architecture whose weights every stage starts from: fine-tuning, e.g. the `default`
+            preset on your own photos. Fields that hold no weights may differ (e.g.
+            `model.backbone_input_scale`, `model.annealed_temperature`). Completed stages and
+            a resumed stage's backup still take precedence.
 
     Returns:
         The trained `GCRFColorizer` (also saved as `RUN_DIR/model.keras` by the chief).
 
     Raises:
-        UserError: a run folder of another model, a non-finite loss, bad data or strategy.
+        UserError: a run folder of another model, a non-finite loss, bad data or strategy, an
+            `init_weights` model that does not exist or has other weight shapes.
         OSError: the run folder cannot be written (permissions, disk full).
     """
     if data_source:
@@ -301,6 +335,9 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
             model = GCRFColorizer(config.model, training=config.training)
             # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
             model.load_pretrained()
+            if init_weights is not None:
+                copy_weights(init_weights, model)
+                log(f"weights initialized from {init_weights}")
     finally:
         keras.config.set_dtype_policy(previous_policy)
     model.train_seed = config.seed

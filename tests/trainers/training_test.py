@@ -282,3 +282,37 @@ def test_mdn_stage_starts_from_anchored_components(tmp_path, tiny_experiment, mo
     train(dataclasses.replace(config, stages=stages), tmp_path, verbose=0, log=lambda message: None)
     batch = config.stages["mdn"].batch_size or config.data.batch_size
     assert seen == [(2 * batch, config.model.latent_dim)]
+
+
+def test_init_weights_start_every_stage_from_a_trained_model(tmp_path, smoke_run, tiny_experiment):
+    """`init_weights` (CLI `--init-weights`): fine-tuning starts from the trained model's weights.
+
+    One VAE step at a learning rate of 1e-12 moves no weight by more than about 1e-12 (Adam),
+    so the run's model must equal the trained one; without `init_weights` it would be a fresh
+    random model (differences of order 0.1).
+    """
+    config = tiny_experiment(epochs=1, steps_per_epoch=1)
+    still = {name: dataclasses.replace(stage, learning_rate=1e-12)
+             for name, stage in config.stages.items()}
+    messages = []
+    model = train(dataclasses.replace(config, stages=still), tmp_path, stage="vae", verbose=0,
+                  log=messages.append, init_weights=str(smoke_run.run_dir / "model.keras"))
+    assert any(message.startswith("weights initialized from ") for message in messages)
+    trained = smoke_run.model.backbone.weights
+    assert len(model.backbone.weights) == len(trained)
+    for mine, theirs in zip(model.backbone.weights, trained):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=0, atol=1e-6,
+                                   err_msg=mine.path)
+
+
+def test_init_weights_of_another_architecture_is_one_clear_error(tmp_path, smoke_run,
+                                                                   tiny_experiment):
+    config = tiny_experiment()
+    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, latent_dim=6))
+    with pytest.raises(UserError, match=r"^init weights .* hold another architecture: .* has "
+                                        r"shape .*, this model's .*"):
+        train(wider, tmp_path, verbose=0, log=lambda message: None,
+              init_weights=str(smoke_run.run_dir / "model.keras"))
+    with pytest.raises(UserError, match="no such model file"):
+        train(config, tmp_path / "other", verbose=0, log=lambda message: None,
+              init_weights=str(tmp_path / "missing.keras"))
