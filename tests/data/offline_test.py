@@ -78,6 +78,30 @@ def test_build_keeps_photos_and_says_why_others_are_rejected(tmp_path, fake_sour
     assert reasons["b/painting.png"] == "painting"
 
 
+def test_build_keeps_only_what_the_package_decode_rule_reads(tmp_path, fake_source, monkeypatch):
+    """A picture Pillow reads but `tfgcrf.decode` refuses would be skipped by training: rejected."""
+    from tfgcrf import imageio
+    from tfgcrf.errors import InputError
+
+    calls = []
+    real = imageio.decode_data
+
+    def decode_data(data, name, *args):
+        calls.append(name)
+        if name.endswith(".webp"):
+            raise InputError(f"cannot decode image {name}: truncated WebP")
+        return real(data, name, *args)
+
+    monkeypatch.setattr(offline.imageio, "decode_data", decode_data)
+    report = build(tmp_path / "collection")
+    assert report.kept == {"fake": 2} and report.rejected == {"fake": 6}
+    assert calls == ["fake/a/photo.jpg", "fake/a/photo.webp", "fake/c/cutout.png"]
+    with open(tmp_path / "collection" / offline.REJECTED, newline="") as fh:
+        reasons = {row["original_path"]: row["reason"] for row in csv.DictReader(fh)}
+    assert reasons["/usr/share/fake/a/photo.webp"] == (
+        "refused by tfgcrf.decode: cannot decode image fake/a/photo.webp: truncated WebP")
+
+
 def test_build_is_deterministic_and_replaces_an_earlier_collection(tmp_path, fake_source):
     out = tmp_path / "collection"
     build(out)

@@ -30,7 +30,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tfgcrf.data import offline_sources, photo_filter
 from tfgcrf.data.offline_sources import SOURCES, Fetcher
-from tfgcrf.errors import UserError
+from tfgcrf import imageio
+from tfgcrf.errors import InputError, UserError
 from tfgcrf.imageio import MAX_PIXELS
 
 MANIFEST = "manifest.csv"
@@ -164,6 +165,13 @@ class _Collection:
             return False
         data, extension = _stored_file(candidate.data, image, rgb)
         relative = f"{name}/{os.path.splitext(candidate.name)[0]}{extension}"
+        try:
+            # The collection holds only what every entry point reads: the package's one decode
+            # rule (training, evaluation, API, SavedModel), not only Pillow's.
+            imageio.decode_data(data, relative)
+        except InputError as err:
+            self.reject(candidate, f"refused by tfgcrf.decode: {err}")
+            return False
         path = os.path.join(self.folder, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as fh:
