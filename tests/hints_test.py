@@ -233,10 +233,111 @@ def test_matting_propagation_solves_match_a_dense_reference(pixels):
         np.testing.assert_allclose(factored.solve(prior, mask, targets), expected, atol=1e-8)
     finally:
         hints._BORDERED_HINTS = previous
-    solved, iterations = _solve(hints.local_stencil(lightness, "matting"), prior, mask, targets,
-                                weight=weight, accuracy=1e-10)
-    np.testing.assert_allclose(solved.numpy(), expected, atol=1e-7)
+    # The TF solver of the matting term: conjugate gradients (two-level preconditioner).
+    assert hints.PROPAGATION_SOLVERS["matting"] == "cg"
+    stencil = hints.local_stencil(lightness, "matting")
+    solved, iterations = _solve(stencil, prior, mask, targets, weight=weight, solver="cg",
+                                lightness=lightness)
+    assert np.abs(solved.numpy() - expected).max() <= hints.PROPAGATION_ACCURACY
     np.testing.assert_array_equal(solved.numpy()[mask], targets[mask])
     assert 0 < int(iterations) < hints.PROPAGATION_MAX_ITERATIONS
+    tighter, _ = _solve(stencil, prior, mask, targets, weight=weight, accuracy=1e-10, solver="cg",
+                        lightness=lightness)
+    np.testing.assert_allclose(tighter.numpy(), expected, atol=1e-9)
     # Default weight of the term.
     assert hints.Propagation(lightness, local="matting").weight == hints.MATTING_WEIGHT
+
+
+def test_coarse_space_of_the_cg_solver_matches_a_dense_reference():
+    """`_coarse_space`: aggregates of COARSE_BLOCK^2 pixels, the constant and the centred, scaled
+    lightness on their free pixels, and Z^T A Z (free rows and columns of M + lam I) built densely."""
+    lightness, _ = _photo(19, 21)
+    lightness[:8, :8] = 50.0  # a flat aggregate: its lightness vector is left out
+    mask, _ = _hints(lightness.shape, [(2, 3), (12, 15), (18, 20)])
+    weight = 1e-3
+    stencil = hints.local_stencil(lightness, "matting")
+    aggregate, basis, count, cholesky = hints._coarse_space(stencil, lightness, mask, weight)
+    block = hints.COARSE_BLOCK
+    height, width = lightness.shape
+    columns = -(-width // block)
+    assert int(count) == -(-height // block) * columns
+    free = ~mask.ravel()
+    zmatrix = np.zeros((lightness.size, 2 * int(count)))
+    image = lightness.ravel() / 100.0
+    for r in range(lightness.size):
+        y, x = divmod(r, width)
+        a = (y // block) * columns + x // block
+        assert int(aggregate[r]) == a
+        if not free[r]:
+            continue
+        members = [s for s in range(lightness.size) if free[s]
+                   and (s // width // block) * columns + (s % width) // block == a]
+        centred = image[r] - image[members].mean()
+        deviation = image[members].std()
+        zmatrix[r, 2 * a] = 1.0
+        zmatrix[r, 2 * a + 1] = centred / deviation if deviation > hints._COARSE_FLAT else 0.0
+    np.testing.assert_allclose(basis.numpy(), zmatrix.reshape(-1, int(count), 2)[
+        np.arange(lightness.size), (np.arange(lightness.size) // width // block) * columns
+        + np.arange(lightness.size) % width // block], atol=1e-12)
+    assert not zmatrix[:8 * width].reshape(8, width, -1)[:, :8, 1].any()  # the flat aggregate
+    system = _dense_matting(lightness, hints.MATTING_EPSILON) + weight * np.eye(lightness.size)
+    expected = zmatrix.T @ system @ zmatrix
+    unused = np.diag(expected) == 0
+    expected[unused, unused] = 1.0
+    got = cholesky.numpy() @ cholesky.numpy().T
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+    assert unused.any()  # the flat aggregate's second vector
+
+
+def _real_photo(size):
+    """L* of tests/data/fullres/skimage_astronaut.jpg resized to `size` (width, height)."""
+    import os
+
+    from PIL import Image
+
+    from tfgcrf import color
+
+    path = os.path.join(os.path.dirname(__file__), "data", "fullres", "skimage_astronaut.jpg")
+    rgb = np.asarray(Image.open(path).convert("RGB").resize(size, Image.BICUBIC))
+    return color.lightness(tf.image.convert_image_dtype(rgb, tf.float32))[..., 0].numpy()
+
+
+@pytest.mark.parametrize("size", [pytest.param((256, 256), marks=pytest.mark.slow), (1024, 768)])
+def test_matting_solve_of_a_real_photo_equals_the_sparse_lu(size):
+    """The served solver of the matting term on a real photo at 256^2 px and at a 1024x768 photo's
+    working resolution (148x111 px), where BiCGSTAB gave NaN and diverged (README "Control"):
+    every entry within PROPAGATION_ACCURACY of the float64 sparse LU, finite, in
+    <= 1000 iterations; the whole correction (also traced) within 2 PROPAGATION_ACCURACY."""
+    lightness = _real_photo(size)
+    rng = np.random.default_rng(0)
+    ab_small = rng.uniform(-0.2, 0.2, (1, 64, 64, 2)).astype(np.float32)
+    points = (np.array([(0.3, 0.3), (0.7, 0.6), (0.5, 0.85)]) * size).astype(np.int32)
+    chroma = rng.uniform(-0.5, 0.5, (3, 2)).astype(np.float32)
+    propagation = hints.Propagation(lightness, local="matting")
+    mask, targets = propagation.hint_mask(points, chroma)
+    prior = hints._prior(ab_small, propagation.lightness).numpy()
+    expected = propagation.solve(prior, mask, targets)
+    solved, iterations = _solve(hints.local_stencil(propagation.lightness, "matting"), prior, mask,
+                                targets, weight=hints.MATTING_WEIGHT, solver="cg",
+                                lightness=propagation.lightness)
+    solved = solved.numpy()
+    assert np.isfinite(solved).all()
+    assert np.abs(solved - expected).max() <= hints.PROPAGATION_ACCURACY
+    assert 0 < int(iterations) <= 1000
+    assert np.abs(expected - prior).max() > 0.1  # the points change the photo
+    traced = tf.function(lambda *args: hints.propagation_correction(*args, local="matting"),
+                         autograph=False)
+    got = traced(ab_small, lightness, points, chroma).numpy()
+    want = propagation.correction(ab_small, points, chroma)
+    assert np.isfinite(got).all()
+    assert np.abs(got - want).max() <= 2 * hints.PROPAGATION_ACCURACY
+
+
+def test_propagation_solve_refuses_an_unknown_solver_or_cg_without_lightness():
+    lightness, prior = _photo()
+    mask, targets = _hints(lightness.shape, [(2, 3)])
+    stencil = hints.local_stencil(lightness, "matting")
+    with pytest.raises(ValueError, match="solver"):
+        hints.propagation_solve(stencil, prior, mask, targets, solver="lu")
+    with pytest.raises(ValueError, match="lightness"):
+        hints.propagation_solve(stencil, prior, mask, targets, solver="cg")

@@ -29,7 +29,9 @@ A0 = (1 + lam) I - W per photo, then hinted rows by a bordered (Woodbury) solve 
 column A0^-1 e_k per hinted pixel; many hinted pixels (the evaluation's 7x7 patches) factor the
 hinted system directly. The exported SavedModel solves the same system (one definition:
 `propagation_shape`, `propagation_lightness`, `propagation_weights`, `propagation_hints`) with
-TensorFlow ops: `propagation_correction`, matrix-free BiCGSTAB in a `tf.while_loop`.
+TensorFlow ops: `propagation_correction`, matrix-free BiCGSTAB (Levin et al.'s affinities) or
+conjugate gradients with a two-level preconditioner (the symmetric matting Laplacian) in a
+`tf.while_loop`.
 
 `check_points` is the single validation of user points and links in pixels (API, CLI, session).
 """
@@ -289,7 +291,7 @@ def local_stencil(lightness, local=PROPAGATION_LOCAL, epsilon=None):
 
     "levin": R = 1, I - W (`propagation_weights`: 1 at the middle, -w_rs around); "matting":
     R = 2, the matting Laplacian of the lightness (`MATTING_EPSILON`). One definition for both
-    solvers (scipy sparse LU and the TensorFlow BiCGSTAB of the SavedModel).
+    solvers (scipy sparse LU and the TensorFlow solver of the SavedModel).
 
     Args:
       lightness: `[h, w]` L* (0-100) at the working resolution.
@@ -487,10 +489,12 @@ class Propagation:
 
 
 # Accuracy of the TensorFlow solver (model units: 1e-4 is 0.01 ab, one 8-bit level is ~0.5 ab):
-# it stops when every residual entry is below PROPAGATION_ACCURACY * lam. With the "levin" term A is
-# an M-matrix whose rows sum to >= lam (free) or 1 (hinted), so |A^-1|_inf <= 1 / lam and every
-# entry of the solution is then within PROPAGATION_ACCURACY of the exact one (the "matting" term
-# has positive off-diagonal entries: no such bound, tested against the LU instead).
+# every entry of the solution is within PROPAGATION_ACCURACY of the exact one. "levin" (BiCGSTAB)
+# stops when every residual entry is below PROPAGATION_ACCURACY * lam: A is an M-matrix whose rows
+# sum to >= lam (free) or 1 (hinted), so |A^-1|_inf <= 1 / lam. "matting" (conjugate gradients)
+# stops when every channel's residual 2-norm is below PROPAGATION_ACCURACY * lam: on the free
+# pixels A = M + lam I with M positive semi-definite, so |A^-1|_2 <= 1 / lam and the error's
+# 2-norm, hence every entry, is below PROPAGATION_ACCURACY.
 PROPAGATION_ACCURACY = 1e-4
 # Iteration cap of the TensorFlow solver (a photo at 256^2 px needs a few hundred).
 PROPAGATION_MAX_ITERATIONS = 3000
@@ -552,41 +556,169 @@ def _bicgstab(apply, residual, accuracy, max_iterations):
     return change, iterations
 
 
-# Each float32 BiCGSTAB run of `propagation_solve` reduces the float64 residual by this factor
-# (float32 resolves ~6e-8 relative; cond(A) ~ 2 / lam keeps the refinement contracting).
+def _conjugate_gradients(apply, precondition, residual, tolerance, max_iterations):
+    """Preconditioned conjugate gradients from 0 for A D = residual (A symmetric positive definite
+    on the fields `apply` is used on), `[P, C]` fields with one set of scalars per column, in a
+    `tf.while_loop`; stops when every column's (recursively updated) residual has a 2-norm <=
+    `tolerance` or after `max_iterations`. Returns `(D, iterations)`."""
+    def dot(a, b):  # [C]
+        return tf.reduce_sum(a * b, axis=0)
+
+    def running(i, change, r, p, rz):
+        return (i < max_iterations) & (tf.reduce_max(tf.norm(r, axis=0)) > tolerance)
+
+    def step(i, change, r, p, rz):
+        q = apply(p)
+        alpha = tf.math.divide_no_nan(rz, dot(p, q))
+        change += alpha * p
+        r -= alpha * q
+        z = precondition(r)
+        rz_new = dot(r, z)
+        return i + 1, change, r, z + tf.math.divide_no_nan(rz_new, rz) * p, rz_new
+
+    z = precondition(residual)
+    iterations, change, *_ = tf.while_loop(
+        running, step, (tf.constant(0), tf.zeros_like(residual), residual, z, dot(residual, z)))
+    return change, iterations
+
+
+# The coarse space of the "cg" solver's two-level preconditioner: aggregates of COARSE_BLOCK x
+# COARSE_BLOCK pixels, each with two vectors on its free pixels: the constant and the lightness
+# (centred and scaled per aggregate; left out where it is flat, standard deviation below
+# _COARSE_FLAT of I = L* / 100). The matting Laplacian costs nothing for chroma affine in I in every
+# window, so these are the smooth errors that Jacobi leaves (256^2 px photo, 3 points: 820 CG
+# iterations with Jacobi alone, 526 with constants only, 161 with both; README "Control").
+COARSE_BLOCK = 8
+_COARSE_FLAT = 1e-3
+
+
+def _coarse_space(local, lightness, mask, weight):
+    """The two-level preconditioner's coarse space and matrix (TF ops, float64).
+
+    Returns:
+      `(aggregate [P] int32, basis [P, 2] float64, m, cholesky [2m, 2m] float64)`: pixel r's
+      aggregate, its values in the aggregate's two vectors (0 at hinted pixels), the number of
+      aggregates and the Cholesky factor of Z^T A Z (Z the [P, 2m] basis; a vector that is all 0
+      gets a unit diagonal).
+    """
+    local = tf.cast(local, tf.float64)
+    radius = stencil_radius(local)
+    height, width = tf.shape(local)[0], tf.shape(local)[1]
+    columns = (width + COARSE_BLOCK - 1) // COARSE_BLOCK
+    count = ((height + COARSE_BLOCK - 1) // COARSE_BLOCK) * columns
+    y, x = tf.meshgrid(tf.range(height), tf.range(width), indexing="ij")
+    aggregate = (y // COARSE_BLOCK) * columns + x // COARSE_BLOCK
+    flat = tf.reshape(aggregate, [-1])
+    free = tf.cast(tf.logical_not(mask), tf.float64)
+    image = tf.cast(lightness, tf.float64) / 100.0
+
+    def mean(field):  # per aggregate, over its free pixels, back on the pixels
+        total = tf.math.unsorted_segment_sum(tf.reshape(field * free, [-1]), flat, count)
+        pixels = tf.math.unsorted_segment_sum(tf.reshape(free, [-1]), flat, count)
+        return tf.gather(total / tf.maximum(pixels, 1.0), aggregate)
+
+    centred = (image - mean(image)) * free
+    deviation = tf.sqrt(mean(tf.square(centred)))
+    scaled = tf.where(deviation > _COARSE_FLAT, centred / tf.maximum(deviation, _COARSE_FLAT), 0.0)
+    basis = tf.stack([free, scaled], axis=-1)  # [h, w, 2]
+    size = 2 * count
+    keys, values = [], []
+    steps = range(-radius, radius + 1)
+    for index, (dy, dx) in enumerate((dy, dx) for dy in steps for dx in steps):
+        inside = (y + dy >= 0) & (y + dy < height) & (x + dx >= 0) & (x + dx < width)
+        other_y = tf.clip_by_value(y + dy, 0, height - 1)
+        other_x = tf.clip_by_value(x + dx, 0, width - 1)
+        entry = tf.where(inside, local[..., index] + (weight if (dy, dx) == (0, 0) else 0.0), 0.0)
+        other = tf.gather_nd(basis, tf.stack([other_y, other_x], axis=-1))  # [h, w, 2]
+        other_aggregate = (other_y // COARSE_BLOCK) * columns + other_x // COARSE_BLOCK
+        for s in range(2):
+            for t in range(2):
+                keys.append((2 * aggregate + s) * size + 2 * other_aggregate + t)
+                values.append(entry * basis[..., s] * other[..., t])
+    matrix = tf.reshape(tf.math.unsorted_segment_sum(tf.reshape(tf.stack(values, -1), [-1]),
+                                                     tf.reshape(tf.stack(keys, -1), [-1]),
+                                                     size * size), tf.stack([size, size]))
+    matrix = 0.5 * (matrix + tf.transpose(matrix))
+    unused = tf.cast(tf.equal(tf.linalg.diag_part(matrix), 0.0), tf.float64)
+    return (flat, tf.reshape(basis, [-1, 2]), count,
+            tf.linalg.cholesky(matrix + tf.linalg.diag(unused)))
+
+
+def _two_level(local, lightness, mask, weight, dtype):
+    """The "cg" solver's preconditioner r -> D^-1 r + Z (Z^T A Z)^-1 Z^T r on the free pixels
+    (additive two-level: Jacobi for the rough error, the coarse space of `_coarse_space` for the
+    smooth one), symmetric positive definite; applied in `dtype`."""
+    local = tf.cast(local, tf.float64)
+    free = tf.reshape(tf.cast(tf.logical_not(mask), dtype), [-1, 1])
+    diagonal = tf.reshape(local[..., int(local.shape[-1]) // 2] + weight, [-1, 1])
+    inverse_diagonal = free / tf.cast(diagonal, dtype)
+    aggregate, basis, count, cholesky = _coarse_space(local, lightness, mask, weight)
+    basis = tf.cast(basis, dtype)
+    cholesky = tf.cast(cholesky, dtype)
+
+    def apply(residual):  # [P, C]
+        projected = tf.math.unsorted_segment_sum(basis[:, :, None] * residual[:, None], aggregate,
+                                                 count)  # [m, 2, C]
+        coarse = tf.linalg.cholesky_solve(cholesky, tf.reshape(projected, [2 * count, -1]))
+        coarse = tf.gather(tf.reshape(coarse, tf.shape(projected)), aggregate)  # [P, 2, C]
+        return residual * inverse_diagonal + tf.reduce_sum(basis[:, :, None] * coarse, axis=1)
+
+    return apply
+
+
+# The solver of each local term's system in `propagation_solve`: BiCGSTAB for Levin et al.'s
+# affinities (normalized per row: A is not symmetric), conjugate gradients for the matting
+# Laplacian (symmetric; BiCGSTAB broke down on it in float32: NaN at 256^2 px, README "Control").
+PROPAGATION_SOLVERS = {"levin": "bicgstab", "matting": "cg"}
+
+
+# Each float32 run (BiCGSTAB or CG) of `propagation_solve` reduces the float64 residual by this
+# factor (float32 resolves ~6e-8 relative; cond(A) ~ 2 / lam ("levin") or <= 9 / lam ("matting")
+# keeps the refinement contracting).
 _REFINEMENT_REDUCTION = 1e-4
 
 
 def propagation_solve(local, prior, mask, targets, weight=PROPAGATION_WEIGHT,
-                      accuracy=PROPAGATION_ACCURACY, max_iterations=PROPAGATION_MAX_ITERATIONS):
+                      accuracy=PROPAGATION_ACCURACY, max_iterations=PROPAGATION_MAX_ITERATIONS,
+                      solver="bicgstab", lightness=None):
     """The propagation system of the module docstring solved with TensorFlow ops (the SavedModel).
 
     Mixed-precision iterative refinement: the residual is computed in float64 with the system's
-    matrix (`_operator`), the correction solved in float32 by BiCGSTAB (A is not symmetric: Levin
-    et al.'s affinities are normalized per row; `_bicgstab`) to `_REFINEMENT_REDUCTION` of that
-    residual, added in float64, until every entry of the float64 residual is below accuracy *
-    lam (usually two rounds; about half the CPU of the same BiCGSTAB in float64, see README
-    "Serving speed"). Warm start U0 = the hints at hinted pixels and G elsewhere; the correction D
-    = U - U0 is 0 at hinted pixels (identity rows, zero right-hand side: the hard constraints hold
-    exactly) and solves the free rows (local + lam I) D = lam G - A U0. Unpreconditioned: with
-    "levin" the diagonal is 1 + lam everywhere (Jacobi would change nothing; aggregation multigrid
-    cut the iterations 3.5x but cost as much per iteration, README).
+    matrix (`_operator`), the correction solved in float32 to `_REFINEMENT_REDUCTION` of that
+    residual, added in float64, until the float64 residual meets `accuracy` (usually two or three
+    rounds; about half the CPU of the same iteration in float64, see README "Serving speed"). Warm
+    start U0 = the hints at hinted pixels and G elsewhere; the correction D = U - U0 is 0 at
+    hinted pixels (identity rows, zero right-hand side: the hard constraints hold exactly) and
+    solves the free rows (local + lam I) D = lam G - A U0. Two solvers (`PROPAGATION_SOLVERS`):
+
+    * "bicgstab" (Levin et al.'s affinities: A is not symmetric, rows are normalized; `_bicgstab`),
+      unpreconditioned: the diagonal is 1 + lam everywhere (Jacobi would change nothing;
+      aggregation multigrid cut the iterations 3.5x but cost as much per iteration, README); stops
+      when every entry of the residual is below accuracy * lam.
+    * "cg" (the matting Laplacian: on the free pixels A = M + lam I is symmetric positive
+      definite; `_conjugate_gradients`) with the two-level preconditioner of `_two_level` (needs
+      `lightness`); stops when every channel's residual 2-norm is below accuracy * lam.
 
     Args:
       local: float64 `[h, w, (2R + 1)^2]` `local_stencil` of the working lightness.
       prior: float64 `[h, w, C]` G; mask `[h, w]` bool hinted pixels; targets float64
         `[h, w, C]` their chroma (read where `mask` is set).
       weight: lam (> 0).
-      accuracy: bound on the error of every entry (model units, `PROPAGATION_ACCURACY`): the loop
-        stops when every entry of the float64 residual b - A U is below accuracy * lam (A is an
-        M-matrix with |A^-1|_inf <= 1 / lam).
-      max_iterations: cap on the BiCGSTAB iterations of all rounds (the answer so far is
-        returned).
+      accuracy: bound on the error of every entry (model units, `PROPAGATION_ACCURACY`; the
+        stopping rules above guarantee it: "bicgstab" |A^-1|_inf <= 1 / lam for the M-matrix of
+        "levin", "cg" |A^-1|_2 <= 1 / lam on the free pixels).
+      max_iterations: cap on the iterations of all rounds (the answer so far is returned).
+      solver: "bicgstab" or "cg" (`PROPAGATION_SOLVERS[local term]`).
+      lightness: float64 `[h, w]` working L* (the "cg" solver's coarse space).
 
     Returns:
-      `(U float64 [h, w, C], iterations int32: BiCGSTAB iterations of all rounds)`;
+      `(U float64 [h, w, C], iterations int32: iterations of all rounds)`;
       `Propagation.solve` is the exact reference.
     """
+    if solver not in ("bicgstab", "cg"):
+        raise ValueError(f"solver must be 'bicgstab' or 'cg', got {solver!r}")
+    if solver == "cg" and lightness is None:
+        raise ValueError("the 'cg' solver needs the working lightness (its coarse space)")
     prior = tf.cast(prior, tf.float64)
     mask = tf.convert_to_tensor(mask, tf.bool)
     shape = tf.shape(prior)
@@ -603,17 +735,33 @@ def propagation_solve(local, prior, mask, targets, weight=PROPAGATION_WEIGHT,
     def product(matrix_, field):
         return tf.ensure_shape(tf.sparse.sparse_dense_matmul(matrix_, field), field.shape)
 
-    def residual_of(change):  # hinted rows: D = 0 (a zero residual keeps BiCGSTAB's D at 0)
+    def residual_of(change):  # hinted rows: D = 0 (a zero residual keeps the solvers' D at 0)
         return tf.where(hinted, tf.zeros_like(right), right - product(matrix, start + change))
 
+    if solver == "cg":
+        free = tf.cast(tf.logical_not(hinted), tf.float32)
+        precondition = _two_level(local, lightness, mask, weight, tf.float32)
+
+        def size(residual):  # every channel's 2-norm
+            return tf.reduce_max(tf.norm(residual, axis=0))
+
+        def inner(residual, goal, iterations):
+            return _conjugate_gradients(lambda field: product(matrix32, field) * free,
+                                        precondition, residual, goal, iterations)
+    else:
+        def size(residual):  # every entry
+            return tf.reduce_max(tf.abs(residual))
+
+        def inner(residual, goal, iterations):
+            return _bicgstab(lambda field: product(matrix32, field), residual, goal, iterations)
+
     def running(change, residual, iterations):
-        return (iterations < max_iterations) & (tf.reduce_max(tf.abs(residual)) > tolerance)
+        return (iterations < max_iterations) & (size(residual) > tolerance)
 
     def refine(change, residual, iterations):
-        goal = tf.maximum(tolerance, _REFINEMENT_REDUCTION * tf.reduce_max(tf.abs(residual)))
-        step, count = _bicgstab(lambda field: product(matrix32, field),
-                                tf.cast(residual, tf.float32), tf.cast(goal, tf.float32),
-                                max_iterations - iterations)
+        goal = tf.maximum(tolerance, _REFINEMENT_REDUCTION * size(residual))
+        step, count = inner(tf.cast(residual, tf.float32), tf.cast(goal, tf.float32),
+                            max_iterations - iterations)
         change += tf.cast(step, tf.float64)
         return change, residual_of(change), iterations + count
 
@@ -627,8 +775,8 @@ def propagation_correction(ab_small, lightness, points_px, colors_ab, local=PROP
     """`Propagation.correction` in TensorFlow ops (the exported SavedModel's edit signature).
 
     The same system (`propagation_shape`, `propagation_lightness`, `local_stencil`,
-    `propagation_hints`, lam = `propagation_weight(local)`) solved by `propagation_solve` instead
-    of a sparse LU; equal to `Propagation(lightness, local=local).correction(...)` within
+    `propagation_hints`, lam = `propagation_weight(local)`) solved by `propagation_solve` (the
+    term's solver, `PROPAGATION_SOLVERS`) instead of a sparse LU; equal to `Propagation(lightness, local=local).correction(...)` within
     PROPAGATION_ACCURACY (tested).
 
     Args:
@@ -648,7 +796,9 @@ def propagation_correction(ab_small, lightness, points_px, colors_ab, local=PROP
         mask, targets = propagation_hints(points_px, colors_ab, shape, work_shape)
         prior = _prior(ab_small, work_lightness)
         solution, _ = propagation_solve(local_stencil(work_lightness, local), prior, mask,
-                                        targets, weight=propagation_weight(local))
+                                        targets, weight=propagation_weight(local),
+                                        solver=PROPAGATION_SOLVERS[local],
+                                        lightness=work_lightness)
         return _to_photo(solution - prior, shape)
 
     return tf.cond(tf.shape(points_px)[0] > 0, solve,
