@@ -65,8 +65,16 @@ def _gif_with_transparency():
     return _encoded(image, "GIF", transparency=63)
 
 
+def _with_junk_before_a_marker(data):
+    """`data` (a JPEG) with 5 bytes of junk after its first segment, as in Pillow's test image
+    junk_jpeg_header.jpg: libjpeg and Pillow skip them (a warning), so the rule must too."""
+    end = 4 + struct.unpack(">H", data[4:6])[0]
+    return data[:end] + b"hello" + data[end:]
+
+
 # name -> encoded file: every input kind of the issue's parity matrix.
 MATRIX = {
+    "jpeg_junk_before_marker": _with_junk_before_a_marker(_with_exif(6)),
     **{f"exif{orientation}": _with_exif(orientation) for orientation in range(1, 9)},
     "png_rgb": _encoded(_photo(), "PNG"),
     "png_rgba": _encoded(_rgba(), "PNG"),
@@ -152,6 +160,13 @@ def test_a_jpeg_s_markers_are_walked_once_per_decode():
     assert decode.read_header(_with_exif(6)) == ("JPEG", 40, 56, 40 * 56)
     with pytest.raises(tf.errors.InvalidArgumentError, match="truncated JPEG"):
         decode.decode_bytes(_with_exif(6)[:-2])
+    # Junk between two segments is skipped (as libjpeg does), not taken for the end of the
+    # markers: same size, orientation and pixels; cut short, still refused.
+    junk = _with_junk_before_a_marker(_with_exif(6))
+    assert decode.read_header(junk) == ("JPEG", 40, 56, 40 * 56)
+    assert np.array_equal(decode.decode_bytes(junk), rotated)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="truncated JPEG"):
+        decode.decode_bytes(junk[:-2])
 
 
 TRUNCATED_PROBE = r"""

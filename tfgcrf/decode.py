@@ -179,22 +179,32 @@ def _jpeg_walk(array):
     size = tf.shape(array)[0] - _PAD
     exif_tag = tf.constant(list(b"Exif\0\0"))
 
+    # Offsets of every 0xFF byte, then the end: libjpeg skips extraneous bytes before a marker
+    # (with a warning; Pillow's test image junk_jpeg_header.jpg has "hello" between two
+    # segments), so the walk jumps to the next 0xFF instead of stopping there. Searched, not
+    # stepped byte by byte: a file of junk costs one vectorized pass, not one loop per byte.
+    ffs = tf.concat([tf.cast(tf.reshape(tf.where(tf.equal(array[:size], 0xFF)), [-1]), tf.int32),
+                     tf.reshape(size, [1])], 0)
+
     def more(position, found, shape, start):
-        return (position + 4 <= size) & tf.equal(_at(array, position), 0xFF)
+        return position + 4 <= size
 
     def step(position, found, shape, start):
+        at_marker = tf.equal(_at(array, position), 0xFF)
+        next_ff = tf.gather(ffs, tf.searchsorted(ffs, tf.reshape(position, [1]))[0])
         marker = _at(array, position + 1)
         standalone = (marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD7)) | (marker == 0xFF)
         length = _int(_uint(array, position + 2, 2, big_endian=True))
         is_exif = (marker == 0xE1) & tf.reduce_all(tf.equal(_at(array, position + 4 + tf.range(6)), exif_tag))
-        found = tf.where(is_exif & (found < 0), position + 10, found)
+        found = tf.where(at_marker & is_exif & (found < 0), position + 10, found)
         # SOF0-3, 5-7, 9-11, 13-15 (not DHT C4, JPG C8, DAC CC).
         frame = (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) & (marker != 0xCC)
         dims = tf.stack([_uint(array, position + 5, 2, big_endian=True), _uint(array, position + 7, 2, big_endian=True)])
-        shape = tf.where(frame & (shape[0] + shape[1] == 0), dims, shape)
-        stop = marker == 0xDA  # start of scan: no metadata after it
+        shape = tf.where(at_marker & frame & (shape[0] + shape[1] == 0), dims, shape)
+        stop = at_marker & (marker == 0xDA)  # start of scan: no metadata after it
         step_size = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, 2 + length))
-        return (tf.where(stop, size, position + step_size), found, shape,
+        position_after = tf.where(at_marker, position + step_size, next_ff)
+        return (tf.where(stop, size, position_after), found, shape,
                 tf.where(stop, position, start))
 
     _, found, shape, start = tf.while_loop(
