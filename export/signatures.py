@@ -25,7 +25,7 @@ errors whose messages say what is wrong (graph assertions), never by crashing th
 import tensorflow as tf
 
 from tfgcrf import color, fullres, hints
-from tfgcrf.edit_session import MAX_POINTS
+from tfgcrf.edit_session import EMPTY_EDIT, MAX_POINTS, has_hints
 from tfgcrf.errors import UserError
 from tfgcrf.decode import MAX_PIXELS, decode_image
 from tfgcrf.models.points import links_to_grid, points_to_grid
@@ -144,14 +144,10 @@ class ServingModule(tf.Module):
                    f"from_sample must be < num_samples = {self.num_samples}; got", from_sample),
         ]
         link_pairs = None
-        # No point, no link and no sample: nothing to edit with (the answer would be gray); the
-        # API and the CLI refuse it too. A sample without points stays a valid request.
-        hinted = num_points > 0 if links is None else (num_points > 0) | (num_links > 0)
-        checks.append(_check(
-            hinted | (from_sample >= 0),
-            "an edit needs at least one point or one link (or from_sample >= 0); got num_points"
-            + ("" if links is None else ", num_links") + ", from_sample =",
-            num_points, *([] if links is None else [num_links]), from_sample))
+        # The one rule of `Colorizer.edit` and the CLI (`edit_session.has_hints`, same message):
+        # no point, no link and no sample is refused; a sample without points is valid.
+        checks.append(_check(has_hints(num_points, 0 if links is None else num_links, from_sample),
+                             EMPTY_EDIT))
         if links is not None:
             ends = links[:num_links]
             shape = tf.shape(rgb)

@@ -179,7 +179,8 @@ def test_explain_is_the_similarity_row(colorizer):
         (lambda c: c.edit(PHOTO, [(-1, 10)], [(1, 2, 3)]), "outside"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 256)]), "0..255"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2)]), "one .r, g, b. color per point"),
-        (lambda c: c.edit(PHOTO, [], []), "at least one point or one link"),
+        (lambda c: c.edit(PHOTO, [], []), "^an edit needs at least one color point, one link or a "
+         r"sample to start from \(from_sample >= 0\)$"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], links=[((0, 0), (400, 5))]),
          r"link end \(400, 5\) is outside"),
         (lambda c: c.edit(PHOTO, [], [], links=[((7, 9), (7, 9))]), r"link from \(7, 9\) to itself"),

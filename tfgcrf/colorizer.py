@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfgcrf import color, fullres, hints, imageio
-from tfgcrf.edit_session import MAX_POINTS, EditSession
+from tfgcrf.edit_session import EMPTY_EDIT, MAX_POINTS, EditSession, has_hints
 from tfgcrf.errors import InputError, UserError
 from tfgcrf.models.gcrf_colorizer import SAMPLE_MODES, GCRFColorizer
 from tfgcrf.models.points import points_to_grid
@@ -260,7 +260,7 @@ class Colorizer:
         Args:
           image: as for `colorize`.
           points: `(x, y)` pixel positions in the input image (x = column, y = row); at most
-            `MAX_POINTS`. May be empty when `links` are given.
+            `MAX_POINTS`. May be empty when `links` or `from_sample` are given.
           colors: one `(r, g, b)` color (0-255) per point. Only its chroma is used: the output
             keeps the photo's lightness. Each point's chroma is reproduced at its own pixel (up
             to the sRGB gamut at that lightness), however close the points are.
@@ -282,15 +282,17 @@ class Colorizer:
         Raises:
           InputError: unreadable image, a point or link end outside the image, a link from a
             place to itself, two points on one pixel with different colors, more than
-            `MAX_POINTS` points or links, no point and no link, a malformed color, or an invalid
-            `from_sample`. Everything is checked before anything is computed.
+            `MAX_POINTS` points or links, no point, no link and no `from_sample` (`EMPTY_EDIT`),
+            a malformed color, or an invalid `from_sample`. Everything is checked before anything is computed.
         """
         rgb = _as_rgb(image)
         height, width = rgb.shape[:2]
         pixels = hints.check_points(points, width, height)
         links = hints.check_links([] if links is None else links, width, height)
-        if not len(pixels) and not len(links):
-            raise InputError("an edit needs at least one point or one link")
+        # A sample alone is a valid edit (the one rule: `edit_session.has_hints`); the sample's
+        # index is checked with the sampling arguments below.
+        if not has_hints(len(pixels), len(links), -1 if from_sample is None else 0):
+            raise InputError(EMPTY_EDIT)
         for count, what in ((len(pixels), "points"), (len(links), "links")):
             if count > MAX_POINTS:
                 raise InputError(f"an edit holds at most {MAX_POINTS} {what}, got {count}")

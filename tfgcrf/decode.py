@@ -810,6 +810,8 @@ def error_message(error):
     text = error.message if hasattr(error, "message") else str(error)
     text = text.split("\n\t [[")[0]
     last = [part for part in text.split("\n\n") if part.strip()][-1]
+    if "assertion failed:" in last:  # without a "Detected at node ..." prefix of loaded graphs
+        last = last[last.index("assertion failed:"):]
     pieces = re.findall(r"\[([^\[\]]*)\]", last) if last.startswith("assertion failed:") else []
     return " ".join(" ".join(pieces or [last]).split())
 

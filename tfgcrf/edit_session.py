@@ -37,6 +37,29 @@ _link_vectors = tf.function(edit_terms.link_vectors, autograph=False, reduce_ret
 # the API and the CLI too, so every entry point refuses the same requests.
 MAX_POINTS = 256
 
+# The one rule for an edit with nothing to edit with (its answer would be gray), applied by
+# `Colorizer.edit`, the CLI and the exported `edit` / `edit_links` signatures: an edit needs a
+# point, a link or a sample to start from; a sample alone is valid (it answers that sample).
+EMPTY_EDIT = ("an edit needs at least one color point, one link or a sample to start from "
+              "(from_sample >= 0)")
+
+
+def has_hints(num_points, num_links, from_sample):
+    """False for an empty edit (`EMPTY_EDIT`): no point, no link and no sample.
+
+    Works on Python numbers and on TensorFlow scalars alike (the exported signatures' check).
+
+    Args:
+      num_points, num_links: the counts of points and links (ints or int32 scalars).
+      from_sample: the sample the edit starts from: -1 (or `None`, the Python API's) for none.
+
+    Returns:
+      bool (or a bool scalar tensor): True when the edit may be answered.
+    """
+    if from_sample is None:
+        from_sample = -1
+    return (num_points > 0) | (num_links > 0) | (from_sample >= 0)
+
 
 class EditSession:
     """Points and "same color" links on one photo, answered incrementally.
@@ -60,7 +83,6 @@ class EditSession:
         self._grid_size = colorizer.grid_size
         self._lightness, self._l_small = lightness, l_small
         self._grid = grid
-        self._affinity = grid.affinity
         self._points = {}  # id -> ((x, y), (r, g, b), chroma [2])
         self._links = {}  # id -> ((x1, y1), (x2, y2))
         self._link_cache = {}  # id -> its 9 link vectors (numpy [P])
@@ -195,7 +217,7 @@ class EditSession:
             ends = np.array([[self._relative(a), self._relative(b)]
                              for a, b in (self._links[key] for key in new)])
             pairs = grid_index(ends, self._grid_size)[None]  # [1, J, 2]
-            vectors = _link_vectors(self._affinity, pairs)[0].numpy()  # [P, 9 J]
+            vectors = _link_vectors(self._grid.affinity, pairs)[0].numpy()  # [P, 9 J]
             for i, key in enumerate(new):
                 self._link_cache[key] = [vectors[:, 9 * i + o] for o in range(9)]
         return {(key, o): self._link_cache[key][o] for key in self._links for o in range(9)}

@@ -47,7 +47,7 @@ def test_bad_files_are_one_line(tmp_path, smoke_model_file, capsys):
     cases = {
         "missing": (None, "no such edit file"),
         "broken": ("{\"points\": [", "is not valid JSON"),
-        "empty": (json.dumps({"points": [], "links": []}), "give at least one --point"),
+        "empty": (json.dumps({"points": [], "links": []}), "at least one color point, one link or a sample"),
         "color": (json.dumps({"points": [{"x": 1, "y": 1, "color": "red"}]}), "is not a color"),
         "size": (json.dumps({"width": 100, "height": 100,
                              "points": [{"x": 1, "y": 1, "color": "#ff0000"}]}),

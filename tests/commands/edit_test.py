@@ -128,7 +128,8 @@ def test_link_makes_two_places_agree(tmp_path, smoke_model_file, capsys):
     (["--link", "10,10,384,5"], r"link end \(384, 5\) is outside the 384x256 image"),
     (["--link", "10,10,10,10"], r"link from \(10, 10\) to itself"),
     (["--point", "5,5,#ff0000", "--point", "5,5,#0000ff"], "points 1 and 2 are on the same pixel"),
-    ([], "give at least one --point X,Y,COLOR or --link X1,Y1,X2,Y2"),
+    ([], r"an edit needs at least one color point, one link or a sample to start from \(from_sample "
+         r">= 0\): give --point X,Y,COLOR, --link X1,Y1,X2,Y2 or --from-sample K"),
 ])
 def test_bad_links_and_points_give_one_line_error(arguments, message, tmp_path, smoke_model_file,
                                                   capsys):
@@ -137,3 +138,16 @@ def test_bad_links_and_points_give_one_line_error(arguments, message, tmp_path, 
     lines = captured.err.strip().splitlines()
     assert code != 0 and len(lines) == 1 and re.search(message, lines[0]), lines
     assert not os.path.exists(tmp_path / "e.png")
+
+
+def test_a_sample_alone_is_an_edit(tmp_path, smoke_model_file, capsys):
+    """`--from-sample K` without points or links is valid (the one rule of the API and the
+    served signatures): the answer is `Colorizer.edit` of sample K with no point."""
+    from tfgcrf import Colorizer
+
+    out = tmp_path / "sample_only.png"
+    code, captured = _run(capsys, PHOTO, "--from-sample", "1", "--out", str(out),
+                          "--model", smoke_model_file)
+    assert code == 0, captured.err
+    expected = Colorizer.load(smoke_model_file).edit(PHOTO, [], [], from_sample=1)
+    assert np.array_equal(read_image(out), expected)

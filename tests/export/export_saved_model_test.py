@@ -276,10 +276,10 @@ def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_mo
         ("too_many_points", "at most 256 points"),
         ("num_points_above_k", "num_points must be <= K"),
         ("from_sample_too_big", "from_sample must be < num_samples"),
-        ("no_points", "an edit needs at least one point or one link (or from_sample >= 0); "
-                      "got num_points, from_sample =] [0] [-1]"),
-        ("no_points_no_links", "(or from_sample >= 0); got num_points, num_links, from_sample =] "
-                               "[0] [0] [-1]"),
+        ("no_points", "[an edit needs at least one color point, one link or a sample to start "
+                      "from (from_sample >= 0)]"),
+        ("no_points_no_links", "[an edit needs at least one color point, one link or a sample to "
+                               "start from (from_sample >= 0)]"),
     ],
 )
 def test_bad_requests_fail_with_clear_invalid_argument(tf_only_run, case, fragment):
@@ -521,3 +521,50 @@ def test_the_export_converts_photos_with_the_models_preprocessor(smoke_run):
     model.preprocessor = None
     with pytest.raises(UserError, match=r"^the model has no preprocessor"):
         ServingModule(model, 2)
+
+
+def test_empty_sample_only_and_point_edits_agree_between_api_and_saved_model(exported_model):
+    """One rule for what an edit needs (`edit_session.has_hints`): no point, no link and no
+    sample is refused by `Colorizer.edit` and by both served signatures with the same one-line
+    message; a sample alone and points are answered, with the same pixels."""
+    from tfgcrf.decode import error_message
+    from tfgcrf.edit_session import EMPTY_EDIT
+    from tfgcrf.errors import InputError
+
+    loaded = tf.saved_model.load(exported_model.path)
+    colorizer = Colorizer(exported_model.model)
+    with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
+        data = f.read()
+    height, width = _photo(PHOTO_NAMES[0]).shape[:2]
+    n = exported_model.num_samples
+    pixels, colors = [(width // 3, height // 4), (2 * width // 3, height // 2)], [(220, 30, 30), (20, 40, 200)]
+
+    def served(signature, points, from_sample):
+        relative = [((x + 0.5) / width, (y + 0.5) / height) for x, y in points] or [(0.0, 0.0)]
+        inputs = dict(image_bytes=tf.constant([data]), points=tf.constant([relative], tf.float32),
+                      colors=tf.constant([colors[:len(points)] or [(0, 0, 0)]], tf.uint8),
+                      num_points=tf.constant([len(points)]), seed=tf.constant([0], tf.int64),
+                      from_sample=tf.constant([from_sample]))
+        if signature == "edit_links":
+            inputs.update(links=tf.zeros([1, 1, 4]), num_links=tf.constant([0]))
+        png = loaded.signatures[signature](**inputs)["colorized_bytes"][0].numpy()
+        return np.asarray(Image.open(io.BytesIO(png)))
+
+    # Empty: refused everywhere, one line, the same words.
+    with pytest.raises(InputError) as api_error:
+        colorizer.edit(data, [], [])
+    assert str(api_error.value) == EMPTY_EDIT
+    for signature in ("edit", "edit_links"):
+        with pytest.raises(tf.errors.InvalidArgumentError) as served_error:
+            served(signature, [], -1)
+        assert error_message(served_error.value) == EMPTY_EDIT, signature
+    # A sample alone, and points (with and without a sample): the same answer.
+    for points, from_sample in (([], 1), ([], 0), (pixels, -1), (pixels, 1)):
+        api = colorizer.edit(data, points, colors[:len(points)], num_samples=n,
+                             from_sample=None if from_sample < 0 else from_sample)
+        for signature in ("edit", "edit_links"):
+            _assert_same_pixels(served(signature, points, from_sample), api,
+                                f"{signature} {len(points)} points from sample {from_sample}")
+    # The sample-only answers are the chosen sample's: two samples give two answers.
+    assert np.any(colorizer.edit(data, [], [], from_sample=0, num_samples=n)
+                  != colorizer.edit(data, [], [], from_sample=1, num_samples=n))

@@ -131,10 +131,11 @@ def run(args):
                 setattr(args, name, value)
     args.seed = 0 if args.seed is None else args.seed
     args.mode = args.mode or "top"
-    if not parsed and not links:
-        raise InputError("give at least one --point X,Y,COLOR or --link X1,Y1,X2,Y2 (or a "
-                         "--points-json file holding some)")
-    from tfgcrf.edit_session import MAX_POINTS
+    from tfgcrf.edit_session import EMPTY_EDIT, MAX_POINTS, has_hints
+
+    if not has_hints(len(parsed), len(links), -1 if args.from_sample is None else 0):
+        raise InputError(EMPTY_EDIT + ": give --point X,Y,COLOR, --link X1,Y1,X2,Y2 or "
+                         "--from-sample K (or a --points-json file holding some)")
 
     if len(parsed) > MAX_POINTS or len(links) > MAX_POINTS:
         raise InputError(f"an edit holds at most {MAX_POINTS} points and {MAX_POINTS} links")
