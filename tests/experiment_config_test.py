@@ -15,7 +15,7 @@ from tfgcrf.config import (
 )
 from tfgcrf.errors import UserError
 
-PACKAGED = ["smoke", "default64", "lfw64", "church64", "imagenet64"]
+PACKAGED = ["smoke", "default64", "default64_finetune", "lfw64", "church64", "imagenet64"]
 
 
 @pytest.mark.parametrize("name", PACKAGED)
