@@ -122,8 +122,11 @@ def test_oracle_scores_match_the_truth(pairs):
     # One edit session per image answers the nested hint sets: every pixel of a 7x7 patch is a
     # point (a patch covers 2x2 to 3x3 cells of the 32x32 grid); more patches reach more cells.
     defaults = {"prior_weight": edit_terms.MODEL_PRIOR_WEIGHT, "local_weight": edit_terms.LOCAL_WEIGHT}
-    assert model.sessions == [defaults, defaults]
+    assert [{k: v for k, v in o.items() if k != "last"} for o in model.sessions] == [defaults] * 2
     counts = [n for n, prior in model.solved[:len(control.POINT_COUNTS)]]
+    # The nested sets' cells are factored last (`_factored_last`): all of the largest set's.
+    last = model.sessions[0]["last"]
+    assert len(last) == len(set(last)) == counts[-1]
     assert all(prior is None for _, prior in model.solved)  # no fitted prior by default
     assert 1 <= counts[0] <= 9 and np.all(np.diff(counts) >= 0) and counts[-1] > 200
     assert len(kept) == 1 and set(kept[0]["samples"]) == {"gcrf", "vae_mdn"}
@@ -219,3 +222,12 @@ def test_compiled_control_finish_matches_the_eager_reference(pairs):
             difference = np.abs(fast[name][index].astype(int) - reference.astype(int))
             assert fast[name].dtype == np.uint8 and difference.max() <= 1
             assert np.mean(difference > 0) < 1e-3
+
+
+def test_nested_hint_sets_are_trailing_blocks_of_the_factored_last_pixels():
+    sets = [[7], [7, 3, 9], [9, 1, 7, 3, 12]]
+    last = harness._factored_last(sets)
+    assert sorted(last) == [1, 3, 7, 9, 12]
+    for pixels in sets:
+        assert sorted(last[len(last) - len(pixels):]) == sorted(pixels)
+    assert harness._factored_last([[7], [3, 9]]) is None  # not nested: no order

@@ -123,3 +123,32 @@ def test_prior_unary_of_one_solve_matches_the_dense_solve_with_that_prior():
     assert _relative_error(x, expected) <= 1e-10
     with pytest.raises(UserError, match="prior weights"):
         EditSession(similarity).solve(POINTS, colors, prior_unary=fitted)
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_point_sets_factored_last_are_solved_without_columns(with_prior, dtype):
+    """`last=`: nested point sets known in advance are trailing blocks of the factor and are
+    answered by block elimination (no Woodbury column), equal to the dense solve and to the
+    Woodbury answer of a session without `last`; other sets still go through Woodbury."""
+    similarity = _photo_similarity()
+    size = similarity.shape[-1]
+    rng = np.random.default_rng(4)
+    nested = [[37], [37, 5, 400], [37, 5, 400, 222, 9, 300, 301]]  # each set holds the previous
+    last = [300, 301, 9, 222, 5, 400, 37]  # the largest set's extra pixels first, the smallest's last
+    prior_weights = np.full(size, 0.05) if with_prior else None
+    prior_unary = rng.uniform(-0.5, 0.5, (size, 2)) if with_prior else None
+    ordered = EditSession(similarity.astype(dtype), prior_weights, prior_unary, last=last)
+    plain = EditSession(similarity.astype(dtype), prior_weights, prior_unary)
+    tolerance = 1e-10 if dtype == np.float64 else 1e-3
+    for pixels in nested + [[5, 37, 300]]:  # the last set is not a trailing block: Woodbury
+        colors = rng.uniform(-0.5, 0.5, (len(pixels), 2))
+        with mock.patch.object(ordered, "_solve", wraps=ordered._solve) as solve:
+            x = ordered.solve(pixels, colors)
+        trailing = sorted(pixels) == sorted(last[len(last) - len(pixels):])
+        assert solve.call_count == (0 if trailing else 1), pixels
+        expected = _expected(similarity, pixels, colors, prior_weights, prior_unary)
+        assert _relative_error(x, expected) <= tolerance, pixels
+        assert _relative_error(x, plain.solve(pixels, colors)) <= tolerance, pixels
+    with pytest.raises(UserError, match="distinct pixel indices"):
+        EditSession(similarity, last=[3, 3])

@@ -231,14 +231,18 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
             continue
         answered[recipe] = name
         fit = options.pop("fit")
-        key = tuple(sorted(options.items()))
-        if key not in sessions:
-            sessions[key] = colorizer.edit_session_grid(l, similarity=similarity, **options)
-        images = []
+        hint_sets = []
         for count in control.POINT_COUNTS:
             relative, chroma = _hint_points(corners, colors, count, hints_as)
             cells = grid_index(relative, colorizer.grid_size).numpy()
-            pixels, means = mean_by_cell(cells, chroma)
+            hint_sets.append((cells, chroma, *mean_by_cell(cells, chroma)))
+        key = tuple(sorted(options.items()))
+        if key not in sessions:  # the nested hint sets factored last: no Woodbury columns
+            sessions[key] = colorizer.edit_session_grid(
+                l, similarity=similarity, last=_factored_last([h[2] for h in hint_sets]),
+                **options)
+        images = []
+        for count, (cells, chroma, pixels, means) in zip(control.POINT_COUNTS, hint_sets):
             prior = None
             if fit:  # the decoder's colors of the latent fitted to these hints, once per set
                 if (hints_as, count) not in fitted:
@@ -262,6 +266,20 @@ def _gcrf_control(colorizer, l, similarity, lightness, corners, colors, variants
             images.append(image.numpy())
         outputs[name] = np.stack(images)
     return outputs
+
+
+def _factored_last(pixel_sets):
+    """The edit session's `last` pixels for nested grid pixel sets (each holding the one
+    before): the largest set's own pixels first, the smallest set's last, so that every set is a
+    trailing block of the factor; None when the sets are not nested."""
+    last, seen = [], set()
+    for pixels in pixel_sets:
+        pixels = [int(p) for p in pixels]
+        if not seen <= set(pixels):
+            return None
+        last = [p for p in pixels if p not in seen] + last
+        seen.update(pixels)
+    return last
 
 
 def _patches(example, seed, index):

@@ -16,6 +16,12 @@ The session also takes the edit terms of `tfgcrf.layers.edit_terms`: a fixed `ex
 smoothness) goes into A0, and "same color" links are more Woodbury columns: a link adds
 link_weight u u^T to A, so it is the column u with d = link_weight (G = A0^{-1} u cached per link).
 
+Point sets known before the session (the evaluation's nested hint sets) need no columns at all:
+with `last=` the pixels are factored last, in an order where every such set is a trailing block
+T of the factor A0 = R^T R, and a solve on T is a block elimination on the factor:
+(R_TT^T R_TT + D) x_T = b_T - R_FT^T y_F with y = R^{-T} b, then x = R^{-1} [y_F; R_TT x_T]:
+one small dense solve and one back substitution per channel, the same x as Woodbury's.
+
 The session works in numpy/BLAS: A0 is formed as (I - S)^T (I - S) by one symmetric rank-k
 product (`syrk`: the upper triangle only, half the flops of a full product) and factored A0 = U^T U
 by LAPACK `potrf`; a new column is then two BLAS triangular matrix-vector solves on the cached
@@ -61,15 +67,21 @@ class EditSession:
       point_weight: default beta of the points in `solve` (the paper uses 5 at test time).
       link_weight: default weight of every link in `solve`.
       affinity: optional [1, P, P] local affinities of the image (`edit_terms.affinity_matrix`),
-        kept as `self.affinity` for the link vectors.
+        or a function returning them (called at the first use), kept as `self.affinity` for the
+        link vectors.
+      last: optional sequence of distinct flat pixel indices factored last, in this order: a
+        later `solve` whose points (without links) are exactly the last n of them, for any n,
+        is answered by block elimination instead of Woodbury columns (the same answer; nested
+        point sets listed from the largest set's extra pixels to the smallest set's).
     """
 
     # Up to this many new columns are solved one by one (BLAS trsv); more at once (LAPACK trtrs).
     _VECTOR_SOLVES = 16
 
     def __init__(self, similarity, prior_weights=None, prior_unary=None, ridge=DEFAULT_RIDGE,
-                 extra=None, point_weight=5.0, link_weight=LINK_WEIGHT, affinity=None):
-        self.point_weight, self.link_weight, self.affinity = point_weight, link_weight, affinity
+                 extra=None, point_weight=5.0, link_weight=LINK_WEIGHT, affinity=None,
+                 last=None):
+        self.point_weight, self.link_weight, self._affinity = point_weight, link_weight, affinity
         similarity = tf.convert_to_tensor(similarity)
         if similarity.shape.rank == 3:
             similarity = similarity[0]
@@ -82,31 +94,51 @@ class EditSession:
         if extra is not None:
             extra = tf.cast(tf.convert_to_tensor(extra), dtype)
             extra = extra if extra.shape.rank == 3 else extra[None]
+        self._size = size
+        # The factor's pixel order (`last` at the end) and each pixel's place in it; every
+        # vector inside the session is in the factor's order.
+        self._order = _order(size, last)
+        self._place = np.argsort(self._order)
+        self._last = 0 if last is None else len(last)
+        permuted = self._last > 0
+        self._prior_weights = prior_weights.numpy()[self._order]
+        if extra is not None:
+            extra = extra[0].numpy()
+            extra = extra[np.ix_(self._order, self._order)] if permuted else extra
         with _one_blas_thread():
-            self._upper = _factor(similarity.numpy(), prior_weights.numpy(), ridge,
-                                  None if extra is None else extra[0].numpy())
+            self._upper = _factor(similarity.numpy(), self._prior_weights, ridge, extra,
+                                  order=self._order if permuted else None)
         self._dtype = self._upper.dtype
         self._trsv = scipy_linalg.get_blas_funcs("trsv", (self._upper,))
-        self._prior_weights = prior_weights.numpy()
         if prior_unary is None:
             self._prior_unary, self._prior_solution = None, None
         else:
-            self._prior_unary = tf.cast(prior_unary, dtype).numpy()
-            self._prior_solution = self._solve(self._prior_weights[:, None] * self._prior_unary)
-        self._size = size
+            self._prior_unary = tf.cast(prior_unary, dtype).numpy()[self._order]
+            self._prior_forward = self._triangular(self._prior_weights[:, None] * self._prior_unary,
+                                                   trans=1)
+            self._prior_solution = self._triangular(self._prior_forward, trans=0)
         self._override = None  # (prior colors, A0^{-1} (w * prior)) of the last `prior_unary`
         self._columns = {}  # pixel index -> A0^{-1} e_pixel, [P]
         self._link_columns = {}  # link key -> (u [P], A0^{-1} u [P])
 
+    @property
+    def affinity(self):
+        """The image's [1, P, P] local affinities (made at the first use when given lazily)."""
+        if callable(self._affinity):
+            self._affinity = self._affinity()
+        return self._affinity
+
     def _solve(self, right):
-        """A0^{-1} right, `right` [P, m] (numpy)."""
+        """A0^{-1} right, `right` [P, m] (numpy, the factor's order)."""
+        return self._triangular(self._triangular(right, trans=1), trans=0)
+
+    def _triangular(self, right, trans):
+        """R^{-T} right (`trans` 1) or R^{-1} right (0), `right` [P, m], A0 = R^T R."""
         right = np.asarray(right, self._dtype)
         if right.shape[1] <= self._VECTOR_SOLVES:
-            columns = [self._trsv(self._upper, self._trsv(self._upper, right[:, i], trans=1))
-                       for i in range(right.shape[1])]
+            columns = [self._trsv(self._upper, right[:, i], trans=trans) for i in range(right.shape[1])]
             return np.stack(columns, axis=1) if columns else right.copy()
-        lower = scipy_linalg.solve_triangular(self._upper, right, trans="T", check_finite=False)
-        return scipy_linalg.solve_triangular(self._upper, lower, check_finite=False)
+        return scipy_linalg.solve_triangular(self._upper, right, trans=trans, check_finite=False)
 
     def _green_columns(self, pixels):
         """G = A0^{-1} U [P, n], solving only for pixels not seen before."""
@@ -158,39 +190,48 @@ class EditSession:
         Returns:
           x [P, K] (a tensor of the similarity's dtype).
         """
+        places = []
+        for pixel in (int(p) for p in pixels):
+            if not 0 <= pixel < self._size:
+                raise UserError(f"EditSession: pixel index {pixel} outside [0, {self._size})")
+            places.append(int(self._place[pixel]))
+        links = {key: np.asarray(u)[self._order] for key, u in (links or {}).items()}
         with _one_blas_thread():
-            return tf.constant(self._woodbury(pixels, colors, weight, links, link_weight,
-                                              prior_unary))
+            x = self._woodbury(places, colors, weight, links, link_weight, prior_unary)
+        return tf.constant(x[self._place])
 
     def _prior(self, prior_unary):
-        """`(prior colors [P, K], A0^{-1} (w * prior) [P, K])`: the session's or `prior_unary`'s."""
+        """`(prior colors [P, K], A0^{-1} (w * prior), R^{-T} (w * prior))` (each [P, K], the
+        factor's order): the session's or `prior_unary`'s (pixel order); Nones without a prior."""
         if prior_unary is None:
-            return self._prior_unary, self._prior_solution
+            if self._prior_unary is None:
+                return None, None, None
+            return self._prior_unary, self._prior_solution, self._prior_forward
         if self._prior_unary is None:
             raise UserError("EditSession: prior_unary needs a session made with prior weights")
         prior_unary = np.asarray(prior_unary, self._dtype).reshape(self._prior_unary.shape)
         cached = self._override
         if cached is None or not np.array_equal(cached[0], prior_unary):
-            cached = self._override = (
-                prior_unary, self._solve(self._prior_weights[:, None] * prior_unary))
-        return cached
+            forward = self._triangular(self._prior_weights[:, None] * prior_unary[self._order], 1)
+            cached = self._override = (prior_unary, prior_unary[self._order],
+                                       self._triangular(forward, 0), forward)
+        return cached[1:]
 
     def _woodbury(self, pixels, colors, weight, links, link_weight, prior_unary=None):
         weight = self.point_weight if weight is None else weight
         link_weight = self.link_weight if link_weight is None else link_weight
         colors = np.asarray(colors, self._dtype)
-        latest = {}
-        for i, pixel in enumerate(int(p) for p in pixels):
-            if not 0 <= pixel < self._size:
-                raise UserError(f"EditSession: pixel index {pixel} outside [0, {self._size})")
-            latest[pixel] = i
-        links = links or {}
-        prior_unary, prior_solution = self._prior(prior_unary)
+        latest = {pixel: i for i, pixel in enumerate(pixels)}  # places in the factor's order
+        prior_unary, prior_solution, prior_forward = self._prior(prior_unary)
         channels = colors.shape[-1] if prior_unary is None else prior_unary.shape[-1]
         solution = (np.zeros([self._size, channels], self._dtype) if prior_solution is None
                     else prior_solution)
         if not latest and not links:
             return solution
+        first = self._size - len(latest)
+        if not links and len(latest) <= self._last and min(latest) == first:  # the last n
+            return self._eliminate(colors[[latest[p] for p in range(first, self._size)]], weight,
+                                   prior_unary, prior_forward, channels)
         pixels = list(latest)
         green = self._green_columns(pixels)  # [P, n]
         delta = np.zeros([0], self._dtype)
@@ -212,17 +253,47 @@ class EditSession:
         correction = np.linalg.solve(system, delta[:, None] * values)
         return solution - columns @ correction.astype(self._dtype)
 
+    def _eliminate(self, colors, weight, prior_unary, prior_forward, channels):
+        """The answer for points on the factor's last n pixels (colors [n, K] in that order) by
+        block elimination on R (module docstring): no Woodbury column."""
+        first = self._size - len(colors)
+        block = np.triu(self._upper[first:, first:])  # R_TT (potrf leaves the lower part as is)
+        prior_weights = self._prior_weights[first:]
+        right = weight * colors  # b_T
+        forward = np.zeros([first, channels], self._dtype)  # y_F = R_FF^{-T} b_F
+        if prior_unary is not None:  # b_F = (w * prior)_F; at the points the prior is replaced
+            forward = prior_forward[:first]
+            right = right - self._upper[:first, first:].T @ forward
+        system = block.T @ block
+        system[np.diag_indices_from(system)] += weight - prior_weights
+        tail = np.linalg.solve(system, right.astype(self._dtype))
+        x = self._triangular(np.concatenate([forward, block @ tail]), trans=0)
+        x[first:] = tail
+        return x
 
-def _factor(similarity, prior_weights, ridge, extra=None):
+
+def _order(size, last):
+    """int [P]: the pixels `0..size-1` not in `last`, in order, then `last` (distinct)."""
+    last = np.asarray([] if last is None else last, np.int64).reshape(-1)
+    if len(set(last.tolist())) != len(last) or np.any((last < 0) | (last >= size)):
+        raise UserError(f"EditSession: last must hold distinct pixel indices in [0, {size})")
+    rest = np.ones(size, bool)
+    rest[last] = False
+    return np.concatenate([np.flatnonzero(rest), last])
+
+
+def _factor(similarity, prior_weights, ridge, extra=None, order=None):
     """The Cholesky factor U (upper triangular, Fortran order) of the prior system.
 
     A0 = (I - S)^T (I - S) + extra + diag(prior_weights) + ridge I = U^T U, formed by one
     symmetric rank-k product of I - S (its upper triangle only) and factored by LAPACK `potrf`
-    (the matrix of `tfgcrf.layers.gaussian_crf.precision_matrix`, in half its flops).
+    (the matrix of `tfgcrf.layers.gaussian_crf.precision_matrix`, in half its flops). With
+    `order` (a permutation [P]), A0 is factored with its rows and columns in that order:
+    (I - S)^T (I - S) needs only the columns of I - S permuted.
 
     Args:
-      similarity: numpy [P, P] S (float32 or float64); prior_weights [P]; ridge: float;
-      extra: optional numpy [P, P] symmetric.
+      similarity: numpy [P, P] S (float32 or float64); prior_weights [P] and extra (optional
+      numpy [P, P] symmetric) in `order`; ridge: float; order: optional int [P].
 
     Returns:
       numpy [P, P] U of S's dtype; only its upper triangle is meaningful.
@@ -230,8 +301,13 @@ def _factor(similarity, prior_weights, ridge, extra=None):
     Raises:
       UserError: A0 is not positive definite (the Cholesky factorization failed).
     """
-    complement = np.negative(np.ascontiguousarray(similarity))
-    complement[np.diag_indices_from(complement)] += 1.0
+    if order is None:
+        complement = np.negative(np.ascontiguousarray(similarity))
+        complement[np.diag_indices_from(complement)] += 1.0
+    else:  # I - S with its columns in `order`
+        complement = np.take(similarity, order, axis=1)
+        np.negative(complement, out=complement)
+        complement[order, np.arange(len(order))] += 1.0
     syrk = scipy_linalg.get_blas_funcs("syrk", (complement,))
     potrf = scipy_linalg.get_lapack_funcs("potrf", (complement,))
     # complement.T is Fortran-contiguous (BLAS reads it in place): a a^T = (I - S)^T (I - S).

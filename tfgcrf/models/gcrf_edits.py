@@ -5,6 +5,8 @@ A mixin: it reads the backbone's `model_config`, `check_gray`, `sample`, `simila
 in `tfgcrf.layers.edit_terms`; the factor-once session in `tfgcrf.layers.gcrf_edit_session`.
 """
 
+import functools
+
 import tensorflow as tf
 
 from tfgcrf.layers import edit_terms
@@ -71,12 +73,15 @@ class EditMethods:
         x = crf(similarity, unary, weights, initial=initial, extra=extra)
         return tf.reshape(x, tf.shape(target_ab))
 
-    def edit_session(self, l, base_ab=None, prior_weight=None, local_weight=None, similarity=None):
+    def edit_session(self, l, base_ab=None, prior_weight=None, local_weight=None, similarity=None,
+                     last=None):
         """The edit energy of one image with its prior system factored once, for many point sets.
 
         Args:
             l: gray image `[1, H, W, 1]` on the model grid.
             base_ab, prior_weight, local_weight, similarity: as for `edit`.
+            last: optional grid pixels of point sets known in advance (`EditSession`'s `last`:
+                nested sets answered without Woodbury columns).
 
         Returns:
             a `tfgcrf.layers.gcrf_edit_session.EditSession` whose `solve(pixels, colors, links)`
@@ -84,10 +89,13 @@ class EditMethods:
             O(P^2) per new point or link.
         """
         l = self.check_gray(l)
-        affinity = edit_terms.affinity_matrix(l)
         local_weight = edit_terms.LOCAL_WEIGHT if local_weight is None else local_weight
-        extra = (None if isinstance(local_weight, (int, float)) and local_weight == 0
-                 else local_weight * edit_terms.local_laplacian(affinity))
+        if isinstance(local_weight, (int, float)) and local_weight == 0:
+            # No local term: the dense [1, P, P] affinities are built only if a link needs them.
+            extra, affinity = None, functools.partial(edit_terms.affinity_matrix, l)
+        else:
+            affinity = edit_terms.affinity_matrix(l)
+            extra = local_weight * edit_terms.local_laplacian(affinity)
         prior, weight = self.edit_prior(l, base_ab, prior_weight)
         pixels = self.model_config.image_size ** 2
         if similarity is None:
@@ -95,7 +103,7 @@ class EditMethods:
         return EditSession(similarity, None if prior is None else tf.fill([pixels], weight),
                            None if prior is None else prior[0], ridge=self.model_config.ridge,
                            extra=extra, point_weight=self.model_config.beta_edit,
-                           affinity=affinity)
+                           affinity=affinity, last=last)
 
     def edit_prior(self, l, base_ab=None, prior_weight=None):
         """The edit prior `(prior_ab [B, P, 2] or None, weight)` (see `edit`)."""
