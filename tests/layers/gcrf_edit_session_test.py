@@ -150,5 +150,12 @@ def test_point_sets_factored_last_are_solved_without_columns(with_prior, dtype):
         expected = _expected(similarity, pixels, colors, prior_weights, prior_unary)
         assert _relative_error(x, expected) <= tolerance, pixels
         assert _relative_error(x, plain.solve(pixels, colors)) <= tolerance, pixels
+        if with_prior:  # a prior of this solve only (`prior_unary=`), also without columns
+            fitted = rng.uniform(-0.5, 0.5, (size, 2))
+            with mock.patch.object(ordered, "_solve", wraps=ordered._solve) as solve:
+                x = ordered.solve(pixels, colors, prior_unary=fitted)
+            assert solve.call_count == 0, pixels  # (the Woodbury set's columns are cached)
+            expected = _expected(similarity, pixels, colors, prior_weights, fitted)
+            assert _relative_error(x, expected) <= tolerance, pixels
     with pytest.raises(UserError, match="distinct pixel indices"):
         EditSession(similarity, last=[3, 3])
