@@ -28,8 +28,8 @@ colorization; lam -> infinity keeps G. That is the "levin" local term; the defau
 `PROPAGATION_LOCAL` = "matting", puts the matting Laplacian M of the lightness (Levin, Lischinski
 & Weiss 2008) in place of I - W: (M + lam I) U = lam G at free pixels (`local_stencil`).
 float64 scipy.sparse: one LU factorization of A0 = (1 + lam) I - W (or M + lam I) per photo,
-then hinted rows by a bordered (Woodbury) solve with one cached column A0^-1 e_k per hinted pixel; many hinted pixels (the evaluation's 7x7 patches) factor the
-hinted system directly. The exported SavedModel solves the same system (one definition:
+then hinted rows by a bordered (Woodbury) solve with one cached column A0^-1 e_k per hinted pixel;
+many hinted pixels (the evaluation's 7x7 patches) factor the hinted system directly. The exported SavedModel solves the same system (one definition:
 `propagation_shape`, `propagation_lightness`, `propagation_weights`, `propagation_hints`) with
 TensorFlow ops: `propagation_correction`, matrix-free BiCGSTAB (Levin et al.'s affinities) or
 conjugate gradients with a two-level preconditioner (the symmetric matting Laplacian) in a
@@ -172,8 +172,8 @@ PROPAGATION_WEIGHT = 1e-3
 # 3x3 affinities, I - W) or "matting" (the closed-form matting Laplacian of Levin, Lischinski &
 # Weiss 2008 of the lightness: chroma locally affine in L* within every 3x3 window). "matting" is
 # the default since the served solver converges on it (conjugate gradients, `PROPAGATION_SOLVERS`):
-# on the validation split (30 photos, seed 0) it gave -0.08/-0.07/+0.03/+0.28/+0.24 dB against
-# "levin" at |H| = 1/5/10/50/100 (README, "Control").
+# on the validation split (30 photos, seed 0, the preset of 0b41eda) it gave -0.08/-0.07/+0.03/
+# +0.28/+0.24 dB against "levin" at |H| = 1/5/10/50/100 (README, "Control").
 PROPAGATION_LOCAL = "matting"
 LOCAL_TERMS = ("levin", "matting")
 # Regularizer epsilon of the matting Laplacian (lightness in [0, 1], as in Levin et al. 2008) and
