@@ -268,3 +268,58 @@ def test_a_five_by_five_system_matches_a_dense_solve():
     with pytest.raises(ValueError, match="3x3 window"):
         grid_lu.solve(matrix, (height, width), right)
 
+
+
+def _spd_five_by_five(shape, seed, shift=0.1):
+    """A random symmetric 5x5-window system, diagonally dominant by `shift` (SPD when > 0)."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    count = height * width
+    y, x = np.divmod(np.arange(count), width)
+    near = (np.abs(y[:, None] - y[None]) <= 2) & (np.abs(x[:, None] - x[None]) <= 2)
+    base = np.where(near, rng.uniform(0, 1, (count, count)), 0.0)
+    system = np.where(near, -(base + base.T) / 2, 0.0)
+    np.fill_diagonal(system, 0.0)
+    np.fill_diagonal(system, -system.sum(axis=1) + shift)
+    return system
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (9, 13), (20, 17)])
+def test_symmetric_solves_match_a_dense_solve(shape, backend):
+    """`symmetric=True` (PARDISO's Cholesky of the upper triangle) against a dense float64 solve;
+    the one-shot and the kept factors, radius 2 and radius 1."""
+    system = _spd_five_by_five(shape, sum(shape))
+    right = np.random.default_rng(1).normal(size=(system.shape[0], 2))
+    expected = np.linalg.solve(system, right)
+    matrix = sparse.csr_matrix(system)
+    np.testing.assert_allclose(grid_lu.solve(matrix, shape, right, radius=2, symmetric=True),
+                               expected, atol=1e-10)
+    kept = grid_lu.GridLU(matrix, shape, radius=2, symmetric=True)
+    np.testing.assert_allclose(kept.solve(right), expected, atol=1e-10)
+    y, x = np.divmod(np.arange(system.shape[0]), shape[1])
+    near = (np.abs(y[:, None] - y[None]) <= 1) & (np.abs(x[:, None] - x[None]) <= 1)
+    three = np.where(near, system, 0.0)
+    np.fill_diagonal(three, np.abs(three).sum(axis=1))  # still SPD: diagonally dominant
+    np.testing.assert_allclose(
+        grid_lu.solve(sparse.csr_matrix(three), shape, right, symmetric=True),
+        np.linalg.solve(three, right), atol=1e-10)
+
+
+def test_a_symmetric_solve_of_a_matrix_that_is_not_positive_definite_falls_back():
+    """An indefinite (or unsymmetric) matrix passed as symmetric: PARDISO's Cholesky refuses it
+    or its answer fails the residual check against the whole matrix; SuperLU answers instead."""
+    shape = (9, 13)
+    indefinite = _spd_five_by_five(shape, 3, shift=-0.5)
+    right = np.random.default_rng(2).normal(size=(indefinite.shape[0], 2))
+    unsymmetric = _spd_five_by_five(shape, 4)
+    count = unsymmetric.shape[0]
+    right_neighbour = np.flatnonzero(np.arange(count) % shape[1] < shape[1] - 1)
+    unsymmetric[right_neighbour, right_neighbour + 1] += 0.05  # the lower triangle is not read
+    for system in (indefinite, unsymmetric):
+        expected = np.linalg.solve(system, right)
+        matrix = sparse.csr_matrix(system)
+        np.testing.assert_allclose(grid_lu.solve(matrix, shape, right, radius=2, symmetric=True),
+                                   expected, atol=1e-8)
+        np.testing.assert_allclose(
+            grid_lu.GridLU(matrix, shape, radius=2, symmetric=True).solve(right), expected,
+            atol=1e-8)

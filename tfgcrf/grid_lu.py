@@ -45,6 +45,7 @@ _RESIDUAL_TOLERANCE = 1e-9
 # 0.077 vs 0.11 CPU-s at 256^2), CSR input (12: 0), double precision (28: 0).
 _IPARM = {1: 1, 5: 1, 8: 0, 10: 13, 11: 0, 12: 0, 13: 0, 24: 10, 28: 0}
 _REAL_NONSYMMETRIC = 11
+_REAL_SPD = 2
 
 
 def dissection_order(height, width, leaf=4, separator=1):
@@ -88,11 +89,14 @@ def _dissection_order(height, width, leaf, separator=1):
 
 class _Pattern:
     """The full (2 radius + 1)^2 window pattern of a `height x width` grid in row-major CSR, and
-    the slot of every (pixel, window offset) entry in its data array."""
+    the slot of every (pixel, window offset) entry in its data array; with `upper`, only the
+    window offsets at or after the pixel's own (the upper triangle PARDISO takes of a symmetric
+    matrix)."""
 
-    def __init__(self, height, width, radius=1):
+    def __init__(self, height, width, radius=1, upper=False):
         self.shape = (height, width)
         self.radius = radius
+        self.upper = upper
         count = height * width
         y, x = np.divmod(np.arange(count), width)
         side = 2 * radius + 1
@@ -101,6 +105,8 @@ class _Pattern:
         steps = range(-radius, radius + 1)
         for offset, (dy, dx) in enumerate((dy, dx) for dy in steps for dx in steps):
             inside = (y + dy >= 0) & (y + dy < height) & (x + dx >= 0) & (x + dx < width)
+            if upper and (dy, dx) < (0, 0):
+                inside[:] = False
             slot[inside, offset] = 0
             columns.append(np.where(inside, (y + dy) * width + x + dx, -1))
         # Offsets in (dy, dx) order are in increasing column order within each row: CSR order.
@@ -118,7 +124,8 @@ class _Pattern:
 
     def values(self, matrix):
         """The entries of `matrix` (scipy.sparse, row-major pixels, [P, P]) on the pattern:
-        float64 `[nnz]`, explicit zeros where `matrix` has no entry.
+        float64 `[nnz]`, explicit zeros where `matrix` has no entry (with `upper`, the entries
+        below the diagonal are not read).
 
         Raises:
           ValueError: an entry outside some pixel's window, or a matrix of another size.
@@ -139,13 +146,16 @@ class _Pattern:
             side = 2 * radius + 1
             raise ValueError(f"the system couples pixels outside each other's {side}x{side} window")
         slots = self.slot[rows, (dy + radius) * (2 * radius + 1) + dx + radius]
-        return np.bincount(slots, weights=np.asarray(entries.data, np.float64),
-                           minlength=len(self.indices))
+        data = np.asarray(entries.data, np.float64)
+        if self.upper:
+            kept = slots >= 0
+            slots, data = slots[kept], data[kept]
+        return np.bincount(slots, weights=data, minlength=len(self.indices))
 
 
 @functools.lru_cache(maxsize=8)
-def _pattern(height, width, radius=1):
-    return _Pattern(height, width, radius)
+def _pattern(height, width, radius=1, upper=False):
+    return _Pattern(height, width, radius, upper)
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,12 +203,17 @@ def _pardiso_module():
 
 class _Pardiso:
     """One PARDISO handle (its analysis of the grid's pattern, then one numeric factorization at
-    a time), released with the object."""
+    a time), released with the object: LU of a general matrix, or Cholesky (L D L^T with
+    positive pivots, mtype 2) of a symmetric positive definite one on an `upper` pattern."""
 
     def __init__(self, pattern):
         pypardiso = _pardiso_module()
         self.pattern = pattern
-        self.solver = pypardiso.PyPardisoSolver(mtype=_REAL_NONSYMMETRIC)
+        from pypardiso.pardiso_wrapper import PyPardisoError  # a failed phase (error code)
+
+        self._error = PyPardisoError
+        self.solver = pypardiso.PyPardisoSolver(
+            mtype=_REAL_SPD if pattern.upper else _REAL_NONSYMMETRIC)
         for key, value in _IPARM.items():
             self.solver.set_iparm(key, value)
         self.solver.perm = (pattern.order + 1).astype(np.int32)  # PARDISO: one-based, new -> old
@@ -214,9 +229,13 @@ class _Pardiso:
 
     def factor(self, values):
         """Numeric factorization of the pattern's matrix with these values; False when PARDISO
-        perturbed a pivot (the answer would not be the system's)."""
+        perturbed a pivot or (Cholesky) found the matrix not positive definite: the answer
+        would not be the system's."""
         self._matrix.data = values
-        self._call(22, np.zeros((self.pattern.perm.size, 1)))
+        try:
+            self._call(22, np.zeros((self.pattern.perm.size, 1)))
+        except self._error:  # -4: a zero or negative pivot of a matrix said to be SPD
+            return False
         return self.solver.get_iparm(14) == 0
 
     def solve(self, right):
@@ -270,7 +289,7 @@ def _right_hand_side(right, count):
     return right.reshape(count, -1)
 
 
-def solve(matrix, shape, right, radius=1):
+def solve(matrix, shape, right, radius=1, symmetric=False):
     """Solves one grid system `matrix @ x = right` (factored once, used once).
 
     Args:
@@ -281,6 +300,9 @@ def solve(matrix, shape, right, radius=1):
       shape: `(height, width)` of the grid.
       right: `[P]` or `[P, C]` right-hand side(s).
       radius: the window's radius (1: 3x3, 2: 5x5).
+      symmetric: the matrix is symmetric positive definite: PARDISO factors its upper triangle
+        by Cholesky (about half the LU's time on the 5x5 matting systems at 256^2); the answer
+        still has to pass the residual check against the whole matrix.
 
     Returns:
       float64 solution of `right`'s shape.
@@ -288,7 +310,7 @@ def solve(matrix, shape, right, radius=1):
     Raises:
       ValueError: sizes that do not match, or entries outside the windows.
     """
-    pattern = _pattern(*(int(side) for side in shape), int(radius))
+    pattern = _pattern(*(int(side) for side in shape), int(radius), bool(symmetric))
     right_2d = _right_hand_side(right, pattern.perm.size)
     matrix = sparse.csr_matrix(matrix, dtype=np.float64)
     values = pattern.values(matrix)
@@ -311,13 +333,14 @@ class GridLU:
       matrix: as in `solve`.
       shape: `(height, width)` of the grid.
       radius: the window's radius, as in `solve`.
+      symmetric: as in `solve`.
 
     Raises:
       ValueError: as in `solve`.
     """
 
-    def __init__(self, matrix, shape, radius=1):
-        self._pattern = _pattern(*(int(side) for side in shape), int(radius))
+    def __init__(self, matrix, shape, radius=1, symmetric=False):
+        self._pattern = _pattern(*(int(side) for side in shape), int(radius), bool(symmetric))
         self._matrix = sparse.csr_matrix(matrix, dtype=np.float64)
         values = self._pattern.values(self._matrix)
         self._factors = None

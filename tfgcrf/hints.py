@@ -176,6 +176,7 @@ PROPAGATION_WEIGHT = 1e-3
 # +0.28/+0.24 dB against "levin" at |H| = 1/5/10/50/100 (README, "Control").
 PROPAGATION_LOCAL = "matting"
 LOCAL_TERMS = ("levin", "matting")
+SYMMETRIC_LOCAL_TERMS = ("matting",)  # Levin et al.'s I - W is not (W's rows are normalized)
 # Regularizer epsilon of the matting Laplacian (lightness in [0, 1], as in Levin et al. 2008) and
 # its weight lam of the G-CRF answer; chosen on the validation split (README, "Control").
 MATTING_EPSILON = 1e-5
@@ -249,44 +250,49 @@ def propagation_weights(lightness):
                                        dtype=tf.float64)[0]
 
 
-def _shifted(image, dy, dx):
-    """`image[y + dy, x + dx]` of a `[h, w]` float64 tensor, zero outside it (|dy|, |dx| <= 2)."""
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
-    padded = tf.pad(image, [[2, 2], [2, 2]])
-    return padded[2 + dy:2 + dy + height, 2 + dx:2 + dx + width]
-
-
 def _matting_stencil(lightness, epsilon):
     """The matting Laplacian M (Levin, Lischinski & Weiss 2008, eq. 12, one gray channel) of the
     lightness I = L* / 100 as 5x5 stencil planes: for every window w_k of 3x3 pixels inside the
     photo (mean mu_k, variance sigma_k^2), M_ij += delta_ij - (1 + (I_i - mu_k)(I_j - mu_k) /
     (sigma_k^2 + epsilon / 9)) / 9 for i, j in w_k. Symmetric, positive semi-definite, rows summing
-    to 0 (constants and chroma affine in I inside every window cost nothing)."""
+    to 0 (constants and chroma affine in I inside every window cost nothing).
+
+    Row i's entry for j = i + o sums over the window centres k = i + q with |q| <= 1 and
+    |q - o| <= 1 (a rectangle of q). With s_k = 1 / (sigma_k^2 + epsilon / 9) on whole windows
+    (0 elsewhere), (I_i - mu_k)(I_j - mu_k) s_k = I_i I_j s_k - (I_i + I_j) mu_k s_k + mu_k^2 s_k,
+    so every plane needs the rectangle sums of four per-centre fields (count, s, mu s, mu^2 s):
+    25 rectangles of 1-3 x 1-3 shifts, summed separably, instead of 225 window terms."""
     image = tf.cast(lightness, tf.float64) / 100.0
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     rows = tf.range(height)[:, None]
     cols = tf.range(width)[None, :]
     inside = tf.cast((rows >= 1) & (rows <= height - 2) & (cols >= 1) & (cols <= width - 2),
                      tf.float64)  # centres of whole windows
+    padded = tf.pad(image, [[1, 1], [1, 1]])
     around = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    mean = tf.add_n([_shifted(image, dy, dx) for dy, dx in around]) / 9.0
-    variance = tf.add_n([tf.square(_shifted(image, dy, dx)) for dy, dx in around]) / 9.0 \
-        - tf.square(mean)
+    mean = tf.add_n([padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+                     for dy, dx in around]) / 9.0
+    variance = tf.add_n([tf.square(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width])
+                         for dy, dx in around]) / 9.0 - tf.square(mean)
     scale = inside / (tf.maximum(variance, 0.0) + epsilon / 9.0)
+    # [4, h + 2, w + 2]: the per-centre fields, zero outside the photo.
+    fields = tf.pad(tf.stack([inside, scale, mean * scale, tf.square(mean) * scale]),
+                    [[0, 0], [1, 1], [1, 1]])
+    # q ranges per offset component o: [max(-1, o - 1), min(1, o + 1)].
+    ranges = {o: (max(-1, o - 1), min(1, o + 1)) for o in range(-2, 3)}
+    across = {o: tf.add_n([fields[:, :, 1 + q:1 + q + width] for q in range(low, high + 1)])
+              for o, (low, high) in ranges.items()}  # [4, h + 2, w] column sums
+    image_padded = tf.pad(image, [[2, 2], [2, 2]])
     planes = []
     for oy in range(-2, 3):
+        low, high = ranges[oy]
         for ox in range(-2, 3):
-            other = _shifted(image, oy, ox)
-            total = tf.zeros_like(image)
-            for qy, qx in around:  # window centre k = i + q holding both i and i + o
-                if abs(qy - oy) > 1 or abs(qx - ox) > 1:
-                    continue
-                centre_mean = _shifted(mean, qy, qx)
-                term = (1.0 + (image - centre_mean) * (other - centre_mean)
-                        * _shifted(scale, qy, qx)) / 9.0
-                valid = _shifted(inside, qy, qx)
-                total += valid * ((1.0 if (oy, ox) == (0, 0) else 0.0) - term)
-            planes.append(total)
+            count, total_s, total_ms, total_mms = tf.unstack(
+                tf.add_n([across[ox][:, 1 + q:1 + q + height] for q in range(low, high + 1)]))
+            other = image_padded[2 + oy:2 + oy + height, 2 + ox:2 + ox + width]
+            term = count + image * other * total_s - (image + other) * total_ms + total_mms
+            delta = count if (oy, ox) == (0, 0) else 0.0
+            planes.append(delta - term / 9.0)
     return tf.stack(planes, axis=-1)
 
 
@@ -413,6 +419,8 @@ class Propagation:
         count = self.work_shape[0] * self.work_shape[1]
         stencil = local_stencil(lightness, local)
         self._radius = stencil_radius(stencil)
+        # The matting Laplacian is symmetric (A0 = M + lam I positive definite): Cholesky solves.
+        self._symmetric = local in SYMMETRIC_LOCAL_TERMS
         self._system = (_sparse_stencil(stencil)
                         + self.weight * sparse.identity(count, format="csr")).tocsr()
         self._lu = None  # the factorization of A0, at the first bordered solve
@@ -441,13 +449,24 @@ class Propagation:
             free[hinted] = 0.0
             chosen = np.zeros(len(flat_prior))
             chosen[hinted] = 1.0
-            system = sparse.diags(free) @ self._system + sparse.diags(chosen)
+            if self._symmetric:
+                # The hinted pixels' columns too become the identity's (their known values move
+                # to the right-hand side): the system stays symmetric positive definite and is
+                # factored by Cholesky, about half the LU's time.
+                known = np.zeros_like(right)
+                known[hinted] = values
+                right -= free[:, None] * (self._system @ known)
+                system = sparse.diags(free) @ self._system @ sparse.diags(free)
+            else:
+                system = sparse.diags(free) @ self._system
             right[hinted] = values
-            return grid_lu.solve(system, self.work_shape, right,
-                                 radius=self._radius).reshape(prior.shape)
+            return grid_lu.solve(system + sparse.diags(chosen), self.work_shape, right,
+                                 radius=self._radius,
+                                 symmetric=self._symmetric).reshape(prior.shape)
         # U = A0^-1 (b + E y): the free rows hold, y makes U(k) = c_k at the hinted pixels.
         if self._lu is None:
-            self._lu = grid_lu.GridLU(self._system, self.work_shape, radius=self._radius)
+            self._lu = grid_lu.GridLU(self._system, self.work_shape, radius=self._radius,
+                                      symmetric=self._symmetric)
         # One pass over the factors for the right-hand side and the new hinted pixels' columns.
         missing = [k for k in hinted if k not in self._columns]
         if len(self._columns) + len(missing) > _MAX_COLUMNS:
