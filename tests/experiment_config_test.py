@@ -52,6 +52,8 @@ def test_yaml_round_trip(tmp_path):
         ({"model": {"backbone": "resnet"}}, "model.backbone must be one of"),
         ({"model": {"unary_head": "gan"}}, "model.unary_head must be one of"),
         ({"model": {"annealed_temperature": 0.0}}, "model.annealed_temperature > 0"),
+        ({"model": {"beta_sample": 0}}, r"model.beta_sample must be > 0 \(or null\)"),
+        ({"model": {"beta_sample": "high"}}, "model.beta_sample must be a number"),
         ({"model": {"image_size": 20}}, "model.image_size must be a positive multiple of 16"),
         ({"training": {"hoc_window": 100}}, r"training.hoc_window must be in \[0, model.image_size=64\]"),
         ({"training": {"kl_warmup_steps": -1}}, "training.kl_warmup_steps must be >= 0"),

@@ -57,7 +57,12 @@ class ModelConfig:
         embed_dim: D, size of the structure branch's per-pixel embeddings.
         num_components: M, Gaussian components of the mixture density network.
         mdn_sigma: fixed standard deviation of every mixture component.
-        beta_train: weight of revealed unary pixels in the G-CRF during training and sampling.
+        beta_train: weight of revealed unary pixels in the G-CRF during training (and sampling,
+            unless `beta_sample` is set).
+        beta_sample: weight beta of the unary alpha (H = I) when `sample` solves the G-CRF;
+            None: `beta_train`. A larger beta keeps more of each sample's own colors against S's
+            smoothing (more diverse samples, more speckle): an inference knob, chosen on the
+            validation split (model card).
         beta_edit: weight of user-edited pixels in `edit` (the paper uses 5 at test time).
         prior_weight: weight that keeps a chosen sample's colors where no edit was made.
         ridge: epsilon * I added to the G-CRF matrix so that it stays invertible when no pixel
@@ -97,6 +102,7 @@ class ModelConfig:
     num_components: int = 8
     mdn_sigma: float = 0.1
     beta_train: float = 1.0
+    beta_sample: float | None = None
     beta_edit: float = 5.0
     prior_weight: float = 0.05
     ridge: float = 1e-4
@@ -149,6 +155,13 @@ class ModelConfig:
         for name in ("prior_weight", "ridge"):
             if getattr(self, name) < 0:
                 raise UserError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if self.beta_sample is not None and not self.beta_sample > 0:
+            raise UserError(f"model.beta_sample must be > 0 (or null), got {self.beta_sample}")
+
+    @property
+    def sampling_beta(self):
+        """beta of `sample`'s G-CRF solve: `beta_sample`, else `beta_train`."""
+        return self.beta_train if self.beta_sample is None else float(self.beta_sample)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,7 +429,13 @@ def _plain(value):
 
 
 def _coerce(name, value, annotation):
-    """Checks a YAML value against a dataclass field type (ints are accepted for floats)."""
+    """Checks a YAML value against a dataclass field type (ints are accepted for floats; an
+    optional field, `X | None`, takes null or an X)."""
+    options = typing.get_args(annotation)
+    if type(None) in options and len(options) == 2:
+        if value is None:
+            return None
+        annotation = next(option for option in options if option is not type(None))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is bool:

@@ -1,5 +1,6 @@
 """GCRFColorizer: stage variables, losses, sampling/editing against numpy float64 G-CRF solves."""
 
+import dataclasses
 
 import keras
 import numpy as np
@@ -152,6 +153,31 @@ def test_top_samples_match_mixture_and_numpy_gcrf(model, photos, numpy_gcrf):
     weights = np.full((4, SIZE * SIZE), CONFIG.beta_train)
     expected = numpy_gcrf(similarity, unary, weights, CONFIG.ridge).reshape(4, SIZE, SIZE, 3, 2)
     np.testing.assert_allclose(ab.numpy(), expected.transpose(0, 3, 1, 2, 4), atol=2e-5)
+
+
+def test_beta_sample_weighs_the_unary_of_samples_only(model, photos, numpy_gcrf, tmp_path):
+    """`model.beta_sample` is sample's beta (training's beta_train untouched), against numpy
+    float64; kept by a save/load round trip; a model saved without it samples at beta_train."""
+    l, _ = photos
+    config = dataclasses.replace(CONFIG, beta_sample=3.0)
+    assert (config.sampling_beta, CONFIG.sampling_beta) == (3.0, CONFIG.beta_train)
+    other = GCRFColorizer(config, stage="mdn", training=TRAINING)
+    other.set_weights(model.get_weights())
+    unary_ab, _ = model.sample(l, 2, use_gcrf=False)
+    ab = other.sample(l, 2)[0].numpy()
+    similarity = model.similarity(l).numpy()
+    unary = unary_ab.numpy().transpose(0, 2, 3, 1, 4).reshape(4, SIZE * SIZE, 4)
+    expected = numpy_gcrf(similarity, unary, np.full((4, SIZE * SIZE), 3.0), CONFIG.ridge)
+    np.testing.assert_allclose(ab, expected.reshape(4, SIZE, SIZE, 2, 2).transpose(0, 3, 1, 2, 4),
+                               atol=2e-5)
+    assert np.abs(ab - model.sample(l, 2)[0].numpy()).max() > 1e-3  # beta matters here
+    weights = other.backbone.reveal_weights(tf.ones([1, SIZE * SIZE, 2]), 1.0, [0, 0])
+    np.testing.assert_array_equal(weights.numpy(), CONFIG.beta_train)  # training's beta
+    path = str(tmp_path / "beta.keras")
+    other.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.backbone.model_config.beta_sample == 3.0
+    np.testing.assert_allclose(loaded.sample(l, 2)[0].numpy(), ab, atol=1e-6)
 
 
 def test_solvers_agree(model, photos):

@@ -271,7 +271,7 @@ class GCRFBackbone(EditMethods, keras.Model):
             return alpha, scores
         # All N samples share S and H: the G-CRF solves them as 2N columns of one system.
         unary = tf.reshape(tf.transpose(alpha, [0, 2, 3, 1, 4]), [batch, size * size, count * 2])
-        weights = self.model_config.beta_train * tf.ones_like(unary[..., 0])
+        weights = self.model_config.sampling_beta * tf.ones_like(unary[..., 0])
         crf = self.crf_solver(solver)
         if similarity is None:
             similarity = self.structure(l, features)
