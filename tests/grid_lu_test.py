@@ -249,16 +249,9 @@ def test_dissection_order_with_wide_separators(shape):
 def test_a_five_by_five_system_matches_a_dense_solve():
     """radius 2 (the matting Laplacian's 5x5 windows): `solve` and `GridLU` against a dense
     float64 solve of a symmetric positive definite system; entries beyond the window refused."""
-    rng = np.random.default_rng(4)
     height, width = 9, 13
-    count = height * width
-    y, x = np.divmod(np.arange(count), width)
-    near = (np.abs(y[:, None] - y[None]) <= 2) & (np.abs(x[:, None] - x[None]) <= 2)
-    base = np.where(near, rng.uniform(0, 1, (count, count)), 0.0)
-    system = np.where(near, -(base + base.T) / 2, 0.0)
-    np.fill_diagonal(system, 0.0)
-    np.fill_diagonal(system, -system.sum(axis=1) + 0.1)  # SPD: diagonally dominant, symmetric
-    right = rng.normal(size=(count, 2))
+    system = _spd_five_by_five((height, width), 4)
+    right = np.random.default_rng(4).normal(size=(height * width, 2))
     expected = np.linalg.solve(system, right)
     matrix = sparse.csr_matrix(system)
     np.testing.assert_allclose(grid_lu.solve(matrix, (height, width), right, radius=2), expected,
