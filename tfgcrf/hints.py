@@ -173,7 +173,8 @@ PROPAGATION_WEIGHT = 1e-3
 # Weiss 2008 of the lightness: chroma locally affine in L* within every 3x3 window). "matting" is
 # the default since the served solver converges on it (conjugate gradients, `PROPAGATION_SOLVERS`):
 # on the validation split (30 photos, seed 0, the preset of 0b41eda) it gave -0.08/-0.07/+0.03/
-# +0.28/+0.24 dB against "levin" at |H| = 1/5/10/50/100 (README, "Control").
+# +0.28/+0.24 dB against "levin" at |H| = 1/5/10/50/100 (README, "Control"); with the fine-tuned
+# preset (e56f661; the same 30 photos) -0.08/-0.04/+0.14/+0.72/+0.56.
 PROPAGATION_LOCAL = "matting"
 LOCAL_TERMS = ("levin", "matting")
 SYMMETRIC_LOCAL_TERMS = ("matting",)  # Levin et al.'s I - W is not (W's rows are normalized)

@@ -29,10 +29,13 @@ import tensorflow as tf
 # Weight of the local smoothness term relative to the learned structure term (its diagonal is
 # about 1, like that of (I - S)^T (I - S)). Chosen on the validation split (README, "Control"):
 # 0.3 helped the previous default preset at few points; with the retrained preset (16e3266) every
-# weight tried (0.1, 0.3) lowered the PSNR, so the term is off by default (`local_weight=` keeps it).
+# weight tried (0.1, 0.3) lowered the PSNR, so the term is off by default (`local_weight=` keeps it);
+# with the fine-tuned preset (e56f661) 0.1 still lowers it (-0.9 to -0.5 dB at 1-10 patches).
 LOCAL_WEIGHT = 0.0
 # Weight of the model's own most probable colorization as the prior of edits without a chosen
 # sample: small against beta_edit = 5, so that hints win where they reach (validation split).
+# Off: it lowered every |H| with the earlier presets; with the fine-tuned one (e56f661) 1e-3 gains
+# at one patch and loses 0.04-0.06 dB at 5-10 (README, "The fine-tuned preset's edits").
 MODEL_PRIOR_WEIGHT = 0.0
 # Weight of a "same color" link (per link and chroma channel): strong enough that linked pixels
 # end within a few ab units of each other, still a soft term (A stays well-posed).
