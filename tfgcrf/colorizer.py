@@ -149,16 +149,32 @@ class Colorizer:
         self._last = None
 
     @classmethod
-    def from_preset(cls, name="default"):
-        """Loads a preset bundled with the package (no network), e.g. "default", or a preset
-        folder (`GCRFColorizer.from_preset`)."""
-        return cls(GCRFColorizer.from_preset(name))
+    def from_preset(cls, name="default", dtype=None):
+        """Loads a preset bundled with the package (no network), e.g. "default", a preset folder
+        or a `.keras` file (`GCRFColorizer.from_preset`).
+
+        Args:
+          name: an installed preset's name, a folder holding `model.keras` or a `.keras` file.
+          dtype: None (the global Keras policy, float32 by default), or a Keras dtype policy
+            name or `keras.DTypePolicy` ("float32", "bfloat16", "mixed_bfloat16",
+            "mixed_float16", ...) for the network's layers, as keras-hub's `from_preset(dtype=)`.
+            The G-CRF solves (LU, Cholesky, CG), the similarity S and the color conversions stay
+            float32, and the outputs are the same uint8 images: the solves factor a nearly
+            singular A (smallest eigenvalues ~ the 1e-4 ridge) that half precision cannot
+            resolve, and an 8-bit mantissa is coarser than one level of L*a*b*. Faster only on
+            hardware with fast half-precision kernels (not on CPUs without bfloat16 units).
+
+        Raises:
+          UserError: one line: unknown preset, missing or broken files; `InputError` for a
+            `dtype` that is not a floating-point Keras dtype policy.
+        """
+        return cls(GCRFColorizer.from_preset(name, dtype=dtype))
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, dtype=None):
         """Loads a trained model from a `.keras` file, a folder holding `model.keras` or a preset
-        name (`GCRFColorizer.from_preset`: the same loader)."""
-        return cls(GCRFColorizer.from_preset(path))
+        name (`GCRFColorizer.from_preset`: the same loader; `dtype` as for `from_preset`)."""
+        return cls(GCRFColorizer.from_preset(path, dtype=dtype))
 
     # ------------------------------------------------------------------ on the model grid
     # The compiled functions every user path runs (API, CLI, evaluation). `l` is the model

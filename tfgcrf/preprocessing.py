@@ -28,6 +28,8 @@ class GridConverter(keras.layers.Layer):
 
     def __init__(self, image_size=64, **kwargs):
         kwargs.setdefault("trainable", False)
+        # The color conversions are float32 whatever the global policy (e.g. mixed precision).
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {image_size!r}")

@@ -28,6 +28,14 @@ def add_arguments(parser):
 def add_model_argument(parser):
     parser.add_argument("--model", default="default", metavar="PATH|PRESET",
                         help="a .keras model file or an installed preset name (default: default)")
+    add_dtype_argument(parser)
+
+
+def add_dtype_argument(parser):
+    parser.add_argument("--dtype", default=None, metavar="POLICY",
+                        help="Keras dtype policy of the network's layers, e.g. mixed_bfloat16 or "
+                        "bfloat16 (default: float32); the G-CRF solves and color conversions "
+                        "stay float32")
 
 
 def check_samples(count):
@@ -36,11 +44,12 @@ def check_samples(count):
         raise InputError(f"--samples must be at least 1, got {count}")
 
 
-def load_colorizer(spec):
-    """The `Colorizer` of a `.keras` path or preset name (imports TensorFlow)."""
+def load_colorizer(spec, dtype=None):
+    """The `Colorizer` of a `.keras` path or preset name, its layers in the Keras dtype policy
+    `dtype` (None: float32) (imports TensorFlow)."""
     from tfgcrf.colorizer import Colorizer
 
-    return Colorizer.load(spec)
+    return Colorizer.load(spec, dtype=dtype)
 
 
 def expand_inputs(specs):
@@ -132,7 +141,7 @@ def run(args):
     check_samples(args.samples)
     files, failures = expand_inputs(args.inputs)
     total = len(files) + len(failures)
-    colorizer = load_colorizer(args.model)
+    colorizer = load_colorizer(args.model, args.dtype)
     colorizer.check_sampling(args.samples, args.mode)
     if files:
         make_folder(args.out)

@@ -22,7 +22,7 @@ def add_arguments(parser):
 
 def run(args):
     make_folder(args.out)
-    colorizer = load_colorizer(args.model)
+    colorizer = load_colorizer(args.model, args.dtype)
     examples = importlib.resources.files("tfgcrf.presets").joinpath("examples")
     with importlib.resources.as_file(examples.joinpath(EXAMPLE)) as photo:
         stem = os.path.splitext(EXAMPLE)[0]

@@ -147,7 +147,7 @@ def run(args):
     out = args.out
     if out is None:
         out = os.path.join("out", os.path.splitext(os.path.basename(args.input))[0] + "_edit.png")
-    colorizer = load_colorizer(args.model)
+    colorizer = load_colorizer(args.model, args.dtype)
     written = edit_file(colorizer, args.input, out, points, colors, args.from_sample, args.seed,
                         args.samples, args.mode, args.show_points, args.explain, links, size)
     print("wrote " + ", ".join(written))

@@ -12,6 +12,8 @@ REPORT_IMAGES = 4
 
 
 def add_arguments(parser):
+    from tfgcrf.commands.colorize import add_dtype_argument
+
     add = parser.add_argument
     add("--model", required=True, action="append", metavar="[NAME=]PATH|PRESET",
         help="model file/folder or preset name (e.g. default); repeat to evaluate several models "
@@ -34,6 +36,7 @@ def add_arguments(parser):
         help="also score the steps of the G-CRF edit path (learned S alone, + local smoothness, "
         "+ model prior) in the control table")
     add("--report", default=None, metavar="DIR", help="folder for sample sheets and the PSNR plot")
+    add_dtype_argument(parser)
 
 
 def model_names(specs):
@@ -74,7 +77,7 @@ def run(args):
     from tfgcrf.evaluation import harness, report
 
     specs = model_names(args.model)
-    colorizers = {name: Colorizer.load(spec) for name, spec in specs.items()}
+    colorizers = {name: Colorizer.load(spec, dtype=args.dtype) for name, spec in specs.items()}
     sizes = [colorizer.grid_size for colorizer in colorizers.values()]
 
     def progress(index, seconds):

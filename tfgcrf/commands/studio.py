@@ -37,7 +37,7 @@ def run(args):
     if args.max_tabs < 1:
         raise InputError(f"--max-tabs must be at least 1, got {args.max_tabs}")
     photos = list_photos(args.source)
-    colorizer = load_colorizer(args.model)
+    colorizer = load_colorizer(args.model, args.dtype)
     app = StudioApp(colorizer, photos, num_samples=args.samples, seed=args.seed, mode=args.mode,
                     max_tabs=args.max_tabs)
     handler = logging.StreamHandler(sys.stderr)

@@ -1,6 +1,16 @@
 """Small building blocks shared by the model's layers."""
 
 import keras
+from keras import ops
+
+
+def at_least_float32(tensor):
+    """A half-precision `tensor` (float16, bfloat16: under a mixed or half dtype policy) as
+    float32; float32 and float64 unchanged. The similarity S, the G-CRF solves and every
+    inference output of the backbone go through it."""
+    if keras.backend.standardize_dtype(tensor.dtype) in ("float16", "bfloat16"):
+        return ops.cast(tensor, "float32")
+    return tensor
 
 
 def conv(filters, name, kernel_size=3, strides=1, activation="relu", kernel_initializer=None):

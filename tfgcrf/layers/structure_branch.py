@@ -6,7 +6,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfgcrf.layers.blocks import concat_shape, conv
+from tfgcrf.layers.blocks import at_least_float32, concat_shape, conv
 from tfgcrf.layers.gaussian_crf import transposed_product
 
 # Added to the diagonal logits so that a pixel never attends to itself (see StructureBranch).
@@ -41,7 +41,8 @@ class StructureBranch(keras.layers.Layer):
         gray_features: the `GrayTrunk` outputs for the same images, finest first.
 
     Returns:
-        S `[B, P, P]` with P = H * W (row-major pixel order), rows summing to 1.
+        S `[B, P, P]` with P = H * W (row-major pixel order), rows summing to 1; float32 under
+        any policy but float64 (the embeddings are cast before the softmax).
     """
 
     def __init__(self, embed_dim=32, width=32, num_scales=4, initial_temperature=10.0, **kwargs):
@@ -71,6 +72,10 @@ class StructureBranch(keras.layers.Layer):
         self.log_temperature = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(math.log(self.initial_temperature)),
+            # float32 (float64 under a float64 policy) and read unrounded under a mixed or half
+            # policy: tau scales every logit of S.
+            dtype="float64" if self.variable_dtype == "float64" else "float32",
+            autocast=False,
             name="log_temperature",
         )
         self.built = True
@@ -101,7 +106,8 @@ class StructureBranch(keras.layers.Layer):
         return (similarity, log_partition) if return_log_partition else similarity
 
     def call(self, l, gray_features):
-        return self.similarity_of(self.embed(l, gray_features))
+        # S (a softmax over P pixels) in float32 whatever the policy, as in the HOC stage's loss.
+        return self.similarity_of(at_least_float32(self.embed(l, gray_features)))
 
     def compute_output_shape(self, l_shape, gray_features_shape):
         pixels = None if l_shape[1] is None or l_shape[2] is None else l_shape[1] * l_shape[2]

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from tfgcrf.config import UNARY_HEADS
-from tfgcrf.layers.blocks import build_chain, concat_shape, conv
+from tfgcrf.layers.blocks import at_least_float32, build_chain, concat_shape, conv
 
 
 @keras.saving.register_keras_serializable(package="tfgcrf")
@@ -110,7 +110,8 @@ class UnaryDecoder(keras.layers.Layer):
 
     def readout(self, logits):
         """Annealed mean `[B, H, W, 2]` of class `logits [B, H, W, Q]` (ab / 110 units)."""
-        probabilities = ops.softmax(logits / self.temperature, axis=-1)
+        # In float32 under a half-precision policy too: the annealed mean of Q classes.
+        probabilities = ops.softmax(at_least_float32(logits) / self.temperature, axis=-1)
         return ops.matmul(probabilities, ops.convert_to_tensor(self.centers))
 
     def compute_output_shape(self, z_shape, gray_features_shape):

@@ -16,11 +16,14 @@ given seed and uses TensorFlow ops only (they are traced into the SavedModel sig
 (`edit`, `edit_session`) come from `tfgcrf.models.gcrf_edits.EditMethods`.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from tfgcrf.config import SOLVERS, ModelConfig, as_plain_dict
 from tfgcrf.errors import InputError, UserError
+from tfgcrf.layers.blocks import at_least_float32
 from tfgcrf.layers.color_encoder import ColorEncoder
 from tfgcrf.layers.gaussian_crf import GaussianCRF
 from tfgcrf.layers.gray_trunk import GrayTrunk
@@ -33,6 +36,48 @@ from tfgcrf.models.gcrf_edits import EditMethods
 from tfgcrf.models.grid import flatten_pixels, replica_rows, reveal_mask, stateless_seed
 
 SAMPLE_MODES = ("top", "draw")
+# Compute dtypes a backbone may take (`dtype=`); the G-CRF solves stay float32 (float64 with a
+# float64 policy) whatever the policy.
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def dtype_policy(dtype):
+    """`dtype` (a Keras dtype policy name such as "float32", "bfloat16", "mixed_bfloat16",
+    "mixed_float16", or a `keras.DTypePolicy`) -> the `keras.DTypePolicy`; None -> None.
+
+    Raises:
+        InputError: one line: not a floating-point, unquantized Keras dtype policy.
+    """
+    if dtype is None:
+        return None
+    try:
+        policy = keras.dtype_policies.get(dtype)
+    except (ValueError, TypeError):
+        policy = None
+    if (not isinstance(policy, keras.DTypePolicy) or policy.quantization_mode is not None
+            or policy.compute_dtype not in FLOAT_DTYPES or policy.variable_dtype not in FLOAT_DTYPES):
+        shown = dtype if isinstance(dtype, str) else type(dtype).__name__
+        raise InputError(
+            f"dtype must be a floating-point Keras dtype policy ({', '.join(FLOAT_DTYPES)}, "
+            f"mixed_float16, mixed_bfloat16 or a keras.DTypePolicy), got {shown!r}"
+        )
+    return policy
+
+
+@contextlib.contextmanager
+def policy_scope(policy):
+    """Layers created inside take `policy` (a `keras.DTypePolicy` or its name; None: the global
+    policy is left as it is); the global policy is restored on exit. Keras does not pass a
+    model's policy on to the layers it creates, so a policy reaches every sublayer this way."""
+    if policy is None:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package="tfgcrf")
@@ -44,19 +89,35 @@ class GCRFBackbone(EditMethods, keras.Model):
 
     Args:
         config: a `ModelConfig` (or its dict form).
+        dtype: None (the global Keras policy, float32 by default), or a Keras dtype policy name
+            or `keras.DTypePolicy` ("float32", "bfloat16", "mixed_bfloat16", "mixed_float16",
+            ...) that every layer of the network takes, as keras-hub's `Backbone(dtype=)`. The
+            G-CRF solves (`GaussianCRF`: LU, Cholesky, CG), the similarity S (a softmax over P
+            pixels) and its temperature stay float32, and every inference method returns
+            float32: A = (I - S)^T (I - S) + beta H is nearly singular where few pixels are
+            revealed (its smallest eigenvalues are ~ the 1e-4 ridge), so a half-precision
+            factorization (8 bits of mantissa in bfloat16) would lose the propagation; the
+            lower precision is for the convolutions and dense layers. Not saved in the config
+            (keras-hub's neither): a loaded model computes in the policy given when loading.
         **kwargs: standard `keras.Model` arguments (name, trainable).
 
     Raises:
-        UserError: an invalid config.
+        UserError: an invalid config; `InputError` for a `dtype` that is not a floating-point
+            Keras dtype policy.
     """
 
-    def __init__(self, config=None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, config=None, dtype=None, **kwargs):
+        policy = dtype_policy(dtype)
+        super().__init__(dtype=policy, **kwargs)
         if config is None:
             config = ModelConfig()
         elif isinstance(config, dict):
             config = ModelConfig(**config)
         self.model_config = config
+        with policy_scope(policy):
+            self._build_layers(config)
+
+    def _build_layers(self, config):
         self.trunk = GrayTrunk(config.trunk_widths, name="gray_trunk")
         self.semantic = None
         if config.backbone != "none":
@@ -121,7 +182,8 @@ class GCRFBackbone(EditMethods, keras.Model):
 
     def get_config(self):
         # Not chained to keras.Model's, as keras-hub's Backbone. No dtype: a loaded model computes
-        # in the loading process's policy (float32 by default), also after mixed-precision training.
+        # in the policy given when loading (`from_preset(dtype=)`; default the process's global
+        # policy, float32 unless changed), also after mixed-precision training.
         return {"name": self.name, "trainable": self.trainable, "config": as_plain_dict(self.model_config)}
 
     @classmethod
@@ -134,7 +196,7 @@ class GCRFBackbone(EditMethods, keras.Model):
         return loading.presets()
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, solver=None):
+    def from_preset(cls, preset, load_weights=True, solver=None, dtype=None):
         """The backbone of a preset (keras-hub's `Backbone.from_preset`).
 
         Read by the one loader (`tfgcrf.models.loading.PresetLoader`): the model of a backbone
@@ -146,12 +208,17 @@ class GCRFBackbone(EditMethods, keras.Model):
                 holding `model.keras`, or a `.keras` file.
             load_weights: False builds the saved architecture with fresh weights.
             solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
+            dtype: None, or a Keras dtype policy name or `keras.DTypePolicy` ("float32",
+                "bfloat16", "mixed_bfloat16", ...) the layers compute in (the constructor's
+                `dtype`: the G-CRF solves and S stay float32, outputs are float32). The saved
+                float32 weights are cast to the policy's variable dtype.
 
         Raises:
             UserError: one line: unknown preset name, missing or broken files (listing the
-                installed presets), or a bad solver name.
+                installed presets), or a bad solver name; `InputError` for a bad `dtype`.
         """
-        return loading.PresetLoader(preset).load_backbone(load_weights=load_weights, solver=solver)
+        return loading.PresetLoader(preset).load_backbone(load_weights=load_weights, solver=solver,
+                                                          dtype=dtype)
 
     def save_to_preset(self, preset_dir, experiment=None, metadata=None):
         """Writes a backbone preset (keras-hub's `Backbone.save_to_preset`): `model.keras` holding
@@ -181,7 +248,7 @@ class GCRFBackbone(EditMethods, keras.Model):
 
     def check_gray(self, l):
         """`l` as float32 `[B, image_size, image_size, 1]`; InputError for another shape."""
-        l = tf.convert_to_tensor(l, tf.float32)
+        l = tf.cast(l, tf.float32)  # also a bfloat16 `l` (the model's __call__ under a policy)
         size = self.model_config.image_size
         if l.shape.rank != 4 or tuple(l.shape[1:]) not in ((size, size, 1), (None, None, 1)):
             raise InputError(f"gray input must have shape [B, {size}, {size}, 1], got {l.shape}")
@@ -210,11 +277,13 @@ class GCRFBackbone(EditMethods, keras.Model):
 
     def posterior(self, l, ab):
         """q(z | x, g): `(mean, log_var)`, each `[B, latent_dim]`."""
-        return self.encoder(self.check_gray(l), tf.convert_to_tensor(ab, tf.float32))
+        mean, log_var = self.encoder(self.check_gray(l), tf.convert_to_tensor(ab, tf.float32))
+        return at_least_float32(mean), at_least_float32(log_var)
 
     def unary(self, l, z):
         """The decoder's unary colors alpha `[B, H, W, 2]` for latent codes `z [B, latent_dim]`."""
-        return self.decoder(tf.convert_to_tensor(z, tf.float32), self.features(self.check_gray(l)))
+        z = tf.convert_to_tensor(z, tf.float32)
+        return at_least_float32(self.decoder(z, self.features(self.check_gray(l))))
 
     def similarity(self, l):
         """The HOC similarity S `[B, P, P]`; row i is pixel i's attention map over the image."""
@@ -223,7 +292,13 @@ class GCRFBackbone(EditMethods, keras.Model):
 
     def mixture(self, l):
         """p(z | g) as a `tfp.distributions.MixtureSameFamily` (batch [B], event [latent_dim])."""
-        return self.mdn.distribution(*self.mdn(self.features(self.check_gray(l))))
+        return self.mdn.distribution(*self.mixture_parameters(self.features(self.check_gray(l))))
+
+    def mixture_parameters(self, features):
+        """The MDN's `(logits [B, M], means [B, M, latent_dim])` of `features(l)`, float32 (or
+        float64) whatever the policy."""
+        logits, means = self.mdn(features)
+        return at_least_float32(logits), at_least_float32(means)
 
     def sample(self, l, num_samples, seed=0, mode="top", use_gcrf=True, solver=None, similarity=None):
         """N diverse colorizations per gray image, best first.
@@ -259,12 +334,12 @@ class GCRFBackbone(EditMethods, keras.Model):
                 )
         l = self.check_gray(l)
         features = self.features(l)
-        logits, means = self.mdn(features)
+        logits, means = self.mixture_parameters(features)
         codes, scores = self._pick_codes(logits, means, num_samples, seed, mode)
         batch = tf.shape(l)[0]
         count = tf.shape(codes)[1]
         repeated = [tf.repeat(feature, count, axis=0) for feature in features]
-        alpha = self.decoder(tf.reshape(codes, [batch * count, -1]), repeated)
+        alpha = at_least_float32(self.decoder(tf.reshape(codes, [batch * count, -1]), repeated))
         size = self.model_config.image_size
         alpha = tf.reshape(alpha, [batch, count, size, size, 2])
         if not use_gcrf:
@@ -328,7 +403,7 @@ class GCRFBackbone(EditMethods, keras.Model):
         l = self.check_gray(l)
         features = self.features(l)
         mean, _ = self.encoder(l, tf.convert_to_tensor(ab, tf.float32))
-        alpha = self.decoder(mean, features)
+        alpha = at_least_float32(self.decoder(mean, features))
         if not use_gcrf:
             return alpha
         unary = flatten_pixels(alpha)

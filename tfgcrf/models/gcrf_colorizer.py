@@ -42,7 +42,8 @@ DEFAULT_PREPROCESSOR = "default"
 
 # The backbone's inference methods, callable on the task as well (`task.sample(...)`).
 INFERENCE_METHODS = (
-    "features", "posterior", "unary", "similarity", "mixture", "sample", "reconstruct",
+    "features", "posterior", "unary", "similarity", "mixture", "mixture_parameters", "sample",
+    "reconstruct",
     "edit", "edit_session", "edit_prior", "edit_weights", "hint_prior", "latent_fit_objective",
     "crf_solver", "load_pretrained",
 )
@@ -213,7 +214,7 @@ class GCRFColorizer(keras.Model):
         return loading.presets()
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, solver=None, **kwargs):
+    def from_preset(cls, preset, load_weights=True, solver=None, dtype=None, **kwargs):
         """A trained `GCRFColorizer` from a preset (keras-hub's `Task.from_preset`).
 
         Args:
@@ -222,6 +223,14 @@ class GCRFColorizer(keras.Model):
                 file.
             load_weights: False builds the saved architecture with fresh weights.
             solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
+            dtype: None (the global Keras policy, float32 by default), or a Keras dtype policy
+                name or `keras.DTypePolicy` ("float32", "bfloat16", "mixed_bfloat16",
+                "mixed_float16", ...) for the backbone's layers, forwarded to the backbone as
+                keras-hub's `Task.from_preset` does (`GCRFBackbone(dtype=)`). The G-CRF solves
+                (LU, Cholesky, CG), the similarity S, the preprocessor's color conversions and
+                every inference output stay float32: the solves factor a nearly singular A
+                (smallest eigenvalues ~ the 1e-4 ridge), which half precision cannot resolve.
+                "mixed_bfloat16" keeps float32 weights; "bfloat16" casts them.
             **kwargs: constructor arguments replacing the saved ones (`preprocessor`, `stage`,
                 `training`).
 
@@ -234,9 +243,11 @@ class GCRFColorizer(keras.Model):
 
         Raises:
             UserError: one line: unknown preset name, missing or broken files (listing the
-                installed presets), bad overrides.
+                installed presets), bad overrides; `InputError` for a `dtype` that is not a
+                floating-point Keras dtype policy.
         """
-        return loading.PresetLoader(preset).load_task(load_weights=load_weights, solver=solver, **kwargs)
+        return loading.PresetLoader(preset).load_task(load_weights=load_weights, solver=solver,
+                                                      dtype=dtype, **kwargs)
 
     def save_to_preset(self, preset_dir, experiment=None, metadata=None):
         """Writes a preset folder (`tfgcrf.models.loading.save_to_preset`); returns its path."""

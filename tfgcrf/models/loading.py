@@ -70,8 +70,9 @@ def resolve_model_path(path_or_preset):
     return preset_path(spec)
 
 
-def load_model(path_or_preset, solver=None):
-    """Loads a trained `GCRFColorizer`: `GCRFColorizer.from_preset(path_or_preset, solver=solver)`.
+def load_model(path_or_preset, solver=None, dtype=None):
+    """Loads a trained `GCRFColorizer`: `GCRFColorizer.from_preset(path_or_preset, solver=solver,
+    dtype=dtype)`.
 
     Kept as the functional form of the one loader (`PresetLoader`), which every entry point
     (Python API, CLI, evaluation, export, benchmarks) goes through.
@@ -82,6 +83,8 @@ def load_model(path_or_preset, solver=None):
         "default".
       solver: None to keep the model's inference G-CRF solver, or "lu", "cholesky" or "cg" to
         replace it (the weights do not depend on it; saving the model keeps the choice).
+      dtype: None, or the Keras dtype policy of the backbone's layers (see
+        `GCRFColorizer.from_preset`).
 
     Returns:
       The `GCRFColorizer` (the task; `model.backbone` is its `GCRFBackbone`, `model.preprocessor`
@@ -90,9 +93,9 @@ def load_model(path_or_preset, solver=None):
 
     Raises:
       UserError: one line: the file or preset does not exist, cannot be read, or is not a
-        GCRFColorizer (the message lists the installed presets).
+        GCRFColorizer (the message lists the installed presets); `InputError` for a bad `dtype`.
     """
-    return PresetLoader(path_or_preset).load_task(solver=solver)
+    return PresetLoader(path_or_preset).load_task(solver=solver, dtype=dtype)
 
 
 class classproperty(property):  # noqa: N801 (named like the builtin decorators)
@@ -209,7 +212,7 @@ class PresetLoader:
 
     # ------------------------------------------------------------------ building
 
-    def load_task(self, load_weights=True, solver=None, **kwargs):
+    def load_task(self, load_weights=True, solver=None, dtype=None, **kwargs):
         """The `GCRFColorizer` of the preset.
 
         A backbone preset (`GCRFBackbone.save_to_preset`) gives a new task around the preset's
@@ -220,29 +223,35 @@ class PresetLoader:
         Args:
           load_weights: False builds the saved architecture with fresh (random) weights.
           solver: None, or "lu", "cholesky" or "cg" to replace the inference G-CRF solver.
+          dtype: None, or a Keras dtype policy (name or `keras.DTypePolicy`) given to the
+            backbone's constructor (`GCRFBackbone(dtype=)`), as keras-hub's loader forwards
+            `dtype` to the backbone: its layers compute in it; the preprocessor, the G-CRF
+            solves and the training solver stay float32.
           **kwargs: constructor arguments that replace the saved ones (e.g. `preprocessor=None`,
-            `stage`, `training`); given any, the model is built from its config with them and the
-            saved weights are loaded into it.
+            `stage`, `training`); given any (or a `dtype`), the model is built from its config
+            with them and the saved weights are loaded into it.
         """
         from tfgcrf.models.gcrf_colorizer import GCRFColorizer
 
         self._check_solver(solver)
+        policy = _checked_dtype(dtype)
         if self.backbone_only:
             if "backbone" not in kwargs:
-                kwargs["backbone"] = self._load_archive(load_weights)
+                kwargs["backbone"] = self._load_archive(load_weights, policy)
             kwargs.setdefault("name", "gcrf_colorizer")  # the same config each time, as a saved task
             model = self._built(lambda: GCRFColorizer(**kwargs))
         else:
-            model = self._load_archive(load_weights, **kwargs)
+            model = self._load_archive(load_weights, policy, **kwargs)
         return _with_solver(model, solver)
 
-    def load_backbone(self, load_weights=True, solver=None):
+    def load_backbone(self, load_weights=True, solver=None, dtype=None):
         """The `GCRFBackbone` of the preset: the archive's model in a backbone preset, else the
-        task's `backbone` (with the same weights)."""
+        task's `backbone` (with the same weights); `dtype` as for `load_task`."""
         self._check_solver(solver)
+        policy = _checked_dtype(dtype)
         if self.backbone_only:
-            return _with_solver(self._load_archive(load_weights), solver)
-        return _with_solver(self._load_archive(load_weights).backbone, solver)
+            return _with_solver(self._load_archive(load_weights, policy), solver)
+        return _with_solver(self._load_archive(load_weights, policy).backbone, solver)
 
     def load_preprocessor(self):
         """The preset's `GridConverter`, built from the config alone (no weights are read); in a
@@ -264,19 +273,24 @@ class PresetLoader:
         if solver is not None:
             dataclasses.replace(self.model_config, solver=solver)
 
-    def _load_archive(self, load_weights, **kwargs):
-        """The archive's model (a `GCRFColorizer`, or a `GCRFBackbone` in a backbone preset)."""
+    def _load_archive(self, load_weights, policy=None, **kwargs):
+        """The archive's model (a `GCRFColorizer`, or a `GCRFBackbone` in a backbone preset),
+        its backbone built with the dtype policy `policy` (None: the global one)."""
         import keras
 
         from tfgcrf.models.gcrf_backbone import GCRFBackbone
         from tfgcrf.models.gcrf_colorizer import GCRFColorizer
 
         cls = GCRFBackbone if self.backbone_only else GCRFColorizer
+        config = copy.deepcopy(self.config)
+        if policy is not None:  # keras-hub's `set_dtype_in_config`, for the backbone
+            backbone = config if self.backbone_only else config["backbone"]["config"]
+            backbone["dtype"] = keras.dtype_policies.serialize(policy)
 
         def build():
-            if load_weights and not kwargs and not self.legacy:
+            if load_weights and not kwargs and policy is None and not self.legacy:
                 return keras.saving.load_model(self.model_path, compile=False)
-            model = cls.from_config({**copy.deepcopy(self.config), **kwargs})
+            model = cls.from_config({**config, **kwargs})
             if load_weights:
                 model.load_weights(self.model_path)  # legacy files: converted on the fly
             return model
@@ -294,6 +308,15 @@ class PresetLoader:
             raise _preset_error(str(err)) from None
         except Exception as err:  # Keras raises many types (ValueError, OSError, zipfile errors, ...).
             raise _preset_error(f"cannot load model {self.model_path}: {_one_line(err)}") from None
+
+
+def _checked_dtype(dtype):
+    """The `keras.DTypePolicy` of `dtype` (None: None); `InputError` before anything is built."""
+    if dtype is None:
+        return None
+    from tfgcrf.models.gcrf_backbone import dtype_policy
+
+    return dtype_policy(dtype)
 
 
 def _with_solver(model, solver):
