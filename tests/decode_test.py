@@ -169,6 +169,26 @@ def test_a_jpeg_s_markers_are_walked_once_per_decode():
         decode.decode_bytes(junk[:-2])
 
 
+def test_a_jpeg_s_bytes_are_compared_with_0xff_once_per_decode():
+    """The marker walk and the end-of-image search (truncation check) share one comparison of
+    the file's bytes with 0xFF: the traced JPEG rule holds one elementwise Equal over a slice of
+    the bytes (it held three: the walk's, and FF and D9 over the whole file for the end)."""
+    import tensorflow as tf
+
+    concrete = tf.function(lambda data: decode.decode_image(data, only=decode.JPEG),
+                           autograph=False).get_concrete_function(tf.TensorSpec([], tf.string))
+    byte_scans = [op for op in concrete.graph.get_operations()
+                  if op.type == "Equal" and op.outputs[0].shape.rank == 1
+                  and any(t.op.type == "StridedSlice" for t in op.inputs)]
+    assert len(byte_scans) == 1
+    # The end-of-image check still refuses a cut file and accepts a whole one, junk or not.
+    for data in (_with_exif(6), _with_junk_before_a_marker(_with_exif(6)), MATRIX["jpeg_cmyk"]):
+        decode.decode_bytes(data)
+        for cut in (2, 1, len(data) // 2):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="truncated JPEG"):
+                decode.decode_bytes(data[:-cut])
+
+
 TRUNCATED_PROBE = r"""
 import sys
 from tfgcrf import cli, imageio

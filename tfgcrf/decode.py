@@ -173,8 +173,14 @@ def _jpeg_walk(array):
     Returns a dict of scalars: `exif` (int32 offset of the APP1 "Exif" segment's TIFF header,
     -1 when absent), `height` and `width` (int64, from the first SOFn frame header: read here,
     not by libjpeg, so that a truncated file declaring a huge frame is still measured; 0 x 0
-    when there is none) and `scan` (int32 offset of the start-of-scan marker, -1 when the
-    markers end before one).
+    when there is none), `scan` (int32 offset of the start-of-scan marker, -1 when the
+    markers end before one) and `complete` (bool: a start of scan followed somewhere by the
+    end-of-image marker FF D9). In the entropy-coded data a 0xFF byte is followed by 0x00 or a
+    restart marker, so FF D9 after the start of scan is the image's end (an EXIF thumbnail's
+    ends before). A file cut short lacks it: `decode_image` refuses it before libjpeg runs,
+    which would print its own "Premature end of JPEG data" / "Improper call to JPEG library"
+    line on the process's stderr before the error. The file's bytes are compared with 0xFF
+    once: the marker walk and the end-of-image search share the offsets.
     """
     size = tf.shape(array)[0] - _PAD
     exif_tag = tf.constant(list(b"Exif\0\0"))
@@ -209,23 +215,11 @@ def _jpeg_walk(array):
 
     _, found, shape, start = tf.while_loop(
         more, step, (tf.constant(2), tf.constant(-1), tf.zeros([2], tf.int64), tf.constant(-1)))
-    return dict(exif=found, height=shape[0], width=shape[1], scan=start)
-
-
-def _jpeg_complete(array, scan):
-    """True when the JPEG has a start of scan (at `scan`, from `_jpeg_walk`; -1: none) followed
-    somewhere by the end-of-image marker FF D9.
-
-    In the entropy-coded data a 0xFF byte is followed by 0x00 or a restart marker, so FF D9 after
-    the start of scan is the image's end (an EXIF thumbnail's ends before). A file cut short
-    lacks it: refused before libjpeg runs, which would print its own "Premature end of JPEG
-    data" / "Improper call to JPEG library" line on the process's stderr before the error.
-    """
-    size = tf.shape(array)[0] - _PAD
-    index = tf.range(tf.shape(array)[0] - 1)
-    ends = (tf.equal(array[:-1], 0xFF) & tf.equal(array[1:], 0xD9) & (index > scan)
-            & (index + 2 <= size))
-    return (scan >= 0) & tf.reduce_any(ends)
+    # FF D9 after the start of scan, within the file: looked up at the 0xFF offsets only.
+    offsets = ffs[:-1]
+    ends = tf.equal(_at(array, offsets + 1), 0xD9) & (offsets > start) & (offsets + 2 <= size)
+    complete = (start >= 0) & tf.reduce_any(ends)
+    return dict(exif=found, height=shape[0], width=shape[1], scan=start, complete=complete)
 
 
 # ----------------------------------------------------------------------------------- PNG
@@ -618,44 +612,44 @@ def _inspect(array, code, only):
     Returns a dict of scalars: `height`, `width` (int64, the output image's; for animations the
     canvas / logical screen), `declared` (int64, the largest pixel count the file declares
     anywhere: the output, every frame, every bitstream), and from the JPEG marker walk (-1 for
-    the other formats) `exif` (int32 offset of the EXIF TIFF header) and `scan` (int32 offset
-    of the start of scan). Unknown formats give zeros. `only`: as for `header_info`. The JPEG
-    markers are walked here once; `decode_image` reuses the walk for orientation and the
-    truncation check.
+    the other formats) `exif` (int32 offset of the EXIF TIFF header) and `complete` (bool: the
+    JPEG has a start of scan and an end-of-image marker after it; False for the other
+    formats). Unknown formats give zeros. `only`: as for `header_info`. The JPEG markers are
+    walked here once; `decode_image` reuses the walk for orientation and the truncation check.
     """
-    none = tf.constant(-1)
+    none, no = tf.constant(-1), tf.constant(False)
 
     def png():
         height, width = _uint(array, 20, 4, True), _uint(array, 16, 4, True)
         frames, _, _ = _png_walk(array)
-        return height, width, tf.maximum(height * width, frames), none, none
+        return height, width, tf.maximum(height * width, frames), none, no
 
     def jpeg():
         walk = _jpeg_walk(array)
         height, width = walk["height"], walk["width"]
-        return height, width, height * width, walk["exif"], walk["scan"]
+        return height, width, height * width, walk["exif"], walk["complete"]
 
     def gif():
         height, width = _uint(array, 8, 2), _uint(array, 6, 2)
-        return height, width, tf.maximum(height * width, _gif_walk(array)["largest"]), none, none
+        return height, width, tf.maximum(height * width, _gif_walk(array)["largest"]), none, no
 
     def bmp():
         layout = _bmp_layout(array)
         height, width = tf.cast(layout["height"], tf.int64), tf.cast(layout["width"], tf.int64)
-        return height, width, height * width, none, none
+        return height, width, height * width, none, no
 
     def webp():
         walk = _webp_walk(array)
         # A still image without VP8X: its bitstream's size is the image's.
         canvas = tf.where(walk["canvas"][0] > 0, walk["canvas"], walk["first"])
-        return canvas[0], canvas[1], walk["largest"], none, none
+        return canvas[0], canvas[1], walk["largest"], none, no
 
     def unknown():
         zero = tf.constant(0, tf.int64)
-        return zero, zero, zero, none, none
+        return zero, zero, zero, none, no
 
     values = _branch(code, [unknown, png, jpeg, gif, bmp, webp], only)
-    return dict(zip(("height", "width", "declared", "exif", "scan"), values))
+    return dict(zip(("height", "width", "declared", "exif", "complete"), values))
 
 
 @tf.autograph.experimental.do_not_convert
@@ -741,7 +735,7 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         return _decode_png(data, array, transparency), orientation
 
     def jpeg():
-        complete = tf.debugging.Assert(_jpeg_complete(array, info["scan"]), [
+        complete = tf.debugging.Assert(info["complete"], [
             "truncated JPEG: the file ends before its image data does (no end-of-image marker)"])
         with tf.control_dependencies([complete]):
             pixels = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
