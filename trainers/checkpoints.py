@@ -52,6 +52,11 @@ def _backup_pair(backup_dir, suffix=""):
     return backup_dir / f"latest.weights.h5{suffix}", backup_dir / f"training_metadata.json{suffix}"
 
 
+def backup_weights_file(backup_dir):
+    """The weights file `keras.callbacks.BackupAndRestore` restores from `backup_dir`."""
+    return _backup_pair(backup_dir)[0]
+
+
 def _pair_problem(weights, metadata):
     """(file, why) for the first unusable file of a backup pair, or None."""
     if weights.exists():

@@ -38,6 +38,7 @@ from tfgcrf.config import STAGES, as_plain_dict, config_changes, load_config, sa
 from tfgcrf.data import make_dataset
 from tfgcrf.errors import UserError
 from tfgcrf.models import GCRFColorizer
+from tfgcrf.models.gcrf_backbone import policy_scope
 from tfgcrf.models.rebalance import ab_histogram, rebalancing_weights
 from tfgcrf.trainers import distribute
 from tfgcrf.trainers.callbacks import (
@@ -47,7 +48,7 @@ from tfgcrf.trainers.callbacks import (
     StageLog,
     WorkerBackupAndRestore,
 )
-from tfgcrf.trainers.checkpoints import repair_stage
+from tfgcrf.trainers.checkpoints import backup_weights_file, repair_stage
 
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.yaml"
@@ -75,6 +76,12 @@ class StagePaths:
 
     def is_done(self):
         return self.marker.is_file() and self.final.is_file()
+
+    def resumes(self):
+        """True when this stage's checkpoints replace every weight of the model before it trains:
+        the stage is complete (its final weights are loaded) or a running stage's backup exists
+        (BackupAndRestore restores it). Call after `repair_stage`, which drops unusable files."""
+        return self.is_done() or backup_weights_file(self.backup).is_file()
 
     def steps(self):
         """Optimizer steps of the completed stage (0 for markers written before they were kept)."""
@@ -305,7 +312,8 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
             architecture whose weights every stage starts from: fine-tuning, e.g. the `default`
             preset on your own photos. Fields that hold no weights may differ (e.g.
             `model.backbone_input_scale`, `model.annealed_temperature`). Completed stages and
-            a resumed stage's backup still take precedence.
+            a resumed stage's backup take precedence: when the run resumes (its first stage
+            is complete or has a backup), `init_weights` is not loaded at all.
 
     Returns:
         The trained `GCRFColorizer` (also saved as `RUN_DIR/model.keras` by the chief).
@@ -328,18 +336,19 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
             f"state in {worker.state_root}")
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_float16" if config.mixed_precision else "float32"
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        with strategy.scope():
-            model = GCRFColorizer(config.model, training=config.training)
-            # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
-            model.load_pretrained()
-            if init_weights is not None:
+    with policy_scope(policy), strategy.scope():
+        model = GCRFColorizer(config.model, training=config.training)
+        # ImageNet weights of a frozen backbone, if any (a resumed stage then restores the rest).
+        model.load_pretrained()
+        if init_weights is not None:
+            first = StagePaths(worker.state_root / stages[0])
+            repair_stage(first, stages[0], log)  # a corrupt backup dropped: init weights needed
+            if first.resumes():
+                log(f"init weights {init_weights} not loaded: the run resumes from "
+                    f"{first.root} (its checkpoints replace every weight)")
+            else:
                 copy_weights(init_weights, model)
                 log(f"weights initialized from {init_weights}")
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
     model.train_seed = config.seed
     if worker.multi_worker:
         _report_metrics_per_worker(model)

@@ -305,6 +305,45 @@ def test_init_weights_start_every_stage_from_a_trained_model(tmp_path, smoke_run
                                    err_msg=mine.path)
 
 
+def test_init_weights_are_not_loaded_when_the_run_resumes(tmp_path, smoke_run, tiny_experiment,
+                                                         monkeypatch):
+    """A resumed run's checkpoints replace every weight: the `init_weights` model is not read
+    (it was loaded and then overwritten). A backup that `repair_stage` drops does not count."""
+    from tfgcrf.models import loading
+
+    config = tiny_experiment(epochs=1, steps_per_epoch=1)
+    source = str(smoke_run.run_dir / "model.keras")
+    loads, messages = [], []
+    real = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda spec, *a, **k: loads.append(spec) or real(spec, *a, **k))
+
+    def run():
+        loads.clear()
+        messages.clear()
+        return train(config, tmp_path, stage="vae", verbose=0, log=messages.append, init_weights=source)
+
+    first = run()
+    assert loads == [source] and f"weights initialized from {source}" in messages
+    # The stage is complete: a second start (e.g. to run the next stages) resumes from it.
+    again = run()
+    assert loads == [] and any(m.startswith(f"init weights {source} not loaded: the run resumes")
+                               for m in messages)
+    for mine, theirs in zip(again.weights, first.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    # A running stage's backup resumes as well (BackupAndRestore restores every weight) ...
+    paths = StagePaths(tmp_path / "vae")
+    paths.marker.unlink()
+    paths.final.unlink()
+    assert not paths.resumes()
+    paths.backup.mkdir()
+    (paths.backup / "latest.weights.h5").write_bytes(b"not an HDF5 file")
+    assert paths.resumes()
+    # ... unless it is unusable: dropped by the repair, and the init weights are loaded.
+    run()
+    assert any("is corrupt" in m for m in messages) and loads == [source]
+    assert f"weights initialized from {source}" in messages and paths.is_done()
+
+
 def test_init_weights_of_another_architecture_is_one_clear_error(tmp_path, smoke_run,
                                                                    tiny_experiment):
     config = tiny_experiment()
