@@ -161,8 +161,8 @@ class Colorizer:
             The G-CRF solves (LU, Cholesky, CG), the similarity S and the color conversions stay
             float32, and the outputs are the same uint8 images: the solves factor a nearly
             singular A (smallest eigenvalues ~ the 1e-4 ridge) that half precision cannot
-            resolve, and an 8-bit mantissa is coarser than one level of L*a*b*. Faster only on
-            hardware with fast half-precision kernels (not on CPUs without bfloat16 units).
+            resolve. The colors move a little (measured on the default preset: README, "`dtype`
+            follows keras-hub..."); any speed-up depends on the hardware's half-precision kernels.
 
         Raises:
           UserError: one line: unknown preset, missing or broken files; `InputError` for a
