@@ -13,13 +13,15 @@ from tfgcrf.layers import edit_terms
 
 PHOTOS = "tests/data/photos"
 SIZE = 32
+ONE_AT_A_TIME = {"images_in_flight": 1}
 
 
 class OracleColorizer:
     """Samples [truth, truth] through the "G-CRF" and [truth/2, truth/2] without; edits to the truth.
 
     Stands for `tfgcrf.Colorizer`'s grid functions; checks that S is computed once per image and
-    handed to the G-CRF sampling and to the edits.
+    handed to the G-CRF sampling and to the edits. It names the images by the order of its calls,
+    so the harness runs it one image at a time (`ONE_AT_A_TIME`).
     """
 
     grid_size = SIZE
@@ -90,7 +92,8 @@ def test_examples_are_the_evaluation_crops_of_the_data_pipeline(pairs):
 def test_oracle_scores_match_the_truth(pairs):
     truths = [example.grids[SIZE][1] for example in pairs]
     model = OracleColorizer(truths)
-    results, kept = harness.evaluate(model, pairs, num_samples=2, seed=7, mode="draw", keep_images=1)
+    results, kept = harness.evaluate(model, pairs, num_samples=2, seed=7, mode="draw", keep_images=1,
+                                     **ONE_AT_A_TIME)
     gcrf, vae, gray = (results["methods"][name] for name in ("gcrf", "vae_mdn", "gray"))
     assert gcrf["eob"] == 0.0 and gcrf["variance"] == 0.0
     assert gcrf["ssim_pairwise"] == pytest.approx(1.0, abs=1e-5)
@@ -117,7 +120,8 @@ def test_oracle_scores_match_the_truth(pairs):
     assert len(set(gray["psnr_points"].values())) == 1
     assert results["images"] == 2 and results["samples"] == 2 and results["seed"] == 7
     assert set(results["seconds_per_image"]) == {
-        "similarity", "gcrf_sample", "vae_mdn_sample", "levin_control", "gcrf_control", "total"
+        "similarity", "gcrf_sample", "vae_mdn_sample", "levin_control", "gcrf_control", "total",
+        "run",
     }
     # One edit session per image answers the nested hint sets: every pixel of a 7x7 patch is a
     # point (a patch covers 2x2 to 3x3 cells of the 32x32 grid); more patches reach more cells.
@@ -138,7 +142,7 @@ def test_two_models_side_by_side_and_domains(pairs):
     truths = [example.grids[SIZE][1] for example in pairs]
     tagged = [example._replace(domain=domain) for example, domain in zip(pairs, ("faces", "scenes"))]
     models = {"old": OracleColorizer(truths), "new": OracleColorizer(truths)}
-    results, _ = harness.evaluate(models, tagged, num_samples=2, seed=7)
+    results, _ = harness.evaluate(models, tagged, num_samples=2, seed=7, **ONE_AT_A_TIME)
     methods = results["methods"]
     assert list(methods) == ["gcrf/old", "vae_mdn/old", "gcrf/new", "vae_mdn/new", "levin", "gray"]
     assert methods["gcrf/old"] == methods["gcrf/new"] and methods["gcrf/old"]["eob"] == 0.0
@@ -172,11 +176,42 @@ def test_needs_two_samples_and_images(pairs):
         harness.evaluate(OracleColorizer([]), pairs, num_samples=1, seed=0)
     with pytest.raises(UserError, match="no images"):
         harness.evaluate(OracleColorizer([]), [], num_samples=2, seed=0)
+    with pytest.raises(UserError, match="images_in_flight must be >= 1"):
+        harness.evaluate(OracleColorizer([]), pairs, num_samples=2, seed=0, images_in_flight=0)
+
+
+def _without_timings(results):
+    return {key: value for key, value in results.items() if key != "seconds_per_image"}
+
+
+@pytest.mark.slow
+def test_images_in_flight_give_the_numbers_of_one_at_a_time(tiny_preset):
+    """A real model (compiled TF functions, PARDISO/SuperLU, Levin et al.) on 3 photos, evaluated
+    one at a time and two at once in worker threads: the same results to the last bit, the same
+    renderings, the progress callback in image order."""
+    from tfgcrf.colorizer import Colorizer
+
+    colorizer = Colorizer.load(str(tiny_preset))
+    images = list(harness.examples(PHOTOS, "test", [colorizer.grid_size], limit=3))
+    runs = {}
+    for in_flight in (1, 2):
+        seen = []
+        runs[in_flight] = harness.evaluate(
+            colorizer, images, num_samples=3, seed=5, keep_images=2,
+            on_image=lambda index, seconds: seen.append(index), images_in_flight=in_flight)
+        assert seen == [0, 1, 2]
+    (one, kept_one), (two, kept_two) = runs[1], runs[2]
+    assert one["images"] == 3 and _without_timings(one) == _without_timings(two)
+    assert two["seconds_per_image"]["run"] > 0
+    for first, second in zip(kept_one, kept_two, strict=True):
+        np.testing.assert_array_equal(first["control"]["gcrf"], second["control"]["gcrf"])
+        np.testing.assert_array_equal(first["samples"]["gcrf"], second["samples"]["gcrf"])
 
 
 def test_ablation_scores_every_step(pairs):
     model = OracleColorizer([example.grids[SIZE][1] for example in pairs[:1]])
-    results, _ = harness.evaluate(model, pairs[:1], num_samples=2, seed=7, ablation=True)
+    results, _ = harness.evaluate(model, pairs[:1], num_samples=2, seed=7, ablation=True,
+                                  **ONE_AT_A_TIME)
     steps = [name for name in harness.CONTROL_VARIANTS if name != "gcrf"]
     assert all("psnr_points" in results["methods"][name] for name in steps)
     tables = report.markdown_tables(results)  # every step has a row label (as `tfgcrf evaluate`)

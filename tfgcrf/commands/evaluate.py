@@ -97,7 +97,9 @@ def run(args):
     if len(specs) > 1:
         results["models"] = specs
     print(report.markdown_tables(results))
-    print(f"{results['seconds_per_image']['total']:.1f} s per image", file=sys.stderr)
+    seconds = results["seconds_per_image"]
+    print(f"{seconds['run']:.1f} s per image ({harness.IMAGES_IN_FLIGHT} at once, each "
+          f"{seconds['total']:.1f} s)", file=sys.stderr)
     if args.json_path:
         with open(args.json_path, "w") as handle:
             json.dump(results, handle, indent=2, allow_nan=False)

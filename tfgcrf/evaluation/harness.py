@@ -42,6 +42,8 @@ from tfgcrf.models.points import grid_index, mean_by_cell
 logger = logging.getLogger("tfgcrf.evaluation")
 
 DIVERSE_METHODS = {"gcrf": True, "vae_mdn": False}  # name -> use_gcrf
+# Images evaluated at once (`evaluate`): two keep both cores of a 2-core machine busy.
+IMAGES_IN_FLIGHT = 2
 # Per-image values averaged over images; energies are summed and divided (see `_summary`).
 _MEAN_METRICS = ("eob", "variance", "ssim_pairwise", "colorfulness", "auc", "auc_best")
 
@@ -475,7 +477,7 @@ def examples(source, split, sizes, limit=None):
 
 
 def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, on_image=None,
-             with_control=True, ablation=False):
+             with_control=True, ablation=False, images_in_flight=IMAGES_IN_FLIGHT):
     """Runs every method on every image and aggregates the metrics.
 
     Args:
@@ -493,6 +495,8 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
         (`CONTROL_VARIANTS`: learned S alone, + local smoothness, + model prior, + patches, +
         point refinement; `gcrf` adds the full-resolution propagation, `gcrf_fitted` a prior
         fitted to the hints).
+      images_in_flight: images evaluated at once (worker threads); the numbers do not depend
+        on it.
 
     Returns:
       `(results, kept)`: the JSON-ready results dict (see `tfgcrf evaluate`) and a list of
@@ -500,25 +504,50 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
     """
     if num_samples < 2:
         raise UserError(f"evaluation needs at least 2 samples per image, got {num_samples}")
+    if images_in_flight < 1:
+        raise UserError(f"images_in_flight must be >= 1, got {images_in_flight}")
     if not isinstance(colorizers, dict):
         colorizers = {"model": colorizers}
     names = _method_names(colorizers, ablation)
     totals, by_domain = _Totals(), {}
     kept = []
-    # Levin et al. (SciPy) runs beside the models (TensorFlow) on the same image.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
+    # `images_in_flight` images are evaluated at once, each in a worker thread, and Levin et al.
+    # (SciPy) runs beside the models (TensorFlow) on each: the phases of one image (compiled TF
+    # functions, PARDISO, BLAS, all releasing the GIL) leave a core idle much of the time. Every
+    # image's numbers depend on its index only; they are added up in index order, so the results
+    # equal a one-image-at-a-time run's.
+    pending = collections.deque()
+    start = time.perf_counter()
+
+    def collect():
+        values, domain, kept_item = pending.popleft().result()
+        _add_values(values, domain, totals, by_domain)
+        if kept_item is not None:
+            kept.append(kept_item)
+        if on_image:
+            on_image(totals.count - 1, values["seconds/total"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as background, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as workers:
         for index, example in enumerate(images):
-            _evaluate_image(colorizers, index, example, num_samples, seed, mode,
-                            index < keep_images, with_control, ablation, background,
-                            totals, by_domain, kept, on_image)
+            pending.append(workers.submit(
+                _evaluate_image, colorizers, index, example, num_samples, seed, mode,
+                index < keep_images, with_control, ablation, background))
+            while len(pending) >= images_in_flight:
+                collect()
+        while pending:
+            collect()
     if not totals.count:
         raise UserError("the data source has no images to evaluate (check --data and --split)")
-    return _summary(totals, by_domain, names, num_samples, seed), kept
+    results = _summary(totals, by_domain, names, num_samples, seed)
+    # The run's wall time per image (images overlap, so each image's own "total" is longer).
+    results["seconds_per_image"]["run"] = (time.perf_counter() - start) / totals.count
+    return results, kept
 
 
 def _evaluate_image(colorizers, index, example, num_samples, seed, mode, keep, with_control,
-                    ablation, background, totals, by_domain, kept, on_image):
-    """Every method on one image (see `evaluate`); adds its values to `totals` / `by_domain`."""
+                    ablation, background):
+    """Every method on one image (see `evaluate`): `(values, domain, kept renderings or None)`."""
     start = time.perf_counter()
     values = {}
     if with_control:
@@ -533,17 +562,21 @@ def _evaluate_image(colorizers, index, example, num_samples, seed, mode, keep, w
         controlled = _control(colorizers, example, similarities, patches, levin_job, values,
                               keep, ablation)
     del similarities
+    kept_item = None
     if keep:
         first = example.grids[min(example.grids)][0]
-        kept.append({"samples": samples, "l": first, "l_full": example.control[0],
-                     "truth": _rgb_uint8(*example.control)[0], "control": controlled})
+        kept_item = {"samples": samples, "l": first, "l_full": example.control[0],
+                     "truth": _rgb_uint8(*example.control)[0], "control": controlled}
     values["seconds/total"] = time.perf_counter() - start
+    return values, example.domain, kept_item
+
+
+def _add_values(values, domain, totals, by_domain):
+    """Adds one image's values to `totals` and to its domain's totals."""
     groups = [totals]
-    if example.domain:
-        groups.append(by_domain.setdefault(example.domain, _Totals()))
+    if domain:
+        groups.append(by_domain.setdefault(domain, _Totals()))
     for group in groups:
         group.count += 1
         for key, value in values.items():
             group.add(key, value)
-    if on_image:
-        on_image(index, values["seconds/total"])
