@@ -2,6 +2,8 @@ import json
 import math
 import os
 
+import pytest
+
 from tfgcrf import cli
 from tfgcrf.evaluation.control import POINT_COUNTS
 
@@ -71,3 +73,19 @@ def test_evaluate_reports_a_missing_data_folder(smoke_model_file, tmp_path, caps
     argv = ["evaluate", "--model", smoke_model_file, "--data", str(tmp_path / "nowhere"), "--samples", "2"]
     assert cli.main(argv) == 2
     assert "tfgcrf: error:" in capsys.readouterr().err
+
+
+def test_the_json_is_written_before_the_tables_are_printed(smoke_run, tmp_path, monkeypatch):
+    """A failure while printing (e.g. a row without a label) keeps the numbers of a long run."""
+    from tfgcrf.evaluation import report
+
+    def broken(results):
+        raise KeyError("no label")
+
+    monkeypatch.setattr(report, "markdown_tables", broken)
+    json_path = tmp_path / "results.json"
+    argv = ["evaluate", "--model", str(smoke_run.run_dir), "--data", PHOTOS, "--samples", "2",
+            "--limit", "1", "--tables", "diversity", "--json", str(json_path)]
+    with pytest.raises(KeyError, match="no label"):  # a bug keeps its traceback (cli.main)
+        cli.main(argv)
+    assert json.loads(json_path.read_text())["images"] == 1

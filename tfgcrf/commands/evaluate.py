@@ -96,13 +96,13 @@ def run(args):
     )
     if len(specs) > 1:
         results["models"] = specs
+    if args.json_path:  # first: the numbers of a long run are kept whatever happens next
+        with open(args.json_path, "w") as handle:
+            json.dump(results, handle, indent=2, allow_nan=False)
     print(report.markdown_tables(results))
     seconds = results["seconds_per_image"]
     print(f"{seconds['run']:.1f} s per image ({harness.IMAGES_IN_FLIGHT} at once, each "
           f"{seconds['total']:.1f} s)", file=sys.stderr)
-    if args.json_path:
-        with open(args.json_path, "w") as handle:
-            json.dump(results, handle, indent=2, allow_nan=False)
     if args.report:
         report.write_report(args.report, results, kept)
     return 0
