@@ -232,3 +232,32 @@ def test_mixture_initialization_refuses_bad_codes(gray_batch):
         head.initialize_from_codes(np.zeros((10, 5)))
     with pytest.raises(ValueError, match="need at least 3 codes"):
         head.initialize_from_codes(np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("head", ["regression", "classification"])
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16", "bfloat16"])
+def test_unary_decoder_output_is_float32_under_a_half_precision_policy(gray_batch, head, policy):
+    # The decoder's output is cast in one place, the decoder itself: its callers (sampling,
+    # reconstruction, the latent fits of an edit) read float32 alpha whatever the policy.
+    from tfgcrf.models.gcrf_backbone import policy_scope
+
+    l, _ = gray_batch
+    with policy_scope(policy):  # as the backbone builds them: every sublayer in the policy
+        features = GrayTrunk(WIDTHS)(l)
+        decoder = UnaryDecoder(grid_size=SIZE, widths=(8, 8, 4), head=head)
+    assert decoder.top_out.dtype_policy.name == policy
+    z = tf.random.stateless_normal([3, 6], seed=[1, 2])
+    decoder(z, features)  # built
+    decoder.top_out.kernel.assign(tf.random.stateless_normal(decoder.top_out.kernel.shape, [3, 4]))
+    alpha = decoder(z, features)
+    half = decoder.compute_dtype
+    assert half in ("bfloat16", "float16")
+    assert keras.backend.standardize_dtype(alpha.dtype) == "float32" and alpha.shape == (3, SIZE, SIZE, 2)
+    assert keras.backend.standardize_dtype(decoder.head_output(z, features).dtype) == half
+    if head == "regression":  # the half-precision top layer's values, only widened
+        np.testing.assert_array_equal(
+            alpha.numpy(), tf.cast(decoder.head_output(z, features), tf.float32).numpy())
+    assert np.all(np.isfinite(alpha.numpy())) and np.abs(alpha.numpy()).max() > 0.01
+    inputs = [keras.Input((6,))] + [keras.Input(tuple(f.shape[1:])) for f in features]
+    symbolic = decoder(inputs[0], inputs[1:])
+    assert keras.backend.standardize_dtype(symbolic.dtype) == "float32"

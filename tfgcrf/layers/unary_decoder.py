@@ -37,7 +37,9 @@ class UnaryDecoder(keras.layers.Layer):
         gray_features: the `GrayTrunk` outputs for the same B images, finest first.
 
     Returns:
-        alpha `[B, grid_size, grid_size, 2]` in (-1, 1) (ab / 110 units).
+        alpha `[B, grid_size, grid_size, 2]` in (-1, 1) (ab / 110 units), float32 under a
+        half-precision dtype policy too (the one place the decoder's output is cast: the G-CRF
+        solves, the latent fits and the losses read it in float32).
     """
 
     def __init__(
@@ -96,7 +98,7 @@ class UnaryDecoder(keras.layers.Layer):
 
     def call(self, z, gray_features):
         output = self.head_output(z, gray_features)
-        return self.readout(output) if self.num_classes else output
+        return self.readout(output) if self.num_classes else at_least_float32(output)
 
     def head_output(self, z, gray_features):
         """The top layer's output: alpha `[B, H, W, 2]` (regression) or logits `[B, H, W, Q]`."""
@@ -116,6 +118,12 @@ class UnaryDecoder(keras.layers.Layer):
 
     def compute_output_shape(self, z_shape, gray_features_shape):
         return (z_shape[0], self.grid_size, self.grid_size, 2)
+
+    def compute_output_spec(self, z, gray_features):
+        # Symbolic calls (functional models) see the dtype `call` returns: float32 under a
+        # half-precision policy too, not Keras's default of the compute dtype.
+        shape = self.compute_output_shape(z.shape, [feature.shape for feature in gray_features])
+        return at_least_float32(keras.KerasTensor(shape, dtype=self.compute_dtype))
 
     def get_config(self):
         return {

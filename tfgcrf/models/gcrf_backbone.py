@@ -283,7 +283,7 @@ class GCRFBackbone(EditMethods, keras.Model):
     def unary(self, l, z):
         """The decoder's unary colors alpha `[B, H, W, 2]` for latent codes `z [B, latent_dim]`."""
         z = tf.convert_to_tensor(z, tf.float32)
-        return at_least_float32(self.decoder(z, self.features(self.check_gray(l))))
+        return self.decoder(z, self.features(self.check_gray(l)))
 
     def similarity(self, l):
         """The HOC similarity S `[B, P, P]`; row i is pixel i's attention map over the image."""
@@ -339,7 +339,7 @@ class GCRFBackbone(EditMethods, keras.Model):
         batch = tf.shape(l)[0]
         count = tf.shape(codes)[1]
         repeated = [tf.repeat(feature, count, axis=0) for feature in features]
-        alpha = at_least_float32(self.decoder(tf.reshape(codes, [batch * count, -1]), repeated))
+        alpha = self.decoder(tf.reshape(codes, [batch * count, -1]), repeated)
         size = self.model_config.image_size
         alpha = tf.reshape(alpha, [batch, count, size, size, 2])
         if not use_gcrf:
@@ -403,7 +403,7 @@ class GCRFBackbone(EditMethods, keras.Model):
         l = self.check_gray(l)
         features = self.features(l)
         mean, _ = self.encoder(l, tf.convert_to_tensor(ab, tf.float32))
-        alpha = at_least_float32(self.decoder(mean, features))
+        alpha = self.decoder(mean, features)
         if not use_gcrf:
             return alpha
         unary = flatten_pixels(alpha)

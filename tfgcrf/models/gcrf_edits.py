@@ -10,7 +10,6 @@ import functools
 import tensorflow as tf
 
 from tfgcrf.layers import edit_terms
-from tfgcrf.layers.blocks import at_least_float32
 from tfgcrf.layers.gcrf_edit_session import EditSession
 from tfgcrf.models.grid import flatten_pixels
 
@@ -145,8 +144,7 @@ class EditMethods:
         logits, means = self.mixture_parameters(features)
         batch, count = tf.shape(means)[0], tf.shape(means)[1]
         repeated = [tf.repeat(feature, count, axis=0) for feature in features]
-        alphas = flatten_pixels(at_least_float32(
-            self.decoder(tf.reshape(means, [batch * count, -1]), repeated)))
+        alphas = flatten_pixels(self.decoder(tf.reshape(means, [batch * count, -1]), repeated))
         alphas = tf.reshape(alphas, [batch, count, -1, 2])
         misfit = tf.reduce_sum(edited[:, None] * tf.reduce_sum(
             tf.square(alphas - target[:, None]), axis=-1), axis=-1)  # [B, M]
@@ -156,7 +154,7 @@ class EditMethods:
         alpha = tf.gather(alphas, component, batch_dims=1)
         if not (isinstance(steps, int) and steps == 0):
             z = self._adam_fit(z, features, logits, means, edited, target, steps, rate)
-            alpha = flatten_pixels(at_least_float32(self.decoder(z, features)))
+            alpha = flatten_pixels(self.decoder(z, features))
         return alpha, z, component
 
     def latent_fit_objective(self, z, features, logits, means, edited, target):
@@ -164,7 +162,7 @@ class EditMethods:
         `means` of `features(l)` and `mdn(features)`; `edited`, `target` as in `hint_prior`)."""
         with tf.GradientTape() as tape:
             tape.watch(z)
-            alpha = flatten_pixels(at_least_float32(self.decoder(z, features)))
+            alpha = flatten_pixels(self.decoder(z, features))
             misfit = tf.reduce_sum(edited * tf.reduce_sum(tf.square(alpha - target), axis=-1), -1)
             energy = (misfit / (2.0 * FIT_SIGMA ** 2)
                       - self.mdn.distribution(logits, means).log_prob(z))
