@@ -316,3 +316,65 @@ def test_a_symmetric_solve_of_a_matrix_that_is_not_positive_definite_falls_back(
         np.testing.assert_allclose(
             grid_lu.GridLU(matrix, shape, radius=2, symmetric=True).solve(right), expected,
             atol=1e-8)
+
+
+def _hinted_reference(system, hinted, right, symmetric):
+    """Dense float64: the hinted rows (and, `symmetric`, columns) replaced by the identity's."""
+    dense = np.array(system, np.float64)
+    dense[hinted] = 0.0
+    if symmetric:
+        dense[:, hinted] = 0.0
+    dense[hinted, hinted] = 1.0
+    return np.linalg.solve(dense, right)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (9, 13), (20, 17)])
+def test_hinted_systems_match_a_dense_solve_of_each_hint_set(shape, backend):
+    """`HintedSystems`: every hint set's system formed on the pattern from A0's values, against
+    a dense float64 solve of A0 with the hinted rows (symmetric: rows and columns) replaced;
+    the 3x3 M-matrix (Levin et al.'s kind, LU) and the 5x5 SPD matrix (the matting kind,
+    Cholesky), hint sets of several sizes in turn on one object, [P] and [P, C] right sides."""
+    count = shape[0] * shape[1]
+    rng = np.random.default_rng(sum(shape))
+    levin_kind = _m_matrix(shape, sum(shape), hinted_fraction=0.0, diagonal_extra=1e-3)
+    matting_kind = _spd_five_by_five(shape, sum(shape))
+    for system, radius, symmetric in ((levin_kind.toarray(), 1, False),
+                                      (matting_kind, 2, True)):
+        systems = grid_lu.HintedSystems(sparse.csr_matrix(system), shape, radius=radius,
+                                        symmetric=symmetric)
+        for size in sorted({1, max(1, count // 7), max(1, count // 2)}):
+            hinted = rng.choice(count, size, replace=False)
+            right = rng.normal(size=(count, 2))
+            np.testing.assert_allclose(systems.solve(hinted, right),
+                                       _hinted_reference(system, hinted, right, symmetric),
+                                       atol=1e-10)
+            np.testing.assert_allclose(systems.solve(hinted, right[:, 0]),
+                                       _hinted_reference(system, hinted, right[:, 0], symmetric),
+                                       atol=1e-10)
+        if count > 1:  # A0 (no hint) itself: nonsingular here
+            right = rng.normal(size=(count, 1))
+            np.testing.assert_allclose(systems.solve(np.array([], int), right),
+                                       np.linalg.solve(system, right), atol=1e-10)
+
+
+def test_a_rejected_pardiso_answer_of_a_hinted_system_falls_back_to_superlu():
+    """The residual check of a hinted system (computed from the pattern's values, upper
+    triangle mirrored) rejects a wrong PARDISO answer: SuperLU answers."""
+    if grid_lu._pardiso_module() is None:
+        pytest.skip("pypardiso is not installed on this platform")
+    shape = (9, 13)
+    system = _spd_five_by_five(shape, 5)
+    hinted = np.array([3, 40, 41, 90])
+    right = np.random.default_rng(5).normal(size=(system.shape[0], 2))
+    expected = _hinted_reference(system, hinted, right, True)
+    systems = grid_lu.HintedSystems(sparse.csr_matrix(system), shape, radius=2, symmetric=True)
+    wrong = mock.patch.object(grid_lu._Pardiso, "solve", lambda self, r: np.zeros_like(r))
+    with wrong:
+        np.testing.assert_allclose(systems.solve(hinted, right), expected, atol=1e-10)
+    # A right answer passes the check (rows and the mirrored upper triangle): no fallback.
+    with mock.patch.object(grid_lu, "_SuperLU", side_effect=AssertionError("fell back")):
+        np.testing.assert_allclose(systems.solve(hinted, right), expected, atol=1e-10)
+        levin_kind = _m_matrix(shape, 6, hinted_fraction=0.0, diagonal_extra=1e-3)
+        np.testing.assert_allclose(
+            grid_lu.HintedSystems(levin_kind, shape).solve(hinted, right),
+            _hinted_reference(levin_kind.toarray(), hinted, right, False), atol=1e-10)

@@ -425,6 +425,7 @@ class Propagation:
         self._system = (_sparse_stencil(stencil)
                         + self.weight * sparse.identity(count, format="csr")).tocsr()
         self._lu = None  # the factorization of A0, at the first bordered solve
+        self._hinted = None  # A0's values on the grid pattern, at the first hinted-system solve
         self._columns = {}  # hinted pixel -> A0^-1 e_k
 
     def solve(self, prior, mask, targets):
@@ -446,24 +447,19 @@ class Propagation:
         right = self.weight * flat_prior
         right[hinted] = 0.0  # hinted rows: U(k) = c_k
         if self.weight <= 0 or len(hinted) > _BORDERED_HINTS:
-            free = np.ones(len(flat_prior))
-            free[hinted] = 0.0
-            chosen = np.zeros(len(flat_prior))
-            chosen[hinted] = 1.0
             if self._symmetric:
                 # The hinted pixels' columns too become the identity's (their known values move
                 # to the right-hand side): the system stays symmetric positive definite and is
                 # factored by Cholesky, about half the LU's time.
                 known = np.zeros_like(right)
                 known[hinted] = values
-                right -= free[:, None] * (self._system @ known)
-                system = sparse.diags(free) @ self._system @ sparse.diags(free)
-            else:
-                system = sparse.diags(free) @ self._system
+                right -= self._system @ known
             right[hinted] = values
-            return grid_lu.solve(system + sparse.diags(chosen), self.work_shape, right,
-                                 radius=self._radius,
-                                 symmetric=self._symmetric).reshape(prior.shape)
+            if self._hinted is None:
+                self._hinted = grid_lu.HintedSystems(self._system, self.work_shape,
+                                                     radius=self._radius,
+                                                     symmetric=self._symmetric)
+            return self._hinted.solve(hinted, right).reshape(prior.shape)
         # U = A0^-1 (b + E y): the free rows hold, y makes U(k) = c_k at the hinted pixels.
         if self._lu is None:
             self._lu = grid_lu.GridLU(self._system, self.work_shape, radius=self._radius,

@@ -79,9 +79,11 @@ class Propagation:
             cols.append(neighbour[use].astype(np.int64))
             values.append(-weight[use])
         rows, cols, values = (np.concatenate(part) for part in (rows, cols, values))
-        # Entries of the system (row-major pixels); a hinted row keeps only its diagonal.
-        self._rows, self._cols, self._values = rows, cols, values
-        self._diagonal = rows == cols
+        count = height * width
+        # The system without hints (row-major pixels); a hint set replaces its hinted rows by
+        # the identity's (the diagonal is already 1).
+        self._systems = grid_lu.HintedSystems(
+            sparse.csr_matrix((values, (rows, cols)), shape=(count, count)), self.shape)
 
     def colorize(self, hint_mask, hint_ab):
         """Propagates hinted chroma over the image (see `colorize`).
@@ -110,12 +112,9 @@ class Propagation:
             # everywhere solves the system, whose solution is unique. No factorization needed.
             return np.array(np.broadcast_to(values[0], hint_ab.shape))
         count = height * width
-        keep = self._diagonal | ~hint_mask.ravel()[self._rows]
-        system = sparse.csr_matrix(
-            (self._values[keep], (self._rows[keep], self._cols[keep])), shape=(count, count)
-        )
         right_hand_side = np.where(hint_mask[..., None], hint_ab, 0.0).reshape(count, -1)
-        return grid_lu.solve(system, self.shape, right_hand_side).reshape(height, width, -1)
+        return self._systems.solve(np.flatnonzero(hint_mask), right_hand_side).reshape(
+            height, width, -1)
 
 
 def colorize(luminance, hint_mask, hint_ab):

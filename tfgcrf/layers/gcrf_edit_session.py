@@ -286,17 +286,21 @@ def _factor(similarity, prior_weights, ridge, extra=None, order=None):
     """The Cholesky factor U (upper triangular, Fortran order) of the prior system.
 
     A0 = (I - S)^T (I - S) + extra + diag(prior_weights) + ridge I = U^T U, formed by one
-    symmetric rank-k product of I - S (its upper triangle only) and factored by LAPACK `potrf`
-    (the matrix of `tfgcrf.layers.gaussian_crf.precision_matrix`, in half its flops). With
-    `order` (a permutation [P]), A0 is factored with its rows and columns in that order:
-    (I - S)^T (I - S) needs only the columns of I - S permuted.
+    symmetric rank-k product of I - S (numpy's matmul of a matrix with its own transpose calls
+    BLAS `syrk` and mirrors the triangle) and factored by LAPACK `potrf` through
+    `numpy.linalg.cholesky` (the matrix of `tfgcrf.layers.gaussian_crf.precision_matrix`, in half
+    its flops). numpy releases the GIL in both, SciPy's f2py `syrk`/`potrf` hold it: the
+    evaluation runs two images in threads (`harness.IMAGES_IN_FLIGHT`), and a factorization
+    holding the GIL for about a second stalls the other image's Python work. With `order` (a
+    permutation [P]), A0 is factored with its rows and columns in that order: (I - S)^T (I - S)
+    needs only the columns of I - S permuted.
 
     Args:
       similarity: numpy [P, P] S (float32 or float64); prior_weights [P] and extra (optional
       numpy [P, P] symmetric) in `order`; ridge: float; order: optional int [P].
 
     Returns:
-      numpy [P, P] U of S's dtype; only its upper triangle is meaningful.
+      numpy [P, P] U of S's dtype, upper triangular (Fortran order).
 
     Raises:
       UserError: A0 is not positive definite (the Cholesky factorization failed).
@@ -308,15 +312,14 @@ def _factor(similarity, prior_weights, ridge, extra=None, order=None):
         complement = np.take(similarity, order, axis=1)
         np.negative(complement, out=complement)
         complement[order, np.arange(len(order))] += 1.0
-    syrk = scipy_linalg.get_blas_funcs("syrk", (complement,))
-    potrf = scipy_linalg.get_lapack_funcs("potrf", (complement,))
-    # complement.T is Fortran-contiguous (BLAS reads it in place): a a^T = (I - S)^T (I - S).
-    gram = syrk(1.0, complement.T, trans=0, lower=0)
+    gram = complement.T @ complement  # (I - S)^T (I - S), symmetric (syrk)
+    del complement
     if extra is not None:
-        gram += np.asarray(extra, gram.dtype).T  # symmetric; .T is Fortran-ordered like gram
+        gram += np.asarray(extra, gram.dtype)
     gram[np.diag_indices_from(gram)] += np.asarray(prior_weights, gram.dtype) + ridge
-    upper, info = potrf(gram, lower=0, overwrite_a=1, clean=0)
-    if info != 0:
-        raise UserError(f"EditSession: the edit system is not positive definite (LAPACK potrf "
-                        f"info {info}); use a larger ridge")
-    return upper
+    try:
+        lower = np.linalg.cholesky(gram)
+    except np.linalg.LinAlgError as error:
+        raise UserError(f"EditSession: the edit system is not positive definite (LAPACK potrf: "
+                        f"{error}); use a larger ridge") from None
+    return lower.T
