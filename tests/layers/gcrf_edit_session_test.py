@@ -159,3 +159,28 @@ def test_point_sets_factored_last_are_solved_without_columns(with_prior, dtype):
             assert _relative_error(x, expected) <= tolerance, pixels
     with pytest.raises(UserError, match="distinct pixel indices"):
         EditSession(similarity, last=[3, 3])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("permuted", [False, True])
+def test_the_factor_matches_a_float64_cholesky_of_the_prior_system(dtype, permuted):
+    """`_factor` (numpy's syrk + LAPACK potrf through ctypes) against SciPy's float64 Cholesky
+    of A0 = (I - S)^T (I - S) + extra + diag(w) + ridge I formed densely, in a permuted order."""
+    from scipy import linalg
+
+    from tfgcrf.layers.gcrf_edit_session import _factor
+
+    rng = np.random.default_rng(3)
+    similarity = np.asarray(_photo_similarity(size=16))[0].astype(dtype)
+    size = similarity.shape[0]
+    order = rng.permutation(size) if permuted else np.arange(size)
+    weights = rng.uniform(0, 0.1, size)
+    root = rng.normal(size=(size, 8)) / 8
+    extra = root @ root.T  # symmetric positive semi-definite, in `order`
+    complement = np.eye(size) - similarity.astype(np.float64)
+    dense = (complement.T @ complement)[np.ix_(order, order)] + extra + np.diag(weights) + 1e-3 * np.eye(size)
+    expected = linalg.cholesky(dense, lower=False)
+    upper = _factor(similarity, weights, 1e-3, extra, order=order if permuted else None)
+    assert upper.dtype == dtype and upper.flags.f_contiguous
+    tolerance = 2e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(np.triu(upper), expected, atol=tolerance * np.abs(expected).max())

@@ -25,6 +25,7 @@ domain.
 import collections
 import concurrent.futures
 import csv
+import itertools
 import logging
 import os
 import time
@@ -527,9 +528,18 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
         if on_image:
             on_image(totals.count - 1, values["seconds/total"])
 
+    # The next image is read and resized in a thread of its own while the images in flight are
+    # evaluated (one at a time: only that thread advances `images`).
+    upcoming = iter(images)
     with concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as background, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as workers:
-        for index, example in enumerate(images):
+            concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as workers, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:
+        following = reader.submit(next, upcoming, None)
+        for index in itertools.count():
+            example = following.result()
+            if example is None:
+                break
+            following = reader.submit(next, upcoming, None)
             pending.append(workers.submit(
                 _evaluate_image, colorizers, index, example, num_samples, seed, mode,
                 index < keep_images, with_control, ablation, background))

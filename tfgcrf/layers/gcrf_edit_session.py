@@ -29,6 +29,9 @@ factor (memory-bound, a few ms at P = 4096), and the Woodbury correction is a fe
 products, without TensorFlow's per-op dispatch.
 """
 
+import ctypes
+import functools
+
 import numpy as np
 import tensorflow as tf
 from scipy import linalg as scipy_linalg
@@ -282,25 +285,59 @@ def _order(size, last):
     return np.concatenate([np.flatnonzero(rest), last])
 
 
+@functools.lru_cache(maxsize=None)
+def _potrf(dtype):
+    """LAPACK `spotrf`/`dpotrf` of SciPy's own LAPACK (its public `scipy.linalg.cython_lapack`
+    table), called through ctypes, which releases the GIL during the call: SciPy's f2py wrapper
+    (`get_lapack_funcs("potrf")`) holds it, and `numpy.linalg.cholesky` (which releases it) took
+    3.4x the CPU at 4096^2 (copies, and a slower kernel).
+
+    Returns:
+      `potrf(matrix)`: factors the Fortran-ordered square `matrix` in place (upper triangle,
+      A = U^T U) and returns LAPACK's `info` (0: done; > 0: not positive definite).
+    """
+    from scipy.linalg import cython_lapack
+
+    name = "spotrf" if np.dtype(dtype) == np.float32 else "dpotrf"
+    capsule = cython_lapack.__pyx_capi__[name]
+    get_name = ctypes.pythonapi.PyCapsule_GetName
+    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
+                                                                   ctypes.c_char_p]
+    integer = ctypes.POINTER(ctypes.c_int)
+    # void potrf(char *uplo, int *n, T *a, int *lda, int *info) (scipy/linalg/cython_lapack.pxd)
+    function = ctypes.CFUNCTYPE(None, ctypes.c_char_p, integer, ctypes.c_void_p, integer,
+                                integer)(get_pointer(capsule, get_name(capsule)))
+
+    def potrf(matrix):
+        size, info = ctypes.c_int(matrix.shape[0]), ctypes.c_int(0)
+        function(b"U", ctypes.byref(size), matrix.ctypes.data, ctypes.byref(size),
+                 ctypes.byref(info))
+        return info.value
+
+    return potrf
+
+
 def _factor(similarity, prior_weights, ridge, extra=None, order=None):
     """The Cholesky factor U (upper triangular, Fortran order) of the prior system.
 
     A0 = (I - S)^T (I - S) + extra + diag(prior_weights) + ridge I = U^T U, formed by one
     symmetric rank-k product of I - S (numpy's matmul of a matrix with its own transpose calls
-    BLAS `syrk` and mirrors the triangle) and factored by LAPACK `potrf` through
-    `numpy.linalg.cholesky` (the matrix of `tfgcrf.layers.gaussian_crf.precision_matrix`, in half
-    its flops). numpy releases the GIL in both, SciPy's f2py `syrk`/`potrf` hold it: the
-    evaluation runs two images in threads (`harness.IMAGES_IN_FLIGHT`), and a factorization
-    holding the GIL for about a second stalls the other image's Python work. With `order` (a
-    permutation [P]), A0 is factored with its rows and columns in that order: (I - S)^T (I - S)
-    needs only the columns of I - S permuted.
+    BLAS `syrk` and mirrors the triangle) and factored by LAPACK `potrf` (`_potrf`) in place
+    (the matrix of `tfgcrf.layers.gaussian_crf.precision_matrix`, in half its flops). Both run
+    without the GIL (SciPy's f2py `syrk`/`potrf` hold it): the evaluation runs two images in
+    threads (`harness.IMAGES_IN_FLIGHT`), and a factorization holding the GIL for over a second
+    stalls the other image's Python work. With `order` (a permutation [P]), A0 is factored with
+    its rows and columns in that order: (I - S)^T (I - S) needs only the columns of I - S
+    permuted.
 
     Args:
       similarity: numpy [P, P] S (float32 or float64); prior_weights [P] and extra (optional
       numpy [P, P] symmetric) in `order`; ridge: float; order: optional int [P].
 
     Returns:
-      numpy [P, P] U of S's dtype, upper triangular (Fortran order).
+      numpy [P, P] U of S's dtype (Fortran order); only its upper triangle is meaningful.
 
     Raises:
       UserError: A0 is not positive definite (the Cholesky factorization failed).
@@ -317,9 +354,9 @@ def _factor(similarity, prior_weights, ridge, extra=None, order=None):
     if extra is not None:
         gram += np.asarray(extra, gram.dtype)
     gram[np.diag_indices_from(gram)] += np.asarray(prior_weights, gram.dtype) + ridge
-    try:
-        lower = np.linalg.cholesky(gram)
-    except np.linalg.LinAlgError as error:
-        raise UserError(f"EditSession: the edit system is not positive definite (LAPACK potrf: "
-                        f"{error}); use a larger ridge") from None
-    return lower.T
+    upper = gram.T  # symmetric: the same matrix, Fortran-ordered
+    info = _potrf(upper.dtype)(upper)
+    if info != 0:
+        raise UserError(f"EditSession: the edit system is not positive definite (LAPACK potrf "
+                        f"info {info}); use a larger ridge")
+    return upper
