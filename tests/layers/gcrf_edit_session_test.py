@@ -184,3 +184,5 @@ def test_the_factor_matches_a_float64_cholesky_of_the_prior_system(dtype, permut
     assert upper.dtype == dtype and upper.flags.f_contiguous
     tolerance = 2e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(np.triu(upper), expected, atol=tolerance * np.abs(expected).max())
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _factor(similarity.astype(np.float16), weights, 1e-3)

@@ -298,7 +298,10 @@ def _potrf(dtype):
     """
     from scipy.linalg import cython_lapack
 
-    name = "spotrf" if np.dtype(dtype) == np.float32 else "dpotrf"
+    names = {np.dtype(np.float32): "spotrf", np.dtype(np.float64): "dpotrf"}
+    if np.dtype(dtype) not in names:  # the buffer is handed to LAPACK as this type: no other
+        raise TypeError(f"EditSession factors float32 or float64 systems, not {dtype}")
+    name = names[np.dtype(dtype)]
     capsule = cython_lapack.__pyx_capi__[name]
     get_name = ctypes.pythonapi.PyCapsule_GetName
     get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
