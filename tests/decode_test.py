@@ -451,3 +451,18 @@ def test_unreadable_bytes_name_their_format():
         with pytest.raises(InputError, match=message) as info:
             imageio.read_image(data)
         assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_a_png_without_its_header_chunk_is_corrupt_not_huge():
+    """The bytes after the PNG signature are a size only inside the IHDR chunk: garbage there is
+    a corrupt file (it was refused as a 1634886241x1734698849 image of 2.8e12 megapixels)."""
+    garbage = b"\x89PNG\r\n\x1a\n" + b"garbage" * 50
+    renamed = bytearray(MATRIX["png_rgb"])
+    renamed[12:16] = b"IHDX"
+    for data in (garbage, bytes(renamed)):
+        assert decode.read_header(data) == ("PNG", 0, 0, 0)
+        with pytest.raises(InputError) as info:
+            imageio.read_image(data)
+        assert str(info.value) == (f"cannot decode image <{len(data)} bytes>: corrupt PNG: the "
+                                   "signature is not followed by the IHDR header chunk")
+    assert imageio.read_image(MATRIX["png_rgb"]).shape == (40, 56, 3)

@@ -225,6 +225,13 @@ def _jpeg_walk(array):
 # ----------------------------------------------------------------------------------- PNG
 
 
+def _png_has_header(array):
+    """Whether the PNG signature is followed by its IHDR chunk (length 13): without it the
+    width and height bytes are not a size (a corrupt file, not a huge image)."""
+    return (tf.equal(_uint(array, 8, 4, True), 13)
+            & tf.reduce_all(tf.equal(_at(array, 12 + tf.range(4)), tf.constant(list(b"IHDR")))))
+
+
 def _png_walk(array):
     """PNG chunks: `(largest APNG frame area, offset of the eXIf payload or -1, has tRNS)`."""
     size = tf.shape(array)[0] - _PAD
@@ -620,9 +627,10 @@ def _inspect(array, code, only):
     none, no = tf.constant(-1), tf.constant(False)
 
     def png():
-        height, width = _uint(array, 20, 4, True), _uint(array, 16, 4, True)
+        header = tf.cast(_png_has_header(array), tf.int64)  # no IHDR: no size (the decoder refuses)
+        height, width = header * _uint(array, 20, 4, True), header * _uint(array, 16, 4, True)
         frames, _, _ = _png_walk(array)
-        return height, width, tf.maximum(height * width, frames), none, no
+        return height, width, header * tf.maximum(height * width, frames), none, no
 
     def jpeg():
         walk = _jpeg_walk(array)
@@ -730,7 +738,10 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         code = tf.identity(sniffed)
 
     def png():
-        _, exif, transparency = _png_walk(array)
+        header = tf.debugging.Assert(_png_has_header(array), [
+            "corrupt PNG: the signature is not followed by the IHDR header chunk"])
+        with tf.control_dependencies([header]):
+            _, exif, transparency = _png_walk(array)
         orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, exif), lambda: tf.constant(1))
         return _decode_png(data, array, transparency), orientation
 
