@@ -1,5 +1,7 @@
 """`tfgcrf export`: a trained model -> a TF Serving model version folder (SavedModel)."""
 
+from tfgcrf.commands.colorize import add_dtype_argument
+
 HELP = "export a trained model as a TF Serving SavedModel with `sample` and `edit` signatures"
 
 
@@ -31,6 +33,7 @@ def add_arguments(parser):
         help="largest request image accepted, in pixels (default: the package's limit, "
         "tfgcrf.imageio.MAX_PIXELS = 25,000,000)",
     )
+    add_dtype_argument(parser)
     propagation = parser.add_mutually_exclusive_group()
     propagation.add_argument(
         "--propagation",
@@ -56,7 +59,7 @@ def run(args):
     from tfgcrf.models.loading import load_model
 
     version_folder(args.out)  # fail on a bad --out before the slow model load
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=args.dtype)
     Colorizer(model).check_sampling(args.num_samples, args.mode)
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels,
@@ -64,5 +67,6 @@ def run(args):
     size_mb = saved_model_bytes(out) / 2**20
     print(f"exported {out} ({size_mb:.1f} MiB): signatures sample (= serving_default), edit, "
           f"edit_links, sample_tensor; N={args.num_samples}, mode={args.mode}, max {max_pixels} "
-          f"pixels, edits {'with' if args.propagate else 'without'} the propagation")
+          f"pixels, edits {'with' if args.propagate else 'without'} the propagation, layers in "
+          f"{model.backbone.dtype_policy.name}")
     return 0

@@ -179,6 +179,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
             "mode": mode,
             "max_pixels": module.max_pixels,
             "propagate": module.propagate,
+            "dtype": model.backbone.dtype_policy.name,
             "grid_size": module.grid_size,
             "model_config": as_plain_dict(model.model_config),
         }

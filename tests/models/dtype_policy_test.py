@@ -136,3 +136,74 @@ def test_save_and_load_round_trip_under_a_policy(tiny_preset, tmp_path, policy):
     # ... and again under the policy.
     again = GCRFColorizer.from_preset(folder, dtype=policy)
     np.testing.assert_array_equal(again.sample(l, 2)[0].numpy(), model.sample(l, 2)[0].numpy())
+
+
+TF_ONLY_EXPORT = r"""
+import io, json, sys
+import numpy as np
+import tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+data = open(sys.argv[2], "rb").read()
+outputs = {name: {key: spec.dtype.name for key, spec in loaded.signatures[name].structured_outputs.items()}
+           for name in ("sample", "edit", "edit_links", "sample_tensor")}
+sample = loaded.signatures["sample"](image_bytes=tf.constant([data]), seed=tf.constant([0], tf.int64))
+edit = loaded.signatures["edit"](
+    image_bytes=tf.constant([data]), points=tf.constant([[[0.3, 0.4]]]), colors=tf.constant([[[200, 60, 20]]], tf.uint8),
+    num_points=tf.constant([1]), seed=tf.constant([0], tf.int64), from_sample=tf.constant([-1]))
+pngs = [*sample["colorized_bytes"].numpy()[0], edit["colorized_bytes"].numpy()[0]]
+images = [tf.io.decode_png(png, channels=3).numpy().tolist() for png in pngs]
+print(json.dumps({"outputs": outputs, "scores": sample["scores"].numpy()[0].tolist(), "images": images,
+                  "modules": sorted(m for m in sys.modules if m.startswith("tfgcrf"))}))
+"""
+
+
+@pytest.mark.slow  # exports and loads the SavedModel in another process
+def test_export_takes_dtype_and_serves_float32_outputs(tiny_preset, tmp_path, capsys):
+    import json
+    import subprocess
+    import sys
+
+    from tfgcrf import cli
+    from tfgcrf.export.saved_model import DESCRIPTION_FILE
+
+    out = tmp_path / "tfgcrf" / "1"
+    assert cli.main(["export", "--model", str(tiny_preset), "--out", str(out), "--num-samples", "2",
+                     "--dtype", "mixed_bfloat16"]) == 0
+    assert "layers in mixed_bfloat16" in capsys.readouterr().out
+    with open(out / DESCRIPTION_FILE) as f:
+        assert json.load(f)["dtype"] == "mixed_bfloat16"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", TF_ONLY_EXPORT, str(out), PHOTO], capture_output=True,
+                         text=True, env=env, timeout=900, cwd=str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    served = json.loads(run.stdout.strip().splitlines()[-1])
+    assert served["modules"] == []  # plain TensorFlow
+    assert served["outputs"] == {
+        "sample": {"colorized_bytes": "string", "scores": "float32"},
+        "edit": {"colorized_bytes": "string"},
+        "edit_links": {"colorized_bytes": "string"},
+        "sample_tensor": {"colorized": "uint8", "scores": "float32"},
+    }
+    mixed = Colorizer.from_preset(tiny_preset, dtype="mixed_bfloat16")
+    samples, scores = mixed.colorize(PHOTO, num_samples=2, return_scores=True)
+    np.testing.assert_allclose(served["scores"], np.asarray(scores).ravel(), atol=1e-3)
+    images = np.asarray(served["images"], int)
+    edit = mixed.edit(PHOTO, [(0.3 * images.shape[2] - 0.5, 0.4 * images.shape[1] - 0.5)], [(200, 60, 20)])
+    assert images.shape[1:] == samples.shape[1:]
+    # The served pixels are the API's under the same policy (the export's +-1 level, a few pixels
+    # 2 for float32 round-off), and within the policy's tolerance of float32.
+    assert np.mean(np.abs(images[:2] - samples.astype(int)) > 1) < 0.001
+    assert np.max(np.abs(images[:2] - samples.astype(int))) <= 2
+    assert np.max(np.abs(images[2] - edit.astype(int))) <= PHOTO_TOLERANCE
+    reference = Colorizer.from_preset(tiny_preset).colorize(PHOTO, num_samples=2)
+    assert _matched_gap(images[None, :2], reference[None].astype(int)) <= PHOTO_TOLERANCE
+
+
+def test_export_refuses_a_bad_dtype_in_one_line(tiny_preset, tmp_path, capsys):
+    from tfgcrf import cli
+
+    out = tmp_path / "tfgcrf" / "1"
+    assert cli.main(["export", "--model", str(tiny_preset), "--out", str(out), "--dtype", "float17"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "dtype must be a floating-point Keras dtype policy" in error
+    assert not out.exists()
