@@ -453,6 +453,16 @@ def test_unreadable_bytes_name_their_format():
         assert "\n" not in str(info.value) and len(str(info.value)) < 300
 
 
+def test_a_gif_without_an_image_is_one_clear_error():
+    """The GIF reads waited for nothing: a 6-byte "GIF89a" gave TensorFlow's "pos 10 out of range
+    for string b'GIF89a' at index 0" instead of the rule's own message."""
+    for data in (b"GIF89a", b"GIF89a" + bytes(7), MATRIX["gif_animated"][:13]):
+        with pytest.raises(InputError) as info:
+            imageio.read_image(data)
+        assert str(info.value) == (f"cannot decode image <{len(data)} bytes>: GIF: no complete image "
+                                   "in the file (truncated or corrupt)")
+
+
 def test_a_png_without_its_header_chunk_is_corrupt_not_huge():
     """The bytes after the PNG signature are a size only inside the IHDR chunk: garbage there is
     a corrupt file (it was refused as a 1634886241x1734698849 image of 2.8e12 megapixels)."""

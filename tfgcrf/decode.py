@@ -377,8 +377,9 @@ def _decode_gif(data, array):
             (start >= 0) & (end > start), ["GIF: no complete image in the file (truncated or corrupt)"]
         )
     ]
-    with tf.control_dependencies(checks):
-        packed = _at(array, 10)
+    with tf.control_dependencies(checks):  # every read of the file after the check
+        data, array = tf.identity(data), tf.identity(array)
+    packed = _at(array, 10)
     global_length = tf.where(packed >= 128, 3 * tf.bitwise.left_shift(2, packed % 8), 0)
     local_packed = _at(array, start + 9)
     local_length = tf.where(local_packed >= 128, 3 * tf.bitwise.left_shift(2, local_packed % 8), 0)
