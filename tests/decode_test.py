@@ -463,6 +463,18 @@ def test_a_gif_without_an_image_is_one_clear_error():
                                    "in the file (truncated or corrupt)")
 
 
+def test_a_bmp_with_an_unknown_info_header_is_corrupt_not_huge():
+    """"BM" and garbage was refused as a 1734435442x1918986085 image of 3.3e12 megapixels."""
+    garbage = b"BM" + b"garbage" * 50
+    assert decode.read_header(garbage) == ("BMP", 0, 0, 0)
+    with pytest.raises(InputError) as info:
+        imageio.read_image(garbage)
+    assert str(info.value) == (f"cannot decode image <{len(garbage)} bytes>: corrupt BMP: unknown "
+                               "info header size (BMP has (12, 16, 40, 52, 56, 64, 108, 124)); got "
+                               f"{int.from_bytes(garbage[14:18], 'little', signed=True)}")
+    assert imageio.read_image(MATRIX["bmp_rgb"]).shape == (40, 56, 3)
+
+
 def test_a_png_without_its_header_chunk_is_corrupt_not_huge():
     """The bytes after the PNG signature are a size only inside the IHDR chunk: garbage there is
     a corrupt file (it was refused as a 1634886241x1734698849 image of 2.8e12 megapixels)."""

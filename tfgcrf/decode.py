@@ -538,6 +538,11 @@ def _decode_webp(data, array):
 # ----------------------------------------------------------------------------------- BMP
 
 
+# The sizes of BMP's info headers: OS/2 core (12), OS/2 2.x (16, 64), BITMAPINFOHEADER (40) and
+# its extensions (52, 56), V4 (108), V5 (124).
+_BMP_HEADERS = (12, 16, 40, 52, 56, 64, 108, 124)
+
+
 def _bmp_layout(array):
     header = _int(_uint(array, 14, 4))
     core = header == 12  # OS/2 BITMAPCOREHEADER: 16-bit sizes
@@ -546,8 +551,9 @@ def _bmp_layout(array):
     raw_height = tf.where(raw_height >= 2**31, raw_height - 2**32, raw_height)
     bits = tf.where(core, _at(array, 24), _at(array, 28))
     compression = tf.where(core, 0, _int(_uint(array, 30, 4)))
+    known = tf.reduce_any(tf.equal(header, _BMP_HEADERS))  # else the bytes are no size
     return dict(header=header, core=core, width=width, height=_int(tf.abs(raw_height)),
-                top_down=raw_height < 0, bits=bits, compression=compression)
+                top_down=raw_height < 0, bits=bits, compression=compression, known=known)
 
 
 def _decode_bmp_palette(data, array, layout):
@@ -582,6 +588,8 @@ def _decode_bmp(data, array):
     layout = _bmp_layout(array)
     bits, compression = layout["bits"], layout["compression"]
     checks = [
+        tf.debugging.Assert(layout["known"], [
+            f"corrupt BMP: unknown info header size (BMP has {_BMP_HEADERS}); got", layout["header"]]),
         tf.debugging.Assert(
             tf.logical_not((bits <= 8) & (compression != 0)),
             ["BMP: RLE-compressed bitmaps are not supported (save the image as PNG)"],
@@ -644,7 +652,8 @@ def _inspect(array, code, only):
 
     def bmp():
         layout = _bmp_layout(array)
-        height, width = tf.cast(layout["height"], tf.int64), tf.cast(layout["width"], tf.int64)
+        known = tf.cast(layout["known"], tf.int64)  # an unknown info header: no size (refused)
+        height, width = known * tf.cast(layout["height"], tf.int64), known * tf.cast(layout["width"], tf.int64)
         return height, width, height * width, none, no
 
     def webp():
