@@ -158,17 +158,20 @@ class _Pattern:
     def product(self, values, right):
         """`A @ right` for the matrix with these `values` on the pattern (with `upper`, the
         symmetric matrix whose upper triangle they are), `right` `[P, C]`."""
-        count = self.perm.size
-        matrix = sparse.csr_matrix((values, self.indices, self.indptr), shape=(count, count))
+        matrix = self._csr(values)
         product = matrix @ right
         if self.upper:
             product += matrix.T @ right - values[self.diagonal][:, None] * right
         return product
 
+    def _csr(self, values):
+        """The pattern's entries as they are stored (with `upper`, the upper triangle only)."""
+        count = self.perm.size
+        return sparse.csr_matrix((values, self.indices, self.indptr), shape=(count, count))
+
     def matrix(self, values):
         """The whole scipy.sparse CSR matrix with these `values` on the pattern."""
-        count = self.perm.size
-        matrix = sparse.csr_matrix((values, self.indices, self.indptr), shape=(count, count))
+        matrix = self._csr(values)
         if self.upper:
             matrix = (matrix + matrix.T - sparse.diags(values[self.diagonal])).tocsr()
         return matrix
@@ -238,9 +241,7 @@ class _Pardiso:
         for key, value in _IPARM.items():
             self.solver.set_iparm(key, value)
         self.solver.perm = (pattern.order + 1).astype(np.int32)  # PARDISO: one-based, new -> old
-        self._matrix = sparse.csr_matrix(
-            (np.zeros(len(pattern.indices)), pattern.indices, pattern.indptr),
-            shape=(pattern.perm.size,) * 2)
+        self._matrix = pattern._csr(np.zeros(len(pattern.indices)))
         self._call(11, np.zeros((pattern.perm.size, 1)))  # symbolic analysis, once
         weakref.finalize(self, _release, self.solver)
 

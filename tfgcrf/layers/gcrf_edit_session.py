@@ -303,11 +303,12 @@ def _potrf(dtype):
         raise TypeError(f"EditSession factors float32 or float64 systems, not {dtype}")
     name = names[np.dtype(dtype)]
     capsule = cython_lapack.__pyx_capi__[name]
-    get_name = ctypes.pythonapi.PyCapsule_GetName
-    get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object,
-                                                                   ctypes.c_char_p]
+    # Prototypes of our own (not by setting `ctypes.pythonapi.PyCapsule_*.restype`, which is
+    # shared with every other user of ctypes.pythonapi in the process).
+    get_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(
+        ("PyCapsule_GetName", ctypes.pythonapi))
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+        ("PyCapsule_GetPointer", ctypes.pythonapi))
     integer = ctypes.POINTER(ctypes.c_int)
     # void potrf(char *uplo, int *n, T *a, int *lda, int *info) (scipy/linalg/cython_lapack.pxd)
     function = ctypes.CFUNCTYPE(None, ctypes.c_char_p, integer, ctypes.c_void_p, integer,
