@@ -20,6 +20,7 @@ let selected = null;     // id of the selected point
 let inFlight = false;
 let sentState = null;
 let version = 0;
+let maxUploadMiB = null;  // the server's upload limit (from /api/config)
 const attentionCache = new Map();
 const roundTrips = [];   // ms from sending a state to having its picture, per answer
 
@@ -61,6 +62,12 @@ async function api(path, options) {
 
 async function openPhoto(body, name) {
   clearError();
+  // A file above the server's limit is refused here, before its bytes are sent.
+  if (body !== null && maxUploadMiB !== null && body.size > maxUploadMiB * 1048576) {
+    showError(`${name}: upload too large (${(body.size / 1048576).toFixed(1)} MiB): ` +
+              `the limit is ${maxUploadMiB} MiB`);
+    return;
+  }
   setBusy(true, `opening ${name} and drawing its samples ...`);
   const started = performance.now();
   try {
@@ -88,7 +95,8 @@ async function openPhoto(body, name) {
     setBusy(false, `opened in ${Math.round(performance.now() - started)} ms ` +
                    `(${opened.samples.length} samples: ${Math.round(opened.ms)} ms on the server)`);
   } catch (err) {
-    setBusy(false, photo ? "" : "Open a photo, or drop one on the page.");
+    // The status said "opening <name> ..."; the photo open before (if any) stays.
+    setBusy(false, photo ? `${photo.name} is still open` : "Open a photo, or drop one on the page.");
     // The server's decoding messages name the photo already; others get its name in front.
     showError(err.message.includes(name) ? err.message : `${name}: ${err.message}`);
   }
@@ -122,6 +130,7 @@ document.addEventListener("drop", (event) => {
 async function loadConfig() {
   try {
     const config = await api("/api/config");
+    maxUploadMiB = config.max_upload_mib;
     if (config.photos.length) {
       const select = $("folder");
       for (const name of config.photos) {
