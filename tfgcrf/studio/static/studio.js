@@ -329,6 +329,10 @@ function render() {
     const start = tile.dataset.start === "" ? null : Number(tile.dataset.start);
     tile.classList.toggle("selected", start === state.from_sample);
   }
+  // The attention map shown is of a point still there, at its place; else it is hidden (a point
+  // removed with Delete or a right click, or undone, while the pointer rests on it).
+  const shown = $("attention").dataset.point;
+  if (shown !== undefined && !showsAttention(shown, $("attention").dataset.key)) hideAttention();
   drawMarks();
   renderList();
 }
@@ -522,10 +526,11 @@ async function showAttention(id) {
       const blob = await api(`/api/attention?x=${point.x}&y=${point.y}`);
       attentionCache.set(key, URL.createObjectURL(blob));
     }
-    if (gesture) return;
+    if (gesture || !showsAttention(id, key)) return;
     $("attention").src = attentionCache.get(key);
     $("attention").hidden = false;
     $("attention").dataset.point = id;
+    $("attention").dataset.key = key;
   } catch (err) {
     showError(err.message);
   }
@@ -535,6 +540,13 @@ function hideAttention() {
   clearTimeout(hoverTimer);
   $("attention").hidden = true;
   delete $("attention").dataset.point;
+  delete $("attention").dataset.key;
+}
+
+// Whether point `id` is in the state at the place `key` ("x,y") of its attention map.
+function showsAttention(id, key) {
+  const point = state.points.find((p) => p.id === id);
+  return point !== undefined && `${point.x},${point.y}` === key;
 }
 
 // ------------------------------------------------------------------------------ controls
