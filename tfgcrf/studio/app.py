@@ -43,7 +43,12 @@ from tfgcrf.errors import InputError, UserError
 LOG = logging.getLogger("tfgcrf.studio")
 
 # Largest upload accepted (bytes): a PNG at the decoder's pixel limit (imageio.MAX_PIXELS) fits.
+# The one home of the limit: the app refuses a larger body (its Content-Length, before reading it),
+# waitress a much larger one (StudioServer), both with `upload_too_large()`.
 MAX_UPLOAD_BYTES = 256 * 1024 * 1024
+# waitress's own body limit is this far above the app's: waitress refuses a Content-Length equal to
+# its limit and counts chunked framing, so that the app's check, on the de-chunked length, decides.
+_SERVER_BODY_MARGIN = 1 << 20
 # Longest side of the pictures sent to the page; downloads keep the photo's full resolution.
 DISPLAY_SIDE = 1600
 THUMB_SIDE = 200
@@ -172,7 +177,7 @@ class StudioApp:
         except UserError as err:
             response = _error(400, str(err))
         except RequestEntityTooLarge:
-            response = _error(413, f"upload too large: the limit is {MAX_UPLOAD_BYTES >> 20} MiB")
+            response = _error(413, upload_too_large())
         except HTTPException as err:
             if request.path.startswith("/api/"):
                 response = _error(err.code, err.description)
@@ -425,6 +430,10 @@ def _attachment(filename):
     return {"Content-Disposition": f'attachment; filename="{safe}"'}
 
 
+def upload_too_large():
+    return f"upload too large: the limit is {MAX_UPLOAD_BYTES >> 20} MiB"
+
+
 def _json(value, status=200):
     return Response(json.dumps(value), status=status, content_type="application/json")
 
@@ -436,17 +445,25 @@ def _error(status, message):
 class StudioServer:
     """`app` on waitress: `run()` in the foreground, or `start()` in a thread and `stop()`.
 
-    `url` is known as soon as the server exists (port 0 picks a free port).
+    `url` is known as soon as the server exists (port 0 picks a free port). The requests waitress
+    refuses itself (a body far above MAX_UPLOAD_BYTES, a malformed request) are answered as the
+    app's errors, `{"error": "one line"}`, not in waitress's plain text.
     """
 
     def __init__(self, app, host="127.0.0.1", port=0, threads=4):
         import waitress.server
+        import waitress.utilities
+
+        from tfgcrf.waitress_errors import answer_in_json, default_message
 
         self._map = {}
         self._server = waitress.server.create_server(
             app, map=self._map, host=host, port=port, threads=threads,
-            max_request_body_size=MAX_UPLOAD_BYTES, ident="tfgcrf-studio",
+            max_request_body_size=MAX_UPLOAD_BYTES + _SERVER_BODY_MARGIN, ident="tfgcrf-studio",
             clear_untrusted_proxy_headers=True)
+        answer_in_json(self._map, lambda error: (
+            upload_too_large() if isinstance(error, waitress.utilities.RequestEntityTooLarge)
+            else default_message(error)))
         self.port = int(self._server.effective_port)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
