@@ -197,13 +197,14 @@ class ServingModule(tf.Module):
         if links is not None:  # the links' end pixels, found as the points' are
             link_pixels = tf.minimum(pixel_ends, tf.stack([shape[1], shape[0]]) - 1)
         # The full-resolution propagation of the points (`Colorizer.edit`'s default), by the
-        # TensorFlow solver of the same system as the API's sparse LU.
-        correction = None
+        # TensorFlow solver of the same system as the API's sparse LU; solved a second time with
+        # the colors that links carry when a link end moved (`hints.finish_edit`).
+        correct = None
         if self.propagate:
-            correction = hints.propagation_correction(ab_small, lightness, pixels,
-                                                      colors_ab[:num_points])
+            def correct(pixels_, colors_):
+                return hints.propagation_correction(ab_small, lightness, pixels_, colors_)
         return hints.finish_edit(ab_small, lightness, pixels, colors_ab[:num_points],
-                                 self.grid_size, links_px=link_pixels, correction=correction)
+                                 self.grid_size, links_px=link_pixels, correct=correct)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes"),

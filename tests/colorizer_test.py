@@ -350,6 +350,63 @@ def mid_lightness_places(photo):
     return [tuple(int(v) for v in place) for place in (first, second, third)]
 
 
+def propagated_link_case(photo):
+    """Points and a link on PHOTO (384x256) whose ends only the full-resolution propagation
+    reaches: a red point on the lake 90 px from the link's lake end, a blue point in the sky 70 px
+    from its sky end (the point refinement reaches ~30 px here). Returns (points, colors, link)."""
+    lightness = _lab(photo)[..., 0]
+    points = [(315, 140), (20, 15)]
+    colors = [in_gamut_color(lightness[y, x], *ab)
+              for (x, y), ab in zip(points, [(30.0, 20.0), (0.0, -30.0)])]
+    return points, colors, ((225, 150), (70, 85))
+
+
+def link_gaps(image, link, radius=4):
+    """ΔE (CIE ab distance) between a link's two ends: (of the mean chroma of the
+    (2 radius + 1)^2 windows around them, at the end pixels)."""
+    lab = _lab(image)
+    windows = [lab[y - radius:y + radius + 1, x - radius:x + radius + 1, 1:].reshape(-1, 2).mean(0)
+               for x, y in link]
+    return (float(np.linalg.norm(windows[0] - windows[1])),
+            float(np.linalg.norm(_ab_at(image, link[0]) - _ab_at(image, link[1]))))
+
+
+def test_a_link_holds_where_the_propagation_brings_the_points_colors(colorizer, photo):
+    """Issue 12: a link whose ends get their colors from points through the full-resolution
+    propagation (not the point refinement) still gives the two places the same color: the API,
+    the session and (tests/export) the SavedModel. Unlinked the places differ. An edit without
+    links is the evaluation's finish (`hints.finish_edit` with the propagation's correction and
+    no links) bit for bit."""
+    from tfgcrf import hints
+    from tfgcrf.evaluation.harness import _finish_edit
+
+    points, colors, link = propagated_link_case(photo)
+    unlinked = colorizer.edit(photo, points, colors)
+    linked = colorizer.edit(photo, points, colors, links=[link])
+    assert min(link_gaps(unlinked, link)) > 8.0, link_gaps(unlinked, link)
+    assert max(link_gaps(linked, link)) < 3.0, link_gaps(linked, link)
+    # The points keep their colors.
+    for place in points:
+        np.testing.assert_allclose(_ab_at(linked, place), _ab_at(unlinked, place), atol=1.0)
+    # The session, link added and removed: the same images.
+    session = colorizer.session(photo)
+    for (x, y), rgb in zip(points, colors):
+        session.add_point(x, y, rgb)
+    np.testing.assert_array_equal(session.result(), unlinked)
+    key = session.link(*link)
+    np.testing.assert_array_equal(session.result(), linked)
+    session.unlink(key)
+    np.testing.assert_array_equal(session.result(), unlinked)
+    # Without links nothing is solved twice: the evaluation's finish gives the same image.
+    chroma = colorizer._point_chroma(colors, len(points))
+    pixels = np.array(points, np.int32)
+    grid = session.grid_result()
+    correction = hints.Propagation(np.asarray(session._lightness)).correction(grid, pixels, chroma)
+    np.testing.assert_array_equal(
+        _finish_edit(grid, session._lightness, pixels, chroma, colorizer.grid_size,
+                     correction=correction).numpy(), unlinked)
+
+
 def test_links_give_separated_regions_the_same_color(colorizer, photo):
     """A link says "the same color" without saying which: a red point at the first place, a blue
     point nearer the second; unlinked the two places differ, linked their regions agree."""

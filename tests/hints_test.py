@@ -341,3 +341,24 @@ def test_propagation_solve_refuses_an_unknown_solver_or_cg_without_lightness():
         hints.propagation_solve(stencil, prior, mask, targets, solver="lu")
     with pytest.raises(ValueError, match="lightness"):
         hints.propagation_solve(stencil, prior, mask, targets, solver="cg")
+
+
+def test_link_patch_is_a_lattice_around_the_end_within_its_region():
+    """The places from which a link's carried color is propagated: offsets -1, 0, 1 grid cells
+    around the receiving end, inside the photo, with the end's lightness (another region, here a
+    darker right half, and the photo's border are left out)."""
+    lightness = np.full([40, 60], 50.0, np.float32)
+    lightness[:, 36:] = 20.0
+    cell = 8.0
+    ends = np.array([[30, 20], [3, 35]], np.int32)  # (x, y): near the edge; near a corner
+    chroma = np.array([[0.1, -0.2], [0.3, 0.0]], np.float32)
+    places, colors = hints.link_patch(ends, chroma, lightness, cell)
+    got = {tuple(p): tuple(c) for p, c in zip(places.numpy().tolist(), colors.numpy().tolist())}
+    expected = {}
+    for (x, y), ab in zip(ends.tolist(), chroma.tolist()):
+        for dy in (-8, 0, 8):
+            for dx in (-8, 0, 8):
+                if 0 <= x + dx < 36 and 0 <= y + dy < 40:
+                    expected[(x + dx, y + dy)] = tuple(np.float32(ab).tolist())
+    assert got == expected
+    assert len(places) == 6 + 4  # the end's column x + 8 = 38 is darker; the corner clips

@@ -10,6 +10,8 @@ edge-aware chroma upsampling and recombination with the photo's own lightness (`
 """
 
 import hashlib
+import itertools
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -114,13 +116,16 @@ class Colorizer:
             for jit in (False, True)
         }
         # One edit's grid chroma -> uint8 image (upsampling + the propagation's correction, point
-        # refinement, recombination).
+        # refinement, links, recombination). `session` is the id of the edit session whose
+        # propagation answers the links' second pass (`_session_correction`).
         self._finish_edit = {
             jit: tf.function(
-                lambda ab, lightness, points, chroma, statistics, links, correction, jit=jit: (
-                    hints.finish_edit(ab, lightness, points, chroma, size, jit=jit,
-                                      statistics=statistics, links_px=links,
-                                      correction=correction)),
+                lambda ab, lightness, points, chroma, statistics, links, correction, session,
+                jit=jit: hints.finish_edit(
+                    ab, lightness, points, chroma, size, jit=jit, statistics=statistics,
+                    links_px=links, correction=correction,
+                    correct=lambda pixels, colors: self._session_correction(
+                        session, ab, lightness, pixels, colors)),
                 input_signature=[
                     tf.TensorSpec([1, size, size, 2], tf.float32),
                     tf.TensorSpec([None, None], tf.float32),
@@ -131,11 +136,14 @@ class Colorizer:
                         *[tf.TensorSpec([1, size, size, 1], tf.float32)] * 3),
                     tf.TensorSpec([None, 2, 2], tf.int32),
                     tf.TensorSpec([None, None, 2], tf.float32),
+                    tf.TensorSpec([], tf.int64),
                 ],
                 autograph=False,
             )
             for jit in (False, True)
         }
+        self._sessions = weakref.WeakValueDictionary()  # id -> live `EditSession`
+        self._session_ids = itertools.count()
         # Python arguments (num_samples, mode, use_gcrf) are part of the trace; the seed is a
         # tensor so that new seeds do not retrace. tf.linalg.lu has no XLA kernel: no
         # jit_compile. The methods branch on Python values only: autograph is not needed.
@@ -376,6 +384,21 @@ class Colorizer:
         return tf.image.resize(attention, [height, width], method="bilinear")[0, ..., 0].numpy()
 
     # ------------------------------------------------------------------------------ helpers
+
+    def _register(self, session):
+        """An id for an `EditSession`, with which `_finish_edit` finds its propagation."""
+        key = next(self._session_ids)
+        self._sessions[key] = session
+        return key
+
+    def _session_correction(self, session, ab_small, lightness, pixels, colors):
+        """The propagation's correction `[H, W, 2]` of edit session `session` (an int64 scalar
+        tensor) for the points `pixels` / `colors` (`EditSession.correction`), inside
+        `_finish_edit`'s graph."""
+        correction = tf.py_function(
+            lambda key, *args: self._sessions[int(key)].correction(*args),
+            [session, ab_small, pixels, colors], tf.float32)
+        return tf.reshape(correction, tf.concat([tf.shape(lightness), [2]], 0))
 
     def _check_from_sample(self, from_sample, num_samples, mode):
         """Validates `edit`'s sample choice; returns the number of samples to draw."""

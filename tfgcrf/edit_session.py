@@ -9,7 +9,7 @@ then a Woodbury update on the grid (one new column per new grid pixel or link), 
 the points at the photo's resolution (`tfgcrf.hints.Propagation`, factored once per session, one
 new column per new point) and the full-resolution finish of `tfgcrf.hints.finish_edit` (guided
 upsampling + the propagation's correction, every point's own color at its pixel, carried across
-links, recombination with the photo's lightness; XLA-compiled for photos of 250k pixels and more).
+links (the propagation solved again with the carried colors, `correction`), recombination with the photo's lightness; XLA-compiled for photos of 250k pixels and more).
 The answer is the same as `GCRFColorizer.edit` with the same points and links on the grid
 (tested), and as the stateless finish of that answer at full resolution within one uint8 level
 (tested).
@@ -93,6 +93,7 @@ class EditSession:
         self._guide = fullres.guide_statistics(lightness, self._grid_size, self._grid_size)
         self._image = None
         self._propagation = None  # hints.Propagation of the photo
+        self._id = colorizer._register(self)  # how `Colorizer._finish_edit` finds `correction`
 
     # ------------------------------------------------------------------------------ edits
 
@@ -160,15 +161,23 @@ class EditSession:
             ends = np.array(list(self._links.values()), np.float64).reshape(-1, 2)
             links = hints.pixels_of(ends, self.width, self.height).reshape(-1, 2, 2)
             grid = self.grid_result()
-            if not self._propagate:
-                correction = np.zeros((self.height, self.width, 2), np.float32)
-            else:
-                if self._propagation is None:  # factored at the first answer, kept for the photo
-                    self._propagation = hints.Propagation(np.asarray(self._lightness))
-                correction = self._propagation.correction(grid, points, chroma)
+            correction = self.correction(grid, points, chroma)
             self._image = self._colorizer._finish_edit[self._jit](
-                grid, self._lightness, points, chroma, self._guide, links, correction).numpy()
+                grid, self._lightness, points, chroma, self._guide, links, correction,
+                tf.constant(self._id, tf.int64)).numpy()
         return self._image
+
+    def correction(self, grid, points, chroma):
+        """The full-resolution propagation's correction `[H, W, 2]` (float32 numpy) of the grid
+        answer `grid` `[1, h, w, 2]` for points `[M, 2]` (pixels) of chroma `[M, 2]`
+        (`hints.Propagation.correction`, factored at the first answer and kept for the photo);
+        zeros when the session does not propagate. `hints.finish_edit` asks for it again with
+        the colors that links carry."""
+        if not self._propagate:
+            return np.zeros((self.height, self.width, 2), np.float32)
+        if self._propagation is None:
+            self._propagation = hints.Propagation(np.asarray(self._lightness))
+        return self._propagation.correction(grid, np.asarray(points), np.asarray(chroma))
 
     # ------------------------------------------------------------------------------ helpers
 

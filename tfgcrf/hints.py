@@ -35,6 +35,12 @@ TensorFlow ops: `propagation_correction`, matrix-free BiCGSTAB (Levin et al.'s a
 conjugate gradients with a two-level preconditioner (the symmetric matting Laplacian) in a
 `tf.while_loop`.
 
+"Same color" links at the photo's resolution (`finish_edit`): the grid's link makes its two ends
+agree, then the propagation and the point refinement move them apart again. `link_points` passes
+the color of the end that moved more (from the upsampled G-CRF answer) to the other end, and the
+propagation is solved again with that color on a lattice of places around the receiving end
+(`link_patch`), so that its region, not only its pixel, takes the color.
+
 `check_points` is the single validation of user points and links in pixels (API, CLI, session).
 """
 
@@ -136,16 +142,19 @@ _LINK_CHANGE = 1e-3
 
 
 def link_points(ab_full, refined, points_px, links_px):
-    """The points' refinement carried across "same color" links (extra points for a second pass).
+    """The points' full-resolution change carried across "same color" links (extra points for a
+    second pass of `finish_edit`).
 
-    On the grid a link makes its two places agree; at full resolution `refine_at_points` then
-    moves the place near a point (at a point's own pixel: exactly to the point's color) and not
-    the other. For every link, the end whose chroma the refinement moved more passes its refined
-    chroma to the other end, as an extra point there (unless that pixel holds a user point: the
-    point wins). Links are taken one at a time (a chain of links passes a correction one step).
+    On the grid a link makes its two places agree; at full resolution the propagation
+    (`Propagation`) and `refine_at_points` then move the place a point reaches (at a point's own
+    pixel: exactly to the point's color) and not the other. For every link, the end whose chroma
+    moved more passes its chroma to the other end, as an extra point there (unless that pixel
+    holds a user point: the point wins). Links are taken one at a time (a chain of links passes a
+    correction one step).
 
     Args:
-      ab_full: `[H, W, 2]` chroma before the refinement; refined `[H, W, 2]` after it.
+      ab_full: `[H, W, 2]` chroma before the full-resolution change (`finish_edit`: the upsampled
+        G-CRF answer, before the propagation's correction); refined `[H, W, 2]` after it.
       points_px: `[K, 2]` int `(x, y)` pixels of the user points.
       links_px: `[J, 2, 2]` int `(x, y)` pixels of the links' two ends.
 
@@ -163,6 +172,46 @@ def link_points(ab_full, refined, points_px, links_px):
     on_point = tf.reduce_any(tf.reduce_all(target[:, None] == points[None], axis=-1), axis=1)
     use = tf.logical_not(on_point) & (tf.reduce_max(moved, axis=1) > _LINK_CHANGE)
     return tf.boolean_mask(target, use), tf.boolean_mask(chroma, use)
+
+
+# The colors that links carry are propagated from a lattice of places around the receiving end
+# (`link_patch`): offsets of -LINK_PATCH_CELLS..LINK_PATCH_CELLS grid cells in LINK_PATCH_STEPS
+# steps each way, so that the end's region takes the color, as the grid's link ties the 3x3 grid
+# windows around its ends (`tfgcrf.layers.edit_terms.link_vectors`). Places whose lightness differs
+# from the end's by more than SIGMA_LIGHTNESS are left out (another region).
+LINK_PATCH_CELLS = 1.0
+LINK_PATCH_STEPS = 1
+
+
+def link_patch(ends_px, chroma, L_full, cell):
+    """The places from which a link's carried color is propagated around its receiving end.
+
+    Args:
+      ends_px: `[M, 2]` int `(x, y)` pixels of the receiving ends (`link_points`); chroma
+        `[M, 2]` the colors they receive.
+      L_full: `[H, W]` CIE L* of the photo; cell: a model-grid cell in photo pixels.
+
+    Returns:
+      `(pixels [N, 2] int32, chroma [N, 2] float32)`: for every end, the places of the lattice
+      inside the photo whose L* is within SIGMA_LIGHTNESS of the end's (the end among them).
+    """
+    steps = LINK_PATCH_STEPS
+    ends = tf.cast(ends_px, tf.int32)
+    chroma = tf.cast(chroma, tf.float32)
+    shape = tf.shape(L_full)
+    spacing = tf.cast(cell, tf.float32) * (LINK_PATCH_CELLS / max(steps, 1))
+    lattice = tf.range(-steps, steps + 1, dtype=tf.float32)
+    dy, dx = tf.meshgrid(lattice, lattice, indexing="ij")
+    offsets = tf.cast(tf.round(tf.reshape(tf.stack([dx, dy], -1), [-1, 2]) * spacing), tf.int32)
+    places = ends[:, None] + offsets[None]  # [M, S, 2] (x, y)
+    inside = tf.reduce_all((places >= 0) & (places < tf.stack([shape[1], shape[0]])), axis=-1)
+    places = tf.minimum(tf.maximum(places, 0), tf.stack([shape[1], shape[0]]) - 1)
+    lightness = tf.gather_nd(L_full, tf.reverse(places, axis=[-1]))
+    own = tf.gather_nd(L_full, tf.reverse(ends, axis=[-1]))
+    similar = tf.abs(lightness - own[:, None]) <= SIGMA_LIGHTNESS
+    use = inside & similar
+    colors = tf.broadcast_to(chroma[:, None], tf.concat([tf.shape(places)[:2], [2]], 0))
+    return tf.boolean_mask(places, use), tf.boolean_mask(colors, use)
 
 
 # Weight lam of the G-CRF answer in the full-resolution propagation (`Propagation`), against the
@@ -888,10 +937,19 @@ def grid_cell(height, width, grid_size):
 
 
 def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, statistics=None,
-                links_px=None, correction=None):
+                links_px=None, correction=None, correct=None):
     """Grid chroma of one edit -> uint8 `[H, W, 3]`: guided upsampling (+ the propagation's
-    correction), point refinement, L-keeping recombination (`tfgcrf.fullres`), as TensorFlow ops
-    (API, session, SavedModel, evaluation).
+    correction), point refinement, "same color" links, L-keeping recombination
+    (`tfgcrf.fullres`), as TensorFlow ops: the one definition of the full-resolution finish (API,
+    session, SavedModel, evaluation).
+
+    Links at full resolution: the end of every link whose chroma the points (the propagation and
+    the point refinement) moved more from the upsampled G-CRF answer passes its chroma to the
+    other end, as an extra point there (`link_points`); the propagation is solved again with
+    the extra points among its hints (`correct`), so that the region around the other end, not
+    only its pixel, takes that color, and the point refinement holds it at the end's pixel.
+    Without links (or with no link end moved) nothing is solved again: the answer is that of the
+    points alone.
 
     Args:
       ab_small: `[1, h, w, 2]` G-CRF chroma on the grid.
@@ -901,10 +959,16 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
       jit: XLA for the upsampling and the recombination (`fullres.upsample_guided`, `compose`).
       statistics: the photo's `fullres.guide_statistics` if already known (an edit session keeps
         them); computed here otherwise.
-      links_px: optional `[J, 2, 2]` int `(x, y)` pixels of the "same color" links' ends: the
-        refinement is carried across them (`link_points`, a second refinement pass).
-      correction: optional `[H, W, 2]` `Propagation.correction` of this edit (the API and the
-        session; the exported SavedModel: `propagation_correction`).
+      links_px: optional `[J, 2, 2]` int `(x, y)` pixels of the "same color" links' ends.
+      correction: optional `[H, W, 2]` correction of the full-resolution propagation for the
+        points (the session computes it beforehand, `Propagation.correction`; the evaluation
+        from 7x7 patches, `Propagation.correction_from_mask`); None: `correct(points_px,
+        colors_ab)` when `correct` is given, else none.
+      correct: optional `correct(points_px [M, 2] int32, colors_ab [M, 2] float32)` -> float32
+        `[H, W, 2]`, the propagation's correction for any points (the API and the session:
+        `Propagation.correction`; the SavedModel: `propagation_correction`): for the links'
+        second pass (and for the points when `correction` is None). None: the links' extra
+        points are not propagated (only refined).
     """
     from tfgcrf import fullres
 
@@ -913,15 +977,26 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
     if statistics is None:
         statistics = fullres.guide_statistics(L_full, grid_size, grid_size)
     ab_full = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
-    if correction is not None:
-        ab_full += correction
-    refined = refine_at_points(ab_full, L_full, points_px, colors_ab, cell)
+    if correction is None and correct is not None:
+        correction = correct(points_px, colors_ab)
+    field = ab_full if correction is None else ab_full + correction
+    refined = refine_at_points(field, L_full, points_px, colors_ab, cell)
     if links_px is not None:
         def across_links():
+            # "Moved" against the upsampled G-CRF answer: the propagation's part counts too.
             extra_px, extra_ab = link_points(ab_full, refined, points_px, links_px)
-            return refine_at_points(
-                ab_full, L_full, tf.concat([tf.cast(points_px, tf.int32), extra_px], 0),
-                tf.concat([tf.cast(colors_ab, tf.float32), extra_ab], 0), cell)
+            every_px = tf.concat([tf.cast(points_px, tf.int32), extra_px], 0)
+            every_ab = tf.concat([tf.cast(colors_ab, tf.float32), extra_ab], 0)
+            linked = field
+            if correct is not None:  # the propagation again, the carried colors among its hints
+                def again():
+                    patch_px, patch_ab = link_patch(extra_px, extra_ab, L_full, cell)
+                    return ab_full + correct(
+                        tf.concat([tf.cast(points_px, tf.int32), patch_px], 0),
+                        tf.concat([tf.cast(colors_ab, tf.float32), patch_ab], 0))
+
+                linked = tf.cond(tf.shape(extra_px)[0] > 0, again, lambda: field)
+            return refine_at_points(linked, L_full, every_px, every_ab, cell)
 
         refined = tf.cond(tf.size(links_px) > 0, across_links, lambda: refined)
     return fullres.compose(L_full, refined[None], jit=jit)[0]

@@ -568,3 +568,35 @@ def test_empty_sample_only_and_point_edits_agree_between_api_and_saved_model(exp
     # The sample-only answers are the chosen sample's: two samples give two answers.
     assert np.any(colorizer.edit(data, [], [], from_sample=0, num_samples=n)
                   != colorizer.edit(data, [], [], from_sample=1, num_samples=n))
+
+
+def test_a_served_link_holds_where_the_propagation_brings_the_points_colors(exported_model):
+    """Issue 12: the served `edit_links` carries a link across the full-resolution propagation as
+    `Colorizer.edit` does (`hints.finish_edit`, the TensorFlow solver solving a second time with
+    the carried colors): the ends agree, unlinked they differ, and the pixels are the API's."""
+    from colorizer_test import PHOTO, link_gaps, propagated_link_case
+
+    loaded = tf.saved_model.load(exported_model.path)
+    colorizer = Colorizer(exported_model.model)
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    height, width = photo.shape[:2]
+    points, colors, link = propagated_link_case(photo)
+    with open(PHOTO, "rb") as f:
+        data = f.read()
+
+    def relative(places):
+        return [((x + 0.5) / width, (y + 0.5) / height) for x, y in places]
+
+    inputs = dict(image_bytes=tf.constant([data]), points=tf.constant([relative(points)]),
+                  colors=tf.constant([colors], tf.uint8), num_points=tf.constant([len(points)]),
+                  seed=tf.constant([0], tf.int64), from_sample=tf.constant([-1]),
+                  links=tf.constant([[sum(relative(link), ())]], tf.float32))
+    served = {}
+    for name, count in (("unlinked", 0), ("linked", 1)):
+        png = loaded.signatures["edit_links"](**inputs, num_links=tf.constant([count]))
+        served[name] = np.asarray(Image.open(io.BytesIO(png["colorized_bytes"][0].numpy())))
+    assert min(link_gaps(served["unlinked"], link)) > 8.0, link_gaps(served["unlinked"], link)
+    assert max(link_gaps(served["linked"], link)) < 3.0, link_gaps(served["linked"], link)
+    _assert_same_pixels(served["unlinked"], colorizer.edit(photo, points, colors), "unlinked")
+    _assert_same_pixels(served["linked"], colorizer.edit(photo, points, colors, links=[link]),
+                        "linked")
