@@ -47,6 +47,7 @@ from tfgcrf.serving.repository import (
     op_error_message,
 )
 from tfgcrf.serving.status import CODE_NAMES, HTTP_STATUS, MAX_GRPC_MESSAGE_BYTES, ServingError
+from tfgcrf.waitress_errors import answer_in_json
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # REST request bodies: enough for a few full-size images as base64 JSON.
@@ -441,12 +442,19 @@ class ModelServer:
             threads=self.rest_num_threads,
             connection_limit=self.rest_max_connections,
             channel_timeout=self.rest_idle_seconds,
-            max_request_body_size=self.rest_max_body_bytes,
+            # waitress refuses a body of its limit or more; the flag's value is the largest accepted.
+            max_request_body_size=self.rest_max_body_bytes + 1,
             # One request read ahead per connection: waitress then notices a client that hangs
             # up while its request runs (`waitress.client_disconnected`).
             channel_request_lookahead=1,
             ident="tfgcrf",
             clear_untrusted_proxy_headers=True,
+        )
+        # Its refusals (413 above, malformed HTTP) in TF Serving's error JSON, not waitress's text.
+        answer_in_json(
+            self._http_map,
+            f"the request body is larger than this server's limit of {self.rest_max_body_bytes} "
+            "bytes (--rest-max-body-bytes): send fewer or smaller images per request, or use gRPC",
         )
         self.rest_port = int(self._http.effective_port)
         self._http_thread = threading.Thread(target=self._http.run, name="rest-server", daemon=True)

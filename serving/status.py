@@ -55,6 +55,9 @@ HTTP_STATUS = {
 _CODE_FOR_HTTP = {}
 for _name in ("INVALID_ARGUMENT", "ABORTED", "INTERNAL", *CODE_NAMES):
     _CODE_FOR_HTTP.setdefault(HTTP_STATUS[_name], _name)
+# 413: a REST body above `tfgcrf serve --rest-max-body-bytes` (gRPC's code for a message above
+# its size limit).
+_CODE_FOR_HTTP[413] = "RESOURCE_EXHAUSTED"
 
 
 def code_for_http_status(status):

@@ -7,34 +7,75 @@ are read; a chunked body once that many bytes, chunk framing included, have arri
 `max_request_header_size` bytes or more, a malformed request line, Content-Length or chunk, an
 unsupported Transfer-Encoding. waitress calls the application only once the whole body is read.
 
-`answer_in_json(servers, message)` makes the servers of a `waitress.server.create_server` map
-answer those requests with `{"error": "one line"}` (`message(error)`, where `error` is waitress's
-`waitress.utilities.Error`) and the same status, and close the connection as waitress does. It
-replaces waitress's `channel_class` (server) and `error_task_class` (channel) class attributes,
-which waitress's documentation does not describe: the studio's and
-`tfgcrf serve`'s tests of over-limit bodies pin the behaviour for the pinned waitress.
+`answer_in_json(server_map, too_large)` makes the servers of a `waitress.server.create_server`
+map answer those requests with `{"error": "one line"}` and the same status, and read (and drop) a
+refused body before answering, so that a client that sends its whole body before reading sees the
+answer, not a reset connection. It replaces waitress's `channel_class` (server), `parser_class` and
+`error_task_class` (channel) class attributes, which waitress's documentation does not describe:
+tests/commands/studio_upload_limit_test.py and tests/serving/serving_hostile_test.py pin the
+behaviour for the pinned waitress.
 """
 
 import json
 
+# A refused body announced by its Content-Length up to this size is read and dropped before the
+# answer: clients that send their whole body before reading (Python's urllib, http.client,
+# requests; `tfgcrf.serving.Client`) would otherwise see a reset connection instead of the 413.
+DRAIN_BYTES = 1 << 30
 
-def default_message(error):
+
+def _default_message(error):
     """waitress's reason and detail in one line: "bad request: Content-Length is invalid"."""
     return f"{error.reason.lower()}: {error.body}"
 
 
-def answer_in_json(server_map, message=default_message):
+def answer_in_json(server_map, too_large, drain_bytes=DRAIN_BYTES):
     """Makes every waitress server in `server_map` (the `map` given to `create_server`) answer its
-    own refusals in JSON; `message(error) -> str` words them (`default_message` by default)."""
+    own refusals in JSON.
+
+    Args:
+      server_map: the map given to `waitress.server.create_server`.
+      too_large: the one line for a body above `max_request_body_size` (HTTP 413); the other
+        refusals keep waitress's words ("bad request: Content-Length is invalid").
+      drain_bytes: a refused body of at most this many bytes (by its Content-Length) is read and
+        dropped before the 413 is sent, unless the client sent "Expect: 100-continue" (it waits
+        for the answer before sending). A larger one, or a chunked one, is answered at once and
+        the connection closed, as waitress does.
+    """
     import waitress.channel
+    import waitress.parser
     import waitress.server
     import waitress.task
+    import waitress.utilities
+
+    class DrainingParser(waitress.parser.HTTPRequestParser):
+        drain_left = 0
+
+        def received(self, data):
+            if self.drain_left:
+                consumed = min(len(data), self.drain_left)
+                self.drain_left -= consumed
+                self.completed = not self.drain_left
+                return consumed
+            had_headers = self.headers_finished
+            consumed = super().received(data)
+            refused = isinstance(self.error, waitress.utilities.RequestEntityTooLarge)
+            if refused and self.headers_finished and not had_headers and not self.chunked:
+                if self.expect_continue:
+                    self.expect_continue = False  # no "100 Continue": the answer comes now
+                elif self.content_length <= drain_bytes:
+                    self.drain_left = self.content_length
+                    self.completed = False
+            return consumed
 
     class JsonErrorTask(waitress.task.ErrorTask):
         def execute(self):
             error = self.request.error
-            line = " ".join(str(message(error)).split())
-            body = json.dumps({"error": line}).encode("utf-8")
+            if isinstance(error, waitress.utilities.RequestEntityTooLarge):
+                line = too_large
+            else:
+                line = _default_message(error)
+            body = json.dumps({"error": " ".join(str(line).split())}).encode("utf-8")
             self.status = f"{error.code} {error.reason}"
             self.response_headers.append(("Content-Type", "application/json"))
             self.set_close_on_finish()
@@ -42,6 +83,7 @@ def answer_in_json(server_map, message=default_message):
             self.write(body)
 
     class JsonErrorChannel(waitress.channel.HTTPChannel):
+        parser_class = DrainingParser
         error_task_class = JsonErrorTask
 
     servers = [d for d in server_map.values() if isinstance(d, waitress.server.BaseWSGIServer)]

@@ -10,6 +10,7 @@ import os
 import select
 import socket
 import types
+import urllib.error
 import urllib.request
 
 import pytest
@@ -106,3 +107,26 @@ def test_a_malformed_request_is_a_json_line(server):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
     assert json.loads(body) == {"error": "bad request: Content-Length is invalid"}
+
+
+@pytest.mark.parametrize("size", [3 * LIMIT, 16 * LIMIT])
+def test_a_client_that_sends_the_whole_body_first_reads_the_413(server, size):
+    # urllib sends all of the body before reading: waitress refuses a Content-Length above its own
+    # limit right after the headers; the rest of the body is read and dropped so that the client
+    # gets the answer, not a reset connection.
+    request = urllib.request.Request(server.url + "api/open?tab=tab-aaaaaaaa", data=bytes(size))
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=60)
+    assert info.value.code == 413 and json.load(info.value) == TOO_LARGE
+
+
+def test_a_client_expecting_100_continue_is_answered_before_sending(server):
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    with sock:
+        sock.sendall(b"POST /api/open?tab=tab-aaaaaaaa HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (3 * LIMIT))
+        answer = b""
+        while data := sock.recv(1 << 16):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ") and json.loads(body) == TOO_LARGE

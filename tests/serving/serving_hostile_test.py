@@ -276,14 +276,26 @@ def test_http_status_codes_follow_tf_serving(server):
 def test_body_larger_than_the_limit_is_413(tmp_path):
     base = tmp_path / MODEL_NAME
     export_toy(str(base), 1, offset=0.0)
+    predict = f"/v1/models/{MODEL_NAME}:predict"
     with ModelServer(str(base), MODEL_NAME, grpc_port=0, rest_port=0, poll_seconds=0,
                      rest_max_body_bytes=1000) as srv:
+        too_large = ("the request body is larger than this server's limit of 1000 bytes "
+                     "(--rest-max-body-bytes): send fewer or smaller images per request, or use gRPC")
         big = {"signature_name": "double", "instances": [[1, 2, 3]] * 200}
-        status, _ = _rest(srv, "POST", f"/v1/models/{MODEL_NAME}:predict", big)
-        assert status == 413
-        status, _ = _rest(srv, "POST", f"/v1/models/{MODEL_NAME}:predict",
-                          {"signature_name": "double", "instances": [[1, 2, 3]]})
-        assert status == 200
+        assert _rest(srv, "POST", predict, big) == (413, {"error": too_large})
+        # 16 MiB sent whole before the answer is read (http.client): the server reads and drops
+        # it, so the client gets the 413, not a reset connection.
+        assert _rest(srv, "POST", predict, b" " * (16 << 20)) == (413, {"error": too_large})
+        # The limit is the largest body accepted.
+        good = json.dumps({"signature_name": "double", "instances": [[1, 2, 3]]}).encode()
+        assert _rest(srv, "POST", predict, good.ljust(1000))[0] == 200
+        assert _rest(srv, "POST", predict, good.ljust(1001))[0] == 413
+        # The client's code for it: RESOURCE_EXHAUSTED, as gRPC's for a message above its limit.
+        with Client(f"http://127.0.0.1:{srv.rest_port}", model_name=MODEL_NAME) as client:
+            with pytest.raises(ServingError) as info:
+                client.predict("double", {"x": np.zeros((1000, 3), np.float32)})
+        assert (info.value.code, info.value.message) == ("RESOURCE_EXHAUSTED", too_large)
+        assert _rest(srv, "POST", predict, good) == (200, {"predictions": [[2.0, 4.0, 6.0]]})
 
 
 def test_hundred_slow_clients_hold_no_threads_and_good_requests_are_answered(server):

@@ -452,18 +452,15 @@ class StudioServer:
 
     def __init__(self, app, host="127.0.0.1", port=0, threads=4):
         import waitress.server
-        import waitress.utilities
 
-        from tfgcrf.waitress_errors import answer_in_json, default_message
+        from tfgcrf.waitress_errors import answer_in_json
 
         self._map = {}
         self._server = waitress.server.create_server(
             app, map=self._map, host=host, port=port, threads=threads,
             max_request_body_size=MAX_UPLOAD_BYTES + _SERVER_BODY_MARGIN, ident="tfgcrf-studio",
             clear_untrusted_proxy_headers=True)
-        answer_in_json(self._map, lambda error: (
-            upload_too_large() if isinstance(error, waitress.utilities.RequestEntityTooLarge)
-            else default_message(error)))
+        answer_in_json(self._map, upload_too_large())
         self.port = int(self._server.effective_port)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
