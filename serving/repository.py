@@ -151,7 +151,7 @@ class Servable:
             raise ServingError(
                 "INVALID_ARGUMENT",
                 f'Serving signature name: "{name}" not found in signature def '
-                f"(available: {', '.join(sorted(self.signature_defs))})",
+                f"(available: {', '.join(sorted(self._functions))})",
             )
         return self.signature_defs[name]
 
@@ -330,6 +330,9 @@ class ModelRepository:
             elif time.monotonic() - failure.last_attempt < self.load_retry_interval_seconds:
                 return False
         fingerprint = folder_fingerprint(path)
+        # The load and the warm-up requests take minutes for the default preset on a busy CPU.
+        log.info("loading %s version %d from %s and replaying its warm-up requests ...",
+                 self.name, version, path)
         try:
             servable = Servable(version, path)
         except Exception as err:  # a broken version must not stop the server

@@ -189,6 +189,9 @@ def test_rest_row_and_columnar_formats(server):
         ({"instances": [{"image_bytes": "a"}]}, "keys"),
         ({"instances": ["a"]}, "several inputs"),
         ({"instances": [{"image_bytes": "a", "seed": -3}]}, "seed must be >= 0"),
+        # The signatures one can call (not the SavedModel's __saved_model_init_op).
+        ({"signature_name": "nope", "instances": [[1, 2, 3]]},
+         '"nope" not found in signature def (available: double, sample, serving_default, spin)'),
     ],
 )
 def test_rest_bad_requests_get_400_with_error(server, body, fragment):
