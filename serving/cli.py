@@ -110,6 +110,10 @@ def run(args):
                         "the numbered versions (e.g. models/tfgcrf for models/tfgcrf/1)")
     if not os.path.isdir(args.model_dir):
         raise UserError(f"model dir {args.model_dir} does not exist (export a model with `tfgcrf export`)")
+    if os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
+        parent = os.path.dirname(os.path.normpath(args.model_dir)) or "."
+        raise UserError(f"model dir {args.model_dir} is a model version (it holds saved_model.pb): "
+                        f"pass the folder holding the numbered versions, --model-dir {parent}")
     model_name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.model_dir)))
 
     from tfgcrf.serving.limits import BatchingParameters

@@ -282,6 +282,12 @@ def test_serve_cli_rejects_bad_arguments(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a model")
     assert cli.main(["serve", "--model-dir", str(tmp_path / "notes.txt")]) == 2
     assert "notes.txt is a file, not a folder" in capsys.readouterr().err
+    # The version folder instead of its base path: it would serve nothing, waiting forever.
+    (tmp_path / "tfgcrf" / "1").mkdir(parents=True)
+    (tmp_path / "tfgcrf" / "1" / "saved_model.pb").write_bytes(b"")
+    assert cli.main(["serve", "--model-dir", str(tmp_path / "tfgcrf" / "1")]) == 2
+    assert (f"is a model version (it holds saved_model.pb): pass the folder holding the numbered "
+            f"versions, --model-dir {tmp_path / 'tfgcrf'}\n") in capsys.readouterr().err
     assert cli.main(["serve", "--model-dir", str(tmp_path), "--grpc-port", "70000"]) == 2
     assert "--grpc-port must be in 0..65535" in capsys.readouterr().err
     for flag in ("--max-batch-size", "--num-batch-threads", "--rest-api-timeout-in-ms"):
