@@ -48,6 +48,7 @@ from tfgcrf.serving.repository import (
 )
 from tfgcrf.serving.status import CODE_NAMES, HTTP_STATUS, MAX_GRPC_MESSAGE_BYTES, ServingError
 from tfgcrf.waitress_errors import answer_in_json
+from tfgcrf.waitress_errors import stop as waitress_stop
 
 SIGNATURE_DEF_FIELD = "signature_def"
 # REST request bodies: enough for a few full-size images as base64 JSON.
@@ -461,13 +462,8 @@ class ModelServer:
         self._http_thread.start()
 
     def _stop_rest(self):
-        # Closing every dispatcher of the map ends waitress's asyncore loop.
         logging.getLogger("waitress").setLevel(logging.CRITICAL)
-        while self._http_map:
-            for dispatcher in list(self._http_map.values()):
-                dispatcher.handle_close()
-        self._http.task_dispatcher.shutdown()
-        self._http_thread.join(10)
+        waitress_stop(self._http_map, self._http.task_dispatcher, self._http_thread)
         self._http = self._http_map = self._http_thread = None
 
     def stop(self, grace=1.0):

@@ -475,14 +475,10 @@ class StudioServer:
         return self
 
     def stop(self):
-        # Closing every dispatcher of the map ends waitress's loop.
+        from tfgcrf import waitress_errors
+
         logging.getLogger("waitress").setLevel(logging.CRITICAL)
-        while self._map:
-            for dispatcher in list(self._map.values()):
-                dispatcher.handle_close()
-        self._server.task_dispatcher.shutdown()
-        if self._thread is not None:
-            self._thread.join(10)
+        waitress_errors.stop(self._map, self._server.task_dispatcher, self._thread)
 
 
 def serve(app, host="127.0.0.1", port=0, threads=4, ready=None):
