@@ -73,6 +73,30 @@ def _check_pixels(height, width):
         )
 
 
+def check_edit(width, height, points, colors, links=None, from_sample=None):
+    """Validates an edit's points, colors and links on a `width` x `height` photo, without a model
+    (what `Colorizer.edit` checks before computing anything; `tfgcrf edit` checks it before
+    loading the model). The index `from_sample` is checked against the model by `edit`.
+
+    Returns:
+      `(pixels float64 [K, 2], links float64 [J, 2, 2])`.
+
+    Raises:
+      InputError: as `Colorizer.edit`, but for `from_sample`'s index.
+    """
+    pixels = hints.check_points(points, width, height)
+    links = hints.check_links([] if links is None else links, width, height)
+    # A sample alone is a valid edit (the one rule: `edit_session.has_hints`); the sample's
+    # index is checked with the sampling arguments by `edit`.
+    if not has_hints(len(pixels), len(links), -1 if from_sample is None else 0):
+        raise InputError(EMPTY_EDIT)
+    for count, what in ((len(pixels), "points"), (len(links), "links")):
+        if count > MAX_POINTS:
+            raise InputError(f"an edit holds at most {MAX_POINTS} {what}, got {count}")
+    hints.check_conflicts(pixels, Colorizer._point_chroma(colors, len(pixels)), width, height)
+    return pixels, links
+
+
 class Colorizer:
     """Diverse and user-controllable colorization of photos of any size with a `GCRFColorizer`.
 
@@ -310,17 +334,7 @@ class Colorizer:
             a malformed color, or an invalid `from_sample`. Everything is checked before anything is computed.
         """
         rgb = _as_rgb(image)
-        height, width = rgb.shape[:2]
-        pixels = hints.check_points(points, width, height)
-        links = hints.check_links([] if links is None else links, width, height)
-        # A sample alone is a valid edit (the one rule: `edit_session.has_hints`); the sample's
-        # index is checked with the sampling arguments below.
-        if not has_hints(len(pixels), len(links), -1 if from_sample is None else 0):
-            raise InputError(EMPTY_EDIT)
-        for count, what in ((len(pixels), "points"), (len(links), "links")):
-            if count > MAX_POINTS:
-                raise InputError(f"an edit holds at most {MAX_POINTS} {what}, got {count}")
-        hints.check_conflicts(pixels, self._point_chroma(colors, len(pixels)), width, height)
+        pixels, links = check_edit(rgb.shape[1], rgb.shape[0], points, colors, links, from_sample)
         session = self._session(rgb, from_sample, seed, num_samples, mode, interactive=False,
                                 propagate=propagate)
         for (x, y), rgb_color in zip(pixels, colors):

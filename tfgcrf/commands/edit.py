@@ -85,18 +85,30 @@ def parse_link(spec):
     return (x1, y1), (x2, y2)
 
 
-def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, num_samples=None,
-              mode="top", show_points=False, explain=False, links=None, size=None):
-    """Edits one photo and writes the result (and attention maps); returns the written paths.
-
-    `size`: the (width, height) the points were given for (an edit file's), checked on the photo.
-    """
-    from tfgcrf import imageio, render
+def read_photo(path, size=None):
+    """The photo of an edit, uint8 `[H, W, 3]`; `size`: the (width, height) the points were given
+    for (an edit file's), checked on the photo."""
+    from tfgcrf import imageio
 
     rgb = imageio.read_image(path)
     if size is not None and tuple(size) != (rgb.shape[1], rgb.shape[0]):
         raise InputError(f"the edit file was made on a {size[0]}x{size[1]} photo, {path} is "
                          f"{rgb.shape[1]}x{rgb.shape[0]}")
+    return rgb
+
+
+def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, num_samples=None,
+              mode="top", show_points=False, explain=False, links=None, size=None):
+    """Edits one photo and writes the result (and attention maps); returns the written paths.
+
+    `path`: the photo's path, or the photo itself (uint8 `[H, W, 3]`, `read_photo`'s). `size`: as
+    for `read_photo`.
+    """
+    import numpy as np
+
+    from tfgcrf import imageio, render
+
+    rgb = path if isinstance(path, np.ndarray) else read_photo(path, size)
     edited = colorizer.edit(rgb, points, colors, from_sample=from_sample, seed=seed,
                             num_samples=num_samples, mode=mode, links=links)
     if show_points:
@@ -147,8 +159,14 @@ def run(args):
     out = args.out
     if out is None:
         out = os.path.join("out", os.path.splitext(os.path.basename(args.input))[0] + "_edit.png")
+    # The photo and the points and links on it are checked before the model is loaded (which
+    # takes seconds to tens of seconds): a mistyped coordinate is refused at once.
+    from tfgcrf.colorizer import check_edit
+
+    rgb = read_photo(args.input, size)
+    check_edit(rgb.shape[1], rgb.shape[0], points, colors, links, args.from_sample)
     colorizer = load_colorizer(args.model, args.dtype)
-    written = edit_file(colorizer, args.input, out, points, colors, args.from_sample, args.seed,
-                        args.samples, args.mode, args.show_points, args.explain, links, size)
+    written = edit_file(colorizer, rgb, out, points, colors, args.from_sample, args.seed,
+                        args.samples, args.mode, args.show_points, args.explain, links)
     print("wrote " + ", ".join(written))
     return 0
