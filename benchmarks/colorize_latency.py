@@ -27,7 +27,6 @@ import tensorflow as tf  # noqa: E402
 from tfgcrf import color, fullres, hints  # noqa: E402
 from tfgcrf.colorizer import Colorizer  # noqa: E402
 from tfgcrf.errors import UserError  # noqa: E402
-from tfgcrf.layers import edit_terms  # noqa: E402
 
 WIDTH, HEIGHT = 1024, 768
 NUM_SAMPLES = 8
@@ -110,19 +109,23 @@ def main():
     chroma = colorizer._point_chroma(colors, len(points))
     from tfgcrf.models import points_to_grid
 
+    # What `Colorizer.edit` solves on the grid: the photo's edit system factored once
+    # (`edit_session_grid`, sparse/dense factor of the prior system), then the points' cells
+    # answered on that factor (`EditSession.solve`), as `tfgcrf.edit_session.EditSession` does.
     mask, target = points_to_grid(points_rel[None], chroma[None], [len(points)], size)
-    edit_weights = config.beta_edit * tf.reshape(mask, [1, pixels])
-    edit_unary = tf.reshape(target, [1, pixels, 2])
-    edit_crf = model.crf_solver(config.edit_solver)
-    edit_solve = tf.function(lambda s, u, w, e: edit_crf(s, u, w, extra=e), autograph=False)
-    edit_extra = edit_terms.edit_precision(l_small)
+    cells = np.flatnonzero(tf.reshape(mask, [pixels]).numpy())
+    cell_colors = tf.gather(tf.reshape(target, [pixels, 2]), cells)
+
+    def grid_solve():
+        return colorizer.edit_session_grid(l_small, similarity=similarity).solve(
+            cells, cell_colors)
     edit = len(rows)
     rows += [
         ("edit, end to end (Colorizer.edit, 2 points)",
          *_time(fresh(lambda: colorizer.edit(rgb, points, colors)), r, cpu=True), edit),
         ("  similarity S (structure branch)", _time(lambda: colorizer._similarity(l_small), r), None, edit),
-        (f"  G-CRF solve ({config.edit_solver}, 2 right-hand sides)",
-         _time(lambda: edit_solve(similarity, edit_unary, edit_weights, edit_extra), r), None, edit),
+        ("  G-CRF: the photo's edit system factored + 2 points solved (model.edit_session)",
+         _time(grid_solve, r), None, edit),
     ]
     again = _time(lambda: colorizer.edit(rgb, points, colors), r)
     rows.append(("  edit again on the same photo (S kept from the last call)", again, None, edit))
