@@ -4,7 +4,7 @@ import importlib.resources
 import os
 
 from tfgcrf.commands.colorize import add_model_argument, colorize_file, load_colorizer, make_folder
-from tfgcrf.commands.edit import edit_file
+from tfgcrf.commands.edit import edit_file, read_photo
 
 HELP = "colorize (8 samples) and edit the bundled example photo, writing into a folder"
 
@@ -31,7 +31,7 @@ def run(args):
         mode = "top" if NUM_SAMPLES <= colorizer.model.model_config.num_components else "draw"
         colorized = colorize_file(colorizer, photo, args.out, stem, NUM_SAMPLES, seed=0, mode=mode)
         print("editing it from two color points ...")
-        edited = edit_file(colorizer, photo, os.path.join(args.out, f"{stem}_edit.png"),
+        edited = edit_file(colorizer, read_photo(photo), os.path.join(args.out, f"{stem}_edit.png"),
                            EDIT_POINTS, EDIT_COLORS, show_points=True, explain=True)
     print(f"\ncolorizations: {', '.join(colorized[:-1])}")
     print(f"contact sheet: {colorized[-1]}")

@@ -97,18 +97,12 @@ def read_photo(path, size=None):
     return rgb
 
 
-def edit_file(colorizer, path, out, points, colors, from_sample=None, seed=0, num_samples=None,
-              mode="top", show_points=False, explain=False, links=None, size=None):
-    """Edits one photo and writes the result (and attention maps); returns the written paths.
-
-    `path`: the photo's path, or the photo itself (uint8 `[H, W, 3]`, `read_photo`'s). `size`: as
-    for `read_photo`.
-    """
-    import numpy as np
-
+def edit_file(colorizer, rgb, out, points, colors, from_sample=None, seed=0, num_samples=None,
+              mode="top", show_points=False, explain=False, links=None):
+    """Edits one photo, uint8 `[H, W, 3]` (`read_photo`'s), and writes the result (and attention
+    maps); returns the written paths."""
     from tfgcrf import imageio, render
 
-    rgb = path if isinstance(path, np.ndarray) else read_photo(path, size)
     edited = colorizer.edit(rgb, points, colors, from_sample=from_sample, seed=seed,
                             num_samples=num_samples, mode=mode, links=links)
     if show_points:
