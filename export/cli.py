@@ -17,7 +17,11 @@ def add_arguments(parser):
         help="version folder to create, BASE/VERSION with an integer VERSION, e.g. models/tfgcrf/1",
     )
     parser.add_argument(
-        "--num-samples", type=int, default=8, help="N, samples per `sample` request (default: 8)"
+        "--num-samples",
+        type=int,
+        default=None,
+        help="N, samples per `sample` request (default: 8, or the model's mixture components in "
+        "--mode top if it has fewer)",
     )
     parser.add_argument(
         "--mode",
@@ -60,7 +64,10 @@ def run(args):
 
     version_folder(args.out)  # fail on a bad --out before the slow model load
     model = load_model(args.model, dtype=args.dtype)
-    Colorizer(model).check_sampling(args.num_samples, args.mode)
+    colorizer = Colorizer(model)
+    if args.num_samples is None:
+        args.num_samples = colorizer.default_samples(args.mode)
+    colorizer.check_sampling(args.num_samples, args.mode, flags=("--num-samples", "--mode"))
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels,
                              propagate=args.propagate)

@@ -45,6 +45,13 @@ def test_colorize_at_input_resolution_with_input_lightness(colorizer, photo):
     assert_samples_differ(samples)
 
 
+def test_default_sample_count_is_8_or_the_models_components(colorizer):
+    """The smoke model has 4 mixture components: "top" gives all 4 by default, "draw" 8."""
+    assert colorizer.default_samples("top") == 4 and colorizer.default_samples("draw") == 8
+    np.testing.assert_array_equal(colorizer.colorize(PHOTO), colorizer.colorize(PHOTO, num_samples=4))
+    assert colorizer.colorize(PHOTO, mode="draw").shape[0] == 8
+
+
 def assert_samples_differ(samples, min_fraction=0.05):
     """Every pair of samples differs on a good part of the image.
 

@@ -259,8 +259,19 @@ class Colorizer:
             self._last = (key, lightness, l_small, self.similarity(l_small))
         return self._last[1:]
 
-    def check_sampling(self, num_samples, mode="top"):
-        """Raises `InputError` unless `num_samples` samples can be drawn in `mode`."""
+    def default_samples(self, mode="top"):
+        """N when the caller gives none: `DEFAULT_SAMPLES`, or the model's number of mixture
+        components in "top" mode if it has fewer (a small trained model, e.g. 4 components)."""
+        if mode == "top":
+            return min(DEFAULT_SAMPLES, self.model.model_config.num_components)
+        return DEFAULT_SAMPLES
+
+    def check_sampling(self, num_samples, mode="top", flags=None):
+        """Raises `InputError` unless `num_samples` samples can be drawn in `mode`.
+
+        `flags`: the command-line names of the count and the mode, e.g. `("--samples",
+        "--mode")`, so that a command's error names its own options (None: the API's names).
+        """
         if mode not in SAMPLE_MODES:
             raise InputError(f"mode must be one of {', '.join(SAMPLE_MODES)}; got {mode!r}")
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
@@ -269,12 +280,19 @@ class Colorizer:
             raise InputError(f"the number of samples must be at least 1, got {num_samples}")
         components = self.model.model_config.num_components
         if mode == "top" and num_samples > components:
+            if flags:
+                count_flag, mode_flag = flags
+                raise InputError(
+                    f"{mode_flag} top gives at most {components} samples (the model's mixture "
+                    f"components), got {count_flag} {num_samples}; pass {count_flag} "
+                    f"{components} or {mode_flag} draw"
+                )
             raise InputError(
                 f"mode 'top' gives at most {components} samples (the model's mixture components), "
                 f"got {num_samples}; use mode 'draw' for more"
             )
 
-    def colorize(self, image, num_samples=DEFAULT_SAMPLES, seed=0, mode="top", return_scores=False):
+    def colorize(self, image, num_samples=None, seed=0, mode="top", return_scores=False):
         """Diverse colorizations of a photo at its own resolution, most probable first.
 
         Args:
@@ -282,7 +300,8 @@ class Colorizer:
             JPEG, ... file), a binary file object, a PIL image, or a uint8 numpy array
             `[H, W]`, `[H, W, 1]` or `[H, W, 3]`. A color photo is reduced to its lightness
             first.
-          num_samples: N, the number of colorizations.
+          num_samples: N, the number of colorizations; None: `default_samples(mode)` (8, or
+            the model's number of mixture components in "top" mode if it has fewer).
           seed: seed of the random draws ("draw" mode; "top" mode is deterministic).
           mode: "top" decodes the N most probable mixture components (at most the model's
             number of components), "draw" samples N latent codes from the mixture.
@@ -294,6 +313,8 @@ class Colorizer:
         Raises:
           InputError: unreadable image or invalid `num_samples` / `mode`.
         """
+        if num_samples is None:
+            num_samples = self.default_samples(mode)
         self.check_sampling(num_samples, mode)
         seed = self._seed(seed)
         lightness, l_small, similarity = self._photo(_as_rgb(image))

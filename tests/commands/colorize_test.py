@@ -94,13 +94,37 @@ def test_good_inputs_are_processed_and_bad_ones_listed(bad_inputs, tmp_path, smo
 
 @pytest.mark.parametrize("samples, message", [("0", "--samples must be at least 1, got 0"),
                                               ("-2", "--samples must be at least 1, got -2"),
-                                              ("5", "at most 4 samples")])
+                                              ("5", "--mode top gives at most 4 samples (the "
+                                                     "model's mixture components), got --samples 5; "
+                                                     "pass --samples 4 or --mode draw")])
 def test_bad_sample_count(samples, message, tmp_path, smoke_model_file, capsys):
     code = cli.main(["colorize", PHOTO, "--samples", samples, "--out", str(tmp_path),
                      "--model", smoke_model_file])
     lines = _error_lines(capsys.readouterr().err)
     assert code != 0 and len(lines) == 1 and message in lines[0]
     assert os.listdir(tmp_path) == []
+
+
+def test_default_sample_count_fits_a_model_with_fewer_components(tmp_path, smoke_model_file, capsys):
+    """Without --samples, a 4-component model gives its 4 top samples (not an error about 8)."""
+    out = tmp_path / "out"
+    code = cli.main(["colorize", PHOTO, "--out", str(out), "--model", smoke_model_file])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == sorted([f"sklearn_china_s{k}.png" for k in range(4)]
+                                             + ["sklearn_china_grid.png"])
+    code = cli.main(["colorize", PHOTO, "--out", str(tmp_path / "draw"), "--mode", "draw",
+                     "--model", smoke_model_file])
+    assert code == 0 and len(os.listdir(tmp_path / "draw")) == 8 + 1
+
+
+def test_export_sample_count_error_names_the_export_options(tmp_path, smoke_model_file, capsys):
+    out = tmp_path / "models" / "tfgcrf" / "1"
+    code = cli.main(["export", "--model", smoke_model_file, "--out", str(out), "--num-samples", "8"])
+    lines = _error_lines(capsys.readouterr().err)
+    assert code != 0 and lines == [
+        "tfgcrf: error: --mode top gives at most 4 samples (the model's mixture components), "
+        "got --num-samples 8; pass --num-samples 4 or --mode draw"]
+    assert not out.exists()
 
 
 def test_missing_model(tmp_path, capsys):

@@ -26,6 +26,9 @@ PIECE = 64 << 10
 class _NoColorizer:
     model = types.SimpleNamespace(model_config=types.SimpleNamespace(num_components=2))
 
+    def default_samples(self, mode):
+        return 2 if mode == "top" else 8
+
     def check_sampling(self, num_samples, mode):
         pass
 

@@ -14,8 +14,9 @@ _GLOB_CHARACTERS = "*?["
 def add_arguments(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, folders (their images, not recursive) or glob patterns")
-    parser.add_argument("--samples", type=int, default=8, metavar="N",
-                        help="colorizations per photo (default: 8)")
+    parser.add_argument("--samples", type=int, default=None, metavar="N",
+                        help="colorizations per photo (default: 8, or the model's mixture "
+                        "components in --mode top if it has fewer)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --mode draw (default: 0)")
     parser.add_argument("--out", default="out", metavar="DIR",
                         help="output folder for <stem>_s<k>.png and <stem>_grid.png (default: out)")
@@ -142,7 +143,9 @@ def run(args):
     files, failures = expand_inputs(args.inputs)
     total = len(files) + len(failures)
     colorizer = load_colorizer(args.model, args.dtype)
-    colorizer.check_sampling(args.samples, args.mode)
+    if args.samples is None:
+        args.samples = colorizer.default_samples(args.mode)
+    colorizer.check_sampling(args.samples, args.mode, flags=("--samples", "--mode"))
     if files:
         make_folder(args.out)
     written = []

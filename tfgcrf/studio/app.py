@@ -136,9 +136,8 @@ class StudioApp:
     """
 
     def __init__(self, colorizer, photos=(), num_samples=None, seed=0, mode="top", max_tabs=MAX_TABS):
-        components = colorizer.model.model_config.num_components
         if num_samples is None:
-            num_samples = min(8, components) if mode == "top" else 8
+            num_samples = colorizer.default_samples(mode)
         colorizer.check_sampling(num_samples, mode)
         self.colorizer = colorizer
         self.photos = {os.path.basename(path): path for path in photos}
