@@ -19,6 +19,7 @@ import json
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -167,6 +168,43 @@ def _tensor_dtypes(tensor_infos):
     return {name: NUMPY_DTYPES[info["dtype"]] for name, info in tensor_infos.items()}
 
 
+_GRPC_NAME_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:")
+
+
+def parse_target(target):
+    """`Client`'s target -> ("grpc" | "rest", target), or `InputError` before anything is dialed.
+
+    Accepted: `host:port` (gRPC; also gRPC's own name syntax `dns:`, `unix:`, `ipv4:`, `ipv6:`,
+    passed to gRPC as is) and `http://host[:port]` / `https://host[:port]` (REST, without a path,
+    query or fragment). Refused with one line: no port, a port outside 1..65535 (gRPC would dial
+    it modulo 65536), a port that is not a number, another URL scheme (`grpc://`, `ftp://`).
+    """
+    usage = "target must be 'host:port' (gRPC) or 'http://host:port' (REST)"
+    if not isinstance(target, str) or not target.strip():
+        raise InputError(f"{usage}, got {target!r}")
+    if target.startswith(_GRPC_NAME_SCHEMES):
+        return "grpc", target
+    scheme = target.split("://", 1)[0].lower() if "://" in target else None
+    if scheme not in (None, "http", "https"):
+        hint = f"; for gRPC give 'host:port' without '{scheme}://'" if scheme == "grpc" else ""
+        raise InputError(f"{usage}, got {target!r}{hint}")
+    parts = urllib.parse.urlsplit(target if scheme else "//" + target)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    host = parts.hostname
+    if not host or any(c.isspace() for c in target) or port == -1 or port == 0:
+        raise InputError(f"{usage} with a port in 1..65535, got {target!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InputError(f"{usage} without a path, query or fragment, got {target!r}")
+    if scheme:
+        return "rest", target.rstrip("/")
+    if port is None:
+        raise InputError(f"{usage}: {target!r} has no port (TF Serving's gRPC port is 8500 by default)")
+    return "grpc", target
+
+
 class Client:
     """Calls the exported `sample` and `edit` signatures over gRPC or REST.
 
@@ -181,12 +219,11 @@ class Client:
 
     def __init__(self, target, model_name=DEFAULT_MODEL_NAME, version=None, timeout=30.0,
                  retries=3, retry_backoff=0.2):
-        if not isinstance(target, str) or not target:
-            raise InputError(f"target must be 'host:port' or 'http://host:port', got {target!r}")
+        protocol, target = parse_target(target)
         if timeout <= 0 or retries < 0 or retry_backoff < 0:
             raise InputError("timeout must be > 0 and retries, retry_backoff >= 0")
         self.target = target
-        self.protocol = "rest" if target.startswith(("http://", "https://")) else "grpc"
+        self.protocol = protocol
         self.model_spec = (model_name, version)
         self.timeout = timeout
         self.retries = retries
