@@ -1,8 +1,11 @@
 """Keras callbacks of the three-stage training: the HOC reveal schedule, TensorBoard scalars and
 image previews at the run's global step, and the multi-worker resume agreement."""
 
+import json
+import os
 import shutil
 import sys
+import time
 
 import keras
 import tensorflow as tf
@@ -55,6 +58,68 @@ class WorkerBackupAndRestore(keras.callbacks.BackupAndRestore):
                   file=sys.stderr, flush=True)
             shutil.rmtree(self.backup_dir, ignore_errors=True)
             self.model._initial_epoch = None
+
+
+def read_epoch_history(path):
+    """The entries `EpochHistory` wrote to `path` ([] when it is missing or unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "logs" in e for e in entries):
+        return []
+    return entries
+
+
+class EpochHistory(keras.callbacks.Callback):
+    """A stage's per-epoch logs and wall seconds in `path`, kept across resumed processes.
+
+    Keras' `History` holds the epochs of one `fit` call only: a stage killed after epoch 2 and
+    resumed would report epochs 3.. alone. At the end of epoch k the entries of epochs 0..k-1
+    (this process's or an earlier one's) are kept and later ones dropped (a resume from an older
+    backup runs them again); the file is replaced atomically.
+
+    Attributes (after `fit`): `first_epoch`, the epoch this process started at (0: not resumed),
+    and `earlier_seconds`, the wall seconds of the epochs before it.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = str(path)
+        self.first_epoch = None
+        self.earlier_seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+            self.earlier_seconds = sum(float(e.get("seconds", 0.0))
+                                       for e in read_epoch_history(self.path)[:epoch])
+        self._began = time.time()
+
+    def on_train_end(self, logs=None):
+        if self.first_epoch is None:  # resumed after the last epoch: nothing ran in this process
+            entries = read_epoch_history(self.path)
+            self.first_epoch = len(entries)
+            self.earlier_seconds = sum(float(e.get("seconds", 0.0)) for e in entries)
+
+    def on_epoch_end(self, epoch, logs=None):
+        entries = read_epoch_history(self.path)[:epoch]
+        entries.append({
+            "epoch": epoch,
+            "logs": {name: float(value) for name, value in (logs or {}).items()},
+            "seconds": round(time.time() - self._began, 1),
+        })
+        staging = f"{self.path}.tmp"
+        with open(staging, "w", encoding="utf-8") as f:
+            json.dump(entries, f)
+        os.replace(staging, self.path)
+
+    def history(self):
+        """`{name: [value per epoch]}` of every epoch of the stage, as Keras' `History.history`."""
+        entries = read_epoch_history(self.path)
+        names = [name for name in entries[-1]["logs"]] if entries else []
+        return {name: [e["logs"].get(name, float("nan")) for e in entries] for name in names}
 
 
 class StageLog(keras.callbacks.Callback):

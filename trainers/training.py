@@ -6,6 +6,8 @@ Run directory layout (everything needed to resume lives here):
     RUN_DIR/STAGE/backup/               BackupAndRestore state of a running stage (epoch + weights)
     RUN_DIR/STAGE/latest.weights.h5     weights after the stage's most recent epoch
     RUN_DIR/STAGE/final.weights.h5      weights when the stage completed
+    RUN_DIR/STAGE/history.json          every finished epoch's logs and wall seconds (kept across
+                                        resumes; done.json's history is made from it)
     RUN_DIR/STAGE/done.json             completion marker (history of the stage)
     RUN_DIR/STAGE/logs/                 TensorBoard: per-epoch scalars (loss, metrics, learning
                                         rate) at the run's global step, image previews, hparams
@@ -43,6 +45,7 @@ from tfgcrf.models.rebalance import ab_histogram, rebalancing_weights
 from tfgcrf.trainers import distribute
 from tfgcrf.trainers.callbacks import (
     ChiefSync,
+    EpochHistory,
     HocSchedule,
     PreviewImages,
     StageLog,
@@ -72,6 +75,7 @@ class StagePaths:
         self.latest = output_root / "latest.weights.h5"
         self.final = self.root / "final.weights.h5"
         self.marker = self.root / "done.json"
+        self.history = self.root / "history.json"
         self.logs = output_root / "logs"
 
     def is_done(self):
@@ -228,6 +232,7 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
     with strategy.scope():
         model.compile_stage(stage, learning_rate=stage_config.learning_rate)
     paths.latest.parent.mkdir(parents=True, exist_ok=True)
+    epochs = EpochHistory(paths.history)
     callbacks = [
         # Every worker keeps its own backup; ChiefSync then makes the chief's epoch and weights
         # everyone's, so workers restarted at different points continue together.
@@ -235,6 +240,7 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
             str(paths.backup), double_checkpoint=True
         ),
         ChiefSync(strategy),
+        epochs,
         keras.callbacks.ModelCheckpoint(str(paths.latest), save_weights_only=True),
         keras.callbacks.TerminateOnNaN(),
         StageLog(paths.logs, step_offset, hparams),
@@ -254,7 +260,7 @@ def _run_stage(model, config, stage, paths, strategy, verbose, step_offset, hpar
             f"stage {stage} stopped on a non-finite loss; lower "
             f"stages.{stage}.learning_rate and run the same command again"
         )
-    return history.history
+    return epochs.history() or history.history, epochs.first_epoch or 0, epochs.earlier_seconds
 
 
 def _anchor_mixture(model, train, batches, seed):
@@ -279,12 +285,14 @@ def _fit(model, train, validation, stage_config, callbacks, verbose):
     )
 
 
-def _finish_stage(model, paths, history, started):
+def _finish_stage(model, paths, history, started, resumed_from_epoch=0, earlier_seconds=0.0):
     model.save_weights(str(paths.final))
     summary = {
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "seconds": round(time.time() - started, 1),
+        # Wall seconds of the whole stage: this process's + the epochs earlier processes ran.
+        "seconds": round(time.time() - started + earlier_seconds, 1),
         "steps": int(model.optimizer.iterations.numpy()),
+        "resumed_from_epoch": int(resumed_from_epoch),
         "history": history,
     }
     # The marker is written last: a stage only counts as done once its final weights exist.
@@ -386,12 +394,15 @@ def _train_stages(model, config, stages, worker, strategy, verbose, log, hparams
         log(f"stage {name}: training ({epochs} epoch{'s' if epochs != 1 else ''})")
         paths.root.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        history = _run_stage(model, config, name, paths, strategy, verbose, step_offset,
-                             {**hparams, "stage": name}, is_chief=worker.is_chief)
-        _finish_stage(model, paths, history, started)
+        history, resumed_from, earlier = _run_stage(model, config, name, paths, strategy, verbose,
+                                                    step_offset, {**hparams, "stage": name},
+                                                    is_chief=worker.is_chief)
+        _finish_stage(model, paths, history, started, resumed_from, earlier)
         step_offset += paths.steps()
         worker.discard_outputs()
-        log(f"stage {name}: done in {time.time() - started:.0f} s, final {_last(history)}")
+        resumed = f" (resumed at epoch {resumed_from + 1})" if resumed_from else ""
+        log(f"stage {name}: done in {time.time() - started + earlier:.0f} s{resumed}, "
+            f"final {_last(history)}")
     model.set_stage(name)
     _save_model(model, worker.output_root / MODEL_FILE)
     worker.discard_outputs()

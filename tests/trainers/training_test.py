@@ -209,8 +209,14 @@ def test_killed_during_hoc_resumes_without_redoing_vae(tmp_path, tiny_experiment
     assert vae_marker.read_text() == vae_done
     summary = stage_summary(run_dir)
     assert list(summary) == list(STAGES)
-    # The second run only trained the HOC epochs the first one had not finished.
-    assert 0 < len(summary["hoc"]["history"]["loss"]) < hoc_epochs
+    # The second run only trained the HOC epochs the first one had not finished, and the stage's
+    # history and wall time still cover every epoch (the first run's from hoc/history.json).
+    resumed_from = summary["hoc"]["resumed_from_epoch"]
+    assert 0 < resumed_from < hoc_epochs
+    assert len(summary["hoc"]["history"]["loss"]) == hoc_epochs
+    assert "stage hoc: done in " in second.stderr and f"(resumed at epoch {resumed_from + 1})" in second.stderr
+    first_run_seconds = sum(e["seconds"] for e in json.loads(StagePaths(run_dir / "hoc").history.read_text())[:resumed_from])
+    assert summary["hoc"]["seconds"] >= first_run_seconds > 0
     # ... and the stage after the resumed one still ran all of its epochs from the first.
     assert len(summary["mdn"]["history"]["loss"]) == config.stages["mdn"].epochs
     assert (run_dir / "model.keras").is_file()
