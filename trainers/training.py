@@ -373,7 +373,11 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
             f"same command to resume from the last finished epoch (TensorFlow: {detail})"
         ) from None
     if worker.is_chief:
-        log(f"saved {worker.output_root / MODEL_FILE}")
+        untrained = [name for name in STAGES if name not in stages]
+        # A model saved before its mdn stage samples from an untrained mixture: say so.
+        note = (f" (trained through stage {stages[-1]}; stage{'s' if len(untrained) > 1 else ''} "
+                f"{', '.join(untrained)} not yet: run without --stage to finish)") if untrained else ""
+        log(f"saved {worker.output_root / MODEL_FILE}{note}")
     return model
 
 

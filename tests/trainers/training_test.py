@@ -130,6 +130,9 @@ def test_resumes_with_changed_training_settings_and_names_them(tmp_path, tiny_ex
     messages = []
     train(changed, tmp_path, stage="vae", verbose=0, log=messages.append)
     assert "resuming with changed settings: training.kl_warmup_steps 4 -> 9" in messages
+    # A model saved before its mdn stage says that its mixture head is not trained yet.
+    assert messages[-1] == (f"saved {tmp_path / 'model.keras'} (trained through stage vae; stages "
+                            "hoc, mdn not yet: run without --stage to finish)")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["training"]["kl_warmup_steps"] == 9
 
 
