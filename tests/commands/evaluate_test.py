@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 
 import pytest
 
@@ -32,8 +33,13 @@ def test_evaluate_writes_the_issue_schema_table_and_report(smoke_run, tmp_path, 
     values += [v for m in methods.values() for v in m.get("psnr_points", {}).values()]
     assert all(isinstance(v, float) and math.isfinite(v) for v in values)
     assert 0 < methods["gcrf"]["ssim_pairwise"] <= 1 and methods["gray"]["colorfulness"] < 1
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "| G-CRF (ours) |" in out and "| Levin et al. 2004 |" in out
+    # The per-image progress names the photo (its path in the evaluated folder).
+    progress = [line for line in captured.err.splitlines() if line.startswith("image ")]
+    assert len(progress) == 2 and all(re.fullmatch(r"image [12] \(\S+\.\w+\): [0-9.]+ s", line)
+                                      for line in progress), progress
     assert sorted(os.listdir(report_dir)) == ["control.png", "psnr_points.png", "results.md", "samples.png"]
 
 

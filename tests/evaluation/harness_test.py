@@ -198,8 +198,9 @@ def test_images_in_flight_give_the_numbers_of_one_at_a_time(tiny_preset):
         seen = []
         runs[in_flight] = harness.evaluate(
             colorizer, images, num_samples=3, seed=5, keep_images=2,
-            on_image=lambda index, seconds: seen.append(index), images_in_flight=in_flight)
-        assert seen == [0, 1, 2]
+            on_image=lambda index, seconds, name: seen.append((index, name)),
+            images_in_flight=in_flight)
+        assert seen == [(index, image.name) for index, image in enumerate(images)]
     (one, kept_one), (two, kept_two) = runs[1], runs[2]
     assert one["images"] == 3 and _without_timings(one) == _without_timings(two)
     assert two["seconds_per_image"]["run"] > 0

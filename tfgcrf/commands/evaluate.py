@@ -80,8 +80,8 @@ def run(args):
     colorizers = {name: Colorizer.load(spec, dtype=args.dtype) for name, spec in specs.items()}
     sizes = [colorizer.grid_size for colorizer in colorizers.values()]
 
-    def progress(index, seconds):
-        print(f"image {index + 1}: {seconds:.1f} s", file=sys.stderr)
+    def progress(index, seconds, name):
+        print(f"image {index + 1} ({name}): {seconds:.1f} s", file=sys.stderr)
 
     results, kept = harness.evaluate(
         colorizers,

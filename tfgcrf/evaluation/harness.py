@@ -489,7 +489,8 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
       seed: seed of the models' sampling (offset by the image index) and of the hint locations.
       mode: the models' sampling mode ("top" mixture components, or "draw").
       keep_images: how many images to keep renderings of, for the report's sheets.
-      on_image: optional callback `(index, seconds)` after each image.
+      on_image: optional callback `(index, seconds, name)` after each image (`name`: the
+        `Example`'s, e.g. the photo's path in its folder).
       with_control: also run the control protocol (Levin et al. and the models' edits: most
         of the time per image); False gives the diversity table only.
       ablation: also score the steps of the G-CRF edit path in the control table
@@ -521,12 +522,13 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
     start = time.perf_counter()
 
     def collect():
-        values, domain, kept_item = pending.popleft().result()
+        future, name = pending.popleft()
+        values, domain, kept_item = future.result()
         _add_values(values, domain, totals, by_domain)
         if kept_item is not None:
             kept.append(kept_item)
         if on_image:
-            on_image(totals.count - 1, values["seconds/total"])
+            on_image(totals.count - 1, values["seconds/total"], name)
 
     # The next image is read and resized in a thread of its own while the images in flight are
     # evaluated (one at a time: only that thread advances `images`).
@@ -540,9 +542,9 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
             if example is None:
                 break
             following = reader.submit(next, upcoming, None)
-            pending.append(workers.submit(
+            pending.append((workers.submit(
                 _evaluate_image, colorizers, index, example, num_samples, seed, mode,
-                index < keep_images, with_control, ablation, background))
+                index < keep_images, with_control, ablation, background), example.name))
             while len(pending) >= images_in_flight:
                 collect()
         while pending:
