@@ -36,6 +36,10 @@ from tfgcrf.models.points import links_to_grid, points_to_grid
 DEFAULT_MAX_PIXELS = MAX_PIXELS
 
 
+# Values an assertion's message shows per tensor (up to 32 (x, y) points).
+SUMMARIZE = 64
+
+
 def _check(condition, message, *values):
     """An assertion whose error reads `assertion failed: [message] [values...]`.
 
@@ -43,7 +47,9 @@ def _check(condition, message, *values):
     the graph's tensor names (`map/while/TensorArrayV2Read_5/...`), which a client of the served
     model cannot act on; the message here says what was wrong and shows the offending values.
     """
-    return tf.debugging.Assert(tf.reduce_all(condition), [message, *values])
+    # summarize: Assert shows 3 values of each tensor by default, which cut a batch-size list
+    # before the one that differs ("got [1 1 1...]").
+    return tf.debugging.Assert(tf.reduce_all(condition), [message, *values], summarize=SUMMARIZE)
 
 
 def _assert_pixels(height, width, max_pixels, name):

@@ -205,9 +205,34 @@ _NODE_LINE = re.compile(r"^\s*(\[\[\{\{.*\}\}\]\].*|Graph execution error:|Detec
 
 
 def op_error_message(error):
-    """The message of a TensorFlow error without the graph-node locations around it."""
+    """The message of a TensorFlow error without the graph-node locations around it.
+
+    A `tf.debugging.Assert` of the exported signatures reads `assertion failed: [message]
+    [values]`; it is given as `message values` (`points must be ... in [0, 1]; got [1.5 0.4]`).
+    """
     lines = [line for line in error.message.splitlines() if line.strip() and not _NODE_LINE.match(line)]
-    return " ".join(line.strip() for line in lines) or error.message
+    text = " ".join(line.strip() for line in lines) or error.message
+    return _assertion_text(text)
+
+
+_ASSERTION = "assertion failed: "
+
+
+def _assertion_text(text):
+    """`... assertion failed: [a] [[1 2]]` -> `a [1 2]` (the bracketed data, outer brackets off)."""
+    start = text.find(_ASSERTION)
+    if start < 0:
+        return text
+    pieces, depth, opened = [], 0, 0
+    for index, char in enumerate(text[start + len(_ASSERTION):]):
+        if char == "[":
+            opened = index + 1 if depth == 0 else opened
+            depth += 1
+        elif char == "]" and depth:
+            depth -= 1
+            if depth == 0:
+                pieces.append(text[start + len(_ASSERTION) + opened:start + len(_ASSERTION) + index])
+    return " ".join(" ".join(pieces).split()) or text
 
 
 def _numpy_dtype(dtype_enum):
