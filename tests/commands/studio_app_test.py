@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -104,6 +105,20 @@ def test_tabs_do_not_mix(client):
     first = _png(client.get(f"/api/result.png?tab={TAB}"))
     second = _png(client.get(f"/api/result.png?tab={OTHER_TAB}"))
     assert first.shape == read_image(PHOTO).shape and second.shape == read_image(OTHER).shape
+
+
+def test_an_edit_that_waits_for_other_work_reports_the_wait_apart_from_its_solve(client, app):
+    """The first edit after an open may wait for the session being prepared: "solve" is the
+    edit's own time, "wait" the rest (a new user read a 22 s wait as the solve)."""
+    _open(client, PHOTO)
+    app._compute.acquire()  # other work (after the background preparation) holds the model
+    threading.Timer(0.5, app._compute.release).start()
+    state = {"from_sample": None, "points": [{"id": "a", "x": 60, "y": 30, "color": "#c06020"}],
+             "links": []}
+    answer = _edit(client, state).get_json()
+    assert answer["wait_ms"] >= 450 and answer["solve_ms"] > 0
+    assert answer["total_ms"] >= answer["wait_ms"] + answer["solve_ms"] + answer["encode_ms"] - 0.2
+    assert app.latencies[-1]["wait_ms"] == answer["wait_ms"]
 
 
 def test_edits_through_the_session_match_colorizer_edit(client, app):

@@ -277,7 +277,9 @@ async function send() {
       $("after").src = answer.image;
       const roundTrip = Math.round(performance.now() - started);
       roundTrips.push(roundTrip);
-      $("timing").textContent = `re-solved in ${answer.solve_ms} ms on the server ` +
+      const waited = answer.wait_ms >= 1 ? `, after waiting ${answer.wait_ms} ms for the ` +
+        `server (the edit session being prepared or another tab's work)` : "";
+      $("timing").textContent = `re-solved in ${answer.solve_ms} ms on the server${waited} ` +
         `(${answer.updates} update${answer.updates === 1 ? "" : "s"}; ${answer.total_ms} ms with ` +
         `encoding, ${roundTrip} ms round trip)`;
       $("status").textContent = `${answer.points} point${answer.points === 1 ? "" : "s"}, ` +
