@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tfgcrf.config import as_plain_dict
 from tfgcrf.errors import UserError
-from tfgcrf.export.signatures import DEFAULT_MAX_PIXELS, ServingModule
+from tfgcrf.export.signatures import DEFAULT_MAX_PIXELS, EDIT_SOLVER, ServingModule
 from tfgcrf.export import WARMUP_FILE
 
 DESCRIPTION_FILE = os.path.join("assets.extra", "tfgcrf_export.json")
@@ -146,7 +146,7 @@ def remove_stale_staging(base, now=None):
 
 
 def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT_MAX_PIXELS,
-                       propagate=True):
+                       propagate=True, edit_solver=EDIT_SOLVER):
     """Exports `model` as the TF Serving version folder `out` (e.g. `models/tfgcrf/1`).
 
     Args:
@@ -156,6 +156,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
       mode: "top" or "draw", see `ServingModule`.
       max_pixels: largest accepted request image, in pixels.
       propagate: edits with the full-resolution propagation (see `ServingModule`).
+      edit_solver: the G-CRF solver of the edits' grid system (see `ServingModule`).
 
     Returns:
       The absolute path of the written version folder.
@@ -166,7 +167,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
     if max_pixels < 1:
         raise UserError(f"--max-pixels must be >= 1, got {max_pixels}")
     module = ServingModule(model, num_samples, mode=mode, max_pixels=max_pixels,
-                           propagate=propagate)
+                           propagate=propagate, edit_solver=edit_solver)
     base = os.path.dirname(out)
     os.makedirs(base, exist_ok=True)
     remove_stale_staging(base)
@@ -179,6 +180,7 @@ def export_saved_model(model, out, num_samples=8, mode="top", max_pixels=DEFAULT
             "mode": mode,
             "max_pixels": module.max_pixels,
             "propagate": module.propagate,
+            "edit_solver": module.edit_solver,
             "dtype": model.backbone.dtype_policy.name,
             "grid_size": module.grid_size,
             "model_config": as_plain_dict(model.model_config),

@@ -15,7 +15,7 @@ the SavedModel signatures (the contract is documented in the README, "Export and
   [B, N, H, W, 3], `scores` float32 [B, N] (no image coding, one size per batch).
 
 Each image goes through decode -> size check -> lightness -> resize to the model grid -> model
-(MDN codes, decoder, G-CRF LU solve) -> edge-aware chroma upsampling to the input size (edits:
+(MDN codes, decoder, G-CRF solve; edits: `EDIT_SOLVER`) -> edge-aware chroma upsampling to the input size (edits:
 + the full-resolution propagation of the points, `hints.propagation_correction`, and each point's
 own color at its pixel) -> recombination with the input's lightness -> PNG. Images of one batch may differ in size, so the
 examples are processed one by one with `tf.map_fn`. Bad requests fail with InvalidArgument
@@ -29,6 +29,15 @@ from tfgcrf.edit_session import EMPTY_EDIT, MAX_POINTS, has_hints
 from tfgcrf.errors import UserError
 from tfgcrf.decode import MAX_PIXELS, decode_image
 from tfgcrf.models.points import links_to_grid, points_to_grid
+
+# The G-CRF solver of the served edits' grid system (`GCRFColorizer.edit(..., solver=)`): "cg",
+# matrix-free conjugate gradients with the model's preconditioner (`model.cg_preconditioner`, the
+# default preset's "two_level": 20-35 iterations for 1-30 points), products with S only. A served
+# edit is stateless: it cannot keep a factorization between requests as `Colorizer.session`
+# does, and "cholesky" forms (I - S)^T (I - S) densely (a 4096^3 product at 64 x 64) and factors it
+# on every request: ~5 of the ~10 CPU-s of a 256x256 edit (README "Serving speed",
+# `benchmarks/served_edit.py --solvers`). The same energy and answer within float32 round-off.
+EDIT_SOLVER = "cg"
 
 # Default limit on the pixels of a request image: the package's one limit (`tfgcrf.decode`), so a
 # photo the CLI accepts is accepted by the served model too. `tfgcrf export --max-pixels` lowers it
@@ -88,10 +97,12 @@ class ServingModule(tf.Module):
       max_pixels: the largest accepted request image, in pixels.
       propagate: edits with the full-resolution propagation (`Colorizer.edit`'s default); False
         answers `Colorizer.edit(..., propagate=False)` (faster; `benchmarks/served_edit.py`).
+      edit_solver: the G-CRF solver of the edits' grid system, "cg" (`EDIT_SOLVER`), "cholesky"
+        or "lu" (the same answer within float32 round-off; `benchmarks/served_edit.py`).
     """
 
     def __init__(self, model, num_samples, mode="top", max_pixels=DEFAULT_MAX_PIXELS,
-                 propagate=True):
+                 propagate=True, edit_solver=EDIT_SOLVER):
         super().__init__(name="tfgcrf_serving")
         self.model = model
         # Keras 3 models do not expose their variables to tf.Module tracking: list the
@@ -102,6 +113,8 @@ class ServingModule(tf.Module):
         self.mode = mode
         self.max_pixels = int(max_pixels)
         self.propagate = bool(propagate)
+        self.edit_solver = edit_solver
+        model.crf_solver(edit_solver)  # an unknown solver fails here, not at the first request
         self.grid_size = int(model.model_config.image_size)
         self.converter = model.preprocessor  # the task's GridConverter (photo -> model grid)
         if self.converter is None:
@@ -188,11 +201,12 @@ class ServingModule(tf.Module):
             )
             base = tf.gather(samples, from_sample, axis=1)
             return self.model.edit(l_small, mask, target_ab, base_ab=base, links=link_pairs,
-                                   num_links=num_links, similarity=similarity)
+                                   num_links=num_links, similarity=similarity,
+                                   solver=self.edit_solver)
 
         def points_only():
             return self.model.edit(l_small, mask, target_ab, links=link_pairs, num_links=num_links,
-                                   similarity=similarity)
+                                   similarity=similarity, solver=self.edit_solver)
 
         ab_small = tf.cond(from_sample >= 0, on_sample, points_only)
         shape = tf.shape(lightness)

@@ -69,9 +69,16 @@ class ModelConfig:
             is revealed ((I - S) has the constant vector in its null space).
         solver: G-CRF solver of `sample` and `reconstruct`: "lu" (exact, the paper's),
             "cholesky" or "cg".
-        edit_solver: G-CRF solver of `edit`. "cholesky" by default: with only a few edited
-            pixels A is ill-conditioned and CG needs hundreds of iterations (325, 7.9 s, for two
-            points at 64 x 64 with the two-level preconditioner) where Cholesky takes 2.1 s.
+        edit_solver: G-CRF solver of `edit` (`GCRFColorizer.edit`). "cholesky" by default:
+            with only a few edited pixels A is ill-conditioned and CG needed hundreds of
+            iterations with an early preset (325, 7.9 s, for two points at 64 x 64 with the
+            two-level preconditioner) where Cholesky took 2.1 s. With the default preset
+            (e56f661's weights) two-level CG takes 19-35 iterations for 1-30 points, 0.5-0.9 CPU-s
+            against 4.6 for the dense Cholesky (README "Serving speed"), so the SavedModel's
+            edits use "cg" whatever this says (`tfgcrf.export.signatures.EDIT_SOLVER`). Read by
+            `GCRFColorizer.edit` (and `Colorizer.edit_grid`) only: `Colorizer.edit`, edit
+            sessions and the evaluation factor the system once per photo in numpy
+            (`edit_session`).
         cg_preconditioner: preconditioner of every "cg" solve: "none", "jacobi" or "two_level"
             (Jacobi + a coarse solve on S-smoothed aggregates: ~5x fewer iterations when few
             pixels are revealed, as in edits and the late HOC schedule).

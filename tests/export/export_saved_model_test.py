@@ -14,8 +14,9 @@ from PIL import Image
 
 from tfgcrf import color
 from tfgcrf.colorizer import Colorizer
+from tfgcrf.errors import InputError
 from tfgcrf.export.saved_model import DESCRIPTION_FILE, export_saved_model, warmup_requests
-from tfgcrf.export.signatures import ServingModule
+from tfgcrf.export.signatures import EDIT_SOLVER, ServingModule
 from tfgcrf.serving.repository import WARMUP_FILE, read_signature_defs, read_warmup_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -163,10 +164,11 @@ def _png(path):
 def _assert_same_pixels(got, expected, what):
     """Served vs API edit: the same pixels up to float32 round-off of two solver orders.
 
-    The grid system (I - S)^T (I - S) + ... is ill-conditioned (ridge 1e-4); the SavedModel forms
-    and factors it with TensorFlow ops, the API's session with BLAS syrk + LAPACK potrf, both in
-    float32, so a few pixels land one level further apart after 8-bit rounding. All but 0.1 % of
-    the pixels must agree within one level and none by more than two.
+    The grid system (I - S)^T (I - S) + ... is ill-conditioned (ridge 1e-4); the SavedModel solves
+    it by preconditioned conjugate gradients (`EDIT_SOLVER`; relative residual 1e-5), the API's
+    session factors it with BLAS syrk + LAPACK potrf, both in float32, so a few pixels land one
+    level further apart after 8-bit rounding. All but 0.1 % of the pixels must agree within one
+    level and none by more than two.
     """
     assert got.shape == expected.shape, what
     difference = np.abs(got.astype(int) - expected.astype(int))
@@ -326,6 +328,7 @@ def test_warmup_file_and_description(exported_model):
         description = json.load(f)
     assert description["num_samples"] == exported_model.num_samples
     assert description["grid_size"] == exported_model.model.model_config.image_size
+    assert description["edit_solver"] == EDIT_SOLVER == "cg"
 
 
 def test_signature_contract_dtypes_and_shapes(exported_model):
@@ -469,6 +472,38 @@ def test_draw_mode_is_deterministic_per_seed(exported_model):
 def one_sample_module(exported_model):
     """An in-process ServingModule with N = 1 (traced once for the module's tests)."""
     return ServingModule(exported_model.model, 1)
+
+
+def test_edit_solvers_give_the_same_served_edit(exported_model, one_sample_module):
+    """The served edit's grid solver (`EDIT_SOLVER`, conjugate gradients on products with S) and
+    the dense Cholesky of the same system give the same pixels within float32 round-off: points,
+    points on a sample, points and a link, a link alone (no point: nothing revealed, no NaN)."""
+    cholesky = ServingModule(exported_model.model, 1, edit_solver="cholesky")
+    assert one_sample_module.edit_solver == "cg"
+    with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
+        data = f.read()
+    inputs = dict(image_bytes=tf.constant([data]), points=tf.constant([[[0.3, 0.3], [0.7, 0.6]]]),
+                  colors=tf.constant([[[220, 30, 30], [20, 40, 200]]], tf.uint8),
+                  num_points=tf.constant([2]), seed=tf.constant([0], tf.int64),
+                  from_sample=tf.constant([-1]))
+    link = dict(links=tf.constant([[[0.1, 0.1, 0.9, 0.8]]]), num_links=tf.constant([1]))
+    cases = {"points": ("edit", inputs),
+             "points on sample 0": ("edit", {**inputs, "from_sample": tf.constant([0])}),
+             "points and a link": ("edit_links", {**inputs, **link}),
+             "a link alone": ("edit_links", {**inputs, **link, "num_points": tf.constant([0])})}
+    answers = {}
+    for what, (name, request) in cases.items():
+        got, want = (_png_bytes(getattr(module, name)(**request)["colorized_bytes"][0].numpy())
+                     for module in (one_sample_module, cholesky))
+        _assert_same_pixels(got, want, what)
+        answers[what] = got
+    assert np.any(answers["points"] != answers["points and a link"])
+    with pytest.raises(InputError, match="solver must be one of"):
+        ServingModule(exported_model.model, 1, edit_solver="qr")
+
+
+def _png_bytes(png):
+    return np.asarray(Image.open(io.BytesIO(png)))
 
 
 @pytest.mark.parametrize("fmt, mode", [("JPEG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("BMP", "RGB"), ("GIF", "P"),

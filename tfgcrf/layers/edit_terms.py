@@ -130,8 +130,18 @@ def link_vectors(affinity, links, num_links=None):
     Returns:
       `[B, P, 9 J]` (link j's vectors are columns 9 j .. 9 j + 8); zero for padding and a == b.
     """
+    return _link_vectors(tf.shape(affinity)[-1], affinity.dtype, links, num_links)
+
+
+def link_vectors_of(l, links, num_links=None):
+    """`link_vectors` of the grid of `l` `[B, H, W, 1]` (float32), without its affinities."""
+    shape = tf.shape(l)
+    return _link_vectors(shape[1] * shape[2], tf.float32, links, num_links)
+
+
+def _link_vectors(pixels, dtype, links, num_links=None):
+    """`link_vectors` for a grid of `pixels` pixels, in `dtype`."""
     links = tf.convert_to_tensor(links, tf.int32)
-    pixels = tf.shape(affinity)[-1]
     side = tf.cast(tf.round(tf.sqrt(tf.cast(pixels, tf.float32))), tf.int32)
     row, column = links // side, links % side  # [B, J, 2]
     ends = []
@@ -140,8 +150,8 @@ def link_vectors(affinity, links, num_links=None):
             ends.append(tf.clip_by_value(row + dy, 0, side - 1) * side
                         + tf.clip_by_value(column + dx, 0, side - 1))
     ends = tf.stack(ends, axis=2)  # [B, J, 9, 2]
-    vectors = (tf.one_hot(ends[..., 0], pixels, dtype=affinity.dtype)
-               - tf.one_hot(ends[..., 1], pixels, dtype=affinity.dtype))  # [B, J, 9, P]
+    vectors = (tf.one_hot(ends[..., 0], pixels, dtype=dtype)
+               - tf.one_hot(ends[..., 1], pixels, dtype=dtype))  # [B, J, 9, P]
     if num_links is not None:
         valid = tf.range(tf.shape(links)[1])[None, :] < tf.reshape(num_links, [-1, 1])
         vectors *= tf.cast(valid, vectors.dtype)[..., None, None]
@@ -163,9 +173,8 @@ def edit_precision(l, links=None, num_links=None, local_weight=LOCAL_WEIGHT,
     Returns:
       float32 `[B, P, P]`, symmetric positive semi-definite: `local_weight L + link_weight U U^T`.
     """
-    affinity = affinity_matrix(l)
-    extra = local_weight * local_laplacian(affinity)
+    extra = local_weight * local_laplacian(affinity_matrix(l))
     if links is not None:
-        vectors = link_vectors(affinity, links, num_links)
+        vectors = link_vectors_of(l, links, num_links)
         extra += link_weight * tf.linalg.matmul(vectors, vectors, adjoint_b=True)
     return extra

@@ -10,6 +10,7 @@ import functools
 import tensorflow as tf
 
 from tfgcrf.layers import edit_terms
+from tfgcrf.layers.gaussian_crf import LowRank
 from tfgcrf.layers.gcrf_edit_session import EditSession
 from tfgcrf.models.grid import flatten_pixels
 
@@ -19,6 +20,11 @@ from tfgcrf.models.grid import flatten_pixels
 FIT_SIGMA = 0.1  # the VAE's reconstruction sigma (training.recon_sigma), model ab units
 FIT_STEPS = 40
 FIT_RATE = 0.05
+
+
+def _is_zero(weight):
+    """True for a Python number 0 (a term left out when the graph is built); False for tensors."""
+    return isinstance(weight, (int, float)) and weight == 0
 
 
 class EditMethods:
@@ -63,10 +69,14 @@ class EditMethods:
         edited = edited[..., 0]
         target = flatten_pixels(tf.cast(target_ab, tf.float32))
         weights, unary, initial = self.edit_weights(l, edited, target, base_ab, prior_weight)
-        extra = edit_terms.edit_precision(
-            l, links, num_links,
-            edit_terms.LOCAL_WEIGHT if local_weight is None else local_weight,
-            edit_terms.LINK_WEIGHT if link_weight is None else link_weight)
+        local_weight = edit_terms.LOCAL_WEIGHT if local_weight is None else local_weight
+        link_weight = edit_terms.LINK_WEIGHT if link_weight is None else link_weight
+        if not _is_zero(local_weight):
+            extra = edit_terms.edit_precision(l, links, num_links, local_weight, link_weight)
+        elif links is not None:  # links alone (the default): link_weight U U^T, never formed by CG
+            extra = LowRank(edit_terms.link_vectors_of(l, links, num_links), link_weight)
+        else:  # no term to add (the default without links): no [P, P] matrix
+            extra = None
         crf = self.crf_solver(solver or self.model_config.edit_solver)
         if similarity is None:
             similarity = self.similarity(l)
@@ -90,7 +100,7 @@ class EditMethods:
         """
         l = self.check_gray(l)
         local_weight = edit_terms.LOCAL_WEIGHT if local_weight is None else local_weight
-        if isinstance(local_weight, (int, float)) and local_weight == 0:
+        if _is_zero(local_weight):
             # No local term: the dense [1, P, P] affinities are built only if a link needs them.
             extra, affinity = None, functools.partial(edit_terms.affinity_matrix, l)
         else:
