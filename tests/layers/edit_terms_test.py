@@ -8,7 +8,7 @@ from gaussian_crf_test import RIDGE, _photo_similarity
 from tfgcrf.layers.gcrf_reference import numpy_gcrf
 from tfgcrf.evaluation import levin
 from tfgcrf.layers import edit_terms
-from tfgcrf.layers.gaussian_crf import GaussianCRF
+from tfgcrf.layers.gaussian_crf import GaussianCRF, LowRank
 
 
 def _lightness(batch=2, height=7, width=9, seed=0):
@@ -112,3 +112,34 @@ def test_solvers_with_edit_terms_match_numpy(solver):
     local = edit_terms.edit_precision(l, local_weight=0.7).numpy()
     unlinked = numpy_gcrf(similarity, unary, weights, RIDGE, local)
     assert abs(x[0, 5, 0] - x[0, 130, 0]) < 0.1 * abs(unlinked[0, 5, 0] - unlinked[0, 130, 0])
+
+
+@pytest.mark.parametrize("solver, preconditioner", [
+    ("cholesky", "none"), ("cg", "jacobi"), ("cg", "two_level")])
+def test_links_as_a_low_rank_term_give_the_dense_terms_answer(solver, preconditioner):
+    """`GCRFColorizer.edit`'s links without a local term: `LowRank(link_vectors_of(...),
+    link_weight)`, which CG multiplies by V twice instead of forming U U^T (and whose link ends
+    join the two-level coarse space), answers as the dense `edit_precision` matrix; in a batch of
+    two images with different links (CG runs image by image on slices of the term), and with a
+    padding link."""
+    similarity = np.concatenate([_photo_similarity(size=16)] * 2)
+    pixels = similarity.shape[-1]
+    l = np.random.default_rng(3).uniform(0.2, 0.8, (2, 16, 16, 1)).astype(np.float32)
+    links = np.array([[[5, 200], [20, 21]], [[40, 250], [0, 0]]])
+    num_links = np.array([2, 1], np.int32)
+    weights = np.zeros((2, pixels))
+    weights[:, [5, 60]] = 5.0
+    unary = np.zeros((2, pixels, 2))
+    unary[:, [5, 60]] = [[0.4, -0.2], [-0.3, 0.3]]
+    dense = edit_terms.edit_precision(l, links, num_links, local_weight=0.0, link_weight=200.0)
+    low_rank = LowRank(edit_terms.link_vectors_of(l, links, num_links), 200.0)
+    np.testing.assert_allclose(low_rank.dense().numpy(), dense.numpy())
+    layer = GaussianCRF(solver=solver, ridge=RIDGE, cg_tol=1e-7, preconditioner=preconditioner,
+                        cg_max_iter=3000, dtype="float64")
+    x, info = layer(similarity, unary, weights, extra=low_rank, return_info=True)
+    expected = numpy_gcrf(similarity, unary, weights, RIDGE, dense.numpy().astype(np.float64))
+    np.testing.assert_allclose(x.numpy(), expected, atol=1e-6)
+    assert np.all(info["converged"].numpy())
+    np.testing.assert_allclose(
+        edit_terms.link_vectors_of(l, links, num_links).numpy(),
+        edit_terms.link_vectors(edit_terms.affinity_matrix(l), links, num_links).numpy())
