@@ -32,11 +32,11 @@ from tfgcrf.models.points import links_to_grid, points_to_grid
 
 # The G-CRF solver of the served edits' grid system (`GCRFColorizer.edit(..., solver=)`): "cg",
 # matrix-free conjugate gradients with the model's preconditioner (`model.cg_preconditioner`, the
-# default preset's "two_level": 20-35 iterations for 1-30 points), products with S only. A served
+# default preset's "two_level": 19-30 iterations for 1-30 points), products with S only. A served
 # edit is stateless: it cannot keep a factorization between requests as `Colorizer.session`
 # does, and "cholesky" forms (I - S)^T (I - S) densely (a 4096^3 product at 64 x 64) and factors it
 # on every request: ~5 of the ~10 CPU-s of a 256x256 edit (README "Serving speed",
-# `benchmarks/served_edit.py --solvers`). The same energy and answer within float32 round-off.
+# `benchmarks/served_edit_solver.py`). The same energy and answer within float32 round-off.
 EDIT_SOLVER = "cg"
 
 # Default limit on the pixels of a request image: the package's one limit (`tfgcrf.decode`), so a

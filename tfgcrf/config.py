@@ -73,8 +73,9 @@ class ModelConfig:
             with only a few edited pixels A is ill-conditioned and CG needed hundreds of
             iterations with an early preset (325, 7.9 s, for two points at 64 x 64 with the
             two-level preconditioner) where Cholesky took 2.1 s. With the default preset
-            (e56f661's weights) two-level CG takes 19-35 iterations for 1-30 points, 0.5-0.9 CPU-s
-            against 4.6 for the dense Cholesky (README "Serving speed"), so the SavedModel's
+            (e56f661's weights) two-level CG takes 19-30 iterations for 1-30 points (31 with a
+            link), 0.8-0.9 CPU-s against 4.6 for the dense Cholesky (README "Serving speed"),
+            and is as accurate at its tolerance 1e-5, so the SavedModel's
             edits use "cg" whatever this says (`tfgcrf.export.signatures.EDIT_SOLVER`). Read by
             `GCRFColorizer.edit` (and `Colorizer.edit_grid`) only: `Colorizer.edit`, edit
             sessions and the evaluation factor the system once per photo in numpy
