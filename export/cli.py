@@ -37,6 +37,15 @@ def add_arguments(parser):
         help="largest request image accepted, in pixels (default: the package's limit, "
         "tfgcrf.imageio.MAX_PIXELS = 25,000,000)",
     )
+    parser.add_argument(
+        "--edit-solver",
+        choices=("cg", "cholesky"),
+        default="cg",
+        help="G-CRF solver of the served edits' grid system: 'cg', two-level conjugate gradients on "
+        "products with S (default; 19-31 iterations with the default preset); 'cholesky', a dense "
+        "(I - S)^T (I - S) factored per request (~5 more CPU-s per edit), for a model whose CG "
+        "needs too many iterations (README 'Serving speed')",
+    )
     add_dtype_argument(parser)
     propagation = parser.add_mutually_exclusive_group()
     propagation.add_argument(
@@ -70,10 +79,11 @@ def run(args):
     colorizer.check_sampling(args.num_samples, args.mode, flags=("--num-samples", "--mode"))
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels,
-                             propagate=args.propagate)
+                             propagate=args.propagate, edit_solver=args.edit_solver)
     size_mb = saved_model_bytes(out) / 2**20
     print(f"exported {out} ({size_mb:.1f} MiB): signatures sample (= serving_default), edit, "
           f"edit_links, sample_tensor; N={args.num_samples}, mode={args.mode}, max {max_pixels} "
-          f"pixels, edits {'with' if args.propagate else 'without'} the propagation, layers in "
+          f"pixels, edits {'with' if args.propagate else 'without'} the propagation (grid solver "
+          f"{args.edit_solver}), layers in "
           f"{model.backbone.dtype_policy.name}")
     return 0

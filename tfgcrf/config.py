@@ -76,7 +76,8 @@ class ModelConfig:
             (e56f661's weights) two-level CG takes 19-30 iterations for 1-30 points (31 with a
             link), 0.8-0.9 CPU-s against 4.6 for the dense Cholesky (README "Serving speed"),
             and is as accurate at its tolerance 1e-5, so the SavedModel's
-            edits use "cg" whatever this says (`tfgcrf.export.signatures.EDIT_SOLVER`). Read by
+            edits use "cg" whatever this says (`tfgcrf.export.signatures.EDIT_SOLVER`; `tfgcrf export
+            --edit-solver cholesky` to export the dense solve). Read by
             `GCRFColorizer.edit` (and `Colorizer.edit_grid`) only: `Colorizer.edit`, edit
             sessions and the evaluation factor the system once per photo in numpy
             (`edit_session`).

@@ -446,6 +446,7 @@ def test_export_cli_without_propagation(smoke_run, exported_model, tmp_path, cap
 @pytest.mark.parametrize("flags, fragment", [
     (["--propagation", "--no-propagation"], "argument --no-propagation: not allowed with argument --propagation"),
     (["--no-propagation=yes"], "argument --no-propagation: ignored explicit argument 'yes'"),
+    (["--edit-solver", "lu"], "argument --edit-solver: invalid choice: 'lu' (choose from 'cg', 'cholesky')"),
 ])
 def test_export_cli_propagation_flag_errors(tmp_path, capsys, flags, fragment):
     from tfgcrf import cli
@@ -456,6 +457,28 @@ def test_export_cli_propagation_flag_errors(tmp_path, capsys, flags, fragment):
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error == f"tfgcrf export: error: {fragment}"
     assert not (tmp_path / "1").exists()
+
+
+def test_export_cli_passes_the_edit_solver(tmp_path, smoke_run, monkeypatch, capsys):
+    """`--edit-solver` reaches `export_saved_model` (whose solvers' equality is tested above)."""
+    from tfgcrf import cli
+    from tfgcrf.export import saved_model
+
+    seen = []
+
+    def export(model, out, num_samples, mode, max_pixels, propagate=True, edit_solver="cg"):
+        seen.append(edit_solver)
+        os.makedirs(out)
+        return out
+
+    monkeypatch.setattr(saved_model, "export_saved_model", export)
+    monkeypatch.setattr(saved_model, "saved_model_bytes", lambda out: 0)
+    for flags, solver in (([], "cg"), (["--edit-solver", "cholesky"], "cholesky")):
+        out = tmp_path / solver / "1"
+        assert cli.main(["export", "--model", str(smoke_run.run_dir / "model.keras"), "--out",
+                         str(out), *flags]) == 0
+        assert f"(grid solver {solver})" in capsys.readouterr().out
+    assert seen == ["cg", "cholesky"]
 
 
 def test_draw_mode_is_deterministic_per_seed(exported_model):
