@@ -74,9 +74,8 @@ def run(args):
     version_folder(args.out)  # fail on a bad --out before the slow model load
     model = load_model(args.model, dtype=args.dtype)
     colorizer = Colorizer(model)
-    if args.num_samples is None:
-        args.num_samples = colorizer.default_samples(args.mode)
-    colorizer.check_sampling(args.num_samples, args.mode, flags=("--num-samples", "--mode"))
+    args.num_samples = colorizer.sample_count(args.num_samples, args.mode,
+                                              flags=("--num-samples", "--mode"))
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     out = export_saved_model(model, args.out, args.num_samples, args.mode, max_pixels,
                              propagate=args.propagate, edit_solver=args.edit_solver)

@@ -223,15 +223,16 @@ def _assertion_text(text):
     start = text.find(_ASSERTION)
     if start < 0:
         return text
+    body = text[start + len(_ASSERTION):]
     pieces, depth, opened = [], 0, 0
-    for index, char in enumerate(text[start + len(_ASSERTION):]):
+    for index, char in enumerate(body):
         if char == "[":
             opened = index + 1 if depth == 0 else opened
             depth += 1
         elif char == "]" and depth:
             depth -= 1
             if depth == 0:
-                pieces.append(text[start + len(_ASSERTION) + opened:start + len(_ASSERTION) + index])
+                pieces.append(body[opened:index])
     return " ".join(" ".join(pieces).split()) or text
 
 

@@ -266,6 +266,13 @@ class Colorizer:
             return min(DEFAULT_SAMPLES, self.model.model_config.num_components)
         return DEFAULT_SAMPLES
 
+    def sample_count(self, num_samples=None, mode="top", flags=None):
+        """`num_samples` (None: `default_samples(mode)`), checked by `check_sampling`."""
+        if num_samples is None:
+            num_samples = self.default_samples(mode)
+        self.check_sampling(num_samples, mode, flags)
+        return num_samples
+
     def check_sampling(self, num_samples, mode="top", flags=None):
         """Raises `InputError` unless `num_samples` samples can be drawn in `mode`.
 
@@ -313,9 +320,7 @@ class Colorizer:
         Raises:
           InputError: unreadable image or invalid `num_samples` / `mode`.
         """
-        if num_samples is None:
-            num_samples = self.default_samples(mode)
-        self.check_sampling(num_samples, mode)
+        num_samples = self.sample_count(num_samples, mode)
         seed = self._seed(seed)
         lightness, l_small, similarity = self._photo(_as_rgb(image))
         ab_small, scores = self.sample_grid(l_small, num_samples, seed, mode, similarity=similarity)

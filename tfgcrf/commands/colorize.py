@@ -143,9 +143,7 @@ def run(args):
     files, failures = expand_inputs(args.inputs)
     total = len(files) + len(failures)
     colorizer = load_colorizer(args.model, args.dtype)
-    if args.samples is None:
-        args.samples = colorizer.default_samples(args.mode)
-    colorizer.check_sampling(args.samples, args.mode, flags=("--samples", "--mode"))
+    args.samples = colorizer.sample_count(args.samples, args.mode, flags=("--samples", "--mode"))
     if files:
         make_folder(args.out)
     written = []

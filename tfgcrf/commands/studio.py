@@ -38,9 +38,8 @@ def run(args):
         raise InputError(f"--max-tabs must be at least 1, got {args.max_tabs}")
     photos = list_photos(args.source)
     colorizer = load_colorizer(args.model, args.dtype)
-    if args.samples is not None:
-        colorizer.check_sampling(args.samples, args.mode, flags=("--samples", "--mode"))
-    app = StudioApp(colorizer, photos, num_samples=args.samples, seed=args.seed, mode=args.mode,
+    samples = colorizer.sample_count(args.samples, args.mode, flags=("--samples", "--mode"))
+    app = StudioApp(colorizer, photos, num_samples=samples, seed=args.seed, mode=args.mode,
                     max_tabs=args.max_tabs)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("studio: %(message)s"))
