@@ -209,6 +209,20 @@ def test_images_in_flight_give_the_numbers_of_one_at_a_time(tiny_preset):
         np.testing.assert_array_equal(first["samples"]["gcrf"], second["samples"]["gcrf"])
 
 
+@pytest.mark.slow
+def test_a_fresh_model_traces_once_with_images_in_flight(tiny_preset, caplog):
+    """Two images at once on a freshly loaded model: the first image runs alone and traces the
+    compiled functions, so the worker threads do not trace them again side by side (TF's
+    "triggered tf.function retracing" warnings in every `tfgcrf evaluate` run before)."""
+    from tfgcrf.colorizer import Colorizer
+
+    colorizer = Colorizer.load(str(tiny_preset))
+    images = list(harness.examples(PHOTOS, "test", [colorizer.grid_size], limit=3))
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        harness.evaluate(colorizer, images, num_samples=3, seed=5, images_in_flight=2)
+    assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def test_ablation_scores_every_step(pairs):
     model = OracleColorizer([example.grids[SIZE][1] for example in pairs[:1]])
     results, _ = harness.evaluate(model, pairs[:1], num_samples=2, seed=7, ablation=True,

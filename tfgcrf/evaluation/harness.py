@@ -545,7 +545,10 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
             pending.append((workers.submit(
                 _evaluate_image, colorizers, index, example, num_samples, seed, mode,
                 index < keep_images, with_control, ablation, background), example.name))
-            while len(pending) >= images_in_flight:
+            # The first image runs alone: it traces the compiled functions once, instead of
+            # every thread tracing them at the same time (duplicate work and TF's retracing
+            # warnings).
+            while len(pending) >= (images_in_flight if index else 1):
                 collect()
         while pending:
             collect()
