@@ -43,7 +43,7 @@ def test_training_batches_from_folder_with_bad_files(photo_folder, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.name == "tfgcrf.data"]
     assert len(warnings) == 1, warnings  # one counted warning, not one per file or per epoch
     train_files = folders.split_images(photo_folder, "train")
-    assert f"skipped 2 of {len(train_files)} image files" in warnings[0]
+    assert f"skipped 2 of the {len(train_files)} image files of the 'train' split" in warnings[0]
     readable = len(train_files) - 2
     for batches in epochs:
         # every readable photo is >= 64 px, so gives crops_per_image crops; the partial batch is dropped

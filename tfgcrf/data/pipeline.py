@@ -181,8 +181,9 @@ def _folder_images(folder, split, ratios, shuffle_seed, max_pixels, source_balan
         if skipped and not reported:
             reported.append(len(skipped))
             logger.warning(
-                "skipped %d of %d image files of %s that could not be read (first: %s)",
-                len(skipped), len(paths), folder, skipped[0],
+                "skipped %d of the %d image files of the %r split of %s that could not be read "
+                "(first: %s)",
+                len(skipped), len(paths), split, folder, skipped[0],
             )
 
     signature = (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([], tf.float32))
