@@ -57,8 +57,11 @@ def test_folders_and_glob_patterns(tmp_path, smoke_model_file, capsys):
     out = tmp_path / "out"
     code = cli.main(["colorize", str(folder), str(other / "*.png"), "--samples", "1",
                      "--out", str(out), "--model", smoke_model_file])
-    assert code == 0, capsys.readouterr().err
-    # Same file name in two folders: the second gets its own outputs.
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    # Same file name in two folders: the second gets its own outputs, and one line says which.
+    renamed = [line for line in printed.out.splitlines() if " -> " in line]
+    assert renamed == [f"{other / 'opencv_fruits.png'} -> {out / 'opencv_fruits-2'}_*.png"]
     assert sorted(os.listdir(out)) == [
         "opencv_apple_grid.png", "opencv_apple_s0.png", "opencv_fruits-2_grid.png",
         "opencv_fruits-2_s0.png", "opencv_fruits_grid.png", "opencv_fruits_s0.png",

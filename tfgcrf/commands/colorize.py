@@ -153,6 +153,9 @@ def run(args):
             written += colorize_file(colorizer, path, args.out, stem, args.samples, args.seed, args.mode)
         except InputError as err:
             failures.append(str(err))
+            continue
+        if stem != os.path.splitext(os.path.basename(path))[0]:  # say which input it was
+            print(f"{path} -> {os.path.join(args.out, stem)}_*.png")
     if written:
         print(f"wrote {len(written)} files for {total - len(failures)} photo(s) to {args.out}/")
     report_failures(failures, total)
