@@ -8,6 +8,8 @@ from PIL import Image, ImageDraw, ImageFont
 _TILE_HEIGHT = 192
 _GAP = 6
 _LABEL_HEIGHT = 22
+# Tiles of tiny photos are enlarged (nearest neighbour, whole factors) to at least this side.
+_MIN_TILE_SIDE = 32
 # The paper draws attention in blue (Fig. 6: "darker shades correspond to stronger correlations").
 _ATTENTION_BLUE = np.array([20.0, 60.0, 200.0])
 
@@ -22,24 +24,31 @@ def contact_sheet(images, labels, tile_height=_TILE_HEIGHT):
     Args:
       images: uint8 `[H, W, 3]` arrays, all the same size.
       labels: one text per image, drawn under its tile.
-      tile_height: height of each tile in pixels (smaller photos are not enlarged).
+      tile_height: height of each tile in pixels (larger photos are shrunk to it; tiny ones are
+        enlarged by a whole factor to a side of at least 32 pixels where that fits the height).
 
     Returns:
-      uint8 `[h, w, 3]` array.
+      uint8 `[h, w, 3]` array; every cell is at least as wide as its label.
     """
     height, width = np.asarray(images[0]).shape[:2]
-    scale = min(1.0, tile_height / height)
+    if height > tile_height:
+        scale, resample = tile_height / height, Image.LANCZOS
+    else:  # a 1 x 1 or 3 x 2 photo would be an invisible dot
+        wanted = int(np.ceil(_MIN_TILE_SIDE / min(height, width)))
+        scale, resample = float(max(1, min(wanted, tile_height // height))), Image.NEAREST
     tile = (max(1, round(width * scale)), max(1, round(height * scale)))
+    font = _font(14)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_width = max(int(np.ceil(draw.textlength(label, font=font))) + 4 for label in labels)
     columns = int(np.ceil(np.sqrt(len(images))))
     rows = int(np.ceil(len(images) / columns))
-    cell = (tile[0] + _GAP, tile[1] + _LABEL_HEIGHT + _GAP)
+    cell = (max(tile[0], label_width) + _GAP, tile[1] + _LABEL_HEIGHT + _GAP)
     sheet = Image.new("RGB", (columns * cell[0] + _GAP, rows * cell[1] + _GAP), "white")
     draw = ImageDraw.Draw(sheet)
-    font = _font(14)
     for index, (image, label) in enumerate(zip(images, labels)):
         left = _GAP + (index % columns) * cell[0]
         top = _GAP + (index // columns) * cell[1]
-        sheet.paste(Image.fromarray(np.asarray(image, np.uint8)).resize(tile, Image.LANCZOS), (left, top))
+        sheet.paste(Image.fromarray(np.asarray(image, np.uint8)).resize(tile, resample), (left, top))
         draw.text((left + 2, top + tile[1] + 3), label, fill="black", font=font)
     return np.asarray(sheet)
 
