@@ -430,6 +430,29 @@ def test_headers_declare_the_huge_sizes(name):
     assert code != "unknown" and declared >= 15999 * 15999, (name, declared)
 
 
+def test_the_header_check_refuses_as_the_decoder_without_decoding():
+    """`check_data` (the studio's refusal before it waits for the model or decodes) gives the
+    decoder's own InputError for every file the headers refuse, and lets decodable files pass."""
+    refused = {**BOMBS, "tiff": _encoded(_photo(), "TIFF"), "pdf": b"%PDF-1.7", "text": b"hello\n",
+               "empty": b""}
+    for name, data in refused.items():
+        with pytest.raises(InputError) as checked:
+            imageio.check_data(data, "x.png")
+        with pytest.raises(InputError) as decoded:
+            imageio.decode_data(data, "x.png")
+        assert str(checked.value) == str(decoded.value), name
+    for name, data in MATRIX.items():
+        imageio.check_data(data, name)
+        assert decode.check_bytes(data) == 40 * 56, name
+    # Corrupt data under a valid header is for the decoder to refuse.
+    imageio.check_data(MATRIX["png_rgb"][:60], "cut.png")
+    with pytest.raises(InputError, match="25 megapixels"):
+        imageio.check_data(_png(5001, 5000), "x.png")
+    imageio.check_data(_png(5000, 5000), "x.png")  # the limit itself passes
+    with pytest.raises(InputError, match="image too large: 56x40 PNG"):
+        imageio.check_data(MATRIX["png_rgb"], "x.png", max_pixels=1000)
+
+
 def test_header_info_of_ordinary_files():
     for name, data in MATRIX.items():
         code, height, width, declared = decode.read_header(data)

@@ -120,10 +120,31 @@ def decode_data(data, name, max_pixels=MAX_PIXELS):
     try:
         return decode.decode_bytes(data, max_pixels)
     except tf.errors.InvalidArgumentError as err:
-        message = decode.error_message(err)
-        if message.startswith(("image too large", "unsupported image format")):
-            raise InputError(f"{message}: {name}") from None
-        raise InputError(f"cannot decode image {name}: {message}") from None
+        raise _decode_error(err, name) from None
+
+
+def check_data(data, name, max_pixels=MAX_PIXELS):
+    """The `InputError` `decode_data` would raise for a file its headers refuse (an unknown or
+    unsupported format, more than `max_pixels` pixels declared), raised without decoding
+    (`tfgcrf.decode.check_bytes`); other files pass (and may still fail to decode)."""
+    import tensorflow as tf
+
+    from tfgcrf import decode
+
+    try:
+        decode.check_bytes(data, max_pixels)
+    except tf.errors.InvalidArgumentError as err:
+        raise _decode_error(err, name) from None
+
+
+def _decode_error(err, name):
+    """A decode `InvalidArgumentError` -> the one-line `InputError` naming `name`."""
+    from tfgcrf import decode
+
+    message = decode.error_message(err)
+    if message.startswith(("image too large", "unsupported image format")):
+        return InputError(f"{message}: {name}")
+    return InputError(f"cannot decode image {name}: {message}")
 
 
 def pil_to_rgb(image, max_pixels=MAX_PIXELS):

@@ -99,6 +99,40 @@ def bad_uploads(bad_inputs):
     return uploads
 
 
+class _BusyModel:
+    """A `_compute` lock that another tab holds: entering it is an error of the test."""
+
+    def __enter__(self):
+        raise AssertionError("the upload waited for the model")
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+def test_uploads_the_headers_refuse_do_not_wait_for_the_model_nor_decode(app, bad_uploads,
+                                                                           monkeypatch):
+    """A new user's 40 kB PNG declaring 30 MP was refused after 9.3 s, a garbage upload after
+    3.1 s: both waited for another tab's work (and for the decoder's tracing). The header check
+    of the one decode rule refuses them first, with the decoder's message."""
+    from tfgcrf import imageio
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the upload was decoded")
+
+    client = Client(app)
+    monkeypatch.setattr(app, "_compute", _BusyModel())
+    monkeypatch.setattr(imageio, "decode_data", no_decoding)
+    for name, content, message in bad_uploads:
+        if name in ("not_an_image", "too_large"):
+            response = client.post(f"/api/open?tab={TAB}", data=content,
+                                   headers={"X-Filename": "x.png"})
+            error = response.get_json()["error"]
+            assert response.status_code == 400 and re.search(message, error), error
+            assert error.endswith(": x.png"), error
+    by_name = client.post(f"/api/open?tab={TAB}&name=opencv_fruits.png")
+    assert by_name.status_code == 500 and "waited for the model" in by_name.get_json()["error"]
+
+
 def test_tabs_do_not_mix(client):
     _open(client, PHOTO, TAB)
     _open(client, OTHER, OTHER_TAB)

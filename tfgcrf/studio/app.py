@@ -110,6 +110,12 @@ def data_url(data, kind="jpeg"):
     return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
 
 
+def _prepare_header_check():
+    from tfgcrf import decode
+
+    decode.prepare_check()
+
+
 def list_photos(source):
     """The photos the page offers: `(names, paths)` of an image file or of a folder's images."""
     from tfgcrf.commands.colorize import expand_inputs
@@ -154,6 +160,8 @@ class StudioApp:
         # TensorFlow work is serialized: the machine's cores are shared by all tabs anyway.
         self._compute = threading.Lock()
         self._assets = importlib.resources.files("tfgcrf.studio").joinpath("static")
+        # The uploads' header check is compiled now, while the page loads (not at the first upload).
+        threading.Thread(target=_prepare_header_check, name="studio-header-check", daemon=True).start()
         self._routes = Map([
             Rule("/", endpoint="index", methods=["GET"]),
             Rule("/static/<name>", endpoint="static", methods=["GET"]),
@@ -232,9 +240,13 @@ class StudioApp:
                 raise InputError("the upload is empty: choose a photo file")
             name = unquote(request.headers.get("X-Filename", "")).replace("\\", "/")
             name = os.path.basename(name) or "upload"
+        # Messages name the photo as the person knows it (not "<20 bytes>" or a server path).
+        data = imageio.read_bytes(source)
+        # A file its headers refuse (not an image, too many pixels) is refused here, in a few ms:
+        # not after waiting for other tabs' work or for the decoder's first tracing.
+        imageio.check_data(data, name)
         with self._compute:
-            # Messages name the photo as the person knows it (not "<20 bytes>" or a server path).
-            rgb = imageio.decode_data(imageio.read_bytes(source), name)
+            rgb = imageio.decode_data(data, name)
             samples, scores = self.colorizer.colorize(rgb, self.num_samples, seed=self.seed,
                                                       mode=self.mode, return_scores=True)
             lightness = imageio.luminance(rgb)
