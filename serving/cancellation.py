@@ -36,13 +36,17 @@ class RequestScope:
     Args:
       deadline: `time.monotonic()` value after which the client no longer waits, or None.
       disconnected: callable returning True once the client has gone away, or None.
+      stopping: a `threading.Event` set when the server stops and cancels its requests, or None.
     """
 
-    def __init__(self, deadline=None, disconnected=None):
+    def __init__(self, deadline=None, disconnected=None, stopping=None):
         self.deadline = deadline
         self._disconnected = disconnected
+        self._stopping = stopping
         self._manager = None
-        self.reason = None  # "DEADLINE_EXCEEDED" or "CANCELLED" once the client stopped waiting
+        # "DEADLINE_EXCEEDED" or "CANCELLED" once the client stopped waiting, "UNAVAILABLE" once
+        # the server stopped the request.
+        self.reason = None
 
     def remaining(self):
         """Seconds left before the deadline (None without one)."""
@@ -55,9 +59,13 @@ class RequestScope:
                 self.reason = "DEADLINE_EXCEEDED"
             elif self._disconnected is not None and self._disconnected():
                 self.reason = "CANCELLED"
+            elif self._stopping is not None and self._stopping.is_set():
+                self.reason = "UNAVAILABLE"
         return self.reason
 
     def error(self, stage):
+        if self.reason == "UNAVAILABLE":
+            return ServingError("UNAVAILABLE", f"the server is stopping: the request was cancelled {stage}")
         if self.reason == "DEADLINE_EXCEEDED":
             return ServingError("DEADLINE_EXCEEDED", f"the request's deadline passed {stage}")
         return ServingError("CANCELLED", f"the client disconnected {stage}")

@@ -3,6 +3,8 @@
 import logging
 import os
 import signal
+import sys
+import threading
 
 from tfgcrf.errors import UserError
 
@@ -76,6 +78,11 @@ def add_arguments(parser):
         "--rest-max-body-bytes", type=int, default=64 * 1024 * 1024,
         help="largest REST request body, larger ones get HTTP 413 (default: %(default)s)",
     )
+    parser.add_argument(
+        "--stop-grace-seconds", type=float, default=5.0,
+        help="on SIGTERM / SIGINT, how long running requests may finish before they are "
+        "cancelled (UNAVAILABLE / HTTP 503); new ones are refused at once (default: %(default)s)",
+    )
 
 
 def _batching(args):
@@ -97,6 +104,8 @@ def run(args):
             raise UserError(f"--{flag.replace('_', '-')} must be in 0..65535")
     if args.poll_seconds < 0:
         raise UserError("--poll-seconds must be >= 0")
+    if not args.stop_grace_seconds >= 0:
+        raise UserError("--stop-grace-seconds must be >= 0")
     batching = _batching(args)
     for flag, minimum in (("max_num_load_retries", 0), ("load_retry_interval_micros", 0),
                           ("max_batch_size", 1), ("num_batch_threads", 1),
@@ -133,6 +142,7 @@ def run(args):
         rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000,
         rest_num_threads=args.rest_api_num_threads,
         rest_max_body_bytes=args.rest_max_body_bytes,
+        stop_grace_seconds=args.stop_grace_seconds,
     )
     try:
         server.start()
@@ -143,9 +153,33 @@ def run(args):
     ready = READY_LINE.format(name=model_name, version=version, host=args.host,
                               grpc_port=server.grpc_port, rest_port=server.rest_port)
     print(ready + waiting, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    try:
-        server.wait()
-    finally:
-        server.stop()
-    return 0
+    received = wait_for_stop_signal()
+    running, waiting = server.predictor.queue.load
+    logging.getLogger("tfgcrf.serve").info(
+        "%s: stopping; new requests are refused, %d running and %d waiting get up to %g s, "
+        "then are cancelled", received.name, running, waiting, args.stop_grace_seconds)
+    server.stop()
+    # Nothing is left to save: skip the interpreter's teardown of TensorFlow and gRPC (seconds,
+    # more with a big model loaded).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if received == signal.SIGTERM else 128 + received)
+
+
+def wait_for_stop_signal():
+    """Blocks until SIGTERM or SIGINT arrives; returns it. A second one exits at once (code 1)."""
+    arrived = []
+    done = threading.Event()
+
+    def handler(number, frame):
+        if arrived:
+            os._exit(1)
+        arrived.append(signal.Signals(number))
+        done.set()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, handler)
+    while not done.wait(0.5):
+        pass
+    return arrived[0]

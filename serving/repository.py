@@ -386,10 +386,12 @@ class ModelRepository:
             self._thread = threading.Thread(target=self._poll, name="version-poller", daemon=True)
             self._thread.start()
 
-    def stop(self):
+    def stop(self, timeout=None):
+        """Stops polling; waits at most `timeout` seconds (None: no limit) for a load under way
+        (the poller is a daemon thread: a process may exit during a load)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
             self._thread = None
 
     def _poll(self):

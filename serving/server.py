@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from concurrent import futures
 from http import HTTPStatus
 
@@ -47,10 +48,14 @@ from tfgcrf.serving.repository import (
     op_error_message,
 )
 from tfgcrf.serving.status import CODE_NAMES, HTTP_STATUS, MAX_GRPC_MESSAGE_BYTES, ServingError
-from tfgcrf.waitress_errors import answer_in_json
+from tfgcrf.waitress_errors import answer_in_json, stop_listening
 from tfgcrf.waitress_errors import stop as waitress_stop
 
 SIGNATURE_DEF_FIELD = "signature_def"
+# Seconds the requests running when the server stops get to finish (`ModelServer.stop`).
+DEFAULT_STOP_GRACE_SECONDS = 5.0
+# After the grace: seconds the cancelled requests get to send their UNAVAILABLE answers.
+_CANCEL_SECONDS = 2.0
 # REST request bodies: enough for a few full-size images as base64 JSON.
 DEFAULT_REST_MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -138,6 +143,15 @@ class Predictor:
         self.repository = repository
         self.batching = batching
         self.queue = WorkQueue(batching)
+        # Set when the server starts to stop: new requests are refused with UNAVAILABLE.
+        self.draining = threading.Event()
+        # Set when the stop's grace is over: running and waiting requests are cancelled (their
+        # `RequestScope`s watch it) and answered UNAVAILABLE.
+        self.stopping = threading.Event()
+
+    def scope(self, deadline, disconnected):
+        """The `RequestScope` of a request: its deadline, its client's disconnect, the stop."""
+        return RequestScope(deadline, disconnected, self.stopping)
 
     def run(self, work, scope):
         """Runs `work()` (a request's conversion, signature and response) in a work slot.
@@ -145,6 +159,8 @@ class Predictor:
         The slot is taken before inputs are converted, so the memory of concurrent requests
         (a JSON body becomes many Python objects) is bounded by the queue as well.
         """
+        if self.draining.is_set():
+            raise ServingError("UNAVAILABLE", "the server is stopping: send the request to another one")
         scope.check("before the request was queued")
         with self.queue.slot(scope):
             scope.check("while the request waited in the queue")
@@ -176,7 +192,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         remaining = context.time_remaining()
-        scope = RequestScope(monotonic_deadline(remaining), lambda: not context.is_active())
+        scope = self._predictor.scope(monotonic_deadline(remaining), lambda: not context.is_active())
         try:
             return _guarded(lambda: self._predict(request, scope))
         except ServingError as err:
@@ -293,7 +309,7 @@ class RestApplication:
 
     def __call__(self, environ, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        scope = RequestScope(
+        scope = self.predictor.scope(
             monotonic_deadline(self.timeout_seconds), environ.get("waitress.client_disconnected")
         )
         try:
@@ -372,6 +388,7 @@ class ModelServer:
       rest_max_body_bytes: largest REST request body; larger ones get HTTP 413.
       rest_max_connections: open REST connections at most; more wait in the listen backlog.
       rest_idle_seconds: an idle REST connection (incl. one sending nothing) is closed after this.
+      stop_grace_seconds: how long `stop()` lets running requests finish before cancelling them.
     """
 
     def __init__(self, model_dir, model_name, host="127.0.0.1", grpc_port=8500, rest_port=8501,
@@ -379,7 +396,7 @@ class ModelServer:
                  load_retry_interval_seconds=DEFAULT_LOAD_RETRY_INTERVAL_SECONDS,
                  rest_timeout_seconds=30.0, rest_num_threads=None,
                  rest_max_body_bytes=DEFAULT_REST_MAX_BODY_BYTES, rest_max_connections=512,
-                 rest_idle_seconds=30.0):
+                 rest_idle_seconds=30.0, stop_grace_seconds=DEFAULT_STOP_GRACE_SECONDS):
         self.repository = ModelRepository(
             model_dir, model_name, poll_seconds, max_num_load_retries=max_num_load_retries,
             load_retry_interval_seconds=load_retry_interval_seconds,
@@ -394,6 +411,7 @@ class ModelServer:
         self.rest_max_body_bytes = rest_max_body_bytes
         self.rest_max_connections = rest_max_connections
         self.rest_idle_seconds = rest_idle_seconds
+        self.stop_grace_seconds = stop_grace_seconds
         self._grpc = None
         self._http = None
         self._http_map = None
@@ -466,13 +484,32 @@ class ModelServer:
         waitress_stop(self._http_map, self._http.task_dispatcher, self._http_thread)
         self._http = self._http_map = self._http_thread = None
 
-    def stop(self, grace=1.0):
-        self.repository.stop()
+    def stop(self, grace=None):
+        """Stops: new requests are refused (UNAVAILABLE; no new connections), the running and
+        waiting ones get `grace` seconds (default `stop_grace_seconds`) to finish, then they are
+        cancelled and answered UNAVAILABLE (a kernel that is running finishes first: at most a
+        few more seconds, then the connections are closed anyway). A version being loaded is
+        not waited for."""
+        grace = self.stop_grace_seconds if grace is None else grace
+        self.predictor.draining.set()
+        grpc_stopped = self._grpc.stop(grace + _CANCEL_SECONDS) if self._grpc is not None else None
+        if self._http is not None:
+            stop_listening(self._http_map, self._http_thread)
+        self._wait_for_requests(grace)
+        self.predictor.stopping.set()
+        self._wait_for_requests(_CANCEL_SECONDS)
         if self._http is not None:
             self._stop_rest()
-        if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+        if grpc_stopped is not None:
+            grpc_stopped.wait()
             self._grpc = None
+        self.repository.stop(timeout=_CANCEL_SECONDS)
+
+    def _wait_for_requests(self, seconds):
+        """Waits until no request runs or waits in the work queue, or `seconds` passed."""
+        deadline = time.monotonic() + seconds
+        while self.predictor.queue.load != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def wait(self):
         self._grpc.wait_for_termination()

@@ -93,6 +93,37 @@ def answer_in_json(server_map, too_large, drain_bytes=DRAIN_BYTES):
         server.channel_class = JsonErrorChannel
 
 
+def stop_listening(server_map, thread, timeout=10.0):
+    """Closes the listening sockets of the waitress servers in `server_map` (new connections are
+    refused); open connections and their requests go on. Closed by the loop `thread` itself, as
+    `stop` does."""
+    import threading
+
+    import waitress.server
+    import waitress.trigger
+    import waitress.wasyncore
+
+    closed = threading.Event()
+
+    def close_listeners():
+        for dispatcher in list(server_map.values()):
+            if isinstance(dispatcher, waitress.server.BaseWSGIServer):
+                # The dispatcher's own close() would close the trigger too, which wakes the loop
+                # when a worker has an answer to send.
+                waitress.wasyncore.dispatcher.close(dispatcher)
+        closed.set()
+
+    triggers = [d for d in server_map.values() if isinstance(d, waitress.trigger.trigger)]
+    if thread is not None and thread.is_alive() and triggers:
+        try:
+            triggers[0].pull_trigger(close_listeners)
+            closed.wait(timeout)
+            return
+        except OSError:
+            pass
+    close_listeners()
+
+
 def stop(server_map, task_dispatcher, thread, timeout=10.0):
     """Stops a waitress server whose loop runs in `thread` (None: not started).
 

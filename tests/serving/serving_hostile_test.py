@@ -7,6 +7,7 @@ measurements through a server process with the exported model are in serving_e2e
 import http.client
 import json
 import resource
+import signal
 import socket
 import threading
 import time
@@ -196,6 +197,65 @@ def test_rest_timeout_is_a_deadline_answered_504(server):
                          {"signature_name": "spin", "instances": [FOREVER]})
     assert status == 504 and "deadline" in body["error"]
     _wait_idle(server)
+
+
+def test_stop_refuses_new_work_and_cancels_running_requests_after_the_grace(tmp_path):
+    """`tfgcrf serve` took seconds to stop and its REST requests were cut off without an answer
+    (their work went on). Now: no new connection, running requests get the grace, then are
+    cancelled inside the graph and answered UNAVAILABLE (HTTP 503), on both protocols."""
+    base = tmp_path / MODEL_NAME
+    export_toy(str(base), 1, offset=0.0)
+    batching = BatchingParameters(max_batch_size=MAX_BATCH, num_batch_threads=2, max_enqueued_batches=1)
+    server = ModelServer(str(base), MODEL_NAME, grpc_port=0, rest_port=0, poll_seconds=0,
+                         batching=batching, rest_timeout_seconds=600, stop_grace_seconds=0.5).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    try:
+        running = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict.future(
+            _spin_request(), timeout=600)
+        answers = []
+        rest = threading.Thread(target=lambda: answers.append(_rest(
+            server, "POST", f"/v1/models/{MODEL_NAME}:predict",
+            {"signature_name": "spin", "instances": [FOREVER]})))
+        rest.start()
+        deadline = time.monotonic() + 60
+        while server.predictor.queue.load != (2, 0):
+            assert time.monotonic() < deadline, "the requests did not start"
+            time.sleep(0.02)
+        port = server.rest_port
+        server.stop()
+        rest.join(60)
+        assert answers and answers[0][0] == 503, answers
+        assert "the server is stopping" in answers[0][1]["error"], answers
+        assert running.exception(60).code() == grpc.StatusCode.UNAVAILABLE
+        assert server.predictor.queue.load == (0, 0)  # both signatures were cancelled
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        channel.close()
+        server.stop(grace=0)
+
+
+@pytest.mark.slow
+def test_serve_logs_one_line_and_exits_on_sigterm_and_sigint(tmp_path):
+    """A new user: `tfgcrf serve` needed up to ~30 s to stop on SIGTERM and logged nothing."""
+    from tfgcrf.serving.launcher import ServeProcess
+
+    base = tmp_path / MODEL_NAME
+    export_toy(str(base), 1, offset=0.0)
+    for number, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        server = ServeProcess(base, extra_args=["--stop-grace-seconds", "0.5"]).start()
+        try:
+            before = len(server.output)
+            server.process.send_signal(number)
+            assert server.process.wait(timeout=120) == code
+            deadline = time.monotonic() + 30
+            while "stopping" not in server.output[before:] and time.monotonic() < deadline:
+                time.sleep(0.05)  # the pipes are read by threads of the launcher
+            lines = [line for line in server.output[before:].splitlines() if line.strip()]
+            assert lines == [f"tfgcrf serve: {number.name}: stopping; new requests are refused, 0 "
+                             "running and 0 waiting get up to 0.5 s, then are cancelled"], lines
+        finally:
+            server.stop()
 
 
 # --- HTTP handled by the server library -------------------------------------------------------
