@@ -19,6 +19,10 @@ from tensorflow.python.eager import cancellation as _tf_cancellation
 
 from tfgcrf.serving.status import ServingError
 
+# Once a request's client stopped waiting, its answer waits at most this long for the cancelled
+# signature to stop (a kernel that is running finishes in the background).
+ABANDON_SECONDS = 0.5
+
 _local = threading.local()
 _tf_global_context = _tf_cancellation.context
 
@@ -44,6 +48,7 @@ class RequestScope:
         self._disconnected = disconnected
         self._stopping = stopping
         self._manager = None
+        self.abandoned = None  # the thread of work still running after its error was answered
         # "DEADLINE_EXCEEDED" or "CANCELLED" once the client stopped waiting, "UNAVAILABLE" once
         # the server stopped the request.
         self.reason = None
@@ -76,22 +81,47 @@ class RequestScope:
             raise self.error(stage)
 
     def run(self, function, **kwargs):
-        """Calls a TensorFlow function; cancels it (CancelledError) when the client stops waiting."""
+        """Calls a TensorFlow function; cancels it (CancelledError) when the client stops waiting.
+
+        The function runs in a thread of its own: once the client stopped waiting, the error is
+        raised here after at most `ABANDON_SECONDS` even if the function has not stopped yet
+        (TensorFlow cancels between kernels: one long kernel, e.g. a PNG encoding of a 12-MP
+        image, runs to its end). Such work is left in `self.abandoned` (its thread), which the
+        work queue keeps counting until it ends (`limits.WorkQueue.slot`).
+        """
         self.check("before running the signature")
         manager = _tf_cancellation.CancellationManager()
+        outcome = {}
+        finished = threading.Event()
+
+        def call():
+            _local.manager = manager
+            try:
+                outcome["value"] = function(**kwargs)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the request's thread
+                outcome["error"] = err
+            finally:
+                _local.manager = None
+                finished.set()
+
         self._manager = manager
         _WATCHDOG.add(self)
-        _local.manager = manager
+        worker = threading.Thread(target=call, name="signature", daemon=True)
+        worker.start()
         try:
-            return function(**kwargs)
-        except tf.errors.CancelledError:
-            if self.poll():
-                raise self.error("while running the signature") from None
-            raise
+            while not finished.wait(_WATCHDOG.interval):
+                if self.poll() is not None and not finished.wait(ABANDON_SECONDS):
+                    self.abandoned = worker
+                    raise self.error("while running the signature")
         finally:
-            _local.manager = None
             _WATCHDOG.remove(self)
             self._manager = None
+        error = outcome.get("error")
+        if error is None:
+            return outcome["value"]
+        if isinstance(error, tf.errors.CancelledError) and self.poll():
+            raise self.error("while running the signature") from None
+        raise error
 
     def _cancel_if_abandoned(self):
         manager = self._manager

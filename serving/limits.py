@@ -227,7 +227,8 @@ class WorkQueue:
 
     `with queue.slot(scope): ...` waits for a free slot, giving up with the scope's
     DEADLINE_EXCEEDED or CANCELLED error when the client stops waiting; a request that finds the
-    queue full gets RESOURCE_EXHAUSTED at once.
+    queue full gets RESOURCE_EXHAUSTED at once. A request answered while its signature still
+    runs (`scope.abandoned`, see `RequestScope.run`) keeps its slot until that work ends.
     """
 
     _WAIT_SLICE = 0.05  # seconds between two looks at the request's deadline while waiting
@@ -267,9 +268,20 @@ class WorkQueue:
         try:
             yield
         finally:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify()
+            work = getattr(scope, "abandoned", None)
+            if work is not None and work.is_alive():
+                threading.Thread(target=self._release_after, args=(work,), daemon=True).start()
+            else:
+                self._release()
+
+    def _release(self):
+        with self._cond:
+            self._running -= 1
+            self._cond.notify()
+
+    def _release_after(self, work):
+        work.join()
+        self._release()
 
 
 def monotonic_deadline(seconds):

@@ -21,7 +21,8 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving_toys import export_toy
 from tfgcrf.serving import Client, ServingError
-from tfgcrf.serving.limits import MAX_FILL_BYTES, BatchingParameters, check_tensor_proto
+from tfgcrf.serving.cancellation import RequestScope
+from tfgcrf.serving.limits import MAX_FILL_BYTES, BatchingParameters, WorkQueue, check_tensor_proto
 from tfgcrf.serving.server import ModelServer
 
 MODEL_NAME = "toy"
@@ -256,6 +257,35 @@ def test_serve_logs_one_line_and_exits_on_sigterm_and_sigint(tmp_path):
                              "running and 0 waiting get up to 0.5 s, then are cancelled"], lines
         finally:
             server.stop()
+
+
+def test_the_deadline_answer_does_not_wait_for_work_that_ignores_cancellation():
+    """A 12-MP REST request's 504 came 17 s after the 30 s deadline: TensorFlow cancels between
+    kernels, and a long kernel ran to its end first. The answer now comes at the deadline; the
+    work that still runs keeps its slot of the queue until it ends."""
+    queue = WorkQueue(BatchingParameters(num_batch_threads=1, max_enqueued_batches=0))
+    release = threading.Event()
+    timer = threading.Timer(30.0, release.set)  # before the fix the call waited for this
+    timer.start()
+    scope = RequestScope(time.monotonic() + 0.2)
+    try:
+        with pytest.raises(ServingError) as info:
+            with queue.slot(scope):
+                scope.run(release.wait)  # like one long kernel: no cancellation point
+        assert info.value.code == "DEADLINE_EXCEEDED" and "while running the signature" in info.value.message
+        assert not release.is_set() and scope.abandoned.is_alive()
+        assert queue.load == (1, 0)  # still computing: still counted
+        with pytest.raises(ServingError, match="queue is full"):
+            with queue.slot(RequestScope()):
+                pass
+    finally:
+        release.set()
+        timer.cancel()
+    scope.abandoned.join(30)
+    deadline = time.monotonic() + 30
+    while queue.load != (0, 0):
+        assert time.monotonic() < deadline, queue.load
+        time.sleep(0.01)
 
 
 # --- HTTP handled by the server library -------------------------------------------------------
