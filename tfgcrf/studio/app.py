@@ -242,7 +242,7 @@ class StudioApp:
             name = os.path.basename(name) or "upload"
         # Messages name the photo as the person knows it (not "<20 bytes>" or a server path).
         data = imageio.read_bytes(source)
-        # A file its headers refuse (not an image, too many pixels) is refused here, in a few ms:
+        # A file its headers refuse (not an image, too many pixels) is refused here, at once:
         # not after waiting for other tabs' work or for the decoder's first tracing.
         imageio.check_data(data, name)
         with self._compute:
