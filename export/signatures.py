@@ -184,10 +184,23 @@ class ServingModule(tf.Module):
                 _check(tf.reduce_any(pixel_ends[:, 0] != pixel_ends[:, 1], axis=-1),
                        "a link must join two different pixels; got", ends),
             ]
+        # Nothing is computed before every check has passed: a refusal that aborted the step
+        # while a solver loop already ran (its right-hand side needs only the points) left a
+        # per-step temporary variable of Grappler's AddN rewrite behind, and every later edit of
+        # the loaded model failed with ALREADY_EXISTS.
+        with tf.control_dependencies(checks):
+            rgb, points, colors, num_points, seed, from_sample = (
+                tf.identity(t) for t in (rgb, points, colors, num_points, seed, from_sample))
+            if links is not None:
+                links, num_links = tf.identity(links), tf.identity(num_links)
+        valid = points[:num_points]
+        if links is not None:
+            shape = tf.shape(rgb)
+            pixel_ends = tf.cast(tf.floor(tf.reshape(links[:num_links], [-1, 2, 2]) * tf.cast(
+                tf.stack([shape[1], shape[0]]), tf.float32)), tf.int32)
             link_pairs = links_to_grid(links[tf.newaxis], self.grid_size)
             num_links = num_links[tf.newaxis]
-        with tf.control_dependencies(checks):
-            lightness, l_small = self.converter(rgb)
+        lightness, l_small = self.converter(rgb)
         _, colors_ab = color.rgb_to_model(colors)
         mask, target_ab = points_to_grid(
             points[tf.newaxis], colors_ab[tf.newaxis], num_points[tf.newaxis], self.grid_size

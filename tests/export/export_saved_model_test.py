@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -126,6 +127,12 @@ for name, (function, inputs) in bad.items():
     except tf.errors.InvalidArgumentError as err:
         result["errors"][name] = err.message
 result["still_works"] = sample(image_bytes=images[:1], seed=seeds[:1])["scores"].shape.as_list()
+# Refused requests must leave nothing behind: the same edits again give the same PNGs (a refusal
+# that aborted a step inside the solver's loop left a per-step temporary variable that made every
+# later edit fail with ALREADY_EXISTS).
+result["edit_still_works"] = bool(tf.reduce_all(edit(**edit_inputs)["colorized_bytes"] == edited))
+result["edit_links_still_works"] = bool(
+    tf.reduce_all(edit_links(**link_inputs)["colorized_bytes"] == linked))
 result["modules"] = sorted({m.split(".")[0] for m in sys.modules} - imported_by_tensorflow)
 print(json.dumps(result))
 """
@@ -292,6 +299,7 @@ def test_bad_requests_fail_with_clear_invalid_argument(tf_only_run, case, fragme
     first_line = result["errors"][case].splitlines()[0]
     assert "did not hold" not in first_line and "/while/" not in first_line, first_line
     assert result["still_works"] == [1, result["sample_shapes"]["scores"][1]]
+    assert result["edit_still_works"] and result["edit_links_still_works"]
     assert result["link_only_shape"] == result["sample_only_shape"] == [2]  # still answered
 
 
@@ -658,3 +666,45 @@ def test_a_served_link_holds_where_the_propagation_brings_the_points_colors(expo
     _assert_same_pixels(served["unlinked"], colorizer.edit(photo, points, colors), "unlinked")
     _assert_same_pixels(served["linked"], colorizer.edit(photo, points, colors, links=[link]),
                         "linked")
+
+
+@pytest.mark.slow
+def test_refused_and_cancelled_edits_leave_the_served_edit_working():
+    """The default preset's served edit (in process: the functions the SavedModel holds): a good
+    request, a refused one, then good ones cancelled part-way (as `tfgcrf serve` cancels when a
+    client stops waiting); the good request afterwards gives the same PNG every time.
+
+    Before, Grappler's memory optimizer (it rewrites only graphs as large as the default preset's,
+    not the smoke model's) turned a sum of the G-CRF preconditioner's diagonal into a per-step
+    temporary variable; a call aborted while it lived left it behind, and every later points-only
+    edit of the loaded model failed with ALREADY_EXISTS.
+    """
+    import threading
+
+    from tensorflow.python.eager import cancellation
+
+    module = ServingModule(Colorizer.from_preset("default").model, 2)
+    edit = module.edit.get_concrete_function()
+    with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
+        good = dict(image_bytes=tf.constant([f.read()]), points=tf.constant([[[0.3, 0.3]]]),
+                    colors=tf.constant([[[220, 30, 30]]], tf.uint8), num_points=tf.constant([1]),
+                    seed=tf.constant([0], tf.int64), from_sample=tf.constant([-1]))
+    answer = edit(**good)["colorized_bytes"].numpy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="points must be"):
+        edit(**{**good, "points": tf.constant([[[1.5, 0.3]]])})
+    assert edit(**good)["colorized_bytes"].numpy() == answer
+    start = time.perf_counter()
+    edit(**good)
+    seconds = time.perf_counter() - start
+    cancelled = 0
+    for fraction in (0.1, 0.3, 0.5, 0.7):
+        manager = cancellation.CancellationManager()
+        timer = threading.Timer(fraction * seconds, manager.start_cancel)
+        timer.start()
+        try:
+            manager.get_cancelable_function(edit)(**good)
+        except tf.errors.CancelledError:
+            cancelled += 1
+        timer.join()
+        assert edit(**good)["colorized_bytes"].numpy() == answer, fraction
+    assert cancelled  # at least one call was stopped part-way

@@ -186,9 +186,13 @@ def precision_diagonal(similarity, weights, ridge, block_rows=32, extra=None):
         rows = similarity[:, start:start + block_rows, :]
         return start + block_rows, energy + tf.reduce_sum(tf.square(rows), axis=-2)
 
-    _, column_energy = tf.while_loop(lambda start, _: start < size, add_block,
-                                     (tf.constant(0), tf.zeros_like(weights)))
-    diagonal = 1.0 - 2.0 * tf.linalg.diag_part(similarity) + column_energy + weights + ridge
+    # The loop's sum starts from the other terms instead of adding them to its result: that chain
+    # of adds became one AddN that Grappler's memory optimizer turns into a per-step temporary
+    # variable, alive while the loop runs; a call aborted then (a refused or cancelled served
+    # edit) left it behind, and every later call of the function failed with ALREADY_EXISTS.
+    other_terms = (1.0 + ridge) - 2.0 * tf.linalg.diag_part(similarity)
+    _, diagonal = tf.while_loop(lambda start, _: start < size, add_block,
+                                (tf.constant(0), other_terms + weights))
     if extra is None:
         return diagonal
     return diagonal + (extra.diagonal() if isinstance(extra, LowRank) else tf.linalg.diag_part(extra))
