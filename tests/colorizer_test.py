@@ -186,6 +186,8 @@ def test_explain_is_the_similarity_row(colorizer):
         (lambda c: c.edit(PHOTO, [(-1, 10)], [(1, 2, 3)]), "outside"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 256)]), "0..255"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2)]), "one .r, g, b. color per point"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], np.array([[1.0, 0.0, 0.0]])), r"0..1 floats: multiply"),
+        (lambda c: c.edit(PHOTO, [(1, 10)], [(True, False, False)]), "integers in 0..255"),
         (lambda c: c.edit(PHOTO, [], []), "^an edit needs at least one color point, one link or a "
          r"sample to start from \(from_sample >= 0\)$"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 3)], links=[((0, 0), (400, 5))]),

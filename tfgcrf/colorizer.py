@@ -478,9 +478,15 @@ class Colorizer:
     def _point_chroma(colors, count):
         """`(r, g, b)` colors -> `[K, 2]` chroma in model units."""
         try:
-            array = np.asarray(colors, dtype=np.float64)
+            given = np.asarray(colors)
+            array = given.astype(np.float64)
         except (TypeError, ValueError):
             raise InputError(f"colors must be (r, g, b) triples, got {colors!r}") from None
+        # matplotlib's to_rgb("red") is (1.0, 0.0, 0.0): taken as 0..255 it is almost black and
+        # gives no color at all, so 0..1 floats are refused rather than silently misread.
+        if given.dtype == bool or (given.dtype.kind == "f" and 0 < array.max(initial=0) <= 1):
+            raise InputError(f"color channels must be integers in 0..255 (0..1 floats: multiply "
+                             f"by 255), got {colors!r}")
         if count == 0 and array.size == 0:
             return np.zeros([0, 2], np.float32)
         if array.shape != (count, 3):
