@@ -407,6 +407,9 @@ def _train_stages(model, config, stages, worker, strategy, verbose, log, hparams
         resumed = f" (resumed at epoch {resumed_from + 1})" if resumed_from else ""
         log(f"stage {name}: done in {time.time() - started + earlier:.0f} s{resumed}, "
             f"final {_last(history)}")
+        warning = collapse_warning(name, history)
+        if warning:
+            log(warning)
     model.set_stage(name)
     _save_model(model, worker.output_root / MODEL_FILE)
     worker.discard_outputs()
@@ -466,6 +469,29 @@ def run_hparams(config, strategy, stage):
 
 def _first_line(err):
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+# Below this KL (nats per image) at the end of the VAE stage, z carries almost nothing: the
+# decoder ignores it and the N samples barely differ (posterior collapse).
+COLLAPSE_KL = 0.5
+
+
+def collapse_warning(stage, history):
+    """A one-line warning when the VAE stage ended with a collapsed posterior, else None.
+
+    Args:
+        stage: the stage name; only "vae" is checked.
+        history: Keras history `{metric: [per-epoch values]}` with "kl" (and "val_kl").
+    """
+    if stage != "vae" or not history.get("kl"):
+        return None
+    final = {key: history[key][-1] for key in ("kl", "val_kl") if history.get(key)}
+    if max(final.values()) >= COLLAPSE_KL:
+        return None
+    shown = " (validation {:.3g})".format(final["val_kl"]) if "val_kl" in final else ""
+    return (f"stage vae: warning: the KL of q(z|x, g) ended at {final['kl']:.3g} nats{shown}: "
+            f"the posterior collapsed, so the samples will barely differ; train on more photos or "
+            f"for more epochs, or raise training.kl_warmup_steps or lower training.kl_weight")
 
 
 def _last(history):

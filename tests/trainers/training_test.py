@@ -16,7 +16,9 @@ from tfgcrf import cli
 from tfgcrf.config import STAGES, save_config
 from tfgcrf.errors import UserError
 from tfgcrf.trainers.callbacks import HocSchedule, hoc_schedule
-from tfgcrf.trainers.training import StagePaths, stage_summary, stages_through, train
+from tfgcrf.trainers.training import (
+    StagePaths, collapse_warning, stage_summary, stages_through, train,
+)
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -96,6 +98,19 @@ def test_hoc_schedule_callback_sets_the_reveal_fraction(smoke_model):
     assert float(smoke_model.reveal_fraction.numpy()) == pytest.approx(0.4)
     callback.on_epoch_begin(0)
     assert float(smoke_model.reveal_fraction.numpy()) == 1.0
+
+
+def test_a_collapsed_vae_posterior_is_named_in_one_line():
+
+    collapsed = {"loss": [3.0, 2.0], "kl": [0.63, 0.20], "val_kl": [0.1, 0.009]}
+    warning = collapse_warning("vae", collapsed)
+    assert warning.startswith("stage vae: warning: the KL of q(z|x, g) ended at 0.2 nats "
+                              "(validation 0.009): the posterior collapsed")
+    assert "\n" not in warning
+    assert collapse_warning("vae", {"kl": [1.3, 18.3], "val_kl": [2.0, 17.0]}) is None
+    assert collapse_warning("vae", {"kl": [0.2], "val_kl": [0.9]}) is None  # not on both
+    assert collapse_warning("vae", {"kl": [0.1]}).endswith("lower training.kl_weight")
+    assert collapse_warning("hoc", collapsed) is None
 
 
 def test_stage_requests():
