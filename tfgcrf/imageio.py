@@ -169,6 +169,14 @@ def _one_line(err):
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def check_output_path(path):
+    """Raises `InputError` unless Pillow can write an image to `path` (by its extension); callers
+    check before long work, so a mistyped output name does not cost the whole run."""
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in Image.registered_extensions():
+        raise InputError(f"unknown image file extension {extension!r} for {os.fspath(path)}")
+
+
 def write_image(path, rgb):
     """Writes a uint8 `[H, W, 3]` (or `[H, W]` gray) array; the format follows the extension.
 
@@ -178,9 +186,7 @@ def write_image(path, rgb):
     array = np.asarray(rgb)
     if array.dtype != np.uint8 or array.ndim not in (2, 3):
         raise InputError(f"write_image expects a uint8 [H, W, 3] array, got {array.dtype} {array.shape}")
-    extension = os.path.splitext(path)[1].lower()
-    if extension not in Image.registered_extensions():
-        raise InputError(f"unknown image file extension {extension!r} for {path}")
+    check_output_path(path)
     parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)

@@ -161,6 +161,20 @@ def test_points_and_links_are_checked_before_the_model_is_loaded(arguments, mess
     assert code == 2 and len(lines) == 1 and re.search(message, lines[0]), lines
 
 
+@pytest.mark.parametrize("name", ["noext", "edit.tiff2"])
+def test_an_unwritable_output_name_is_refused_before_the_model_is_loaded(name, tmp_path,
+                                                                          monkeypatch, capsys):
+    from tfgcrf.commands import edit
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for an edit whose output cannot be written")
+
+    monkeypatch.setattr(edit, "load_colorizer", no_model)
+    code, captured = _run(capsys, PHOTO, "--point", "5,5,#ff0000", "--out", str(tmp_path / name))
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "unknown image file extension" in lines[0], lines
+
+
 def test_a_sample_alone_is_an_edit(tmp_path, smoke_model_file, capsys):
     """`--from-sample K` without points or links is valid (the one rule of the API and the
     served signatures): the answer is `Colorizer.edit` of sample K with no point."""

@@ -156,7 +156,9 @@ def run(args):
     # The photo and the points and links on it are checked before the model is loaded (which
     # takes seconds to tens of seconds): a mistyped coordinate is refused at once.
     from tfgcrf.colorizer import check_edit
+    from tfgcrf.imageio import check_output_path
 
+    check_output_path(out)
     rgb = read_photo(args.input, size)
     check_edit(rgb.shape[1], rgb.shape[0], points, colors, links, args.from_sample)
     colorizer = load_colorizer(args.model, args.dtype)
