@@ -161,7 +161,9 @@ class StudioApp:
         self._compute = threading.Lock()
         self._assets = importlib.resources.files("tfgcrf.studio").joinpath("static")
         # The uploads' header check is compiled now, while the page loads (not at the first upload).
-        threading.Thread(target=_prepare_header_check, name="studio-header-check", daemon=True).start()
+        # Not a daemon: the interpreter must not be torn down while it traces (a Ctrl+C right after
+        # the start aborted the process: "terminate called ... FATAL: exception not rethrown").
+        threading.Thread(target=_prepare_header_check, name="studio-header-check").start()
         self._routes = Map([
             Rule("/", endpoint="index", methods=["GET"]),
             Rule("/static/<name>", endpoint="static", methods=["GET"]),
