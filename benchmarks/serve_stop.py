@@ -1,10 +1,12 @@
 """How long `tfgcrf serve` takes to exit after SIGTERM / SIGINT, idle and with a request running.
 
-    .venv/bin/python benchmarks/serve_stop.py [--baseline-commit c600bf8] [--model-dir DIR]
+    .venv/bin/python benchmarks/serve_stop.py --model-dir DIR [--baseline-commit c600bf8]
 
-Serves the toy SavedModel of the tests (tests/serving/serving_toys.py: its `spin` signature is CPU
-work that only cancellation stops) or `--model-dir`, sends the signal, and times the exit; with a
-request running, a REST `spin` of hours is sent first. `--baseline-commit C` runs each case with
+Serves `--model-dir`, sends the signal, and times the exit; for a model with a `spin` signature
+(CPU work that only cancellation stops), also with a request running: a REST `spin` of hours is
+sent first. The tests' toy model has one (benchmarks do not import tests; export it first with
+`cd tests/serving && python -c "from serving_toys import export_toy; export_toy('/tmp/toy', 1, 0.0)"`,
+then `--model-dir /tmp/toy --spin`). `--baseline-commit C` runs each case with
 that commit's code first (its tree in the installed layout in a temporary folder, on PYTHONPATH,
 the editable install's finder dropped by a sitecustomize.py there), and prints the ratios.
 """
@@ -23,7 +25,6 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "serving"))
 
 from tfgcrf.serving.launcher import ServeProcess  # noqa: E402
 
@@ -102,18 +103,15 @@ def measure(model_dir, signal_number, running, src=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-commit", help="commit whose code is the baseline")
-    parser.add_argument("--model-dir", help="model base path (default: the toy model, exported now)")
+    parser.add_argument("--model-dir", required=True, help="model base path")
+    parser.add_argument("--spin", action="store_true",
+                        help="the model has a `spin` signature: also time a stop with a request running")
     args = parser.parse_args()
-    model_dir = os.path.abspath(args.model_dir) if args.model_dir else None
+    model_dir = os.path.abspath(args.model_dir)
     src = baseline_tree(args.baseline_commit) if args.baseline_commit else None
-    if model_dir is None:
-        from serving_toys import export_toy
-
-        model_dir = os.path.join(tempfile.mkdtemp(), "toy")
-        export_toy(model_dir, 1, 0.0)
     cases = [(signal.SIGTERM, False), (signal.SIGTERM, True), (signal.SIGINT, False), (signal.SIGINT, True)]
-    if args.model_dir is not None:
-        cases = [(signal.SIGTERM, False)]  # a real model has no `spin` signature
+    if not args.spin:
+        cases = [(number, running) for number, running in cases if not running]
     print("| signal | request running | baseline s | now s | ratio | baseline: its answer, lines logged | now: its answer, lines logged |")
     print("| --- | --- | ---: | ---: | ---: | --- | --- |")
     for number, running in cases:
