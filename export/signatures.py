@@ -86,6 +86,15 @@ _EDIT_INPUTS = [
 ]
 
 
+
+def _pixels_of(relative, shape):
+    """The pixel (x, y) int32 [..., 2] holding each relative position (x, y) in [0, 1] of an image
+    of `shape` [H, W, ...]: floor(x * W) clipped to W - 1 (x = 1 is the last pixel). The Python
+    side's rule is `hints.pixels_of` (pixel coordinates, same pixels)."""
+    size = tf.stack([shape[1], shape[0]])
+    pixels = tf.cast(tf.floor(relative * tf.cast(size, tf.float32)), tf.int32)
+    return tf.minimum(pixels, size - 1)
+
 class ServingModule(tf.Module):
     """A trained `GCRFColorizer` with the serving signatures as `tf.function`s.
 
@@ -167,11 +176,10 @@ class ServingModule(tf.Module):
         # no point, no link and no sample is refused; a sample without points is valid.
         checks.append(_check(has_hints(num_points, 0 if links is None else num_links, from_sample),
                              EMPTY_EDIT))
+        pixel_ends = None
         if links is not None:
             ends = links[:num_links]
-            shape = tf.shape(rgb)
-            pixel_ends = tf.cast(tf.floor(tf.reshape(ends, [-1, 2, 2]) * tf.cast(
-                tf.stack([shape[1], shape[0]]), tf.float32)), tf.int32)
+            pixel_ends = _pixels_of(tf.reshape(ends, [-1, 2, 2]), tf.shape(rgb))
             checks += [
                 _check(tf.shape(links)[0] <= MAX_POINTS,
                        f"an edit holds at most {MAX_POINTS} links; got", tf.shape(links)[0]),
@@ -192,12 +200,10 @@ class ServingModule(tf.Module):
             rgb, points, colors, num_points, seed, from_sample = (
                 tf.identity(t) for t in (rgb, points, colors, num_points, seed, from_sample))
             if links is not None:
-                links, num_links = tf.identity(links), tf.identity(num_links)
+                links, num_links, pixel_ends = (
+                    tf.identity(t) for t in (links, num_links, pixel_ends))
         valid = points[:num_points]
         if links is not None:
-            shape = tf.shape(rgb)
-            pixel_ends = tf.cast(tf.floor(tf.reshape(links[:num_links], [-1, 2, 2]) * tf.cast(
-                tf.stack([shape[1], shape[0]]), tf.float32)), tf.int32)
             link_pairs = links_to_grid(links[tf.newaxis], self.grid_size)
             num_links = num_links[tf.newaxis]
         lightness, l_small = self.converter(rgb)
@@ -222,13 +228,7 @@ class ServingModule(tf.Module):
                                    similarity=similarity, solver=self.edit_solver)
 
         ab_small = tf.cond(from_sample >= 0, on_sample, points_only)
-        shape = tf.shape(lightness)
-        pixels = tf.cast(tf.floor(valid * tf.cast(tf.stack([shape[1], shape[0]]), tf.float32)),
-                         tf.int32)
-        pixels = tf.minimum(pixels, tf.stack([shape[1], shape[0]]) - 1)
-        link_pixels = None
-        if links is not None:  # the links' end pixels, found as the points' are
-            link_pixels = tf.minimum(pixel_ends, tf.stack([shape[1], shape[0]]) - 1)
+        pixels = _pixels_of(valid, tf.shape(lightness))
         # The full-resolution propagation of the points (`Colorizer.edit`'s default), by the
         # TensorFlow solver of the same system as the API's sparse LU; solved a second time with
         # the colors that links carry when a link end moved (`hints.finish_edit`).
@@ -237,7 +237,7 @@ class ServingModule(tf.Module):
             def correct(pixels_, colors_):
                 return hints.propagation_correction(ab_small, lightness, pixels_, colors_)
         return hints.finish_edit(ab_small, lightness, pixels, colors_ab[:num_points],
-                                 self.grid_size, links_px=link_pixels, correct=correct)
+                                 self.grid_size, links_px=pixel_ends, correct=correct)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="image_bytes"),

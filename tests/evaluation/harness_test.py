@@ -1,5 +1,6 @@
 """The harness's wiring, checked with an oracle model whose outputs are known functions of the truth."""
 
+import logging
 import os
 
 import numpy as np
@@ -221,6 +222,23 @@ def test_a_fresh_model_traces_once_with_images_in_flight(tiny_preset, caplog):
     with caplog.at_level("WARNING", logger="tensorflow"):
         harness.evaluate(colorizer, images, num_samples=3, seed=5, images_in_flight=2)
     assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_two_models_side_by_side_trace_once_each_without_warnings(tiny_preset, caplog):
+    """Two fresh models: each traces its `sample` twice (G-CRF and VAE-MDN) on the first image and
+    never again; TF, which counts traces per code object across instances, warned about the four
+    first traces in every two-model `tfgcrf evaluate`."""
+    from tfgcrf.colorizer import Colorizer
+
+    models = {name: Colorizer.load(str(tiny_preset)) for name in ("a", "b")}
+    images = list(harness.examples(PHOTOS, "test", [models["a"].grid_size], limit=3))
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        harness.evaluate(models, images, num_samples=3, seed=5, images_in_flight=2,
+                         with_control=False)
+    assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+    assert [model._sample.experimental_get_tracing_count() for model in models.values()] == [2, 2]
+    assert logging.getLogger("tensorflow").filters == []  # the filter ends with the first image
 
 
 def test_ablation_scores_every_step(pairs):

@@ -104,6 +104,9 @@ bad = {
     "from_sample_too_big": (edit, {**edit_inputs, "from_sample": tf.constant([-1, 99])}),
     "link_to_itself": (edit_links, {**link_inputs, "num_links": tf.constant([1, 1])}),
     "link_out_of_range": (edit_links, {**link_inputs, "links": 2 * link_inputs["links"]}),
+    # x = 1 is the last pixel, as x = 0.9999 is (`hints.pixels_of`, the API's rule).
+    "link_to_itself_at_the_edge": (edit_links, {**link_inputs, "links": tf.constant(
+        [[[1.0, 0.5, 0.9999, 0.5]], [[0.2, 0.2, 0.7, 0.6]]]), "num_links": tf.constant([1, 1])}),
     "too_many_points": (edit, {**edit_inputs, "points": tf.zeros([2, 257, 2]),
                                "colors": tf.zeros([2, 257, 3], tf.uint8)}),
     "no_points": (edit, {**edit_inputs, "num_points": tf.constant([0, 1])}),
@@ -282,6 +285,7 @@ def test_edit_contract_and_equality_with_the_python_api(tf_only_run, exported_mo
         ("points_out_of_range", "points must be (x, y) relative"),
         ("link_to_itself", "a link must join two different pixels"),
         ("link_out_of_range", "links must be (x1, y1, x2, y2) relative"),
+        ("link_to_itself_at_the_edge", "a link must join two different pixels"),
         ("too_many_points", "at most 256 points"),
         ("num_points_above_k", "num_points must be <= K"),
         ("from_sample_too_big", "from_sample must be < num_samples"),
