@@ -186,3 +186,27 @@ def test_the_factor_matches_a_float64_cholesky_of_the_prior_system(dtype, permut
     np.testing.assert_allclose(np.triu(upper), expected, atol=tolerance * np.abs(expected).max())
     with pytest.raises(TypeError, match="float32 or float64"):
         _factor(similarity.astype(np.float16), weights, 1e-3)
+
+
+def test_overlapping_sessions_in_threads_share_one_blas_limit():
+    """Sessions in two threads enter and leave the one-BLAS-thread limit out of order (A in, B in,
+    A out, B out): BLAS stays on 1 thread until the last leaves, then is back where it was. With
+    each thread restoring what it found, B ran on 2 threads after A left and left 1 for good."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from tfgcrf.layers.gcrf_edit_session import one_blas_thread
+
+    def blas_threads():  # numpy's and SciPy's OpenBLAS (MKL, loaded for PARDISO, is sequential)
+        return sorted({pool["num_threads"] for pool in threadpool_info()
+                       if pool["internal_api"] == "openblas"})
+
+    with threadpool_limits(limits=2, user_api="blas"):  # > 1 to tell the cases apart
+        assert blas_threads() == [2]
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        second.__enter__()
+        assert blas_threads() == [1]
+        first.__exit__(None, None, None)
+        assert blas_threads() == [1]  # the second session still runs
+        second.__exit__(None, None, None)
+        assert blas_threads() == [2]

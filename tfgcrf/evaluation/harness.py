@@ -38,6 +38,7 @@ from tfgcrf.errors import InputError, UserError
 from tfgcrf.evaluation import control, levin, metrics
 from tfgcrf.evaluation.report import SHEET_POINTS
 from tfgcrf.layers import edit_terms
+from tfgcrf.layers.gcrf_edit_session import one_blas_thread
 from tfgcrf.models.points import grid_index, mean_by_cell
 
 logger = logging.getLogger("tfgcrf.evaluation")
@@ -562,7 +563,11 @@ def evaluate(colorizers, images, num_samples, seed, mode="top", keep_images=0, o
     # evaluated (one at a time: only that thread advances `images`).
     upcoming = iter(images)
     # One model: a warning on the first image would be a real retrace (the tests look for it).
-    with _FirstTraces(active=len(colorizers) > 1) as first_traces, \
+    # BLAS (numpy, SciPy) on one thread for the whole run: the edit sessions set that limit
+    # process-wide while they run, so with images in flight the other image's BLAS calls ran on 1
+    # or 2 threads by timing, and OpenBLAS's Cholesky rounds differently with each (results
+    # differed in the last bits between runs; the cores are busy with the images anyway).
+    with _FirstTraces(active=len(colorizers) > 1) as first_traces, one_blas_thread(), \
             concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as background, \
             concurrent.futures.ThreadPoolExecutor(max_workers=images_in_flight) as workers, \
             concurrent.futures.ThreadPoolExecutor(max_workers=1) as reader:

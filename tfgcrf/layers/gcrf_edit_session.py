@@ -29,8 +29,10 @@ factor (memory-bound, a few ms at P = 4096), and the Woodbury correction is a fe
 products, without TensorFlow's per-op dispatch.
 """
 
+import contextlib
 import ctypes
 import functools
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -41,19 +43,37 @@ from tfgcrf.layers.edit_terms import LINK_WEIGHT
 from tfgcrf.layers.gaussian_crf import DEFAULT_RIDGE
 
 
-_BLAS = []  # the process's threadpoolctl controller, made at the first solve
+_BLAS = {"controller": None, "limiter": None, "depth": 0}  # the process's BLAS limit, shared
+_BLAS_LOCK = threading.Lock()
 
 
-def _one_blas_thread():
+@contextlib.contextmanager
+def one_blas_thread():
     """Context in which numpy's and scipy's BLAS run on the calling thread only: the session's
     products are small ([P, n] by [n, m]), and OpenBLAS's worker threads wait for free cores when
     other processes load the machine (measured: a 4096x72 by 4096x80 product 0.5 ms on one thread,
-    60 ms median and 570 ms worst with two at load 14)."""
-    if not _BLAS:
-        from threadpoolctl import ThreadpoolController  # only edit sessions need it
+    60 ms median and 570 ms worst with two at load 14).
 
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
+    The limit is process-wide (threadpoolctl), so sessions in several threads share one: set by
+    the first to enter, restored when the last leaves. Each thread restoring what it found left
+    BLAS at 2 threads inside another thread's session (whose factor then depended on timing:
+    OpenBLAS's Cholesky blocks by its thread count) and at 1 thread for good afterwards."""
+    with _BLAS_LOCK:
+        if _BLAS["controller"] is None:
+            from threadpoolctl import ThreadpoolController  # only edit sessions need it
+
+            _BLAS["controller"] = ThreadpoolController()
+        if not _BLAS["depth"]:
+            _BLAS["limiter"] = _BLAS["controller"].limit(limits=1, user_api="blas")
+        _BLAS["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["depth"] -= 1
+            if not _BLAS["depth"]:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None
 
 
 class EditSession:
@@ -108,7 +128,7 @@ class EditSession:
         if extra is not None:
             extra = extra[0].numpy()
             extra = extra[np.ix_(self._order, self._order)] if permuted else extra
-        with _one_blas_thread():
+        with one_blas_thread():
             self._upper = _factor(similarity.numpy(), self._prior_weights, ridge, extra,
                                   order=self._order if permuted else None)
         self._dtype = self._upper.dtype
@@ -199,7 +219,7 @@ class EditSession:
                 raise UserError(f"EditSession: pixel index {pixel} outside [0, {self._size})")
             places.append(int(self._place[pixel]))
         links = {key: np.asarray(u)[self._order] for key, u in (links or {}).items()}
-        with _one_blas_thread():
+        with one_blas_thread():
             x = self._woodbury(places, colors, weight, links, link_weight, prior_unary)
         return tf.constant(x[self._place])
 
