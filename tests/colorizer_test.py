@@ -184,6 +184,10 @@ def test_explain_is_the_similarity_row(colorizer):
         (lambda c: c.colorize(os.path.join(DATA, "missing.png"), 1), "no such image file"),
         (lambda c: c.edit(PHOTO, [(384, 10)], [(1, 2, 3)]), r"point \(384, 10\) is outside the 384x256"),
         (lambda c: c.edit(PHOTO, [(-1, 10)], [(1, 2, 3)]), "outside"),
+        (lambda c: c.edit(PHOTO, [("300", 10)], [(1, 2, 3)]),
+         r"^point coordinates must be numbers \(pixels\), got '300'$"),
+        (lambda c: c.edit(PHOTO, [(True, 10)], [(1, 2, 3)]), "must be numbers .pixels., got True"),
+        (lambda c: c.session(PHOTO).add_point(None, 10, (1, 2, 3)), "must be numbers"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2, 256)]), "0..255"),
         (lambda c: c.edit(PHOTO, [(1, 10)], [(1, 2)]), "one .r, g, b. color per point"),
         (lambda c: c.edit(PHOTO, [(1, 10)], np.array([[1.0, 0.0, 0.0]])), r"0..1 floats: multiply"),
@@ -207,6 +211,17 @@ def test_bad_input_raises_one_line_input_error(colorizer, call, message):
     with pytest.raises(InputError, match=message) as info:
         call(colorizer)
     assert "\n" not in str(info.value)
+
+
+def test_session_errors_name_points_by_their_session_ids(colorizer):
+    session = colorizer.session(PHOTO)
+    first = session.add_point(5, 5, (200, 0, 0))
+    for x in (50, 90):
+        session.add_point(x, 5, (0, 0, 200))
+    with pytest.raises(InputError, match=rf"^points {first} and {first + 3} are on the same pixel "
+                       r"\(5, 5\) with different colors"):
+        session.add_point(5, 5, (0, 200, 0))  # its id would have been first + 3
+    assert sorted(session.points) == [first, first + 1, first + 2]  # nothing added
 
 
 def test_loading_errors(tmp_path):

@@ -201,10 +201,10 @@ class EditSession:
         xy = tuple(int(v) for v in hints.pixels_of(
             hints.check_points([xy], self.width, self.height), self.width, self.height)[0])
         chroma = self._colorizer._point_chroma([color], 1)[0]
-        others = [(p, ab) for k, (p, _, ab) in self._points.items() if k != key]
-        hints.check_conflicts(np.array([p for p, _ in others] + [xy]).reshape(-1, 2),
-                              np.array([ab for _, ab in others] + [chroma]).reshape(-1, 2),
-                              self.width, self.height)
+        others = [(k, p, ab) for k, (p, _, ab) in self._points.items() if k != key]
+        hints.check_conflicts(np.array([p for _, p, _ in others] + [xy]).reshape(-1, 2),
+                              np.array([ab for _, _, ab in others] + [chroma]).reshape(-1, 2),
+                              self.width, self.height, names=[k for k, _, _ in others] + [key])
         self._points[key] = (xy, tuple(int(c) for c in color), chroma)
         self._image = None
 

@@ -45,6 +45,7 @@ propagation is solved again with that color on a lattice of places around the re
 """
 
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -885,6 +886,10 @@ def check_points(points, width, height, what="point"):
         return np.zeros([0, 2])
     if array.ndim != 2 or array.shape[1] != 2:
         raise InputError(f"{what}s must be a list of (x, y) pairs, got {points!r}")
+    # float64 conversion reads "300" as 300, True as 1 and None as NaN: refused by name.
+    for value in np.asarray(points, dtype=object).reshape(-1):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise InputError(f"{what} coordinates must be numbers (pixels), got {value!r}")
     for x, y in array:
         if not (0 <= x < width and 0 <= y < height):
             raise InputError(
@@ -900,15 +905,17 @@ def pixels_of(points, width, height):
     return np.clip(np.floor(points + 0.5), 0, [width - 1, height - 1]).astype(np.int32)
 
 
-def check_conflicts(points, chroma, width, height, tolerance=1e-3):
-    """Refuses two points on one pixel with different colors (one line naming both)."""
+def check_conflicts(points, chroma, width, height, tolerance=1e-3, names=None):
+    """Refuses two points on one pixel with different colors (one line naming both: by `names`,
+    e.g. an edit session's point ids, else by their 1-based places in `points`)."""
+    names = range(1, len(chroma) + 1) if names is None else list(names)
     pixels = {}
     for index, ((x, y), ab) in enumerate(zip(pixels_of(points, width, height), chroma)):
         earlier = pixels.get((x, y))
         if earlier is not None and np.max(np.abs(chroma[earlier] - ab)) > tolerance:
             raise InputError(
-                f"points {earlier + 1} and {index + 1} are on the same pixel ({x}, {y}) with "
-                "different colors; move one of them or give them the same color")
+                f"points {names[earlier]} and {names[index]} are on the same pixel ({x}, {y}) "
+                "with different colors; move one of them or give them the same color")
         pixels[(x, y)] = index
 
 
