@@ -23,7 +23,14 @@ epoch to continue from and the weights are broadcast from the chief (`sync_from_
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX; elsewhere runs are not locked
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 import tensorflow as tf
 
@@ -31,6 +38,7 @@ from tfgcrf.config import LEGACY_STRATEGIES, STRATEGIES
 from tfgcrf.errors import UserError
 WORKERS_DIR = "workers"
 TEMP_DIR = "workertemp"
+LOCK_FILE = "train.lock"
 
 
 def cluster_from_env():
@@ -151,10 +159,58 @@ class Worker:
         """Where outputs go: the run folder (chief), or a temporary folder (other workers)."""
         return self.state_root if self.is_chief else self.state_root / TEMP_DIR
 
+    def lock(self):
+        """Holds this process's state folder for the run (`RunLock`); each worker locks its own."""
+        return RunLock(self.state_root)
+
     def discard_outputs(self):
         """Deletes a non-chief worker's temporary outputs (no-op on the chief)."""
         if not self.is_chief:
             shutil.rmtree(self.output_root, ignore_errors=True)
+
+
+class RunLock:
+    """An exclusive lock on a run's state folder for one training process (a context manager).
+
+    Two `tfgcrf train` processes on one folder would resume from each other's backups and
+    overwrite each other's stage results (a retried job, a run thought hung): the second is
+    refused in one line naming the holder. The lock is the kernel's (`flock` on `train.lock`),
+    released when the process ends however it ends, so a killed run leaves no stale lock.
+
+    Raises:
+        UserError: another process holds the folder.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self._file = None
+
+    def __enter__(self):
+        if fcntl is None:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.folder / LOCK_FILE, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another process (BlockingIOError)
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"{self.folder} is in use by another training run ({holder}); wait for it to end "
+                "or stop it, or give another --run-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
 
 
 _BROADCASTS = {}

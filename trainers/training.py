@@ -327,8 +327,9 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
         The trained `GCRFColorizer` (also saved as `RUN_DIR/model.keras` by the chief).
 
     Raises:
-        UserError: a run folder of another model, a non-finite loss, bad data or strategy, an
-            `init_weights` model that does not exist or has other weight shapes.
+        UserError: a run folder of another model or in use by another training process, a
+            non-finite loss, bad data or strategy, an `init_weights` model that does not exist
+            or has other weight shapes.
         OSError: the run folder cannot be written (permissions, disk full).
     """
     if data_source:
@@ -338,6 +339,11 @@ def train(config, run_dir, stage="all", data_source=None, strategy=None, verbose
     stages = stages_through(stage)
     strategy = strategy or resolve_strategy(config.strategy)
     worker = distribute.Worker(strategy, run_dir)
+    with worker.lock():
+        return _train(config, stage, stages, strategy, worker, verbose, log, init_weights)
+
+
+def _train(config, stage, stages, strategy, worker, verbose, log, init_weights):
     _check_run_dir_config(worker.state_root, config, log)
     if worker.multi_worker:
         log(f"{worker.name} of a {strategy.num_replicas_in_sync}-replica multi-worker cluster, "

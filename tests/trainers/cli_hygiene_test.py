@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tfgcrf import cli
+from tfgcrf.trainers.distribute import LOCK_FILE, RunLock
 from tfgcrf.trainers.training import MODEL_FILE, stage_summary, train
 
 
@@ -42,6 +44,20 @@ def test_unwritable_run_folder_is_one_line(tmp_path, capsys):
     line = _one_error_line(capsys.readouterr().err)
     assert code == 1
     assert str(blocker) in line and "not a folder" in line
+
+
+def test_a_run_folder_in_use_is_one_line_and_left_alone(tmp_path, capsys):
+    """A second `tfgcrf train` on a folder another run holds (a retried job, a run thought hung)
+    is refused before it reads or writes anything; the lock goes with its holder."""
+    run_dir = tmp_path / "run"
+    with RunLock(run_dir):  # another open file: the kernel's flock conflicts as across processes
+        code = cli.main(["train", "--config", "smoke", "--run-dir", str(run_dir)])
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert f"{run_dir} is in use by another training run (pid {os.getpid()} on " in line
+    assert [path.name for path in run_dir.iterdir()] == [LOCK_FILE]  # no config.yaml, no stage
+    with RunLock(run_dir):  # released with its holder
+        pass
 
 
 def test_port_in_use_is_one_line(tmp_path, capsys):
