@@ -1,13 +1,19 @@
-"""Warm wall time of `Colorizer.colorize` (8 samples), `Colorizer.edit` and an edit session on a 1024x768 photo.
+"""Warm wall time of `Colorizer.colorize` (8 samples), `Colorizer.edit` and an edit session on a 1024x768 photo (or --size).
 
 Splits them into their stages (model network, similarity S, G-CRF solve, chroma upsampling,
 recombination; for the session the grid's Woodbury update and the full-resolution finish) and
 compares with baselines measured in the same run: the VAE-MDN without the G-CRF, plain bilinear
 upsampling with per-channel gamut clipping, the stateless edit and the stateless full-resolution
-finish. Session rows also give the process CPU time (less inflated than the wall time when other
-processes share the cores); the load average is printed at the start and the end.
+finish, and the session's previous data flow (the propagation's correction resized to the photo in
+numpy and passed in at full resolution). Session rows also give the process CPU time (less inflated
+than the wall time when other processes share the cores); the load average is printed at the start
+and the end.
 
     .venv/bin/python benchmarks/colorize_latency.py [--model default|PATH] [--repeats 5] [--edit-only]
+        [--size 4000x3000] [--no-terms]
+
+`--size` resizes the bundled photo (e.g. 4000x3000, a 12-MP camera photo; the points scale with
+it); `--no-terms` leaves out the rows of the propagation's other local term (a session each).
 
 Without an installed preset or model file it times an untrained model of the default
 architecture and says so (the timings do not depend on the weights).
@@ -32,14 +38,22 @@ WIDTH, HEIGHT = 1024, 768
 NUM_SAMPLES = 8
 
 
-def _photo():
-    """The bundled example photo resized to 1024x768."""
+def _photo(width=WIDTH, height=HEIGHT):
+    """The bundled example photo resized to `width` x `height` (1024x768 by default)."""
     from PIL import Image
 
     examples = importlib.resources.files("tfgcrf.presets").joinpath("examples")
     with importlib.resources.as_file(examples.joinpath("pagoda.jpg")) as path:
-        image = Image.open(path).convert("RGB").resize((WIDTH, HEIGHT), Image.BICUBIC)
+        image = Image.open(path).convert("RGB").resize((width, height), Image.BICUBIC)
     return np.asarray(image)
+
+
+def _size(text):
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must be WIDTHxHEIGHT, got {text!r}") from None
+    return width, height
 
 
 def _colorizer(spec):
@@ -79,13 +93,18 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--edit-only", action="store_true",
                         help="only the edit rows (stateless edit and session), not colorize")
+    parser.add_argument("--size", type=_size, default=(WIDTH, HEIGHT),
+                        help="photo size WIDTHxHEIGHT (default 1024x768), e.g. 4000x3000")
+    parser.add_argument("--no-terms", action="store_true",
+                        help="leave out the rows of the propagation's other local term")
     args = parser.parse_args()
+    width, height = args.size
 
     load_before = _load()
     colorizer, note = _colorizer(args.model)
     model = colorizer.model
     config = model.model_config
-    rgb = _photo()
+    rgb = _photo(width, height)
     lightness, l_small = colorizer._prepare(rgb)
     size = config.image_size
     pixels = size * size
@@ -104,8 +123,12 @@ def main():
         rows += _colorize_rows(colorizer, rgb, lightness, l_small, similarity, fresh, r)
 
     # One stateless edit: two points, from the points alone.
-    points, colors = [(800, 100), (200, 650)], [(250, 150, 60), (40, 110, 40)]
-    points_rel = colorizer._relative_points(points, HEIGHT, WIDTH)
+    def scaled(x, y):  # a place of the 1024x768 photo on this one
+        return int(x * width / WIDTH), int(y * height / HEIGHT)
+
+    points = [scaled(800, 100), scaled(200, 650)]
+    colors = [(250, 150, 60), (40, 110, 40)]
+    points_rel = colorizer._relative_points(points, height, width)
     chroma = colorizer._point_chroma(colors, len(points))
     from tfgcrf.models import points_to_grid
 
@@ -137,7 +160,7 @@ def main():
     for (x, y), rgb_color in zip(points, colors):
         session.add_point(x, y, rgb_color)
     session.result()
-    places = iter([(40 + 37 * i % 940, 60 + 53 * i % 650) for i in range(20 * r + 20)])
+    places = iter([scaled(40 + 37 * i % 940, 60 + 53 * i % 650) for i in range(20 * r + 20)])
 
     def one_more_point():
         key = session.add_point(*next(places), (200, 60, 60))
@@ -157,15 +180,31 @@ def main():
     point_ab = np.array([ab for _, _, ab in entries], np.float32)
     guide = session._guide
     no_links = np.zeros([0, 2, 2], np.int32)
-    correction = session._propagation.correction(grid, point_px, point_ab)
+    # What the session passes: the correction at the propagation's working resolution, resized to
+    # the photo inside the upsampling's XLA kernel; the previous data flow resized it in numpy.
+    correction = session._propagation.correction(grid, point_px, point_ab, at_photo=False)
+    correction_at_photo = session._propagation.correction(grid, point_px, point_ab)
 
-    def propagation_update():  # the session's points + one at a new place (one new column)
+    def propagation_update(at_photo=False):  # the session's points + one at a new place
         place = np.array([next(places)], np.int32)
         return session._propagation.correction(grid, np.concatenate([point_px, place]),
-                                               np.concatenate([point_ab, point_ab[:1]]))
+                                               np.concatenate([point_ab, point_ab[:1]]),
+                                               at_photo=at_photo)
 
-    ab_full = fullres.upsample_guided(grid, guide, jit=True)
-    cell = hints.grid_cell(HEIGHT, WIDTH, size)
+    session_id = tf.constant(session._id, tf.int64)
+
+    def finish(correction_):
+        return colorizer._finish_edit[session._jit](grid, lightness, point_px, point_ab, guide,
+                                                    no_links, correction_, session_id)
+
+    def previous_flow():  # the correction resized to the photo in numpy, then the finish
+        return finish(propagation_update(at_photo=True))
+
+    def current_flow():
+        return finish(propagation_update())
+
+    ab_full = fullres.upsample_guided(grid, guide, jit=True, extra=correction[None])
+    cell = hints.grid_cell(height, width, size)
     refine = tf.function(lambda ab, l, p, c: hints.refine_at_points(ab, l, p, c, cell), autograph=False)
     stateless_finish = tf.function(
         lambda ab, l, p, c: hints.finish_edit(ab, l, p, c, size), autograph=False)
@@ -179,24 +218,26 @@ def main():
         ("  propagation (hints.Propagation, 128^2 px): one new column + solve",
          *_time(propagation_update, r, cpu=True), one),
         ("  full resolution: upsampling + refinement + recombination",
-         *_time(lambda: colorizer._finish_edit[True](grid, lightness, point_px, point_ab, guide,
-                                                      no_links, correction,
-                                                      tf.constant(session._id, tf.int64)), r,
-                cpu=True), one),
-        ("    upsampling (XLA, the session's guide statistics)",
-         *_time(lambda: fullres.upsample_guided(grid, guide, jit=True), r, cpu=True), one),
+         *_time(lambda: finish(correction), r, cpu=True), one),
+        ("    upsampling + the correction resized (XLA, the session's guide statistics)",
+         *_time(lambda: fullres.upsample_guided(grid, guide, jit=True, extra=correction[None]),
+                r, cpu=True), one),
         ("    point refinement (hints.refine_at_points)",
          *_time(lambda: refine(ab_full[0], lightness, point_px, point_ab), r, cpu=True), one),
         ("    recombination: L-preserving gamut fit + RGB (XLA)",
          *_time(lambda: fullres.compose(lightness, ab_full, jit=True), r, cpu=True), one),
         ("  stateless full resolution (guide statistics, no XLA)",
          *_time(lambda: stateless_finish(grid, lightness, point_px, point_ab), r, cpu=True), one),
+        ("  propagation + full resolution, as the session does",
+         *_time(current_flow, r, cpu=True), one),
+        ("  the same, previous flow (correction resized in numpy, passed in)",
+         *_time(previous_flow, r, cpu=True), one),
     ]
     # The propagation's local terms side by side (`hints.LOCAL_TERMS`, the default first): its
     # factorization (paid once per photo, at the session's first result) and one more point of a
     # session using it (the same points and places as above).
     terms = [hints.PROPAGATION_LOCAL] + [
-        t for t in hints.LOCAL_TERMS if t != hints.PROPAGATION_LOCAL]
+        t for t in hints.LOCAL_TERMS if t != hints.PROPAGATION_LOCAL and not args.no_terms]
     by_term = []  # (label, index of its one-more-point row)
     for term in terms:
         label = f"`{term}`" + (", the default" if term == hints.PROPAGATION_LOCAL else ", option")
@@ -224,7 +265,7 @@ def main():
         ]
     load_after = _load()
 
-    print(f"{note}; grid {size}x{size}, photo {WIDTH}x{HEIGHT}, {NUM_SAMPLES} samples, median of {r} "
+    print(f"{note}; grid {size}x{size}, photo {width}x{height}, {NUM_SAMPLES} samples, median of {r} "
           f"warm runs, {os.cpu_count()} CPU cores; {load_before} at the start, {load_after} at the end")
     print(f"| {'stage':<64} | {'wall ms':>8} | {'CPU ms':>8} | {'share':>6} |")
     print(f"| {'-' * 64} | {'-' * 8}:| {'-' * 8}:| {'-' * 6}:|")
@@ -242,13 +283,18 @@ def main():
               f"{by_name['model + G-CRF together (GCRFColorizer.sample)'][0] / by_name['model: trunk + MDN + decoder (VAE-MDN baseline)'][0]:.2f}x the time")
     more_ms, more_cpu = rows[one][1], rows[one][2]
     edit_ms, edit_cpu = rows[edit][1], rows[edit][2]
-    full_ms = rows[one + 2][1]
-    stateless_ms = rows[one + 6][1]
+    full_ms = rows[one + 3][1]
+    stateless_ms = rows[one + 7][1]
     print(f"\none more point in a session vs the stateless 2-point edit (same process): "
           f"{more_ms / edit_ms:.3f}x the wall time, {more_cpu / edit_cpu:.3f}x the CPU time")
     print(f"session full resolution vs the stateless full resolution (same grid answer): "
           f"{full_ms / stateless_ms:.2f}x the wall time")
-    print(f"one more point: {more_ms:.0f} ms wall, {more_cpu:.0f} ms CPU (target 150 ms)")
+    current, previous = rows[one + 8], rows[one + 9]
+    print(f"propagation + full resolution, session's flow vs the previous flow (same process): "
+          f"{current[1] / previous[1]:.2f}x the wall time, {current[2] / previous[2]:.2f}x the CPU "
+          f"time")
+    print(f"one more point at {width}x{height}: {more_ms:.0f} ms wall, {more_cpu:.0f} ms CPU "
+          f"(target at 1024x768: 150 ms)")
     for label, index in by_term:
         print(f"one more point, propagation {label}: {rows[index][1]:.0f} ms wall, "
               f"{rows[index][2]:.0f} ms CPU (target 150 ms)")

@@ -203,3 +203,27 @@ def test_upsampling_parts_and_xla_path(shape):
     fused = fullres.upsample_guided(ab_small, statistics, jit=True).numpy()
     np.testing.assert_allclose(fused, whole, atol=1e-5)
     np.testing.assert_allclose(fullres.upsample_chroma(ab_small, lightness, jit=True), whole, atol=1e-5)
+    # A field at another resolution added: resized to the photo as `tf.image.resize` does.
+    extra = np.random.default_rng(3).normal(0.0, 0.1, (2, 7, 9, 2)).astype(np.float32)
+    with_extra = whole + tf.image.resize(extra, shape, method="bilinear").numpy()
+    np.testing.assert_array_equal(fullres.upsample_guided(ab_small, statistics, extra=extra),
+                                  with_extra)
+    np.testing.assert_allclose(fullres.upsample_guided(ab_small, statistics, jit=True, extra=extra),
+                               with_extra, atol=1e-5)
+
+
+def test_bisection_digits_are_the_halving_bisection():
+    """`_bisect_scale` sets the scale's binary digits from the highest: the same tests and the
+    same answer (exactly) as halving [low, high], written here as the reference."""
+    rng = np.random.default_rng(7)
+    lightness = tf.constant(rng.uniform(1.0, 99.0, (40, 60)), tf.float32)
+    ab = tf.constant(rng.normal(0.0, 0.6, (40, 60, 2)), tf.float32)
+    bounds = fullres._luminance_range(lightness)
+    low, high = np.zeros((40, 60), np.float32), np.ones((40, 60), np.float32)
+    for _ in range(fullres._GAMUT_BISECTION_STEPS):
+        middle = 0.5 * (low + high)
+        inside = fullres._keeps_lightness(lightness, ab * middle[..., None], bounds).numpy()
+        low, high = np.where(inside, middle, low), np.where(inside, high, middle)
+    scale = fullres._bisect_scale(lightness, ab, bounds).numpy()
+    assert len(np.unique(scale)) > 30 and np.mean(scale < 0.5) > 0.1  # many digits decided
+    np.testing.assert_array_equal(scale, low)

@@ -1,5 +1,7 @@
 """The full-resolution propagation of `tfgcrf.hints` against float64 references."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -362,3 +364,105 @@ def test_link_patch_is_a_lattice_around_the_end_within_its_region():
                     expected[(x + dx, y + dy)] = tuple(np.float32(ab).tolist())
     assert got == expected
     assert len(places) == 6 + 4  # the end's column x + 8 = 38 is darker; the corner clips
+
+
+def _reference_refine(ab_full, lightness, points, colors, cell):
+    """`refine_at_points` written out in float64 numpy, kernel by kernel and pixel by pixel of
+    each window (the module docstring's interpolation: K w = r at the points, then every
+    kernel's window spread over the photo)."""
+    ab_full = np.asarray(ab_full, np.float64)
+    height, width = lightness.shape
+    sigma = max(cell * hints.SIGMA_CELLS, 0.5)
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    points = np.asarray(points)
+    count = len(points)
+    keep = [not any(np.array_equal(points[i], points[j]) for j in range(i + 1, count))
+            for i in range(count)]
+
+    def kernel(squared, difference, width_):
+        return np.exp(-squared / (2 * width_**2) - difference**2 / (2 * hints.SIGMA_LIGHTNESS**2))
+
+    widths = []
+    for j in range(count):
+        others = [np.sum((points[i] - points[j]) ** 2.0) for i in range(count)
+                  if i != j and keep[i] and keep[j]]
+        widths.append(np.clip(0.5 * np.sqrt(min(others, default=np.inf)), 0.5, sigma))
+    level = [lightness[y, x] for x, y in points]
+    matrix = np.eye(count)
+    for i in range(count):
+        for j in range(count):
+            offset = points[i] - points[j]
+            if i != j and keep[i] and keep[j] and np.all(np.abs(offset) <= radius):
+                matrix[i, j] = kernel(np.sum(offset**2.0), level[i] - level[j], widths[j])
+    residual = np.array([np.asarray(colors[k], np.float64) - ab_full[y, x] if keep[k] else [0, 0]
+                         for k, (x, y) in enumerate(points)])
+    weights = np.linalg.solve(matrix, residual)
+    out = ab_full.copy()
+    for j, (x0, y0) in enumerate(points):
+        if not keep[j]:
+            continue
+        for y in range(max(0, y0 - radius), min(height, y0 + radius + 1)):
+            for x in range(max(0, x0 - radius), min(width, x0 + radius + 1)):
+                value = kernel((y - y0) ** 2 + (x - x0) ** 2, lightness[y, x] - level[j], widths[j])
+                out[y, x] += value * weights[j]
+    return out
+
+
+def test_point_refinement_matches_a_pixel_by_pixel_reference():
+    """`refine_at_points` adds the kernels' windows in place (no padded photo, no canvas): the
+    float64 reference's answer, with windows cut by the photo's borders, points closer than a
+    window, and a point repeated on one pixel (the last counts)."""
+    rng = np.random.default_rng(5)
+    height, width = 40, 56
+    lightness = np.where(np.arange(width)[None] < 30, 40.0, 65.0) + rng.normal(0, 2, (height, width))
+    ab_full = rng.uniform(-0.3, 0.3, (height, width, 2))
+    points = np.array([[0, 0], [55, 39], [20, 10], [23, 12], [40, 38], [20, 10]], np.int32)
+    colors = rng.uniform(-0.5, 0.5, (len(points), 2))
+    colors[-1] = colors[2]
+    cell = 3.5  # windows of R = 6 px
+    out = hints.refine_at_points(ab_full.astype(np.float32), lightness.astype(np.float32), points,
+                                 colors.astype(np.float32), cell).numpy()
+    expected = _reference_refine(ab_full, lightness, points, colors, cell)
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+    for (x, y), chroma in zip(points, colors):
+        np.testing.assert_allclose(out[y, x], chroma, atol=2e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_finish_with_the_correction_at_the_working_resolution(jit):
+    """`finish_edit` takes the propagation's correction at its working resolution
+    (`Propagation.correction(..., at_photo=False)`, as the edit session passes it) and resizes
+    it to the photo itself: the image of the correction resized beforehand (`at_photo=True`,
+    the previous path) within one uint8 level (float round-off: XLA's gathers against
+    `tf.image.resize`), and the same with links (the second solve's correction too)."""
+    from PIL import Image
+
+    path = os.path.join(os.path.dirname(__file__), "data", "fullres", "sklearn_china.jpg")
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    from tfgcrf import fullres
+
+    lightness = fullres.prepare(rgb, 16)[0]
+    propagation = hints.Propagation(lightness.numpy())
+    assert propagation.work_shape != propagation.shape  # a reduced working resolution
+    rng = np.random.default_rng(4)
+    ab_small = tf.constant(rng.normal(0, 0.2, (1, 16, 16, 2)), tf.float32)
+    points = np.array([[40, 30], [300, 200], [303, 201], [150, 120]], np.int32)
+    chroma = rng.uniform(-0.4, 0.4, (4, 2)).astype(np.float32)
+    links = np.array([[[20, 20], [350, 240]]], np.int32)
+    small = propagation.correction(ab_small, points, chroma, at_photo=False)
+    assert small.shape == propagation.work_shape + (2,) and small.dtype == np.float32
+    at_photo = propagation.correction(ab_small, points, chroma)
+    np.testing.assert_allclose(hints._to_photo(small, propagation.shape), at_photo, atol=1e-6)
+    for links_px in (None, links):
+        def finish(correction, at_photo_):
+            return hints.finish_edit(
+                ab_small, lightness, points, chroma, 16, jit=jit, links_px=links_px,
+                correction=correction,
+                correct=lambda p, c: tf.numpy_function(
+                    lambda p_, c_: propagation.correction(ab_small, p_, c_, at_photo=at_photo_),
+                    [p, c], tf.float32)).numpy().astype(int)
+
+        new, old = finish(small, False), finish(at_photo, True)
+        difference = np.abs(new - old).max(axis=-1)
+        assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (
+            difference.max(), np.mean(difference > 0))

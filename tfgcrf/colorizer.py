@@ -432,13 +432,14 @@ class Colorizer:
         return key
 
     def _session_correction(self, session, ab_small, lightness, pixels, colors):
-        """The propagation's correction `[H, W, 2]` of edit session `session` (an int64 scalar
-        tensor) for the points `pixels` / `colors` (`EditSession.correction`), inside
+        """The propagation's correction `[h, w, 2]` (at its working resolution, or the photo's
+        `[H, W, 2]`; `hints.finish_edit` takes either) of edit session `session` (an int64
+        scalar tensor) for the points `pixels` / `colors` (`EditSession.correction`), inside
         `_finish_edit`'s graph."""
         correction = tf.py_function(
             lambda key, *args: self._sessions[int(key)].correction(*args),
             [session, ab_small, pixels, colors], tf.float32)
-        return tf.reshape(correction, tf.concat([tf.shape(lightness), [2]], 0))
+        return tf.ensure_shape(correction, [None, None, 2])
 
     def _check_from_sample(self, from_sample, num_samples, mode):
         """Validates `edit`'s sample choice; returns the number of samples to draw."""

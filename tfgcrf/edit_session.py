@@ -168,16 +168,18 @@ class EditSession:
         return self._image
 
     def correction(self, grid, points, chroma):
-        """The full-resolution propagation's correction `[H, W, 2]` (float32 numpy) of the grid
-        answer `grid` `[1, h, w, 2]` for points `[M, 2]` (pixels) of chroma `[M, 2]`
-        (`hints.Propagation.correction`, factored at the first answer and kept for the photo);
-        zeros when the session does not propagate. `hints.finish_edit` asks for it again with
-        the colors that links carry."""
+        """The full-resolution propagation's correction of the grid answer `grid` `[1, h, w, 2]`
+        for points `[M, 2]` (pixels) of chroma `[M, 2]`, float32 numpy at the propagation's
+        working resolution (`hints.Propagation.correction(..., at_photo=False)`, factored at the
+        first answer and kept for the photo; `hints.finish_edit` resizes it to the photo, inside
+        its XLA kernel for large photos: no full-resolution copy); zeros when the session does
+        not propagate. `hints.finish_edit` asks for it again with the colors that links carry."""
         if not self._propagate:
             return np.zeros((self.height, self.width, 2), np.float32)
         if self._propagation is None:
             self._propagation = hints.Propagation(np.asarray(self._lightness))
-        return self._propagation.correction(grid, np.asarray(points), np.asarray(chroma))
+        return self._propagation.correction(grid, np.asarray(points), np.asarray(chroma),
+                                            at_photo=False)
 
     # ------------------------------------------------------------------------------ helpers
 

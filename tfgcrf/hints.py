@@ -121,20 +121,23 @@ def refine_at_points(ab_full, L_full, points_px, colors_ab, cell, sigma_cells=SI
     residual = tf.where(keep[:, None], colors - tf.gather_nd(ab_full, yx), 0.0)
     weights = tf.linalg.solve(matrix, residual)  # [K, 2]
 
-    # Every point's window of (2R + 1)^2 pixels, on the image padded by R on each side.
+    # Every point's window of (2R + 1)^2 pixels; places outside the photo add nothing (their
+    # index clipped inside, their value 0), so no full-resolution canvas or padded copy exists:
+    # the spread is added in place (a few (2R + 1)^2 windows, not the photo).
     steps = tf.range(-radius, radius + 1)
     dy, dx = tf.meshgrid(steps, steps, indexing="ij")
     window = tf.reshape(tf.stack([dy, dx], axis=-1), [-1, 2])  # [S, 2]
-    padded_yx = yx[:, None] + radius + window[None]  # [K, S, 2] in the padded image
-    pad = [[radius, radius], [radius, radius]]
-    L_padded = tf.pad(L_full, pad)
-    values = kernel(tf.cast(tf.reduce_sum(tf.square(window), axis=-1), tf.float32)[None],
-                    tf.gather_nd(L_padded, padded_yx) - lightness[:, None], widths[:, None])
-    spread = values[..., None] * tf.where(keep[:, None], weights, 0.0)[:, None]  # [K, S, 2]
     shape = tf.shape(ab_full)
-    canvas = tf.scatter_nd(tf.reshape(padded_yx, [-1, 2]), tf.reshape(spread, [-1, 2]),
-                           tf.stack([shape[0] + 2 * radius, shape[1] + 2 * radius, 2]))
-    return ab_full + canvas[radius:radius + shape[0], radius:radius + shape[1]]
+    places = yx[:, None] + window[None]  # [K, S, 2] (y, x)
+    limit = shape[:2]
+    inside_photo = tf.reduce_all((places >= 0) & (places < limit), axis=-1)  # [K, S]
+    places = tf.minimum(tf.maximum(places, 0), limit - 1)
+    values = kernel(tf.cast(tf.reduce_sum(tf.square(window), axis=-1), tf.float32)[None],
+                    tf.gather_nd(L_full, places) - lightness[:, None], widths[:, None])
+    values = tf.where(inside_photo, values, 0.0)
+    spread = values[..., None] * tf.where(keep[:, None], weights, 0.0)[:, None]  # [K, S, 2]
+    return tf.tensor_scatter_nd_add(ab_full, tf.reshape(places, [-1, 2]),
+                                    tf.reshape(spread, [-1, 2]))
 
 
 # A link end whose refinement moved its chroma by less than this (model units, ~0.1 ab) passes
@@ -537,26 +540,36 @@ class Propagation:
         mask, targets = propagation_hints(points_px, colors_ab, self.shape, self.work_shape)
         return mask.numpy(), targets.numpy()
 
-    def correction(self, ab_small, points_px, colors_ab):
+    def correction(self, ab_small, points_px, colors_ab, at_photo=True):
         """What the propagation changes in the upsampled G-CRF answer of an edit.
 
         Args:
           ab_small: `[1, s, s, 2]` the G-CRF answer on the model grid.
           points_px: `[K, 2]` `(x, y)` photo pixels of the points; colors_ab `[K, 2]` their chroma.
+          at_photo: True: at the photo's resolution; False: at the working resolution
+            (`work_shape`), as `finish_edit` also takes it (it resizes it to the photo as
+            `at_photo` does, inside its XLA kernel when it has one: an edit session on a large
+            photo makes no full-resolution copy of it).
 
         Returns:
-          float32 `[H, W, 2]` to add to `fullres.upsample_chroma(ab_small, L)` (`finish_edit`'s
-          `correction`); zeros without points.
+          float32 `[H, W, 2]` (or `[h, w, 2]` with `at_photo=False`) to add to
+          `fullres.upsample_chroma(ab_small, L)` (`finish_edit`'s `correction`); zeros without
+          points.
         """
         if not len(points_px):
-            return np.zeros(self.shape + (2,), np.float32)
-        return self.correction_from_mask(ab_small, *self.hint_mask(points_px, colors_ab))
+            return np.zeros((self.shape if at_photo else self.work_shape) + (2,), np.float32)
+        return self.correction_from_mask(ab_small, *self.hint_mask(points_px, colors_ab),
+                                         at_photo=at_photo)
 
-    def correction_from_mask(self, ab_small, mask, targets):
+    def correction_from_mask(self, ab_small, mask, targets, at_photo=True):
         """`correction` for hints given as a mask at the working resolution (the evaluation's
-        7x7 patches): U - G there, bilinearly resized to the photo when it is larger."""
+        7x7 patches): U - G there, bilinearly resized to the photo when it is larger (and
+        `at_photo`)."""
         prior = _prior(ab_small, self.lightness).numpy()
-        return _to_photo(self.solve(prior, mask, targets) - prior, self.shape).numpy()
+        change = self.solve(prior, mask, targets) - prior
+        if not at_photo:
+            return change.astype(np.float32)
+        return _to_photo(change, self.shape).numpy()
 
 
 # Accuracy of the TensorFlow solver (model units: 1e-4 is 0.01 ab, one 8-bit level is ~0.5 ab):
@@ -968,11 +981,14 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
         them); computed here otherwise.
       links_px: optional `[J, 2, 2]` int `(x, y)` pixels of the "same color" links' ends.
       correction: optional `[H, W, 2]` correction of the full-resolution propagation for the
-        points (the session computes it beforehand, `Propagation.correction`; the evaluation
-        from 7x7 patches, `Propagation.correction_from_mask`); None: `correct(points_px,
-        colors_ab)` when `correct` is given, else none.
+        points, or the same at the propagation's working resolution `[h, w, 2]`, resized here
+        to the photo (`_to_photo`; with `jit` inside the upsampling's XLA kernel) (the session
+        computes it beforehand at the working resolution, `Propagation.correction(...,
+        at_photo=False)`; the evaluation from 7x7 patches, `Propagation.correction_from_mask`);
+        None: `correct(points_px, colors_ab)` when `correct` is given, else none.
       correct: optional `correct(points_px [M, 2] int32, colors_ab [M, 2] float32)` -> float32
-        `[H, W, 2]`, the propagation's correction for any points (the API and the session:
+        `[H, W, 2]` (or at the working resolution, as `correction`), the propagation's
+        correction for any points (the API and the session:
         `Propagation.correction`; the SavedModel: `propagation_correction`): for the links'
         second pass (and for the points when `correction` is None). None: the links' extra
         points are not propagated (only refined).
@@ -981,29 +997,56 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
 
     shape = tf.cast(tf.shape(L_full), tf.float32)
     cell = tf.sqrt(shape[0] * shape[1]) / grid_size
+    photo_shape = tf.unstack(tf.shape(L_full)[:2])
     if statistics is None:
         statistics = fullres.guide_statistics(L_full, grid_size, grid_size)
-    ab_full = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
+
+    def upsampled(change=None):
+        """The upsampled G-CRF answer `[H, W, 2]` (+ a correction `change` at the photo's or a
+        working resolution, resized to the photo as `_to_photo` does: with `jit` inside the
+        upsampling's XLA kernel)."""
+        if change is None or not jit:
+            answer = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
+            return answer if change is None else answer + _to_photo(change, photo_shape)
+        extra = tf.convert_to_tensor(change, tf.float32)[None]
+        return fullres.upsample_guided(ab_small, statistics, jit=True, extra=extra)[0]
+
     if correction is None and correct is not None:
         correction = correct(points_px, colors_ab)
-    field = ab_full if correction is None else ab_full + correction
-    refined = refine_at_points(field, L_full, points_px, colors_ab, cell)
-    if links_px is not None:
+    # Without XLA the upsampled answer is made once and the correction added to it; with XLA the
+    # sum is one kernel, and the answer alone (which links need) is made only when there are links.
+    ab_full = None if (jit and correction is not None) else upsampled()
+    if correction is None:
+        field = ab_full
+    elif jit:
+        field = upsampled(correction)
+    else:
+        field = ab_full + _to_photo(correction, photo_shape)
+
+    def points_only():
+        return refine_at_points(field, L_full, points_px, colors_ab, cell)
+
+    if links_px is None:
+        refined = points_only()
+    else:
         def across_links():
+            refined = points_only()
             # "Moved" against the upsampled G-CRF answer: the propagation's part counts too.
-            extra_px, extra_ab = link_points(ab_full, refined, points_px, links_px)
+            answer = upsampled() if ab_full is None else ab_full
+            extra_px, extra_ab = link_points(answer, refined, points_px, links_px)
             every_px = tf.concat([tf.cast(points_px, tf.int32), extra_px], 0)
             every_ab = tf.concat([tf.cast(colors_ab, tf.float32), extra_ab], 0)
             linked = field
             if correct is not None:  # the propagation again, the carried colors among its hints
                 def again():
                     patch_px, patch_ab = link_patch(extra_px, extra_ab, L_full, cell)
-                    return ab_full + correct(
-                        tf.concat([tf.cast(points_px, tf.int32), patch_px], 0),
-                        tf.concat([tf.cast(colors_ab, tf.float32), patch_ab], 0))
+                    change = correct(tf.concat([tf.cast(points_px, tf.int32), patch_px], 0),
+                                     tf.concat([tf.cast(colors_ab, tf.float32), patch_ab], 0))
+                    return (answer + _to_photo(change, photo_shape) if ab_full is not None
+                            else upsampled(change))
 
                 linked = tf.cond(tf.shape(extra_px)[0] > 0, again, lambda: field)
             return refine_at_points(linked, L_full, every_px, every_ab, cell)
 
-        refined = tf.cond(tf.size(links_px) > 0, across_links, lambda: refined)
+        refined = tf.cond(tf.size(links_px) > 0, across_links, points_only)
     return fullres.compose(L_full, refined[None], jit=jit)[0]
