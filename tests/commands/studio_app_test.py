@@ -133,6 +133,18 @@ def test_uploads_the_headers_refuse_do_not_wait_for_the_model_nor_decode(app, ba
     assert by_name.status_code == 500 and "waited for the model" in by_name.get_json()["error"]
 
 
+def test_an_upload_the_decoder_refuses_does_not_wait_for_the_model(app, bad_uploads, monkeypatch):
+    """A PNG with valid headers but corrupt data passes the header check; the decoder refuses it.
+    It was decoded under the model's lock, so its refusal waited for other tabs' work."""
+    client = Client(app)
+    monkeypatch.setattr(app, "_compute", _BusyModel())
+    (content, message), = [(content, message) for name, content, message in bad_uploads
+                           if name == "truncated"]
+    response = client.post(f"/api/open?tab={TAB}", data=content, headers={"X-Filename": "x.png"})
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and re.search(message, error) and "x.png" in error, error
+
+
 def test_tabs_do_not_mix(client):
     _open(client, PHOTO, TAB)
     _open(client, OTHER, OTHER_TAB)

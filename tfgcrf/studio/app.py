@@ -159,6 +159,8 @@ class StudioApp:
         self._tabs_lock = threading.Lock()
         # TensorFlow work is serialized: the machine's cores are shared by all tabs anyway.
         self._compute = threading.Lock()
+        # Uploads are decoded one at a time (bounded memory), apart from the model's work.
+        self._decoding = threading.Lock()
         self._assets = importlib.resources.files("tfgcrf.studio").joinpath("static")
         # The uploads' header check is compiled now, while the page loads (not at the first upload).
         # Not a daemon: the interpreter must not be torn down while it traces (a Ctrl+C right after
@@ -247,8 +249,10 @@ class StudioApp:
         # A file its headers refuse (not an image, too many pixels) is refused here, at once:
         # not after waiting for other tabs' work or for the decoder's first tracing.
         imageio.check_data(data, name)
-        with self._compute:
+        # Nor does a file the decoder refuses (corrupt data under valid headers) wait for the model.
+        with self._decoding:
             rgb = imageio.decode_data(data, name)
+        with self._compute:
             samples, scores = self.colorizer.colorize(rgb, self.num_samples, seed=self.seed,
                                                       mode=self.mode, return_scores=True)
             lightness = imageio.luminance(rgb)
