@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2, saved_model_pb2
 from tensorflow.core.framework import types_pb2
+from tensorflow.python.eager import context as _tf_context
 
 from tfgcrf.export import WARMUP_FILE
 from tfgcrf.serving.json_codec import NUMPY_DTYPES
@@ -116,6 +117,39 @@ def read_warmup_file(path):
     return requests
 
 
+def without_memory_rewrites(function):
+    """`function` (a loaded signature) called with Grappler's memory optimizer off.
+
+    Its scheduling pass turns an AddN of 3 or more tensors (often one Grappler's arithmetic
+    optimizer made of a chain of adds) into a TemporaryVariable when a graph's static memory
+    estimate is large (above 80 % of the CPU device's 256 MB). An eager call aborted while that
+    variable lives (a refused request, or one cancelled at its deadline) leaves it in the
+    per-step container that every later call reuses: the signature then fails with
+    ALREADY_EXISTS until restart (session 13: the default preset's edit). The models' own graphs
+    avoid it (tests/export: no served graph of the default preset holds one); this keeps any
+    export served here (a model of one's own, a later change) safe from it.
+
+    The setting goes into the calling thread's function-call config, the `config_proto`
+    TensorFlow optimizes the function's graph with: the signature's graph under this setting is
+    made at its first call (the warm-up).
+    """
+
+    def call(**kwargs):
+        context = _tf_context.context()
+        saved = context.function_call_options
+        config = config_pb2.ConfigProto.FromString(saved.config_proto_serialized)
+        config.graph_options.rewrite_options.memory_optimization = (
+            rewriter_config_pb2.RewriterConfig.NO_MEM_OPT)
+        context.function_call_options = _tf_context.FunctionCallOptions(
+            executor_type=saved.executor_type, config_proto=config)
+        try:
+            return function(**kwargs)
+        finally:
+            context.function_call_options = saved
+
+    return call
+
+
 class Servable:
     """One loaded version: its signatures as callables and as SignatureDef protos.
 
@@ -129,7 +163,8 @@ class Servable:
         self.path = path
         self.signature_defs = read_signature_defs(path)
         self._loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
-        self._functions = dict(self._loaded.signatures)
+        self._functions = {name: without_memory_rewrites(function)
+                           for name, function in self._loaded.signatures.items()}
         # Like TF Serving: replay the warm-up requests before serving; a failing one fails the load.
         warmup = os.path.join(path, WARMUP_FILE)
         if os.path.exists(warmup):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from PIL import Image
 
+from runtime_graphs import runtime_ops
 from tfgcrf import color
 from tfgcrf.colorizer import Colorizer
 from tfgcrf.errors import InputError
@@ -712,3 +713,37 @@ def test_refused_and_cancelled_edits_leave_the_served_edit_working():
         timer.join()
         assert edit(**good)["colorized_bytes"].numpy() == answer, fraction
     assert cancelled  # at least one call was stopped part-way
+
+
+@pytest.mark.slow
+def test_no_served_graph_of_the_default_preset_holds_a_temporary_variable():
+    """Grappler's memory optimizer turns an AddN of 3+ tensors (often one its arithmetic optimizer
+    made of a chain of adds) into a TemporaryVariable when the graph's static memory estimate is
+    large, as the default preset's 4096x4096 G-CRF matrices make it (never the smoke model's).
+    An eager call aborted while that variable lived (a refused or cancelled request) left it in
+    the per-step container every later call reuses: the signature failed with ALREADY_EXISTS
+    until restart (session 13: the preconditioner's diagonal). None of the graphs TensorFlow
+    runs for any signature (export's default N) may hold one; the same check saw 3 in the
+    edits' graphs before a040ad5."""
+    module = ServingModule(Colorizer.from_preset("default").model, 8)
+    with open(os.path.join(PHOTOS, PHOTO_NAMES[0]), "rb") as f:
+        image_bytes = tf.constant([f.read()])
+    seed = tf.constant([0], tf.int64)
+    edit = dict(image_bytes=image_bytes, points=tf.constant([[[0.3, 0.3]]]),
+                colors=tf.constant([[[220, 30, 30]]], tf.uint8), num_points=tf.constant([1]),
+                seed=seed, from_sample=tf.constant([-1]))
+    calls = {
+        "sample": (module.sample, dict(image_bytes=image_bytes, seed=seed)),
+        "sample_tensor": (module.sample_tensor,
+                          dict(image=tf.io.decode_png(image_bytes[0], channels=3)[tf.newaxis],
+                               seed=seed)),
+        "edit": (module.edit, edit),
+        "edit_links": (module.edit_links, dict(edit, links=tf.constant([[[0.1, 0.1, 0.9, 0.8]]]),
+                                               num_links=tf.constant([1]))),
+    }
+    found = {}
+    for name, (function, inputs) in calls.items():
+        ops = runtime_ops(function.get_concrete_function(), **inputs)
+        assert ops["AddV2"] + ops["AddN"] > 0, name  # the graphs were read
+        found[name] = ops["TemporaryVariable"] + ops["DestroyTemporaryVariable"]
+    assert found == dict.fromkeys(calls, 0)

@@ -1,10 +1,15 @@
-"""`op_error_message`: what a client reads when a served signature's assertion fails."""
+"""The loaded version: what a client reads when a served signature's assertion fails
+(`op_error_message`), and a refused request leaves the signature as it was."""
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
+from runtime_graphs import runtime_ops
+from serving_toys import export_accumulating_toy
 from tfgcrf.export import signatures
-from tfgcrf.serving.repository import op_error_message
+from tfgcrf.serving import ServingError
+from tfgcrf.serving.repository import Servable, op_error_message
 
 
 def _assertion_error(condition, message, *values):
@@ -48,3 +53,21 @@ def test_every_batch_size_is_shown():
 ])
 def test_messages(message, expected):
     assert op_error_message(tf.errors.InvalidArgumentError(None, None, message)) == expected
+
+
+def test_a_refused_request_leaves_no_temporary_variable_behind(tmp_path):
+    """Grappler's memory optimizer turns the toy's sum into a per-step TemporaryVariable; a call
+    refused while it lived left it behind, and every later call of a plain eagerly loaded
+    signature failed with ALREADY_EXISTS (session 13: the default preset's edit, HTTP 409 from
+    `tfgcrf serve` until restart). The server runs signatures without that rewrite."""
+    path = export_accumulating_toy(str(tmp_path), 1)
+    plain = tf.saved_model.load(path).signatures["accumulate"]
+    assert runtime_ops(plain, scale=tf.constant([1.0]))["TemporaryVariable"] == 1  # the toy's risk
+    servable = Servable(1, path)
+    good, refused = np.array([1.0], np.float32), np.array([-1.0], np.float32)
+    expected = servable.predict("accumulate", {"scale": good})["total"]
+    assert expected.tolist() == [9.0 * 4096 * 4096]
+    for _ in range(3):
+        with pytest.raises(ServingError, match="scale must be >= 0"):
+            servable.predict("accumulate", {"scale": refused})
+        assert servable.predict("accumulate", {"scale": good})["total"].tolist() == expected.tolist()

@@ -45,3 +45,28 @@ def export_toy(base, version, offset):
     path = os.path.join(base, str(version))
     tf.saved_model.save(toy, path, signatures=signatures)
     return path
+
+
+class Accumulating(tf.Module):
+    """`accumulate`: a sum of three 4096x4096 tensors, the third computed after a check of the
+    request. Grappler's memory optimizer makes the sum a per-step TemporaryVariable (its static
+    memory estimate is above 80 % of the CPU device's 256 MB), alive when the check fails."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="scale")])
+    def accumulate(self, scale):
+        x = tf.fill([4096, 4096], scale[0])
+        a, b = 2.0 * x, 3.0 * x
+        check = tf.debugging.Assert(tf.reduce_all(scale >= 0.0) & (tf.reduce_sum(b) >= 0.0),
+                                    ["scale must be >= 0"])
+        with tf.control_dependencies([check]):
+            c = 4.0 * x
+        return {"total": tf.fill(tf.shape(scale), tf.reduce_sum(a + b + c))}
+
+
+def export_accumulating_toy(base, version):
+    """Writes `Accumulating()` as `base/version` (signature accumulate = serving_default)."""
+    toy = Accumulating()
+    path = os.path.join(base, str(version))
+    tf.saved_model.save(toy, path, signatures={"serving_default": toy.accumulate,
+                                               "accumulate": toy.accumulate})
+    return path
