@@ -1,11 +1,13 @@
-"""How fast `tfgcrf studio` refuses an upload its headers refuse, while the model is busy.
+"""How fast `tfgcrf studio` refuses a bad upload while the model is busy.
 
     .venv/bin/python benchmarks/studio_refusals.py [--model default]
 
 A new user's 40 kB PNG declaring 6000x5000 (30 MP) was refused after 9.3 s and a garbage upload
 after 3.1 s: the upload was decoded under the model's lock, so it waited for other work (the
 session the studio prepares after each open) and for the decoder's first tracing. Now the header
-check of the one decode rule (`tfgcrf.imageio.check_data`) refuses it before the lock.
+check of the one decode rule (`tfgcrf.imageio.check_data`) refuses it before the lock. A file
+that passes the header check but is corrupt (a truncated PNG) was still decoded, and refused,
+under the model's lock; now uploads are decoded apart from the model's work.
 
 In one process, for each file: a photo is opened (its session is prepared in the background,
 holding the model), then the file is refused the old way (decoded under the lock: the baseline)
@@ -14,11 +16,13 @@ and, after another open, by the route `POST /api/open`. Prints wall seconds and 
 
 import argparse
 import importlib.resources
+import io
 import os
 import struct
 import time
 import zlib
 
+from PIL import Image
 from werkzeug.test import Client
 
 from tfgcrf.colorizer import Colorizer
@@ -53,8 +57,12 @@ def main():
 
     print("| upload | before: decoded under the model's lock, s | after: POST /api/open, s | ratio |")
     print("| --- | ---: | ---: | ---: |")
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(photo)).save(buffer, "PNG")
+    truncated = buffer.getvalue()[:len(buffer.getvalue()) // 2]
     for name, data in (("40 kB PNG declaring 30 MP", bomb_png(6000, 5000)),
-                       ("40 kB of random bytes", os.urandom(40_000))):
+                       ("40 kB of random bytes", os.urandom(40_000)),
+                       ("a PNG cut in half (valid headers)", truncated)):
         open_photo("tab-baseline")
         started = time.perf_counter()
         try:
