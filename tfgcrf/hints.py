@@ -1001,27 +1001,24 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
     if statistics is None:
         statistics = fullres.guide_statistics(L_full, grid_size, grid_size)
 
-    def upsampled(change=None):
-        """The upsampled G-CRF answer `[H, W, 2]` (+ a correction `change` at the photo's or a
-        working resolution, resized to the photo as `_to_photo` does: with `jit` inside the
-        upsampling's XLA kernel)."""
-        if change is None or not jit:
-            answer = fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
-            return answer if change is None else answer + _to_photo(change, photo_shape)
-        extra = tf.convert_to_tensor(change, tf.float32)[None]
-        return fullres.upsample_guided(ab_small, statistics, jit=True, extra=extra)[0]
+    def upsampled():
+        """The upsampled G-CRF answer `[H, W, 2]`."""
+        return fullres.upsample_guided(ab_small, statistics, jit=jit)[0]
+
+    def with_change(change):
+        """The upsampled answer + `change` (a correction at the photo's or a working resolution,
+        resized to the photo as `_to_photo` does): with XLA one kernel makes both (`ab_full` is
+        then not made), else it is added to `ab_full`."""
+        if ab_full is None:
+            extra = tf.convert_to_tensor(change, tf.float32)[None]
+            return fullres.upsample_guided(ab_small, statistics, jit=True, extra=extra)[0]
+        return ab_full + _to_photo(change, photo_shape)
 
     if correction is None and correct is not None:
         correction = correct(points_px, colors_ab)
-    # Without XLA the upsampled answer is made once and the correction added to it; with XLA the
-    # sum is one kernel, and the answer alone (which links need) is made only when there are links.
+    # The answer alone is made with XLA only when links need it (`across_links`).
     ab_full = None if (jit and correction is not None) else upsampled()
-    if correction is None:
-        field = ab_full
-    elif jit:
-        field = upsampled(correction)
-    else:
-        field = ab_full + _to_photo(correction, photo_shape)
+    field = ab_full if correction is None else with_change(correction)
 
     def points_only():
         return refine_at_points(field, L_full, points_px, colors_ab, cell)
@@ -1042,8 +1039,7 @@ def finish_edit(ab_small, L_full, points_px, colors_ab, grid_size, jit=False, st
                     patch_px, patch_ab = link_patch(extra_px, extra_ab, L_full, cell)
                     change = correct(tf.concat([tf.cast(points_px, tf.int32), patch_px], 0),
                                      tf.concat([tf.cast(colors_ab, tf.float32), patch_ab], 0))
-                    return (answer + _to_photo(change, photo_shape) if ab_full is not None
-                            else upsampled(change))
+                    return with_change(change)
 
                 linked = tf.cond(tf.shape(extra_px)[0] > 0, again, lambda: field)
             return refine_at_points(linked, L_full, every_px, every_ab, cell)
