@@ -24,8 +24,11 @@ from tfgcrf.errors import InputError
 # camera photos (6000x4000) and is 75 MB as uint8 RGB.
 MAX_PIXELS = 25_000_000
 
-# Extensions of the files treated as images when scanning folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Extensions of the files treated as training photos when scanning folders. GIF is left out on
+# purpose: at most 256 colors per frame, so its chroma is posterized and would teach false colors.
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Extensions of the files colorized when a folder is given: everything the decode rule reads.
+IMAGE_EXTENSIONS = PHOTO_EXTENSIONS + (".gif",)
 
 
 def _check_path(path):

@@ -148,3 +148,15 @@ def test_inputs_are_deduplicated_by_real_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     files, problems = expand_inputs(["good.png", "./good.png", str(tmp_path / "good.png"), "link.png", "."])
     assert files == ["good.png"] and problems == []
+
+
+def test_a_folder_gives_every_file_the_decode_rule_reads_gif_included(tmp_path):
+    # Training folders leave GIFs out (posterized palettes); colorizing a folder must not skip
+    # them silently, since `read_image` decodes them like any other photo.
+    from tfgcrf.commands.colorize import expand_inputs
+
+    for name in ("a.gif", "b.JPG", "c.png", "d.webp", "e.bmp", "f.jpeg", "notes.txt", "g.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    files, problems = expand_inputs([str(tmp_path)])
+    assert [os.path.basename(f) for f in files] == ["a.gif", "b.JPG", "c.png", "d.webp", "e.bmp", "f.jpeg"]
+    assert problems == []

@@ -16,7 +16,7 @@ import os
 import re
 
 from tfgcrf.errors import UserError
-from tfgcrf.imageio import IMAGE_EXTENSIONS
+from tfgcrf.imageio import PHOTO_EXTENSIONS
 
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"val": "validation"}
@@ -94,7 +94,8 @@ def check_split_ratios(ratios):
 def list_images(folder):
     """All image files below `folder` (recursive), sorted by their relative path.
 
-    Image files are those with an extension in `tfgcrf.imageio.IMAGE_EXTENSIONS` (any case).
+    Image files are those with an extension in `tfgcrf.imageio.PHOTO_EXTENSIONS` (any case; not GIF,
+    whose palette posterizes the colors).
     Hidden files and folders (name starting with '.') are ignored. Symbolic links are followed,
     but a folder already listed (by real path: a link loop, or two links to one folder) is not
     entered again (the first path of a sorted walk is kept), and a file reached by several paths
@@ -118,7 +119,7 @@ def list_images(folder):
         seen_dirs.add(real_root)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # a deterministic walk
         for name in sorted(files):
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+            if not name.startswith(".") and name.lower().endswith(PHOTO_EXTENSIONS):
                 path = os.path.join(root, name)
                 real = os.path.realpath(path)
                 if real not in by_real or relative_key(path, folder) < relative_key(by_real[real], folder):
