@@ -35,7 +35,7 @@ LOCAL_WEIGHT = 0.0
 # Weight of the model's own most probable colorization as the prior of edits without a chosen
 # sample: small against beta_edit = 5, so that hints win where they reach (validation split).
 # Off: it lowered every |H| with the earlier presets; with the fine-tuned one (e56f661) 1e-3 gains
-# at one patch and loses 0.04-0.06 dB at 5-10 (README, "The fine-tuned preset's edits").
+# at one patch and loses 0.04-0.06 dB at 5-10 (docs/control.md, "The fine-tuned preset's edits").
 MODEL_PRIOR_WEIGHT = 0.0
 # Weight of a "same color" link (per link and chroma channel): strong enough that linked pixels
 # end within a few ab units of each other, still a soft term (A stays well-posed).
