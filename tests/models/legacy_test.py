@@ -110,6 +110,14 @@ def test_committed_default_preset_gives_the_pre_split_numbers():
     got = summary(outputs(load_model("default")))
     for key, expected in recorded[sha256].items():
         assert got[key]["shape"] == expected["shape"], key
+        # The numbers were recorded on another CPU. The edit (2 revealed pixels of 4096) solves a
+        # nearly singular float32 system (its smallest eigenvalues ~ the ridge), so the last-bit
+        # differences of oneDNN's kernels between CPUs (S agrees within 3e-9 relative) come out
+        # about 1e4 times larger: measured 1.1e-3 relative on the mean, 1.0e-4 absolute (model
+        # units) on its values, on an AVX-512 EPYC against the recording machine. A converter that
+        # mixes up weights moves every output by 1e-2 or more.
+        rtol, atol, strided_atol = (5e-3, 1e-5, 5e-4) if key == "edit" else (1e-5, 1e-6, 1e-5)
         np.testing.assert_allclose([got[key]["mean"], got[key]["std"]],
-                                   [expected["mean"], expected["std"]], rtol=1e-5, atol=1e-6, err_msg=key)
-        np.testing.assert_allclose(got[key]["strided"], expected["strided"], rtol=1e-4, atol=1e-5, err_msg=key)
+                                   [expected["mean"], expected["std"]], rtol=rtol, atol=atol, err_msg=key)
+        np.testing.assert_allclose(got[key]["strided"], expected["strided"], rtol=max(rtol, 1e-4),
+                                   atol=strided_atol, err_msg=key)
