@@ -222,6 +222,10 @@ def test_session_errors_name_points_by_their_session_ids(colorizer):
                        r"\(5, 5\) with different colors"):
         session.add_point(5, 5, (0, 200, 0))  # its id would have been first + 3
     assert sorted(session.points) == [first, first + 1, first + 2]  # nothing added
+    with pytest.raises(InputError, match="outside"):
+        session.add_point(10_000, 5, (0, 200, 0))
+    # Refused calls use up no id: the next point gets the id the error named.
+    assert session.add_point(7, 7, (0, 200, 0)) == first + 3
 
 
 def test_loading_errors(tmp_path):

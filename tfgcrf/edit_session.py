@@ -109,8 +109,9 @@ class EditSession:
 
     def add_point(self, x, y, color):
         """Adds a point of `color` (r, g, b in 0..255) at pixel (x, y); returns its id."""
-        key = self._new_id()
+        key = self._next_id  # taken only once the point is accepted: a refused call changes nothing
         self._set_point(key, (x, y), color)
+        self._next_id += 1
         return key
 
     def move_point(self, key, x, y, color=None):

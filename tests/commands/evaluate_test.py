@@ -95,3 +95,33 @@ def test_the_json_is_written_before_the_tables_are_printed(smoke_run, tmp_path, 
     with pytest.raises(KeyError, match="no label"):  # a bug keeps its traceback (cli.main)
         cli.main(argv)
     assert json.loads(json_path.read_text())["images"] == 1
+
+
+def test_output_folders_are_made_or_refused_before_the_run(smoke_model_file, tmp_path, capsys,
+                                                           monkeypatch):
+    from tfgcrf.evaluation import harness
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the evaluation ran although its outputs cannot be written")
+
+    monkeypatch.setattr(harness, "evaluate", no_run)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    base = ["evaluate", "--model", smoke_model_file, "--data", PHOTOS, "--samples", "2"]
+    for extra, message in [
+        (["--json", str(blocker / "sub" / "results.json")], "cannot create output folder"),
+        (["--json", str(tmp_path)], "--json must name a file, not a folder"),
+        (["--report", str(blocker)], "cannot create output folder"),
+    ]:
+        assert cli.main(base + extra) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("tfgcrf: error: ") and message in lines[0], lines
+
+
+def test_missing_json_and_report_folders_are_created(smoke_run, tmp_path):
+    json_path = tmp_path / "new" / "deeper" / "results.json"
+    report_dir = tmp_path / "new report"
+    argv = ["evaluate", "--model", str(smoke_run.run_dir), "--data", PHOTOS, "--samples", "2",
+            "--limit", "1", "--tables", "diversity", "--json", str(json_path), "--report", str(report_dir)]
+    assert cli.main(argv) == 0
+    assert json.loads(json_path.read_text())["images"] == 1 and (report_dir / "results.md").exists()

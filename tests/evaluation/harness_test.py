@@ -299,3 +299,16 @@ def test_nested_hint_sets_are_trailing_blocks_of_the_factored_last_pixels():
     for pixels in sets:
         assert sorted(last[len(last) - len(pixels):]) == sorted(pixels)
     assert harness._factored_last([[7], [3, 9]]) is None  # not nested: no order
+
+
+def test_a_missing_offline_collection_says_how_to_build_it(tmp_path, monkeypatch):
+    from tfgcrf.data import pipeline
+
+    monkeypatch.setenv("TFGCRF_OFFLINE_DIR", str(tmp_path / "not built"))
+    for read in (lambda: next(harness.examples("offline", "test", [SIZE])),
+                 lambda: pipeline.make_dataset("offline", "train", image_size=SIZE, batch_size=1)):
+        with pytest.raises(UserError, match=r"not a folder.*make data.*TFGCRF_OFFLINE_DIR=DIR\)$"):
+            read()
+    with pytest.raises(UserError) as info:  # any other folder: no hint about the collection
+        next(harness.examples(str(tmp_path / "elsewhere"), "test", [SIZE]))
+    assert "make data" not in str(info.value)

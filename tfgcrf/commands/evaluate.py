@@ -1,6 +1,7 @@
 """`tfgcrf evaluate`: the paper's tables (diversity, consistency, control) with baselines side by side."""
 
 import json
+import os
 import sys
 
 from tfgcrf.errors import UserError
@@ -71,8 +72,27 @@ def _check(args):
         raise UserError(f"--limit must be a positive number of images, got {args.limit}")
 
 
+def _prepare_outputs(args):
+    """Creates the folders of `--json` and `--report` and checks they can be written, before the
+    run: a long evaluation must not end in "No such file or directory" with its numbers lost."""
+    from tfgcrf.commands.colorize import make_folder
+
+    if args.json_path:
+        if os.path.isdir(args.json_path):
+            raise UserError(f"--json must name a file, not a folder: {args.json_path}")
+        parent = os.path.dirname(args.json_path) or "."
+        make_folder(parent)
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write --json file {args.json_path}: folder {parent} is not writable")
+    if args.report:
+        make_folder(args.report)
+        if not os.access(args.report, os.W_OK):
+            raise UserError(f"cannot write --report folder {args.report}: it is not writable")
+
+
 def run(args):
     _check(args)
+    _prepare_outputs(args)
     from tfgcrf.colorizer import Colorizer
     from tfgcrf.evaluation import harness, report
 
@@ -97,8 +117,13 @@ def run(args):
     if len(specs) > 1:
         results["models"] = specs
     if args.json_path:  # first: the numbers of a long run are kept whatever happens next
-        with open(args.json_path, "w") as handle:
-            json.dump(results, handle, indent=2, allow_nan=False)
+        try:
+            with open(args.json_path, "w") as handle:
+                json.dump(results, handle, indent=2, allow_nan=False)
+        except OSError as err:  # (checked before the run; e.g. a disk that filled up since)
+            print(report.markdown_tables(results))
+            raise UserError(f"cannot write --json file {args.json_path}: {err.strerror} (the tables "
+                            "above are the run's numbers)") from None
     print(report.markdown_tables(results))
     seconds = results["seconds_per_image"]
     print(f"{seconds['run']:.1f} s per image ({harness.IMAGES_IN_FLIGHT} at once, each "

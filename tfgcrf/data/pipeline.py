@@ -157,14 +157,30 @@ def _check_positive(**values):
             raise UserError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _folder_images(folder, split, ratios, shuffle_seed, max_pixels, source_balance=0.0):
-    """(decoded uint8 photo, source factor) of one split of a folder; unreadable files are
-    skipped and counted."""
+def split_paths(folder, split, ratios=folders.DEFAULT_SPLIT_RATIOS):
+    """The image files of one split of a data folder (`folders.split_images`), for training and
+    evaluation alike.
+
+    Raises:
+      UserError: the folder is missing (for the offline collection's folder, the message says
+        how to build it) or its split holds no image.
+    """
     if not os.path.isdir(folder):
-        raise UserError(f"data source {folder!r} is not a folder, 'offline' or tfds:NAME")
+        hint = ""
+        if os.path.abspath(folder) == os.path.abspath(folders.offline_dir()):
+            hint = (" (the offline collection: build it with `make data` or `tfgcrf data "
+                    f"build-offline DIR` and set {folders.OFFLINE_DIR_ENV}=DIR)")
+        raise UserError(f"data source {folder!r} is not a folder, 'offline' or tfds:NAME{hint}")
     paths = folders.split_images(folder, split, ratios)
     if not paths:
         raise UserError(f"no images in the {split!r} split of {folder} (JPEG/PNG/WebP/BMP files)")
+    return paths
+
+
+def _folder_images(folder, split, ratios, shuffle_seed, max_pixels, source_balance=0.0):
+    """(decoded uint8 photo, source factor) of one split of a folder; unreadable files are
+    skipped and counted."""
+    paths = split_paths(folder, split, ratios)
     factors = source_factors([folders.relative_key(path, folder) for path in paths], source_balance)
     pairs = list(zip(paths, factors))
     if shuffle_seed is not None:

@@ -455,11 +455,7 @@ def examples(source, split, sizes, limit=None):
         for index, batches in enumerate(pairs.take(limit) if limit else pairs):
             yield Example(str(index), None, dict(zip(sizes, batches[:-1])), batches[-1])
         return
-    if not os.path.isdir(folder):
-        raise UserError(f"data source {folder!r} is not a folder, 'offline' or tfds:NAME")
-    paths = folders.split_images(folder, split)
-    if not paths:
-        raise UserError(f"no images in the {split!r} split of {folder} (JPEG/PNG/WebP/BMP files)")
+    paths = pipeline.split_paths(folder, split)
     domains = _manifest_domains(folder)
     produced, skipped = 0, []
     for path in paths:
