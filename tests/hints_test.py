@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfgcrf import hints
+from tfgcrf.errors import InputError
 from tfgcrf.evaluation import levin
 from tfgcrf.layers import edit_terms
 
@@ -466,3 +467,15 @@ def test_finish_with_the_correction_at_the_working_resolution(jit):
         difference = np.abs(new - old).max(axis=-1)
         assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3, (
             difference.max(), np.mean(difference > 0))
+
+
+def test_point_bounds_agree_with_the_pixel_each_point_names():
+    # The pixel of a point is its nearest pixel center (`pixels_of`); the bounds check must agree,
+    # or 511.5 on a 512 px wide photo passed and was clipped onto pixel 511.
+    width, height = 512, 342
+    inside = [(-0.5, 0), (-0.4, 3), (511.49, 341.49), (0, 0), (511, 341)]
+    assert hints.pixels_of(hints.check_points(inside, width, height), width, height).tolist() == [
+        [0, 0], [0, 3], [511, 341], [0, 0], [511, 341]]
+    for outside in [(511.5, 10), (10, 341.5), (-0.51, 10), (10, -0.6), (512, 0)]:
+        with pytest.raises(InputError, match=r"outside the 512x342 image \(x must be in 0\.\.511"):
+            hints.check_points([outside], width, height)

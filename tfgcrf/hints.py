@@ -903,11 +903,15 @@ def check_points(points, width, height, what="point"):
     for value in np.asarray(points, dtype=object).reshape(-1):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise InputError(f"{what} coordinates must be numbers (pixels), got {value!r}")
+    # A point names the pixel whose square holds it (`pixels_of`: the nearest pixel center), so
+    # the image is [-0.5, width - 0.5) x [-0.5, height - 0.5): 511.5 on a 512 px wide photo is
+    # outside (it rounds to 512), -0.4 is pixel 0.
     for x, y in array:
-        if not (0 <= x < width and 0 <= y < height):
+        if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
             raise InputError(
                 f"{what} ({x:g}, {y:g}) is outside the {width}x{height} image "
-                f"(x must be in 0..{width - 1}, y in 0..{height - 1})")
+                f"(x must be in 0..{width - 1}, y in 0..{height - 1}; fractions round to the "
+                "nearest pixel)")
     return array
 
 
