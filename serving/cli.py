@@ -1,8 +1,10 @@
 """`tfgcrf serve`: TF Serving's gRPC and REST APIs for an exported model, for development."""
 
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -125,6 +127,11 @@ def run(args):
                         f"pass the folder holding the numbered versions, --model-dir {parent}")
     model_name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.model_dir)))
 
+    # The ports are tried before the model is loaded (minutes for a big model): a port in use
+    # is one line and exit code 1 at once, not a gRPC traceback after the load.
+    for port in (args.grpc_port, args.rest_port):
+        check_port_free(args.host, port)
+
     from tfgcrf.serving.limits import BatchingParameters
     from tfgcrf.serving.server import ModelServer
 
@@ -146,8 +153,9 @@ def run(args):
     )
     try:
         server.start()
-    except OSError as err:
-        raise UserError(f"cannot start the server: {err}") from None
+    except RuntimeError as err:  # grpcio >= 1.6x: "Failed to bind to address ..." (a race with
+        # the check above); an OSError (the REST port) goes to the CLI's one-line exit code 1
+        raise OSError(errno.EADDRINUSE, str(err), f"{args.host}:{args.grpc_port}") from None
     version = server.repository.refresh()
     waiting = "" if version is not None else f" (no version under {args.model_dir} yet: waiting)"
     ready = READY_LINE.format(name=model_name, version=version, host=args.host,
@@ -165,6 +173,20 @@ def run(args):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0 if received == signal.SIGTERM else 128 + received)
+
+
+def check_port_free(host, port):
+    """Raises OSError (EADDRINUSE, naming host:port) when `port` cannot be bound on `host`; port 0
+    (any free port) and None (no server) pass."""
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, f"{host}:{port}") from None
 
 
 def wait_for_stop_signal():

@@ -477,5 +477,6 @@ def test_point_bounds_agree_with_the_pixel_each_point_names():
     assert hints.pixels_of(hints.check_points(inside, width, height), width, height).tolist() == [
         [0, 0], [0, 3], [511, 341], [0, 0], [511, 341]]
     for outside in [(511.5, 10), (10, 341.5), (-0.51, 10), (10, -0.6), (512, 0)]:
-        with pytest.raises(InputError, match=r"outside the 512x342 image \(x must be in 0\.\.511"):
+        with pytest.raises(InputError, match=r"outside the 512x342 image \(x must be in 0\.\.511") as info:
             hints.check_points([outside], width, height)
+        assert ("fractions round to the nearest pixel" in str(info.value)) == (outside != (512, 0))

@@ -908,10 +908,10 @@ def check_points(points, width, height, what="point"):
     # outside (it rounds to 512), -0.4 is pixel 0.
     for x, y in array:
         if not (-0.5 <= x < width - 0.5 and -0.5 <= y < height - 0.5):
+            rounding = "" if x == int(x) and y == int(y) else "; fractions round to the nearest pixel"
             raise InputError(
                 f"{what} ({x:g}, {y:g}) is outside the {width}x{height} image "
-                f"(x must be in 0..{width - 1}, y in 0..{height - 1}; fractions round to the "
-                "nearest pixel)")
+                f"(x must be in 0..{width - 1}, y in 0..{height - 1}{rounding})")
     return array
 
 

@@ -155,7 +155,8 @@ def test_a_folder_gives_every_file_the_decode_rule_reads_gif_included(tmp_path):
     # them silently, since `read_image` decodes them like any other photo.
     from tfgcrf.commands.colorize import expand_inputs
 
-    for name in ("a.gif", "b.JPG", "c.png", "d.webp", "e.bmp", "f.jpeg", "notes.txt", "g.tif"):
+    for name in ("a.gif", "b.JPG", "c.png", "d.webp", "e.bmp", "f.jpeg", "notes.txt", "g.tif",
+                 "._b.JPG", ".hidden.png"):  # hidden files (macOS `._` metadata) are skipped
         (tmp_path / name).write_bytes(b"x")
     files, problems = expand_inputs([str(tmp_path)])
     assert [os.path.basename(f) for f in files] == ["a.gif", "b.JPG", "c.png", "d.webp", "e.bmp", "f.jpeg"]

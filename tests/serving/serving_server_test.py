@@ -326,3 +326,26 @@ def test_serve_reads_tf_servings_batching_file(tmp_path, capsys):
     assert cli.main(["serve", "--model-dir", str(tmp_path), "--batching-parameters-file",
                      str(tmp_path / "bad.config")]) == 2
     assert "is not a text BatchingParameters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--grpc-port", "--rest-port"])
+def test_serve_cli_refuses_a_port_in_use_before_loading_anything(tmp_path, capsys, monkeypatch, flag):
+    import socket
+
+    from tfgcrf import cli
+    from tfgcrf.serving import server as server_module
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("the server was built although its port is taken")
+
+    monkeypatch.setattr(server_module, "ModelServer", no_server)
+    (tmp_path / "tfgcrf").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--rest-port" if flag == "--grpc-port" else "--grpc-port"
+        code = cli.main(["serve", "--model-dir", str(tmp_path / "tfgcrf"), flag, str(port), other, "0"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1 and lines == [f"tfgcrf: error: address already in use (another server or worker "
+                                   f"on this port?): 127.0.0.1:{port}"]

@@ -69,7 +69,10 @@ def expand_inputs(specs):
             found = sorted(
                 os.path.join(spec, name)
                 for name in os.listdir(spec)
-                if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(spec, name))
+                # Hidden files are skipped as in training folders (macOS writes `._IMG.jpg`
+                # metadata beside every photo on some disks).
+                if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+                and os.path.isfile(os.path.join(spec, name))
             )
             if not found:
                 problems.append(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder: {spec}")
