@@ -511,3 +511,210 @@ def test_a_png_without_its_header_chunk_is_corrupt_not_huge():
         assert str(info.value) == (f"cannot decode image <{len(data)} bytes>: corrupt PNG: the "
                                    "signature is not followed by the IHDR header chunk")
     assert imageio.read_image(MATRIX["png_rgb"]).shape == (40, 56, 3)
+
+
+# ------------------------------------------------------------- found by benchmarks/fuzz_decode.py
+
+
+def _jpeg_hiding_its_frame_header(width, height):
+    """A JPEG with FF 00 right after its start marker: junk that libjpeg and Pillow skip. Read
+    as a segment, its next two bytes were a length jumping straight to the start of scan, over
+    the frame header: the rule's walk saw no size (0 x 0) while libjpeg decoded `width x height`
+    (8000 x 8000 from 700 bytes: 192 MB past the pixel limit)."""
+    data = bytearray(_encoded(Image.new("RGB", (16, 16), (10, 200, 30)), "JPEG"))
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5: frame + 9] = struct.pack(">HH", height, width)
+    scan = data.index(b"\xff\xda")
+    return bytes(data[:2]) + b"\xff\x00" + struct.pack(">H", scan) + bytes(data[2:])
+
+
+def _animated_webp_cut_in_its_frame_header(cut):
+    """The animated WebP of the bombs cut `cut` bytes into its first ANMF chunk's payload (its
+    16-byte frame header)."""
+    data = _webp_animated()
+    return data[: data.index(b"ANMF") + 8 + cut]
+
+
+def _bmp_v4(pixels_bgra, width, height, masks):
+    """A 32-bit BI_BITFIELDS BMP with a V4 header (masks R, G, B, A), bottom-up rows."""
+    rows = bytes(pixels_bgra)
+    header = (struct.pack("<IiiHHIIiiII", 108, width, height, 1, 32, 3, len(rows), 2835, 2835, 0, 0)
+              + struct.pack("<IIII", *masks) + b"BGRs" + bytes(48))
+    return b"BM" + struct.pack("<IHHI", 14 + 108 + len(rows), 0, 0, 14 + 108) + header + rows
+
+
+def _bmp_v4_with_alpha():
+    """5 x 3, left two columns transparent, a half-transparent middle column (B, G, R, A)."""
+    pixels = [(200, 100, 50 * x, (0, 0, 128, 255, 255)[x]) for y in range(3) for x in range(5)]
+    return _bmp_v4([value for pixel in pixels for value in pixel], 5, 3,
+                   (0xFF0000, 0xFF00, 0xFF, 0xFF000000))
+
+
+def _with_bytes(data, offset, packed):
+    data = bytearray(data)
+    data[offset: offset + len(packed)] = packed
+    return bytes(data)
+
+
+def _core_bmp_24bit():
+    """24-bit BMP with the OS/2 1.x core header (12 bytes: 16-bit width and height)."""
+    rows = bytes(range(4 * 3 * 2)).ljust(2 * 12, b"\0")  # 4 x 2 pixels, rows of 12 bytes
+    return b"BM" + struct.pack("<IHHI", 26 + len(rows), 0, 0, 26) + struct.pack("<IHHHH", 12, 4, 2, 1, 24) + rows
+
+
+# name -> (bytes, the message `read_image` must give: regular expression of its end).
+REFUSED = {
+    # A length near 2**31 in IHDR-sized fields: the declared area wrapped around int64.
+    "png_4g_by_4g": (_png(0xFFFFFFFF, 0xFFFFFFFF), r"image too large: 4294967295x4294967295 PNG"),
+    "jpeg_ff00_over_the_frame_header": (_jpeg_hiding_its_frame_header(8000, 8000),
+                                        r"image too large: 8000x8000 JPEG declaring 64 megapixels"),
+    **{f"webp_cut_{cut}_into_its_frame_header": (
+        _animated_webp_cut_in_its_frame_header(cut),
+        r"WebP: the first animation frame is truncated \(its ANMF header is cut short\)")
+       for cut in (0, 1, 8, 15)},
+    # An offset of the pixel data near 2**31: the reads were clamped to the end of the file.
+    "bmp_pixels_at_2g": (_with_bytes(MATRIX["bmp_palette"], 10, struct.pack("<I", 0x7FFFFFFF)),
+                         r"BMP: pixel data is truncated"),
+    "bmp_rgba_masks": (_bmp_v4(bytes(4 * 15), 5, 3, (0xFF, 0xFF00, 0xFF0000, 0xFF000000)),
+                       r"bit fields in B, G, R\(, A\) order, are supported \(save the image as PNG\); got "
+                       r"compression 3 and masks 255 65280 16711680 4278190080"),
+    "bmp_jpeg_compressed": (_with_bytes(MATRIX["bmp_rgb"], 30, struct.pack("<I", 4)),
+                            r"got compression 4 and masks"),
+    "bmp_24bit_core_header": (_core_bmp_24bit(), r"BMP: 24/32-bit bitmaps with an OS/2 core header are "
+                                                 r"not supported \(save the image as PNG\)"),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_inputs_found_by_the_fuzzer_are_refused_in_one_line(name):
+    """Each was decoded wrong, past the pixel limit, or gave an exception other than the
+    rule's; now one clear line, the same from the SavedModel's graph (every branch)."""
+    import tensorflow as tf
+
+    data, message = REFUSED[name]
+    with pytest.raises(InputError, match=message) as info:
+        imageio.read_image(data)
+    assert "\n" not in str(info.value) and str(info.value).isprintable(), name
+    full = tf.function(decode.decode_image, autograph=False,
+                       input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)])
+    with pytest.raises(tf.errors.InvalidArgumentError) as graph:
+        full(tf.constant(data), tf.constant(imageio.MAX_PIXELS, tf.int64))
+    assert decode.error_message(graph.value) in str(info.value), name
+
+
+def test_a_jpeg_with_ff00_before_a_marker_declares_its_size_and_decodes_as_pillow():
+    """FF 00 between segments is skipped, as libjpeg and Pillow do: the frame header after it
+    is read (size and pixel limit), and the pixels are Pillow's."""
+    assert decode.read_header(_jpeg_hiding_its_frame_header(8000, 8000)) == ("JPEG", 8000, 8000, 64_000_000)
+    small = _jpeg_hiding_its_frame_header(16, 16)
+    assert decode.read_header(small) == ("JPEG", 16, 16, 256)
+    decoded = imageio.read_image(small)
+    assert np.abs(decoded.astype(int) - _pillow_reference(small)).max() <= 1
+    plain = _encoded(Image.new("RGB", (16, 16), (10, 200, 30)), "JPEG")
+    assert np.array_equal(decoded, imageio.read_image(plain))  # the pixels of the file without junk
+
+
+def test_a_32_bit_bmp_with_an_alpha_mask_is_composited_on_white_as_pillow():
+    """TensorFlow's BMP decoder drops the fourth byte; with a V4/V5 alpha mask it is the alpha
+    (Pillow reads RGBA): composited on white like every other transparency."""
+    data = _bmp_v4_with_alpha()
+    decoded = imageio.read_image(data)
+    expected = _pillow_reference(data)
+    assert decoded.shape == expected.shape == (3, 5, 3)
+    assert np.abs(decoded.astype(int) - expected).max() <= 1
+    assert (decoded[:, :2] == 255).all() and not (decoded[:, 3:] == 255).all()
+    # The same bytes without the alpha mask: B, G, R and an unused byte (BGRX), as Pillow.
+    opaque = _with_bytes(data, 66, struct.pack("<I", 0))
+    assert np.array_equal(imageio.read_image(opaque), _pillow_reference(opaque))
+
+
+HANG_AND_BOMB_PROBE = r"""
+import resource, sys
+from tfgcrf import decode, imageio
+from tfgcrf.errors import InputError
+imageio.read_image(bytes.fromhex(sys.argv[1]))  # the BMP graph traced before the limit
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, size + 2**30))  # 1 GB more at most
+for data in sys.argv[2:]:
+    data = bytes.fromhex(data)
+    print(decode.read_header(data)[3], flush=True)
+    try:
+        imageio.read_image(data)
+    except InputError as err:
+        print(err, flush=True)
+"""
+
+
+def test_inputs_that_hung_or_took_gigabytes_are_refused(tmp_path):
+    """In a process with 1 GB of address space to spare, and a timeout (these used to run
+    forever or to take gigabytes; fine, they take milliseconds):
+
+    - a PNG chunk length of 0x7FFFFFE9: `position + length` wrapped around int32 back to the
+      same chunk, and the header walk (`read_header`, `check_header`, `decode_image`) looped
+      forever on 74 bytes;
+    - a palette BMP of 0 rows and 2**31 - 1 columns declares no pixels; the columns sized the
+      decoder's index arrays (8 GB; the kernel's OOM killer ended the process).
+    """
+    png = _png(20, 14)
+    second_chunk = 8 + 25
+    looping = png[:second_chunk] + struct.pack(">I", 0x7FFFFFE9) + png[second_chunk + 4:]
+    flat = _patched(_encoded(Image.new("P", (8, 8)), "BMP"), b"BM", 18, struct.pack("<ii", 2**31 - 1, 0))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, "-c", HANG_AND_BOMB_PROBE, MATRIX["bmp_palette"].hex(), looping.hex(), flat.hex()],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines() == [
+        str(20 * 14), f"cannot decode image <{len(looping)} bytes>: Invalid PNG data, size {len(looping)}",
+        "0", f"cannot decode image <{len(flat)} bytes>: corrupt BMP: the width and height must be "
+             "positive; got 2147483647 x 0",
+    ], run.stdout
+
+
+def _exif_variants():
+    """name -> a JPEG of orientation 6 whose EXIF Pillow (and other readers) finds invalid: the
+    rule read an orientation from each and turned the image."""
+    data = _with_exif(6)
+    app1 = data.index(b"\xff\xe1")
+    tiff = app1 + 10
+    entry = tiff + 10  # the first IFD entry (Pillow writes the orientation alone)
+    assert data[entry: entry + 2] == b"\x01\x12" and data[tiff: tiff + 4] == b"MM\x00*"
+    return {
+        "app1_shorter_than_its_exif_header": _with_bytes(data, app1 + 2, struct.pack(">H", 3)),
+        "app1_ending_before_the_entry": _with_bytes(data, app1 + 2, struct.pack(">H", 8 + 18)),
+        "tiff_magic_corrupt": _with_bytes(data, tiff + 2, b"\x00\x00"),
+        "tiff_byte_order_corrupt": _with_bytes(data, tiff, b"Mm"),
+        "entry_of_no_type": _with_bytes(data, entry + 2, struct.pack(">H", 0x4003)),
+        # Three SHORT values do not fit in the entry: at an offset (here past the segment).
+        "entry_of_three_values": _with_bytes(data, entry + 4, struct.pack(">I", 3)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_exif_variants()))
+def test_an_invalid_exif_orientation_is_ignored_as_pillow_does(name):
+    data = _exif_variants()[name]
+    decoded = imageio.read_image(data)
+    expected = _pillow_reference(data)
+    assert decoded.shape == expected.shape == (40, 56, 3), name  # not turned
+    assert np.abs(decoded.astype(int) - expected).max() <= 1, name
+
+
+def test_a_webp_s_exif_counts_in_the_extended_format_only():
+    """A WebP starting with its bitstream is a simple file: no metadata (libwebp, Pillow), even
+    with an EXIF chunk after it; with the VP8X header first, the orientation applies."""
+    photo = _photo()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    extended = _encoded(photo, "WEBP", quality=90, exif=exif)
+    assert extended[12:16] == b"VP8X"
+    chunks = {}
+    position = 12
+    while position + 8 <= len(extended):
+        length = struct.unpack("<I", extended[position + 4: position + 8])[0]
+        chunks[extended[position: position + 4]] = extended[position: position + 8 + length + length % 2]
+        position += 8 + length + length % 2
+    simple_body = b"WEBP" + chunks[b"VP8 "] + chunks[b"EXIF"]
+    simple = b"RIFF" + struct.pack("<I", len(simple_body)) + simple_body
+    for data, shape in ((extended, (56, 40, 3)), (simple, (40, 56, 3))):
+        decoded = imageio.read_image(data)
+        assert decoded.shape == _pillow_reference(data).shape == shape

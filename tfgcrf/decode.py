@@ -13,7 +13,7 @@ extended, animated):
 - **EXIF orientation** (JPEG APP1, PNG eXIf, WebP EXIF chunk; tags 1-8) is applied, so the array
   is upright as a viewer shows it;
 - **transparency of any kind** (RGBA, gray + alpha, palette or single-color tRNS, GIF transparent
-  index, WebP alpha) is composited on white;
+  index, WebP alpha, the alpha mask of a 32-bit BMP) is composited on white;
 - 16-bit PNGs are rounded to 8 bits (v / 257); gray images get R = G = B; palettes are expanded
   (also 1/4/8-bit BMP palettes, decoded here with TF ops); CMYK/YCCK JPEGs are converted to RGB
   by TensorFlow's JPEG decoder (Adobe inverted CMYK);
@@ -26,7 +26,8 @@ extended, animated):
 Differences from Pillow (the reference the tests compare against): JPEG pixels may differ by a
 few levels (different libjpeg builds; the accurate integer IDCT is used on both sides), CMYK
 JPEGs by a few more; 16-bit RGB PNGs are rounded rather than truncated (+-1); RLE-compressed and
-16-bit BMPs and TIFF are refused.
+16-bit BMPs, 24/32-bit BMPs with an OS/2 core header or bit fields other than B, G, R(, A), and
+TIFF are refused.
 
 `decode_image(data, max_pixels)` is the graph function (works eagerly too); `header_info(data)`
 gives `(format code, height, width, declared pixels)` without decoding, for services that refuse
@@ -102,7 +103,11 @@ def _starts_with(head, signature, offset=0):
 
 
 def _substr(data, start, length):
-    return tf.strings.substr(data, tf.cast(start, tf.int32), tf.cast(tf.maximum(length, 0), tf.int32))
+    """`length` bytes of `data` from `start`, fewer past the end. The start is clamped to the
+    string: TensorFlow's own error for a start past the end quotes the raw bytes of the whole
+    file in its message (not UTF-8: Python got a UnicodeDecodeError instead of the error)."""
+    start = tf.clip_by_value(tf.cast(start, tf.int32), 0, tf.strings.length(data))
+    return tf.strings.substr(data, start, tf.cast(tf.maximum(length, 0), tf.int32))
 
 
 # ------------------------------------------------------------------------------ format sniffing
@@ -142,9 +147,19 @@ def format_name(data):
 # --------------------------------------------------------------------------------- EXIF
 
 
-def _tiff_orientation(array, start):
-    """EXIF orientation (1-8; 1 when absent or invalid) of the TIFF structure at `start`."""
+def _tiff_orientation(array, start, end):
+    """EXIF orientation (1-8; 1 when absent or invalid) of the TIFF structure at `start`, in
+    the metadata segment / chunk ending at `end`.
+
+    Invalid, as for Pillow (and other EXIF readers): a TIFF header other than "II*\0" or
+    "MM\0*", an orientation entry that is not SHORT (or LONG) values held in the entry (the
+    first is the orientation), or one past the end of the segment (the bytes after it are
+    other data); corrupt bytes there were read as an orientation and turned the image.
+    """
     little = tf.equal(_at(array, start), 0x49)  # "II"; "MM" is big-endian
+    head = _at(array, start + tf.range(4))
+    header = (tf.reduce_all(tf.equal(head, tf.constant(list(b"II*\0"))))
+              | tf.reduce_all(tf.equal(head, tf.constant(list(b"MM\0*")))))
 
     def read(offset, size):
         return tf.where(little, _uint(array, offset, size), _uint(array, offset, size, big_endian=True))
@@ -156,8 +171,11 @@ def _tiff_orientation(array, start):
     tags = tf.where(little, first + 256 * second, 256 * first + second)
     found = (tags == 0x0112) & (tf.range(256) < count)
     entry = tf.gather(entries, tf.argmax(tf.cast(found, tf.int32)))
-    value = _int(read(entry + 8, 2))
-    valid = tf.reduce_any(found) & (value >= 1) & (value <= 8)
+    kind, values = read(entry + 2, 2), read(entry + 4, 4)  # 3: SHORT, 4: LONG
+    value = _int(tf.where(kind == 4, read(entry + 8, 4), read(entry + 8, 2)))
+    inline = ((kind == 3) & (values >= 1) & (values <= 2)) | ((kind == 4) & (values == 1))  # in 4 bytes
+    valid = (tf.reduce_any(found) & header & inline
+             & (value >= 1) & (value <= 8) & (entry + 12 <= end))
     return tf.where(valid, value, 1)
 
 
@@ -171,9 +189,9 @@ def _jpeg_walk(array):
     """JPEG markers up to the start of scan, walked once: everything the rule needs of a JPEG.
 
     Returns a dict of scalars: `exif` (int32 offset of the APP1 "Exif" segment's TIFF header,
-    -1 when absent), `height` and `width` (int64, from the first SOFn frame header: read here,
-    not by libjpeg, so that a truncated file declaring a huge frame is still measured; 0 x 0
-    when there is none), `scan` (int32 offset of the start-of-scan marker, -1 when the
+    -1 when absent), `exif_end` (the end of that segment), `height` and `width` (int64, from
+    the first SOFn frame header: read here, not by libjpeg, so that a truncated file declaring
+    a huge frame is still measured; 0 x 0 when there is none), `scan` (int32 offset of the start-of-scan marker, -1 when the
     markers end before one) and `complete` (bool: a start of scan followed somewhere by the
     end-of-image marker FF D9). In the entropy-coded data a 0xFF byte is followed by 0x00 or a
     restart marker, so FF D9 after the start of scan is the image's end (an EXIF thumbnail's
@@ -192,17 +210,26 @@ def _jpeg_walk(array):
     ffs = tf.concat([tf.cast(tf.reshape(tf.where(tf.equal(array[:size], 0xFF)), [-1]), tf.int32),
                      tf.reshape(size, [1])], 0)
 
-    def more(position, found, shape, start):
+    def more(position, found, found_end, shape, start):
         return position + 4 <= size
 
-    def step(position, found, shape, start):
+    def step(position, found, found_end, shape, start):
         at_marker = tf.equal(_at(array, position), 0xFF)
         next_ff = tf.gather(ffs, tf.searchsorted(ffs, tf.reshape(position, [1]))[0])
         marker = _at(array, position + 1)
-        standalone = (marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD7)) | (marker == 0xFF)
+        # FF 00 where a marker belongs is junk that libjpeg (and Pillow) skip, like any byte
+        # that is no marker: two bytes, then on to the next 0xFF. Read as a segment, its next
+        # two bytes were a length that could jump over the frame header: 0 x 0 declared, a
+        # 700-byte file decoded to 8000 x 8000 past the pixel limit.
+        standalone = ((marker == 0xD8) | (marker == 0x01) | ((marker >= 0xD0) & (marker <= 0xD7))
+                      | (marker == 0xFF) | (marker == 0x00))
         length = _int(_uint(array, position + 2, 2, big_endian=True))
         is_exif = (marker == 0xE1) & tf.reduce_all(tf.equal(_at(array, position + 4 + tf.range(6)), exif_tag))
-        found = tf.where(at_marker & is_exif & (found < 0), position + 10, found)
+        # (A segment shorter than its "Exif\0\0" header holds no EXIF: libjpeg and Pillow
+        # read the bytes after it as the next segments.)
+        first_exif = at_marker & is_exif & (length >= 8) & (found < 0)
+        found = tf.where(first_exif, position + 10, found)
+        found_end = tf.where(first_exif, position + 2 + length, found_end)
         # SOF0-3, 5-7, 9-11, 13-15 (not DHT C4, JPG C8, DAC CC).
         frame = (marker >= 0xC0) & (marker <= 0xCF) & (marker != 0xC4) & (marker != 0xC8) & (marker != 0xCC)
         dims = tf.stack([_uint(array, position + 5, 2, big_endian=True), _uint(array, position + 7, 2, big_endian=True)])
@@ -210,19 +237,27 @@ def _jpeg_walk(array):
         stop = at_marker & (marker == 0xDA)  # start of scan: no metadata after it
         step_size = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, 2 + length))
         position_after = tf.where(at_marker, position + step_size, next_ff)
-        return (tf.where(stop, size, position_after), found, shape,
+        return (tf.where(stop, size, position_after), found, found_end, shape,
                 tf.where(stop, position, start))
 
-    _, found, shape, start = tf.while_loop(
-        more, step, (tf.constant(2), tf.constant(-1), tf.zeros([2], tf.int64), tf.constant(-1)))
+    _, found, found_end, shape, start = tf.while_loop(
+        more, step, (tf.constant(2), tf.constant(-1), tf.constant(-1), tf.zeros([2], tf.int64),
+                     tf.constant(-1)))
     # FF D9 after the start of scan, within the file: looked up at the 0xFF offsets only.
     offsets = ffs[:-1]
     ends = tf.equal(_at(array, offsets + 1), 0xD9) & (offsets > start) & (offsets + 2 <= size)
     complete = (start >= 0) & tf.reduce_any(ends)
-    return dict(exif=found, height=shape[0], width=shape[1], scan=start, complete=complete)
+    return dict(exif=found, exif_end=found_end, height=shape[0], width=shape[1], scan=start,
+                complete=complete)
 
 
 # ----------------------------------------------------------------------------------- PNG
+
+
+def _area(height, width):
+    """`height * width` of two 4-byte sizes (int64), each taken at most 2**31: the product of
+    two sizes near 2**32 wrapped around int64 to a negative area, below any limit."""
+    return tf.minimum(height, 2**31) * tf.minimum(width, 2**31)
 
 
 def _png_has_header(array):
@@ -233,28 +268,36 @@ def _png_has_header(array):
 
 
 def _png_walk(array):
-    """PNG chunks: `(largest APNG frame area, offset of the eXIf payload or -1, has tRNS)`."""
+    """PNG chunks: `(largest APNG frame area, (offset of the eXIf payload or -1, its end), has
+    tRNS)`."""
     size = tf.shape(array)[0] - _PAD
     fctl, exif, trns = (tf.constant(list(name)) for name in (b"fcTL", b"eXIf", b"tRNS"))
 
-    def more(position, largest, found, transparency):
+    def more(position, largest, found, found_end, transparency):
         return position + 12 <= size
 
-    def step(position, largest, found, transparency):
+    def step(position, largest, found, found_end, transparency):
         length = _int(_uint(array, position, 4, big_endian=True))
         kind = _at(array, position + 4 + tf.range(4))
         payload = position + 8
-        area = _uint(array, payload + 4, 4, big_endian=True) * _uint(array, payload + 8, 4, big_endian=True)
+        area = _area(_uint(array, payload + 4, 4, big_endian=True),
+                     _uint(array, payload + 8, 4, big_endian=True))
         largest = tf.where(tf.reduce_all(tf.equal(kind, fctl)), tf.maximum(largest, area), largest)
-        found = tf.where(tf.reduce_all(tf.equal(kind, exif)) & (found < 0), payload, found)
+        first_exif = tf.reduce_all(tf.equal(kind, exif)) & (found < 0)
+        found = tf.where(first_exif, payload, found)
+        found_end = tf.where(first_exif, payload + tf.minimum(length, size - payload), found_end)
         transparency = transparency | tf.reduce_all(tf.equal(kind, trns))
-        # A length beyond the file ends the walk (the decoder reports the corruption).
-        return tf.where(length < 0, size, payload + length + 4), largest, found, transparency
+        # A length beyond the file ends the walk (the decoder reports the corruption). Compared
+        # before it is added: `payload + length + 4` wrapped around int32 for lengths near 2**31
+        # and the walk went back to an earlier chunk (length 0x7FFFFFE9: forever).
+        beyond = length > size - payload - 4
+        return tf.where(beyond, size, payload + length + 4), largest, found, found_end, transparency
 
-    _, largest, found, transparency = tf.while_loop(
-        more, step, (tf.constant(8), tf.constant(0, tf.int64), tf.constant(-1), tf.constant(False))
+    _, largest, found, found_end, transparency = tf.while_loop(
+        more, step,
+        (tf.constant(8), tf.constant(0, tf.int64), tf.constant(-1), tf.constant(-1), tf.constant(False))
     )
-    return largest, found, transparency
+    return largest, (found, found_end), transparency
 
 
 def _composite_on_white(pixels, scale):
@@ -447,7 +490,8 @@ def _webp_walk(array):
     state = dict(
         position=tf.constant(12), largest=tf.constant(0, tf.int64), canvas=tf.zeros([2], tf.int64),
         animated=tf.constant(False), frame=tf.constant(-1), frame_end=tf.constant(-1),
-        exif=tf.constant(-1), alpha=tf.constant(False), first=tf.zeros([2], tf.int64),
+        exif=tf.constant(-1), exif_end=tf.constant(-1), alpha=tf.constant(False),
+        first=tf.zeros([2], tf.int64),
     )
 
     def more(s):
@@ -479,10 +523,15 @@ def _webp_walk(array):
         first = is_anmf & (s["frame"] < 0)
         s["frame"] = tf.where(first, payload, s["frame"])
         s["frame_end"] = tf.where(first, payload + length, s["frame_end"])
-        s["exif"] = tf.where(kind_is(kind, b"EXIF") & (s["exif"] < 0), payload, s["exif"])
+        first_exif = kind_is(kind, b"EXIF") & (s["exif"] < 0)
+        s["exif"] = tf.where(first_exif, payload, s["exif"])
+        s["exif_end"] = tf.where(first_exif, payload + tf.minimum(length, size - payload), s["exif_end"])
         # Into an ANMF frame's own chunks (their bitstream sizes are checked too).
-        s["position"] = tf.where(is_anmf, payload + 16, payload + length + length % 2)
-        s["position"] = tf.where(length < 0, size, s["position"])
+        # A length beyond the file ends the walk; compared before it is added (no int32
+        # wrap-around to an earlier position, as in `_png_walk`).
+        beyond = length > size - payload
+        next_chunk = tf.where(beyond, size, payload + length + length % 2)
+        s["position"] = tf.where(is_anmf, payload + 16, next_chunk)
         return (s,)
 
     (state,) = tf.while_loop(more, step, (state,))
@@ -507,7 +556,9 @@ def _decode_webp(data, array):
     def first_frame():
         frame, end = walk["frame"], walk["frame_end"]
         with tf.control_dependencies([
-            tf.debugging.Assert(frame >= 0, ["WebP: animated file without frames (ANMF chunks)"])
+            tf.debugging.Assert(frame >= 0, ["WebP: animated file without frames (ANMF chunks)"]),
+            tf.debugging.Assert(frame + 16 <= tf.shape(array)[0] - _PAD, [
+                "WebP: the first animation frame is truncated (its ANMF header is cut short)"]),
         ]):
             chunks = _substr(data, frame + 16, end - frame - 16)
         width = _int(_uint(array, frame + 6, 3) + 1)
@@ -552,8 +603,13 @@ def _bmp_layout(array):
     bits = tf.where(core, _at(array, 24), _at(array, 28))
     compression = tf.where(core, 0, _int(_uint(array, 30, 4)))
     known = tf.reduce_any(tf.equal(header, _BMP_HEADERS))  # else the bytes are no size
+    # BI_BITFIELDS: the red, green, blue (and from the 56-byte header on, alpha) masks at 54,
+    # after a 40-byte header or inside a longer one.
+    masks = tf.stack([_uint(array, 54 + 4 * k, 4) for k in range(4)])
+    masks = tf.where(tf.range(4) < 3, masks, tf.where(header >= 56, masks, 0))
     return dict(header=header, core=core, width=width, height=_int(tf.abs(raw_height)),
-                top_down=raw_height < 0, bits=bits, compression=compression, known=known)
+                top_down=raw_height < 0, bits=bits, compression=compression, known=known,
+                masks=masks)
 
 
 def _decode_bmp_palette(data, array, layout):
@@ -570,8 +626,11 @@ def _decode_bmp_palette(data, array, layout):
     palette = tf.where((index < colors)[:, None], palette, 0)
     offset = _int(_uint(array, 10, 4))
     stride = (bits * width + 31) // 32 * 4
-    needed = offset + stride * height
-    checks = [tf.debugging.Assert(needed <= tf.shape(array)[0] - _PAD, ["BMP: pixel data is truncated"])]
+    # int64: in int32 a pixel data offset near 2**31 wrapped `needed` around to a negative
+    # number, and the reads (clamped to the file) gave an image of padding silently.
+    needed = tf.cast(offset, tf.int64) + tf.cast(stride, tf.int64) * tf.cast(height, tf.int64)
+    checks = [tf.debugging.Assert(needed <= tf.cast(tf.shape(array)[0] - _PAD, tf.int64),
+                                  ["BMP: pixel data is truncated"])]
     with tf.control_dependencies(checks):
         rows = tf.reshape(_at(array, offset + tf.range(stride * height)), [height, stride])
     column = tf.range(width)
@@ -584,12 +643,25 @@ def _decode_bmp_palette(data, array, layout):
     return tf.cast(image, tf.uint8)
 
 
+# BI_BITFIELDS masks TensorFlow's BMP decoder reads right (it ignores the masks: bytes B, G, R
+# and for 32 bits one more, the alpha when the alpha mask says so).
+_BMP_BGR_MASKS = (0xFF0000, 0xFF00, 0xFF)
+
+
 def _decode_bmp(data, array):
     layout = _bmp_layout(array)
-    bits, compression = layout["bits"], layout["compression"]
+    bits, compression, masks = layout["bits"], layout["compression"], layout["masks"]
+    bitfields = compression == 3
+    standard_masks = tf.reduce_all(tf.equal(masks[:3], tf.constant(_BMP_BGR_MASKS, tf.int64)))
+    alpha = (bits == 32) & bitfields & (masks[3] == 0xFF000000)
     checks = [
         tf.debugging.Assert(layout["known"], [
             f"corrupt BMP: unknown info header size (BMP has {_BMP_HEADERS}); got", layout["header"]]),
+        # Zero rows or columns declare no pixels (no limit applies) while the other side, up to
+        # 2**31 - 1, sized the palette decoder's index arrays: a 60-byte file took 8 GB.
+        tf.debugging.Assert((layout["width"] > 0) & (layout["height"] > 0), [
+            "corrupt BMP: the width and height must be positive; got", layout["width"], "x",
+            layout["height"]]),
         tf.debugging.Assert(
             tf.logical_not((bits <= 8) & (compression != 0)),
             ["BMP: RLE-compressed bitmaps are not supported (save the image as PNG)"],
@@ -598,14 +670,30 @@ def _decode_bmp(data, array):
             (bits == 1) | (bits == 4) | (bits == 8) | (bits == 24) | (bits == 32),
             ["BMP: only 1, 4, 8, 24 and 32 bits per pixel are supported; got", bits],
         ),
+        # TensorFlow's decoder reads a 40-byte header's fields (an OS/2 core header's width
+        # and height are elsewhere), the bytes as B, G, R(, A) whatever the masks say, and
+        # JPEG/PNG-compressed bitmaps as pixels: refused rather than decoded wrong.
+        tf.debugging.Assert((bits <= 8) | tf.logical_not(layout["core"]), [
+            "BMP: 24/32-bit bitmaps with an OS/2 core header are not supported (save the image as PNG)"]),
+        tf.debugging.Assert(
+            (bits <= 8) | (compression == 0) | (bitfields & standard_masks),
+            ["BMP: only uncompressed 24/32-bit bitmaps, or bit fields in B, G, R(, A) order, are "
+             "supported (save the image as PNG); got compression", compression, "and masks", masks],
+            summarize=4,
+        ),
     ]
     with tf.control_dependencies(checks):
         palette = bits <= 8
-    return tf.cond(
-        palette,
-        lambda: _decode_bmp_palette(data, array, layout),
-        lambda: tf.ensure_shape(tf.io.decode_bmp(data, channels=3), [None, None, 3]),
-    )
+
+    def direct():
+        return tf.cond(
+            alpha,
+            lambda: _composite_on_white(
+                tf.ensure_shape(tf.io.decode_bmp(data, channels=4), [None, None, 4]), 255.0),
+            lambda: tf.ensure_shape(tf.io.decode_bmp(data, channels=3), [None, None, 3]),
+        )
+
+    return tf.cond(palette, lambda: _decode_bmp_palette(data, array, layout), direct)
 
 
 # ---------------------------------------------------------------------------- header + rule
@@ -628,9 +716,9 @@ def _inspect(array, code, only):
     Returns a dict of scalars: `height`, `width` (int64, the output image's; for animations the
     canvas / logical screen), `declared` (int64, the largest pixel count the file declares
     anywhere: the output, every frame, every bitstream), and from the JPEG marker walk (-1 for
-    the other formats) `exif` (int32 offset of the EXIF TIFF header) and `complete` (bool: the
-    JPEG has a start of scan and an end-of-image marker after it; False for the other
-    formats). Unknown formats give zeros. `only`: as for `header_info`. The JPEG markers are
+    the other formats) `exif` (int32 offset of the EXIF TIFF header), `exif_end` (the end of
+    its APP1 segment) and `complete` (bool: the JPEG has a start of scan and an end-of-image
+    marker after it; False for the other formats). Unknown formats give zeros. `only`: as for `header_info`. The JPEG markers are
     walked here once; `decode_image` reuses the walk for orientation and the truncation check.
     """
     none, no = tf.constant(-1), tf.constant(False)
@@ -639,35 +727,36 @@ def _inspect(array, code, only):
         header = tf.cast(_png_has_header(array), tf.int64)  # no IHDR: no size (the decoder refuses)
         height, width = header * _uint(array, 20, 4, True), header * _uint(array, 16, 4, True)
         frames, _, _ = _png_walk(array)
-        return height, width, header * tf.maximum(height * width, frames), none, no
+        return height, width, header * tf.maximum(_area(height, width), frames), none, none, no
 
     def jpeg():
         walk = _jpeg_walk(array)
         height, width = walk["height"], walk["width"]
-        return height, width, height * width, walk["exif"], walk["complete"]
+        return height, width, height * width, walk["exif"], walk["exif_end"], walk["complete"]
 
     def gif():
         height, width = _uint(array, 8, 2), _uint(array, 6, 2)
-        return height, width, tf.maximum(height * width, _gif_walk(array)["largest"]), none, no
+        largest = _gif_walk(array)["largest"]
+        return height, width, tf.maximum(height * width, largest), none, none, no
 
     def bmp():
         layout = _bmp_layout(array)
         known = tf.cast(layout["known"], tf.int64)  # an unknown info header: no size (refused)
         height, width = known * tf.cast(layout["height"], tf.int64), known * tf.cast(layout["width"], tf.int64)
-        return height, width, height * width, none, no
+        return height, width, height * width, none, none, no
 
     def webp():
         walk = _webp_walk(array)
         # A still image without VP8X: its bitstream's size is the image's.
         canvas = tf.where(walk["canvas"][0] > 0, walk["canvas"], walk["first"])
-        return canvas[0], canvas[1], walk["largest"], none, no
+        return canvas[0], canvas[1], walk["largest"], none, none, no
 
     def unknown():
         zero = tf.constant(0, tf.int64)
-        return zero, zero, zero, none, no
+        return zero, zero, zero, none, none, no
 
     values = _branch(code, [unknown, png, jpeg, gif, bmp, webp], only)
-    return dict(zip(("height", "width", "declared", "exif", "complete"), values))
+    return dict(zip(("height", "width", "declared", "exif", "exif_end", "complete"), values))
 
 
 @tf.autograph.experimental.do_not_convert
@@ -780,8 +869,9 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         header = tf.debugging.Assert(_png_has_header(array), [
             "corrupt PNG: the signature is not followed by the IHDR header chunk"])
         with tf.control_dependencies([header]):
-            _, exif, transparency = _png_walk(array)
-        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, exif), lambda: tf.constant(1))
+            _, (exif, exif_end), transparency = _png_walk(array)
+        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, exif, exif_end),
+                              lambda: tf.constant(1))
         return _decode_png(data, array, transparency), orientation
 
     def jpeg():
@@ -790,7 +880,8 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         with tf.control_dependencies([complete]):
             pixels = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
         exif = info["exif"]
-        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, exif), lambda: tf.constant(1))
+        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, exif, info["exif_end"]),
+                              lambda: tf.constant(1))
         return pixels, orientation
 
     def gif():
@@ -800,9 +891,14 @@ def decode_image(data, max_pixels=MAX_PIXELS, only=None):
         return _decode_bmp(data, array), tf.constant(1)
 
     def webp():
-        exif = _webp_walk(array)["exif"]
+        # EXIF is a chunk of the extended format: a VP8X chunk first (libwebp, and so Pillow,
+        # read a file starting with its VP8/VP8L bitstream as a simple one without metadata).
+        extended = tf.reduce_all(tf.equal(_at(array, 12 + tf.range(4)), tf.constant(list(b"VP8X"))))
+        walk = _webp_walk(array)
+        exif = tf.where(extended, walk["exif"], -1)
         start = _tiff_start_of_exif_payload(array, exif)
-        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, start), lambda: tf.constant(1))
+        orientation = tf.cond(exif >= 0, lambda: _tiff_orientation(array, start, walk["exif_end"]),
+                              lambda: tf.constant(1))
         return _decode_webp(data, array), orientation
 
     def unknown():
