@@ -23,7 +23,6 @@ Every failing input is kept in `<out>/cases/` with its category; `<out>/summary.
 """
 
 import argparse
-import glob
 import hashlib
 import io
 import json
@@ -406,6 +405,28 @@ def mutate(data, rng, others):
     return bytes(data), " ".join(notes)
 
 
+# ------------------------------------------------------------------------------- the reference
+
+
+def pillow_reference(data):
+    """Pillow's view of a file (the independent reference of the decode rule's tests too):
+    first frame, EXIF transposed, 16-bit gray rounded to 8 bits, transparency composited on
+    white. Raises what Pillow raises."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I"):
+            gray = np.round(np.asarray(image, np.float64) / 257.0).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=-1)
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.asarray(image.convert("RGB"))
+
+
 # -------------------------------------------------------------------------------------- worker
 
 WORKER = r"""
@@ -414,7 +435,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 limit = int(sys.argv[1])
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps
+from PIL import Image
 from tfgcrf import decode, imageio
 Image.MAX_IMAGE_PIXELS = imageio.MAX_PIXELS // 2  # refused above the rule's limit
 from tfgcrf.errors import InputError
@@ -423,18 +444,12 @@ full = tf.function(decode.decode_image, autograph=False,
                    input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64)])
 max_pixels = tf.constant(imageio.MAX_PIXELS, tf.int64)
 
+sys.path.insert(0, os.path.dirname(sys.argv[2]))
+from fuzz_decode import pillow_reference
+
 def pillow(data):
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16B", "I"):
-                gray = np.round(np.asarray(image, np.float64) / 257.0).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=-1)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-            return np.asarray(image.convert("RGB"))
+        return pillow_reference(data)
     except Exception as err:  # Pillow's refusals are not ours to judge
         return type(err).__name__
 
@@ -450,7 +465,7 @@ def run(call):
         return ("uncaught", type(err).__name__ + ": " + "".join(traceback.format_exception_only(err))[-400:])
 
 # warm: every format's graphs traced before the memory baseline
-for path in sys.argv[2:]:
+for path in sys.argv[3:]:
     data = open(path, "rb").read()
     run(lambda: imageio.decode_data(data, "x"))
     run(lambda: full(tf.constant(data), max_pixels).numpy())
@@ -506,7 +521,7 @@ class Worker:
 
     def start(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(self.memory_limit), *self.seed_paths],
+            [sys.executable, "-c", WORKER, str(self.memory_limit), os.path.abspath(__file__), *self.seed_paths],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=self.env)
         self.starts += 1
         line = self._read(600)
@@ -587,7 +602,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per case")
     parser.add_argument("--memory-limit-mb", type=int, default=0,
                         help="RLIMIT_AS of the worker (0: its address space after warm-up + 3 GB)")
-    parser.add_argument("--memory-growth-mb", type=float, default=150.0)
+    parser.add_argument("--memory-growth-mb", type=float, default=300.0,
+                        help="peak-memory growth of one case flagged (the limit's output is 75 MB)")
     parser.add_argument("--cpu-seconds", type=float, default=0, help="stop after this much worker CPU")
     parser.add_argument("--formats", default="", help="comma-separated seed name prefixes")
     parser.add_argument("--replay", nargs="*", help="run these files instead of mutations")

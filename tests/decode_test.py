@@ -19,10 +19,13 @@ import zlib
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image, ImageOps
+from PIL import Image
 
 from tfgcrf import decode, imageio
 from tfgcrf.errors import InputError
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from fuzz_decode import pillow_reference  # noqa: E402  (the fuzzer's reference; benchmarks never import tests)
 
 
 def _encoded(image, image_format, **options):
@@ -94,18 +97,9 @@ MATRIX = {
 }
 
 
-def _pillow_reference(data):
-    """Pillow's view of a file: first frame, EXIF transposed, transparency composited on white."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I"):
-            gray = np.round(np.asarray(image, np.float64) / 257.0).astype(np.uint8)
-            return np.repeat(gray[..., None], 3, axis=-1)
-        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-        return np.asarray(image.convert("RGB"))
+# Pillow's view of a file: first frame, EXIF transposed, transparency composited on white (the
+# fuzzer's reference too).
+_pillow_reference = pillow_reference
 
 
 @pytest.mark.parametrize("name", MATRIX)
@@ -718,3 +712,42 @@ def test_a_webp_s_exif_counts_in_the_extended_format_only():
     for data, shape in ((extended, (56, 40, 3)), (simple, (40, 56, 3))):
         decoded = imageio.read_image(data)
         assert decoded.shape == _pillow_reference(data).shape == shape
+
+
+CANVAS_PROBE = r"""
+import json, resource, sys
+from tfgcrf import decode
+data = bytes.fromhex(sys.argv[1])
+decode.decode_bytes(bytes.fromhex(sys.argv[2]))  # the WebP graph traced and warm
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+shape = decode.decode_bytes(data).shape
+print(json.dumps({"shape": list(shape), "growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+"""
+
+
+@pytest.mark.slow
+def test_a_small_frame_on_a_canvas_at_the_limit_costs_a_few_bytes_a_pixel():
+    """An animated WebP of 8 x 8 frames whose canvas declares 5000 x 5000 (the limit: decoded,
+    white around the frame). The canvas was padded in float32, rounded and cast: 680 MB of
+    peak growth here (27 bytes a pixel); padded in uint8, 220 MB (the 75-MB output and copies)."""
+    data = _patched(_webp_animated(), b"VP8X", 12, _u24(4999) + _u24(4999))
+    assert decode.read_header(data) == ("WebP", 5000, 5000, 25_000_000)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, "-c", CANVAS_PROBE, data.hex(), _webp_animated().hex()],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [5000, 5000, 3]
+    assert result["growth_mb"] < 300, result
+
+
+@pytest.mark.parametrize("where", ["unset", "at_the_color_table"])
+def test_a_palette_bmp_s_pixel_offset_is_read_as_pillow_reads_it(where):
+    """A pixel data offset of 0 (unset) means right after the color table, and one pointing at
+    the color table means past it (Pillow): the rule read the headers / the table as pixels."""
+    data = MATRIX["bmp_palette"]
+    header = struct.unpack("<I", data[14:18])[0]
+    moved = _with_bytes(data, 10, struct.pack("<I", 0 if where == "unset" else 14 + header))
+    decoded = imageio.read_image(moved)
+    assert np.array_equal(decoded, _pillow_reference(moved))
+    assert np.array_equal(decoded, imageio.read_image(data))
