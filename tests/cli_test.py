@@ -58,3 +58,19 @@ def test_a_negative_coordinate_is_the_commands_outside_message(tiny_preset, tmp_
         assert cli.main(["edit", str(photo), "--model", str(tiny_preset), *extra]) == 2
         err = capsys.readouterr().err
         assert err.splitlines() == [f"tfgcrf: error: {message} (x must be in 0..23, y in 0..15)"], err
+
+
+def test_malformed_points_and_links_are_refused_before_tensorflow_starts(monkeypatch, capsys):
+    # TensorFlow's start takes seconds (tens under load): a typo must not wait for it.
+    def no_tensorflow(**kwargs):
+        raise AssertionError("TensorFlow was started for a malformed command line")
+
+    monkeypatch.setattr(cli, "_import_tensorflow_quietly", no_tensorflow)
+    for extra, message in (
+        (["--point", "10,10"], "malformed --point '10,10': expected X,Y,#rrggbb or X,Y,R,G,B"),
+        (["--point", "10,10,#12345"], "malformed color in --point '10,10,#12345'"),
+        (["--link", "1,2,3"], "malformed --link '1,2,3': expected X1,Y1,X2,Y2"),
+    ):
+        assert cli.main(["edit", "photo.jpg", *extra]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"tfgcrf: error: {message}"), lines

@@ -153,7 +153,11 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     parser = build_parser()
-    args = parser.parse_args(_attach_coordinate_values(sys.argv[1:] if argv is None else argv))
+    try:  # option types (e.g. `edit --point`) refuse malformed values with a UserError
+        args = parser.parse_args(_attach_coordinate_values(sys.argv[1:] if argv is None else argv))
+    except UserError as err:
+        print(f"tfgcrf: error: {err}", file=sys.stderr)
+        return err.exit_code
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0

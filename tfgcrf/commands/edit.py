@@ -13,9 +13,10 @@ _POINT_FORMAT = "X,Y,#rrggbb or X,Y,R,G,B (X, Y in input pixels; R, G, B in 0..2
 
 def add_arguments(parser):
     parser.add_argument("input", metavar="INPUT", help="the photo (gray or color)")
-    parser.add_argument("--point", action="append", default=[], metavar="X,Y,COLOR",
+    # Parsed by argparse (`type=`), before TensorFlow is imported: a typo is refused at once.
+    parser.add_argument("--point", action="append", default=[], metavar="X,Y,COLOR", type=parse_point,
                         help=f"a color point: {_POINT_FORMAT}; repeat for several points")
-    parser.add_argument("--link", action="append", default=[], metavar="X1,Y1,X2,Y2",
+    parser.add_argument("--link", action="append", default=[], metavar="X1,Y1,X2,Y2", type=parse_link,
                         help="the places (X1, Y1) and (X2, Y2) should take the same color, whichever "
                         "it is (input pixels); repeat for several links")
     parser.add_argument("--points-json", default=None, metavar="FILE",
@@ -123,8 +124,7 @@ def edit_file(colorizer, rgb, out, points, colors, from_sample=None, seed=0, num
 
 
 def run(args):
-    parsed = [parse_point(spec) for spec in args.point]
-    links = [parse_link(spec) for spec in args.link]
+    parsed, links = list(args.point), list(args.link)  # parsed by argparse (`type=`)
     size = None
     if args.points_json is not None:
         document = edit_json.load(args.points_json)
