@@ -13,6 +13,7 @@ from werkzeug.test import Client
 from tfgcrf.colorizer import Colorizer
 from tfgcrf.imageio import read_image
 from tfgcrf.studio import StudioApp
+from tfgcrf.studio import app as studio_app
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 PHOTO = os.path.join(DATA, "fullres", "sklearn_china.jpg")  # 384x256
@@ -194,3 +195,81 @@ def test_edits_through_the_session_match_colorizer_edit(client, app):
     assert "same pixel" in error
     again = _png(client.get(f"/api/result.png?tab={TAB}"))
     assert np.array_equal(again, result)
+
+
+def test_the_page_has_an_icon_so_the_browser_asks_for_no_favicon(client):
+    """Every page load logged "favicon.ico ... 404" in the browser's console."""
+    assert b'<link rel="icon" href="data:,">' in client.get("/").data
+
+
+def test_the_same_pixel_refusal_names_points_by_the_page_s_list_numbers(client):
+    """The message named the edit session's internal ids ("points 3 and 0"), which the page's
+    list (1., 2., ... in the order of the edit's points) does not show."""
+    _open(client, PHOTO)
+    state = {"from_sample": None, "points": [
+        {"id": "a", "x": 60, "y": 30, "color": "#c06020"},
+        {"id": "b", "x": 300, "y": 200, "color": "#2050a0"},
+        {"id": "c", "x": 100, "y": 100, "color": "#20a050"}], "links": []}
+    assert _edit(client, state).status_code == 200
+    # a is removed, d added; then c is moved onto b's pixel: the list is b, c, d.
+    del state["points"][0]
+    state["points"].append({"id": "d", "x": 10, "y": 10, "color": "#808020"})
+    assert _edit(client, state).status_code == 200
+    state["points"][1].update(x=300, y=200)
+    response = _edit(client, state)
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith(
+        "points 1 and 2 are on the same pixel (300, 200) with different colors")
+    # The same color on one pixel is no conflict.
+    state["points"][1]["color"] = "#2050a0"
+    assert _edit(client, state).status_code == 200
+
+
+class _Waiting:
+    """`_compute` that says when the thread "stale-edit" waits for it."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self):
+        if threading.current_thread().name == "stale-edit":
+            self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc_info):
+        self.lock.release()
+        return False
+
+
+def test_an_edit_for_a_photo_no_longer_open_is_not_solved(client, app, monkeypatch):
+    """An edit that waited for the model while the tab opened another photo was solved on the old
+    photo (a full solve for nothing) and its picture shown as the new photo's."""
+    opened = _open(client, PHOTO).get_json()
+    state = {"from_sample": None, "points": [{"id": "a", "x": 60, "y": 30, "color": "#c06020"}],
+             "links": []}
+    lock = threading.Lock()
+    monkeypatch.setattr(app, "_compute", _Waiting(lock))
+    solved = len(app.latencies)
+    answers = []
+    with lock:
+        edit = threading.Thread(target=lambda: answers.append(_edit(client, state)),
+                                name="stale-edit")
+        edit.start()
+        assert app._compute.waiting.wait(60)
+        # The open of another photo replaces the tab's photo (as `_open` does under the lock).
+        app._tabs[TAB] = studio_app._Tab("other.png", *[getattr(app._tabs[TAB], name) for name in (
+            "rgb", "samples", "scores", "lightness")])
+    edit.join(60)
+    assert answers[0].status_code == 409 and "another photo was opened" in answers[0].get_json()["error"]
+    assert len(app.latencies) == solved
+    # An edit naming the photo it was made for (the open's "photo") is refused once another is open.
+    monkeypatch.undo()
+    reopened = _open(client, PHOTO).get_json()
+    assert reopened["photo"] != opened["photo"]
+    stale = client.post(f"/api/edit?tab={TAB}&photo={opened['photo']}", data=json.dumps(state),
+                        content_type="application/json")
+    assert stale.status_code == 409
+    fresh = client.post(f"/api/edit?tab={TAB}&photo={reopened['photo']}", data=json.dumps(state),
+                        content_type="application/json")
+    assert fresh.status_code == 200 and fresh.get_json()["points"] == 1

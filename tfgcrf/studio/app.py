@@ -21,6 +21,7 @@ import base64
 import collections
 import importlib.resources
 import io
+import itertools
 import json
 import logging
 import mimetypes
@@ -56,6 +57,12 @@ THUMB_SIDE = 200
 MAX_TABS = 4
 
 _TAB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# Numbers the photos opened (`photo` in the open's answer; an edit may name the photo it is for).
+_PHOTO_TOKENS = itertools.count(1)
+
+
+class StalePhoto(UserError):
+    """An edit for a photo no longer open in its tab (another one was opened meanwhile)."""
 
 
 class _Tab:
@@ -75,6 +82,7 @@ class _Tab:
         self.point_keys = {}  # client id -> session id
         self.link_keys = {}
         self.image = None  # uint8 [H, W, 3] of the current state
+        self.token = next(_PHOTO_TOKENS)
 
     def start_image(self):
         """The picture before any point: the chosen sample, or the gray photo."""
@@ -185,6 +193,8 @@ class StudioApp:
         try:
             endpoint, values = self._routes.bind_to_environ(environ).match()
             response = getattr(self, "_" + endpoint)(request, **values)
+        except StalePhoto as err:
+            response = _error(409, str(err))
         except UserError as err:
             response = _error(400, str(err))
         except RequestEntityTooLarge:
@@ -281,6 +291,7 @@ class StudioApp:
                 for index, (sample, weight) in enumerate(zip(samples, scores))
             ],
             "ms": round(elapsed, 1),
+            "photo": tab.token,
         })
 
     # ------------------------------------------------------------------------------ edits
@@ -288,6 +299,7 @@ class StudioApp:
     def _edit(self, request):
         tab_id = _tab_id(request)
         tab = self._tab(tab_id)
+        _check_photo(request, tab)
         try:
             document = json.loads(request.get_data(cache=False) or b"null")
         except (ValueError, UnicodeDecodeError) as err:
@@ -295,11 +307,16 @@ class StudioApp:
         state = edit_json.parse(document, tab.width, tab.height, with_ids=True)
         if state.from_sample is not None and state.from_sample >= len(tab.samples):
             raise InputError(f"there is no sample {state.from_sample} (0..{len(tab.samples) - 1})")
+        _check_conflicts(state, tab.width, tab.height)
         started = time.perf_counter()
         with self._compute:
             # The wait: another tab's work, or this tab's session still being prepared after
             # its open; kept apart so that "solve" is what the edit itself costs.
             computing = time.perf_counter()
+            # Another photo opened in the tab while this edit waited: its solve is skipped.
+            with self._tabs_lock:
+                if self._tabs.get(tab_id) is not tab:
+                    raise StalePhoto(_STALE)
             updates = self._sync(tab, state)
         solved = time.perf_counter()
         image = data_url(encode(tab.image, DISPLAY_SIDE))
@@ -433,6 +450,30 @@ class StudioApp:
                                  "restarted or closed it to free memory): open a photo")
             self._tabs.move_to_end(tab_id)
             return tab
+
+
+_STALE = "another photo was opened in this tab: the edit for the one before was not applied"
+
+
+def _check_photo(request, tab):
+    """Refuses an edit naming (`?photo=N`, the open's answer) a photo other than the tab's."""
+    photo = request.args.get("photo")
+    if photo is not None and photo != str(tab.token):
+        raise StalePhoto(_STALE)
+
+
+def _check_conflicts(state, width, height):
+    """Two points on one pixel with different colors, named by their places in the edit (the
+    numbers of the page's list, 1-based), not by the edit session's internal ids."""
+    from tfgcrf import hints
+    from tfgcrf.colorizer import Colorizer
+
+    if len(state.points) < 2:
+        return
+    places = [xy for xy, _ in state.points.values()]
+    colors = [rgb for _, rgb in state.points.values()]
+    hints.check_conflicts(np.array(places, np.float64), Colorizer._point_chroma(colors, len(colors)),
+                          width, height)
 
 
 def _tab_id(request):

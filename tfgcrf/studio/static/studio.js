@@ -17,9 +17,13 @@ let future = [];
 let nextId = 1;
 let tool = "point";
 let selected = null;     // id of the selected point
-let inFlight = false;
-let sentState = null;
 let version = 0;
+// Photos opened so far: an answer about an older photo (an edit or attention map sent before
+// another photo was opened) is dropped, and its request aborted.
+let generation = 0;
+let sending = null;      // the send loop running: {generation, controller}
+let opening = 0;         // opens in flight: the page stays busy until the photo is shown
+let lastStatus = "";     // the status of the last state the server answered
 let maxUploadMiB = null;  // the server's upload limit (from /api/config)
 const attentionCache = new Map();
 const roundTrips = [];   // ms from sending a state to having its picture, per answer
@@ -38,8 +42,14 @@ function clearError() { $("error").hidden = true; }
 $("error-close").addEventListener("click", clearError);
 
 function setBusy(busy, text) {
-  document.body.dataset.busy = busy ? "1" : "0";
+  document.body.dataset.busy = busy || opening > 0 || sending !== null ? "1" : "0";
   if (text) $("status").textContent = text;
+}
+
+// The status of a state the server answered (restored when a later change is refused).
+function setStatus(text) {
+  lastStatus = text;
+  $("status").textContent = text;
 }
 
 async function api(path, options) {
@@ -68,12 +78,18 @@ async function openPhoto(body, name) {
               `the limit is ${maxUploadMiB} MiB`);
     return;
   }
+  opening += 1;
   setBusy(true, `opening ${name} and drawing its samples ...`);
   const started = performance.now();
+  const openedBefore = generation;
   try {
     const opened = body === null
       ? await api("/api/open?name=" + encodeURIComponent(name), {method: "POST"})
       : await api("/api/open", {method: "POST", body, headers: {"X-Filename": encodeURIComponent(name)}});
+    // From here on, answers about the previous photo are stale: dropped, their requests aborted.
+    generation += 1;
+    if (sending !== null) sending.controller.abort();
+    sending = null;
     photo = opened;
     state = emptyState();
     acknowledged = emptyState();
@@ -84,6 +100,7 @@ async function openPhoto(body, name) {
     $("photo-name").textContent = `${opened.name} (${opened.width}x${opened.height})`;
     $("after").src = opened.gray;
     $("before").src = opened.gray;
+    await $("after").decode().catch(() => {});  // busy until the new photo is shown
     $("stage").hidden = false;
     $("placeholder").hidden = true;
     renderSamples();
@@ -92,13 +109,19 @@ async function openPhoto(body, name) {
     updateDownloads();
     version += 1;
     document.body.dataset.version = String(version);
-    setBusy(false, `opened in ${Math.round(performance.now() - started)} ms ` +
-                   `(${opened.samples.length} samples: ${Math.round(opened.ms)} ms on the server)`);
+    setStatus(`opened in ${Math.round(performance.now() - started)} ms ` +
+              `(${opened.samples.length} samples: ${Math.round(opened.ms)} ms on the server)`);
   } catch (err) {
-    // The status said "opening <name> ..."; the photo open before (if any) stays.
-    setBusy(false, photo ? `${photo.name} is still open` : "Open a photo, or drop one on the page.");
+    // The status said "opening <name> ..."; the photo open before (if any) stays (unless
+    // another open answered meanwhile: its status stays).
+    if (generation === openedBefore) {
+      $("status").textContent = photo ? `${photo.name} is still open` : "Open a photo, or drop one on the page.";
+    }
     // The server's decoding messages name the photo already; others get its name in front.
     showError(err.message.includes(name) ? err.message : `${name}: ${err.message}`);
+  } finally {
+    opening -= 1;
+    setBusy(false);
   }
 }
 
@@ -263,16 +286,22 @@ function removeLink(id) {
 
 async function send() {
   if (!photo) return;
-  if (inFlight) return;  // the latest state is sent when the answer arrives
-  inFlight = true;
+  // The latest state is sent when the answer in flight (about this photo) arrives.
+  if (sending !== null && sending.generation === generation) return;
+  const mine = {generation, controller: new AbortController()};
+  sending = mine;
   setBusy(true, "solving ...");
-  while (!same(state, acknowledged) || sentState === null) {
+  const current = () => mine.generation === generation;
+  let sentState = null;
+  while (current() && (!same(state, acknowledged) || sentState === null)) {
     sentState = clone(state);
     const started = performance.now();
     try {
-      const answer = await api("/api/edit", {
+      const answer = await api("/api/edit?photo=" + encodeURIComponent(photo.photo), {
         method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(sentState),
+        signal: mine.controller.signal,
       });
+      if (!current()) break;  // about a photo no longer open: dropped
       acknowledged = sentState;
       $("after").src = answer.image;
       const roundTrip = Math.round(performance.now() - started);
@@ -282,21 +311,24 @@ async function send() {
       $("timing").textContent = `re-solved in ${answer.solve_ms} ms on the server${waited} ` +
         `(${answer.updates} update${answer.updates === 1 ? "" : "s"}; ${answer.total_ms} ms with ` +
         `encoding, ${roundTrip} ms round trip)`;
-      $("status").textContent = `${answer.points} point${answer.points === 1 ? "" : "s"}, ` +
-        `${answer.links} link${answer.links === 1 ? "" : "s"}: ${answer.solve_ms} ms`;
+      setStatus(`${answer.points} point${answer.points === 1 ? "" : "s"}, ` +
+        `${answer.links} link${answer.links === 1 ? "" : "s"}: ${answer.solve_ms} ms`);
       clearError();
     } catch (err) {
+      if (!current()) break;
       showError(err.message);
       // The server kept its previous state: so does the page.
       if (!same(state, sentState)) continue;
       state = clone(acknowledged);
       if (history.length && same(history[history.length - 1], state)) history.pop();
       render();
+      // Not "solving ..." any more: the last state the server answered, which the page shows.
+      $("status").textContent = `not applied; ${lastStatus}`;
       break;
     }
   }
-  sentState = null;
-  inFlight = false;
+  if (!current()) return;  // the open of another photo took over the page
+  sending = null;
   version += 1;
   document.body.dataset.version = String(version);
   setBusy(false);
@@ -523,18 +555,20 @@ async function showAttention(id) {
   const point = state.points.find((p) => p.id === id);
   if (!point) return;
   const key = `${point.x},${point.y}`;
+  const asked = generation;
   try {
     if (!attentionCache.has(key)) {
       const blob = await api(`/api/attention?x=${point.x}&y=${point.y}`);
+      if (asked !== generation) return;  // of the photo open before
       attentionCache.set(key, URL.createObjectURL(blob));
     }
-    if (gesture || !showsAttention(id, key)) return;
+    if (gesture || asked !== generation || !showsAttention(id, key)) return;
     $("attention").src = attentionCache.get(key);
     $("attention").hidden = false;
     $("attention").dataset.point = id;
     $("attention").dataset.key = key;
   } catch (err) {
-    showError(err.message);
+    if (asked === generation) showError(err.message);
   }
 }
 
@@ -583,7 +617,11 @@ document.addEventListener("keydown", (event) => {
 function fit() {
   if (!photo) return;
   const wrap = $("stage-wrap");
-  const scale = Math.min((wrap.clientWidth - 24) / photo.width, (wrap.clientHeight - 24) / photo.height);
+  // A narrow window stacks the columns (studio.css): the picture takes the full width, up to 80%
+  // of the window's height; else it fills the middle column.
+  const narrow = window.matchMedia("(max-width: 800px)").matches;
+  const room = narrow ? window.innerHeight * 0.8 : wrap.clientHeight - 24;
+  const scale = Math.min((wrap.clientWidth - (narrow ? 16 : 24)) / photo.width, room / photo.height);
   $("after").style.width = `${Math.max(1, Math.floor(photo.width * scale))}px`;
   $("after").style.height = `${Math.max(1, Math.floor(photo.height * scale))}px`;
   drawMarks();
