@@ -231,11 +231,15 @@ class _Waiting:
     def __init__(self, lock):
         self.lock = lock
         self.waiting = threading.Event()
+        self.acquired = threading.Event()
 
     def __enter__(self):
-        if threading.current_thread().name == "stale-edit":
+        edit = threading.current_thread().name == "stale-edit"
+        if edit:
             self.waiting.set()
         self.lock.acquire()
+        if edit:
+            self.acquired.set()
 
     def __exit__(self, *exc_info):
         self.lock.release()
@@ -273,3 +277,44 @@ def test_an_edit_for_a_photo_no_longer_open_is_not_solved(client, app, monkeypat
     fresh = client.post(f"/api/edit?tab={TAB}&photo={reopened['photo']}", data=json.dumps(state),
                         content_type="application/json")
     assert fresh.status_code == 200 and fresh.get_json()["points"] == 1
+
+
+def test_an_edit_waiting_while_the_tab_opens_another_photo_is_not_solved(client, app, monkeypatch):
+    """The open put its photo in the tab after freeing the model: an edit of the previous photo
+    waiting for the model could take it in between and be solved on the photo no longer open (seen
+    with a real Chromium: "edit points=2" logged after "open portrait.jpg")."""
+    _open(client, PHOTO)
+    state = {"from_sample": None, "points": [{"id": "a", "x": 60, "y": 30, "color": "#c06020"}],
+             "links": []}
+    lock = threading.Lock()
+    compute = _Waiting(lock)
+    monkeypatch.setattr(app, "_compute", compute)
+    colorize_started = threading.Event()
+    colorize = app.colorizer.colorize
+
+    def slow_colorize(*args, **kwargs):
+        colorize_started.set()
+        assert compute.waiting.wait(60)  # the edit waits for the model
+        return colorize(*args, **kwargs)
+
+    tab_class = studio_app._Tab
+
+    def new_tab(*args):
+        # Made after the model is freed (the old code): the waiting edit takes the model first.
+        # Made while the open holds it (the fix): the edit cannot, and this wait runs out.
+        compute.acquired.wait(3)
+        return tab_class(*args)
+
+    monkeypatch.setattr(app.colorizer, "colorize", slow_colorize)
+    monkeypatch.setattr(studio_app, "_Tab", new_tab)
+    solved = len(app.latencies)
+    answers = []
+    opening = threading.Thread(target=lambda: _open(client, PHOTO))
+    opening.start()
+    assert colorize_started.wait(60)
+    edit = threading.Thread(target=lambda: answers.append(_edit(client, state)), name="stale-edit")
+    edit.start()
+    opening.join(120)
+    edit.join(120)
+    assert answers[0].status_code == 409, answers[0].get_json()
+    assert len(app.latencies) == solved

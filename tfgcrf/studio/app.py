@@ -12,6 +12,9 @@ tabs never share a photo):
 | `GET /api/attention?x=X&y=Y` | a point's attention map (its row of S) over the gray photo |
 | `GET /api/result.png` , `GET /api/edit.json` | the downloads: full-resolution PNG, the edit |
 
+An edit may name its photo (`&photo=N`, the open's answer `photo`): it is refused (409) once
+the tab has opened another photo, as is an edit still waiting for the model at that moment.
+
 The edit state is the document of `tfgcrf.edit_json` (what `tfgcrf edit --points-json` reads)
 with an `id` per point and link. Errors are `{"error": "one line"}` with an HTTP 4xx code; an
 unexpected failure is logged with its traceback and answered with 500, and the app keeps running.
@@ -266,13 +269,15 @@ class StudioApp:
             samples, scores = self.colorizer.colorize(rgb, self.num_samples, seed=self.seed,
                                                       mode=self.mode, return_scores=True)
             lightness = imageio.luminance(rgb)
-        tab = _Tab(name, rgb, samples, np.asarray(scores, np.float64), lightness)
-        with self._tabs_lock:
-            self._tabs[tab_id] = tab
-            self._tabs.move_to_end(tab_id)
-            while len(self._tabs) > self.max_tabs:
-                closed, _ = self._tabs.popitem(last=False)
-                LOG.info("closed tab %s (more than %d open photos)", closed, self.max_tabs)
+            tab = _Tab(name, rgb, samples, np.asarray(scores, np.float64), lightness)
+            # The tab's photo changes before the model is free again: an edit of the previous
+            # photo waiting for the model sees that it is stale (`_edit`) and is not solved.
+            with self._tabs_lock:
+                self._tabs[tab_id] = tab
+                self._tabs.move_to_end(tab_id)
+                while len(self._tabs) > self.max_tabs:
+                    closed, _ = self._tabs.popitem(last=False)
+                    LOG.info("closed tab %s (more than %d open photos)", closed, self.max_tabs)
         elapsed = (time.perf_counter() - started) * 1000.0
         LOG.info("open tab=%s photo=%s %dx%d samples=%d total=%.1fms", tab_id, name, tab.width,
                  tab.height, len(samples), elapsed)

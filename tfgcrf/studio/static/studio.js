@@ -46,10 +46,11 @@ function setBusy(busy, text) {
   if (text) $("status").textContent = text;
 }
 
-// The status of a state the server answered (restored when a later change is refused).
+// The status of a state the server answered (restored when a later change is refused); while
+// another photo is being opened the status keeps saying so.
 function setStatus(text) {
   lastStatus = text;
-  $("status").textContent = text;
+  if (opening === 0) $("status").textContent = text;
 }
 
 async function api(path, options) {
@@ -109,8 +110,9 @@ async function openPhoto(body, name) {
     updateDownloads();
     version += 1;
     document.body.dataset.version = String(version);
-    setStatus(`opened in ${Math.round(performance.now() - started)} ms ` +
-              `(${opened.samples.length} samples: ${Math.round(opened.ms)} ms on the server)`);
+    lastStatus = `opened in ${Math.round(performance.now() - started)} ms ` +
+      `(${opened.samples.length} samples: ${Math.round(opened.ms)} ms on the server)`;
+    $("status").textContent = lastStatus;
   } catch (err) {
     // The status said "opening <name> ..."; the photo open before (if any) stays (unless
     // another open answered meanwhile: its status stays).
@@ -290,7 +292,7 @@ async function send() {
   if (sending !== null && sending.generation === generation) return;
   const mine = {generation, controller: new AbortController()};
   sending = mine;
-  setBusy(true, "solving ...");
+  setBusy(true, opening ? null : "solving ...");
   const current = () => mine.generation === generation;
   let sentState = null;
   while (current() && (!same(state, acknowledged) || sentState === null)) {
@@ -323,7 +325,7 @@ async function send() {
       if (history.length && same(history[history.length - 1], state)) history.pop();
       render();
       // Not "solving ..." any more: the last state the server answered, which the page shows.
-      $("status").textContent = `not applied; ${lastStatus}`;
+      if (!opening) $("status").textContent = `not applied; ${lastStatus}`;
       break;
     }
   }
