@@ -280,7 +280,8 @@ class Client:
           from_sample: -1 to take colors only from the points; k >= 0 to edit on top of
             sample k of `sample(image_bytes, seed)`.
           links: optional J (x1, y1, x2, y2) pairs of places (relative, in [0, 1]) that should
-            take the same color; sent to the `edit_links` signature (`edit` without them).
+            take the same color, as rows or as ((x1, y1), (x2, y2)) pairs (the form of
+            `tfgcrf.Colorizer.edit`); sent to the `edit_links` signature (`edit` without them).
 
         Returns:
           PNG bytes at the input size.
@@ -307,7 +308,11 @@ class Client:
         }
         if links is None:
             return self.predict(EDIT_SIGNATURE, inputs)["colorized_bytes"][0]
-        links = _rows(links, 4, np.float32, "links must be (x1, y1, x2, y2) rows")
+        pairs = np.asarray(links, dtype=object)
+        if pairs.ndim == 3 and pairs.shape[1:] == (2, 2):  # ((x1, y1), (x2, y2)) pairs
+            links = pairs.reshape(-1, 4).tolist()
+        links = _rows(links, 4, np.float32,
+                      "links must be (x1, y1, x2, y2) rows or ((x1, y1), (x2, y2)) pairs")
         padded_links = np.zeros((1, max(len(links), 1), 4), np.float32)
         padded_links[0, :len(links)] = links
         inputs.update(links=padded_links, num_links=np.array([len(links)], np.int32))

@@ -57,3 +57,23 @@ def test_a_good_target_reaches_its_transport(monkeypatch):
     assert Client("localhost:8500").protocol == "grpc"
     assert Client("http://localhost:8501/").protocol == "rest"
     assert dialed == [("grpc", "localhost:8500"), ("rest", "http://localhost:8501")]
+
+
+def test_edit_links_as_rows_or_as_the_apis_point_pairs(monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr(client_module, "_GrpcTransport", lambda target: None)
+    client = Client("localhost:8500")
+    sent = []
+    monkeypatch.setattr(client, "predict", lambda name, inputs: sent.append((name, inputs)) or {
+        "colorized_bytes": [b"png"]})
+    image = b"\x89PNG not decoded here"
+    for links in ([(0.5, 0.4, 0.2, 0.8)], [((0.5, 0.4), (0.2, 0.8))]):
+        assert client.edit(image, [(0.5, 0.4)], [(200, 30, 30)], links=links) == b"png"
+    (first_name, first), (second_name, second) = sent
+    assert first_name == second_name
+    np.testing.assert_array_equal(first["links"], second["links"])
+    assert first["links"].reshape(-1).tolist() == pytest.approx([0.5, 0.4, 0.2, 0.8])
+    for bad in ([((0.5, 0.4), (0.2,))], [(0.5, 0.4, 0.2)], "nope"):
+        with pytest.raises(InputError, match=r"rows or \(\(x1, y1\), \(x2, y2\)\) pairs"):
+            client.edit(image, [(0.5, 0.4)], [(200, 30, 30)], links=bad)
